@@ -1,0 +1,221 @@
+//! Command line: subcommands and every setting, each with its environment
+//! variable (`identity serve --help` lists them all).
+
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "identity",
+    version,
+    about = "gRPC identity service: tokens, sessions and user profiles",
+    long_about = "gRPC identity service: issues, refreshes, revokes and validates tokens and keeps \
+                  user profiles.\n\nEvery setting is an IDENTITY_* environment variable (shown with \
+                  each option); a TOML file named by IDENTITY_CONFIG_FILE may supply the same \
+                  settings by their long option names with underscores (listen_addr = ...). \
+                  Precedence: command line > environment > file > built-in default."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve the gRPC API. Without --dev, refuses insecure settings.
+    Serve(ServeArgs),
+    /// Apply pending database migrations to IDENTITY_DATABASE_URL and exit.
+    Migrate(MigrateArgs),
+    /// Write a new Ed25519 signing key (PKCS#8 PEM) to a file or stdout.
+    Keygen(KeygenArgs),
+    /// Ask a running server's gRPC health service; exit 0 when SERVING.
+    Healthcheck(HealthcheckArgs),
+    /// Read the audit trail.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Development mode: embedded SQLite under IDENTITY_DATA_DIR, a generated
+    /// signing key kept there, plaintext on 127.0.0.1, lower bcrypt cost.
+    /// Never for production.
+    #[arg(long)]
+    pub dev: bool,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// Database to migrate: postgres://... or sqlite://path.
+    #[arg(long, env = "IDENTITY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Args)]
+pub struct KeygenArgs {
+    /// Write the PEM here (created with mode 0600) instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct HealthcheckArgs {
+    /// Server to probe (plaintext gRPC).
+    #[arg(long, env = "IDENTITY_HEALTHCHECK_ADDR", default_value = "http://127.0.0.1:50051")]
+    pub addr: String,
+    /// Service name to check; empty means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Print recent audit events as JSON lines.
+    Tail {
+        #[arg(long, env = "IDENTITY_DATABASE_URL", hide_env_values = true)]
+        database_url: String,
+        /// How far back, e.g. 1h, 7d.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// Only events about this profile id.
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Raw settings as given. `config::Config::load` validates them; nothing
+/// else reads this struct. It has no `Debug` on purpose: it holds secrets.
+#[derive(Args, Clone)]
+pub struct Settings {
+    /// TOML file with more settings (keys: the option names, e.g. listen_addr).
+    #[arg(long = "config", env = "IDENTITY_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
+
+    /// gRPC listen address [default: 127.0.0.1:50051 with --dev, else 0.0.0.0:50051].
+    #[arg(long, env = "IDENTITY_LISTEN_ADDR")]
+    pub listen_addr: Option<SocketAddr>,
+
+    /// Optional second, plaintext listener serving only grpc.health.v1 (for
+    /// kubelet probes when the main port uses TLS).
+    #[arg(long, env = "IDENTITY_HEALTH_LISTEN_ADDR")]
+    pub health_listen_addr: Option<SocketAddr>,
+
+    /// postgres://user:pass@host/db or sqlite://path [required in production;
+    /// --dev: sqlite://<data dir>/identity.db].
+    #[arg(long, env = "IDENTITY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Largest number of pooled database connections.
+    #[arg(long, env = "IDENTITY_DATABASE_POOL_SIZE", default_value_t = 16)]
+    pub database_pool_size: usize,
+
+    /// Bound on getting a database connection; past it RPCs answer UNAVAILABLE.
+    #[arg(long, env = "IDENTITY_DATABASE_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub database_timeout: Duration,
+
+    /// Apply pending migrations at start [default: true with --dev, else false].
+    #[arg(long, env = "IDENTITY_MIGRATE_ON_START", value_parser = BoolishValueParser::new())]
+    pub migrate_on_start: Option<bool>,
+
+    /// Folder for --dev state (SQLite file, generated signing key).
+    #[arg(long, env = "IDENTITY_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Ed25519 private keys (PKCS#8 PEM files, comma-separated): the first
+    /// signs, all verify and are published by GetJwks (key rotation).
+    #[arg(long, env = "IDENTITY_SIGNING_KEY_FILE", value_delimiter = ',')]
+    pub signing_key_file: Vec<PathBuf>,
+
+    /// HS256 secret (at least 32 bytes). Signs only when no Ed25519 key is
+    /// set; otherwise it only verifies (for migrating off HS256).
+    #[arg(long, env = "IDENTITY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// `iss` of issued access tokens, required on verification.
+    #[arg(long, env = "IDENTITY_ISSUER", default_value = "identity")]
+    pub issuer: String,
+
+    /// `aud` of issued access tokens, required on verification.
+    #[arg(long, env = "IDENTITY_AUDIENCE", default_value = "identity")]
+    pub audience: String,
+
+    /// Access token lifetime (1m to 24h).
+    #[arg(long, env = "IDENTITY_ACCESS_TOKEN_TTL", default_value = "30m", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Duration,
+
+    /// Absolute session lifetime: refresh tokens never outlive it.
+    #[arg(long, env = "IDENTITY_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
+    pub refresh_token_ttl: Duration,
+
+    /// Clock skew tolerated on exp/nbf/iat (at most 5m).
+    #[arg(long, env = "IDENTITY_TOKEN_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub token_leeway: Duration,
+
+    /// bcrypt cost (work factor 2^cost) [default: 12; --dev: 10]. Production minimum 12.
+    #[arg(long, env = "IDENTITY_BCRYPT_COST")]
+    pub bcrypt_cost: Option<u32>,
+
+    /// Threads that run bcrypt [default: the number of cores].
+    #[arg(long, env = "IDENTITY_BCRYPT_THREADS")]
+    pub bcrypt_threads: Option<usize>,
+
+    /// bcrypt jobs that may wait; beyond it calls are shed with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDENTITY_BCRYPT_QUEUE", default_value_t = 64)]
+    pub bcrypt_queue: usize,
+
+    /// Allow a SQLite database in production (single replica only).
+    #[arg(long, env = "IDENTITY_ALLOW_SQLITE", value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub allow_sqlite: bool,
+
+    /// Allow plaintext gRPC in production (only behind a mesh that does mTLS).
+    #[arg(long, env = "IDENTITY_ALLOW_PLAINTEXT", value_parser = BoolishValueParser::new(), default_value = "false")]
+    pub allow_plaintext: bool,
+
+    /// TLS certificate chain (PEM) for the gRPC port.
+    #[arg(long, env = "IDENTITY_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// TLS private key (PEM) for the gRPC port.
+    #[arg(long, env = "IDENTITY_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM): when set, clients must present a certificate it signed (mTLS).
+    #[arg(long, env = "IDENTITY_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+
+    /// How long in-flight calls may finish after SIGTERM/SIGINT.
+    #[arg(long, env = "IDENTITY_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// How often the database is probed for the health service.
+    #[arg(long, env = "IDENTITY_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub health_interval: Duration,
+
+    /// Log format [default: text with --dev, else json].
+    #[arg(long, env = "IDENTITY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "IDENTITY_LOG", default_value = "info")]
+    pub log: String,
+}

@@ -1,0 +1,106 @@
+//! The subcommands other than `serve`, and logging set-up.
+
+use crate::cli::{AuditCommand, HealthcheckArgs, KeygenArgs, LogFormat};
+use crate::domain::tokens::{generate_ed25519_pem, Ed25519Key};
+use crate::store::{Id, PoolSettings, Store};
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use std::time::Duration;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tracing_subscriber::EnvFilter;
+
+pub fn init_logging(format: LogFormat, filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let pem = generate_ed25519_pem().map_err(anyhow::Error::msg)?;
+    let kid = Ed25519Key::from_pem(pem.expose_secret(), "generated")?.kid().to_owned();
+    match args.out {
+        Some(path) => {
+            crate::server::write_private_file(&path, pem.expose_secret())?;
+            eprintln!("wrote Ed25519 signing key {} (kid {kid})", path.display());
+        }
+        None => {
+            print!("{}", pem.expose_secret());
+            eprintln!("kid {kid}");
+        }
+    }
+    Ok(())
+}
+
+/// Exit status 0 when SERVING, 1 otherwise.
+pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<bool> {
+    let channel = tonic::transport::Endpoint::from_shared(args.addr.clone())
+        .context("IDENTITY_HEALTHCHECK_ADDR")?
+        .connect_timeout(args.timeout)
+        .timeout(args.timeout)
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", args.addr))?;
+    let response = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: args.service })
+        .await
+        .context("health check failed")?;
+    let status = response.into_inner().status();
+    println!("{}", status.as_str_name());
+    Ok(status == ServingStatus::Serving)
+}
+
+pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
+    let applied = Store::migrate(database_url)
+        .await
+        .context("IDENTITY_DATABASE_URL: migrations failed")?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    }
+    for version in applied {
+        println!("applied {version}");
+    }
+    Ok(())
+}
+
+pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Tail {
+            database_url,
+            since,
+            profile,
+            limit,
+        } => {
+            let profile = match profile {
+                Some(p) => Some(Id::parse(&p).context("--profile must be a profile id (UUID)")?),
+                None => None,
+            };
+            let store = Store::open(
+                &database_url,
+                &PoolSettings {
+                    max_size: 1,
+                    timeout: Duration::from_secs(5),
+                },
+            )
+            .context("IDENTITY_DATABASE_URL")?;
+            let since = chrono::Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::days(1));
+            for row in store.recent_audit(since, profile, limit).await? {
+                let line = serde_json::json!({
+                    "id": row.id.to_string(),
+                    "time": row.occurred_at.to_rfc3339(),
+                    "event.name": row.event_name,
+                    "profile.id": row.profile_id.map(|p| p.to_string()),
+                    "session.id": row.session_id.map(|s| s.to_string()),
+                    "client.address": row.client_addr,
+                    "detail": serde_json::from_str::<serde_json::Value>(&row.detail).unwrap_or_default(),
+                });
+                println!("{line}");
+            }
+            Ok(())
+        }
+    }
+}

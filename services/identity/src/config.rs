@@ -1,0 +1,438 @@
+//! The one typed configuration, loaded and validated once at start. A bad
+//! setting stops the program with a message that names it.
+
+use crate::cli::{Cli, LogFormat, Settings};
+use crate::store::{Backend, PoolSettings};
+use clap::{CommandFactory, FromArgMatches};
+use secrecy::{ExposeSecret, SecretString};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A refused setting: `setting` is the environment variable to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
+fn refuse(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Where the signing keys come from.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    /// PEM files; the first signs.
+    pub ed25519_files: Vec<PathBuf>,
+    /// In --dev without any key: generate one here and keep it.
+    pub dev_generated: Option<PathBuf>,
+    pub hs256_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub listen_addr: SocketAddr,
+    pub health_listen_addr: Option<SocketAddr>,
+    pub database_url: SecretString,
+    pub backend: Backend,
+    pub pool: PoolSettings,
+    pub migrate_on_start: bool,
+    pub keys: KeySettings,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub token_leeway: Duration,
+    pub bcrypt_cost: u32,
+    pub bcrypt_threads: usize,
+    pub bcrypt_queue: usize,
+    pub tls: Option<TlsFiles>,
+    pub shutdown_grace: Duration,
+    pub health_interval: Duration,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+/// Secrets that must never be accepted: documentation examples and the
+/// usual placeholders. Compared case-insensitively.
+const PLACEHOLDER_SECRETS: &[&str] = &[
+    "secret",
+    "changeme",
+    "change-me",
+    "change_me",
+    "password",
+    "your-secret-key",
+    "your_secret_key",
+    "supersecret",
+    "mysecret",
+    "default",
+    "example",
+    "test",
+    "development",
+    "replace-me-with-at-least-32-random-bytes",
+];
+
+pub const MIN_SECRET_BYTES: usize = 32;
+pub const PRODUCTION_MIN_BCRYPT_COST: u32 = 12;
+
+/// Why an HS256 secret is unacceptable, if it is.
+pub fn weak_secret(secret: &str) -> Option<String> {
+    let lower = secret.to_ascii_lowercase();
+    if PLACEHOLDER_SECRETS
+        .iter()
+        .any(|p| lower == *p || lower.contains("changeme") || lower.contains("replace-me"))
+    {
+        return Some("is a well-known placeholder; generate one with `openssl rand -base64 48`".into());
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Some(format!(
+            "is {} bytes; at least {MIN_SECRET_BYTES} are required (`openssl rand -base64 48`)",
+            secret.len()
+        ));
+    }
+    let mut distinct: Vec<u8> = secret.bytes().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 8 {
+        return Some("has too little variety to be random (`openssl rand -base64 48`)".into());
+    }
+    None
+}
+
+/// Parses the command line with a TOML file's values as defaults.
+pub fn parse_cli<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut command = Cli::command();
+    if let Some(file) = config_file_from(&args) {
+        let defaults = read_toml_defaults(&file).map_err(|problem| {
+            command.error(clap::error::ErrorKind::InvalidValue, format!("IDENTITY_CONFIG_FILE {}: {problem}", file.display()))
+        })?;
+        let known: Vec<String> = command
+            .find_subcommand("serve")
+            .map(|s| s.get_arguments().map(|a| a.get_id().to_string()).collect())
+            .unwrap_or_default();
+        for (key, _) in &defaults {
+            if !known.contains(key) || key == "config_file" {
+                return Err(command.error(
+                    clap::error::ErrorKind::UnknownArgument,
+                    format!("IDENTITY_CONFIG_FILE {}: unknown setting `{key}`", file.display()),
+                ));
+            }
+        }
+        command = command.mut_subcommand("serve", |mut serve| {
+            for (key, value) in defaults {
+                serve = serve.mut_arg(key, |arg| arg.default_value(value));
+            }
+            serve
+        });
+    }
+    let matches = command.try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+fn config_file_from(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(path) = text.strip_prefix("--config=") {
+            return Some(PathBuf::from(path));
+        }
+    }
+    std::env::var_os("IDENTITY_CONFIG_FILE").map(PathBuf::from)
+}
+
+fn read_toml_defaults(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_owned())?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("`{key}`: arrays hold strings")))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                _ => return Err(format!("`{key}`: use a string, integer, boolean or array of strings")),
+            };
+            Ok((key, text))
+        })
+        .collect()
+}
+
+fn read_file_setting(setting: &'static str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map(drop)
+        .map_err(|e| refuse(setting, format!("{}: {e}", path.display())))
+}
+
+impl Config {
+    pub fn load(settings: Settings, dev: bool) -> Result<Config, ConfigError> {
+        let mode = if dev { Mode::Dev } else { Mode::Production };
+        let production = mode == Mode::Production;
+
+        let database_url = match (settings.database_url, mode) {
+            (Some(url), _) if !url.trim().is_empty() => url,
+            (_, Mode::Dev) => format!("sqlite://{}", settings.data_dir.join("identity.db").display()),
+            (_, Mode::Production) => {
+                return Err(refuse(
+                    "IDENTITY_DATABASE_URL",
+                    "is required in production (postgres://user:password@host:5432/identity)",
+                ))
+            }
+        };
+        let backend = Backend::of_url(&database_url).ok_or_else(|| {
+            refuse("IDENTITY_DATABASE_URL", "must start with postgres://, postgresql:// or sqlite://")
+        })?;
+        if production && backend == Backend::Sqlite && !settings.allow_sqlite {
+            return Err(refuse(
+                "IDENTITY_DATABASE_URL",
+                "is SQLite, which production refuses (one node, no shared revocation); use PostgreSQL or set IDENTITY_ALLOW_SQLITE=true",
+            ));
+        }
+        if settings.database_pool_size == 0 {
+            return Err(refuse("IDENTITY_DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+
+        let hs256_secret = match settings.secret_key {
+            Some(secret) if !secret.is_empty() => {
+                if let Some(problem) = weak_secret(&secret) {
+                    return Err(refuse("IDENTITY_SECRET_KEY", problem));
+                }
+                Some(SecretString::from(secret))
+            }
+            _ => None,
+        };
+        for file in &settings.signing_key_file {
+            read_file_setting("IDENTITY_SIGNING_KEY_FILE", file)?;
+        }
+        let dev_generated = (settings.signing_key_file.is_empty() && hs256_secret.is_none() && !production)
+            .then(|| settings.data_dir.join("signing-key.pem"));
+        if production && settings.signing_key_file.is_empty() && hs256_secret.is_none() {
+            return Err(refuse(
+                "IDENTITY_SIGNING_KEY_FILE",
+                "no signing key: set IDENTITY_SIGNING_KEY_FILE to an Ed25519 PEM (`identity keygen --out key.pem`) or IDENTITY_SECRET_KEY to at least 32 random bytes",
+            ));
+        }
+
+        let bcrypt_cost = settings.bcrypt_cost.unwrap_or(if production { 12 } else { 10 });
+        if !(4..=31).contains(&bcrypt_cost) {
+            return Err(refuse("IDENTITY_BCRYPT_COST", "must be between 4 and 31"));
+        }
+        if production && bcrypt_cost < PRODUCTION_MIN_BCRYPT_COST {
+            return Err(refuse(
+                "IDENTITY_BCRYPT_COST",
+                format!("is {bcrypt_cost}; production requires at least {PRODUCTION_MIN_BCRYPT_COST}"),
+            ));
+        }
+        let bcrypt_threads = settings
+            .bcrypt_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from));
+        if bcrypt_threads == 0 {
+            return Err(refuse("IDENTITY_BCRYPT_THREADS", "must be at least 1"));
+        }
+
+        let minute = Duration::from_secs(60);
+        if settings.access_token_ttl < minute || settings.access_token_ttl > 24 * 60 * minute {
+            return Err(refuse("IDENTITY_ACCESS_TOKEN_TTL", "must be between 1m and 24h"));
+        }
+        if settings.refresh_token_ttl < settings.access_token_ttl {
+            return Err(refuse(
+                "IDENTITY_REFRESH_TOKEN_TTL",
+                "must be at least IDENTITY_ACCESS_TOKEN_TTL",
+            ));
+        }
+        if settings.token_leeway > 5 * minute {
+            return Err(refuse("IDENTITY_TOKEN_LEEWAY", "must be at most 5m"));
+        }
+        if settings.issuer.trim().is_empty() {
+            return Err(refuse("IDENTITY_ISSUER", "must not be empty"));
+        }
+        if settings.audience.trim().is_empty() {
+            return Err(refuse("IDENTITY_AUDIENCE", "must not be empty"));
+        }
+
+        let tls = match (settings.tls_cert_file, settings.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                read_file_setting("IDENTITY_TLS_CERT_FILE", &cert)?;
+                read_file_setting("IDENTITY_TLS_KEY_FILE", &key)?;
+                if let Some(ca) = &settings.tls_client_ca_file {
+                    read_file_setting("IDENTITY_TLS_CLIENT_CA_FILE", ca)?;
+                }
+                Some(TlsFiles {
+                    cert,
+                    key,
+                    client_ca: settings.tls_client_ca_file,
+                })
+            }
+            (Some(_), None) => return Err(refuse("IDENTITY_TLS_KEY_FILE", "is required with IDENTITY_TLS_CERT_FILE")),
+            (None, Some(_)) => return Err(refuse("IDENTITY_TLS_CERT_FILE", "is required with IDENTITY_TLS_KEY_FILE")),
+            (None, None) => {
+                if settings.tls_client_ca_file.is_some() {
+                    return Err(refuse("IDENTITY_TLS_CERT_FILE", "is required for mTLS (IDENTITY_TLS_CLIENT_CA_FILE)"));
+                }
+                None
+            }
+        };
+        if production && tls.is_none() && !settings.allow_plaintext {
+            return Err(refuse(
+                "IDENTITY_TLS_CERT_FILE",
+                "production serves TLS only: set IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE, or IDENTITY_ALLOW_PLAINTEXT=true behind a mesh that terminates mTLS",
+            ));
+        }
+
+        let listen_addr = settings.listen_addr.unwrap_or_else(|| {
+            if production {
+                SocketAddr::from(([0, 0, 0, 0], 50051))
+            } else {
+                SocketAddr::from(([127, 0, 0, 1], 50051))
+            }
+        });
+
+        Ok(Config {
+            mode,
+            listen_addr,
+            health_listen_addr: settings.health_listen_addr,
+            database_url: SecretString::from(database_url),
+            backend,
+            pool: PoolSettings {
+                max_size: settings.database_pool_size,
+                timeout: settings.database_timeout,
+            },
+            migrate_on_start: settings.migrate_on_start.unwrap_or(!production),
+            keys: KeySettings {
+                ed25519_files: settings.signing_key_file,
+                dev_generated,
+                hs256_secret,
+            },
+            issuer: settings.issuer,
+            audience: settings.audience,
+            access_token_ttl: settings.access_token_ttl,
+            refresh_token_ttl: settings.refresh_token_ttl,
+            token_leeway: settings.token_leeway,
+            bcrypt_cost,
+            bcrypt_threads,
+            bcrypt_queue: settings.bcrypt_queue,
+            tls,
+            shutdown_grace: settings.shutdown_grace,
+            health_interval: settings.health_interval,
+            log_format: settings
+                .log_format
+                .unwrap_or(if production { LogFormat::Json } else { LogFormat::Text }),
+            log_filter: settings.log,
+        })
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Command;
+
+    fn load(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["identity", "serve"];
+        argv.extend_from_slice(args);
+        let cli = parse_cli(argv).expect("arguments parse");
+        match cli.command {
+            Command::Serve(serve) => Config::load(serve.settings, serve.dev),
+            _ => unreachable!("serve was parsed"),
+        }
+    }
+
+    const STRONG: &str = "--secret-key=q8Vf2kP0xZr7LmN4tY6wB1cD9eH3jS5a";
+
+    #[test]
+    fn production_without_a_key_names_the_key_setting() {
+        let err = load(&["--database-url=postgres://db/x", "--allow-plaintext=true"]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_SIGNING_KEY_FILE");
+    }
+
+    #[test]
+    fn short_and_placeholder_secrets_are_refused() {
+        for secret in ["--secret-key=short", "--secret-key=changeme", "--secret-key=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
+            let err = load(&["--database-url=postgres://db/x", "--allow-plaintext=true", secret]).unwrap_err();
+            assert_eq!(err.setting, "IDENTITY_SECRET_KEY", "{secret}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_sqlite_and_plaintext_unless_allowed() {
+        let err = load(&["--database-url=sqlite://x.db", "--allow-plaintext=true", STRONG]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_DATABASE_URL");
+        assert!(load(&["--database-url=sqlite://x.db", "--allow-plaintext=true", "--allow-sqlite=true", STRONG]).is_ok());
+        let err = load(&["--database-url=postgres://db/x", STRONG]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_TLS_CERT_FILE");
+    }
+
+    #[test]
+    fn production_refuses_a_low_bcrypt_cost() {
+        let err = load(&["--database-url=postgres://db/x", "--allow-plaintext=true", STRONG, "--bcrypt-cost=10"]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_BCRYPT_COST");
+    }
+
+    #[test]
+    fn dev_mode_needs_nothing() {
+        let config = load(&["--dev", "--data-dir=/tmp/identity-test"]).unwrap();
+        assert_eq!(config.backend, Backend::Sqlite);
+        assert!(config.keys.dev_generated.is_some());
+        assert_eq!(config.listen_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(config.access_token_ttl, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let secret = "q8Vf2kP0xZr7LmN4tY6wB1cD9eH3jS5a";
+        let config = load(&["--database-url=postgres://user:hunter2pass@db/x", "--allow-plaintext=true", STRONG]).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(secret), "{printed}");
+        assert!(!printed.contains("hunter2pass"), "{printed}");
+    }
+
+    #[test]
+    fn a_toml_file_supplies_defaults_and_rejects_unknown_keys() {
+        let dir = std::env::temp_dir().join(format!("identity-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config.toml");
+        std::fs::write(&file, "issuer = \"https://id.example\"\naccess_token_ttl = \"10m\"\n").unwrap();
+        let config = load(&["--dev", &format!("--config={}", file.display())]).unwrap();
+        assert_eq!(config.issuer, "https://id.example");
+        assert_eq!(config.access_token_ttl, Duration::from_secs(600));
+        std::fs::write(&file, "isuer = \"typo\"\n").unwrap();
+        let err = parse_cli(["identity", "serve", "--dev", &format!("--config={}", file.display())]).err().unwrap();
+        assert!(err.to_string().contains("isuer"));
+    }
+}

@@ -1,0 +1,93 @@
+//! The service's error type. Transport maps it to gRPC in one place
+//! (`transport::status`); nothing here carries a secret or a database
+//! message meant for callers.
+
+use crate::store::StoreError;
+use std::time::Duration;
+
+/// One invalid input field (becomes a `google.rpc.BadRequest` violation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid argument: {}", .0.iter().map(|v| v.field.as_str()).collect::<Vec<_>>().join(", "))]
+    Invalid(Vec<FieldViolation>),
+    /// Login or password check failed; never says which part was wrong.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Missing, invalid, expired or revoked bearer token or refresh token.
+    #[error("unauthenticated")]
+    Unauthenticated,
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("not found")]
+    NotFound,
+    #[error("already exists: {0}")]
+    AlreadyExists(&'static str),
+    #[error("stale etag")]
+    StaleEtag,
+    /// Shed under load; the caller may retry after the delay.
+    #[error("resource exhausted")]
+    Busy { retry_after: Duration },
+    #[error("unavailable")]
+    Unavailable,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Error::Invalid(vec![FieldViolation {
+            field: field.to_owned(),
+            description: description.into(),
+        }])
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => Error::AlreadyExists(what),
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "database unavailable");
+                Error::Unavailable
+            }
+            StoreError::Other(detail) => Error::Internal(detail),
+        }
+    }
+}
+
+/// Collects violations so that one answer names every bad field.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.0.push(FieldViolation {
+                    field: field.to_owned(),
+                    description,
+                });
+                None
+            }
+        }
+    }
+
+    pub fn into_result(self) -> Result<(), Error> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(self.0))
+        }
+    }
+}

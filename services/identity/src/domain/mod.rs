@@ -1,0 +1,10 @@
+//! Pure rules: tokens, passwords, refresh tokens, input validation. No
+//! database or network here (the bcrypt pool is threads, not I/O).
+
+pub mod error;
+pub mod passwords;
+pub mod refresh;
+pub mod tokens;
+pub mod validation;
+
+pub use error::{Error, FieldViolation, Violations};

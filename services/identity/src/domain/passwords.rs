@@ -1,0 +1,198 @@
+//! Password hashing (bcrypt) on a dedicated, bounded thread pool.
+//!
+//! bcrypt is deliberately slow: run on the async runtime it would stall
+//! every other RPC. The pool has one thread per core and a bounded queue;
+//! when the queue is full the call is shed at once (the caller answers
+//! RESOURCE_EXHAUSTED) instead of piling up behind a login flood.
+
+use secrecy::{ExposeSecret, SecretString};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// bcrypt reads at most 72 bytes; longer passwords are refused, never
+/// truncated and never pre-hashed (docs/decisions/0002).
+pub const MAX_PASSWORD_BYTES: usize = 72;
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Checks what bcrypt itself needs; the guessability policy comes on top.
+pub fn check_length(password: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(format!(
+            "must be at most {MAX_PASSWORD_BYTES} bytes in UTF-8 (bcrypt's limit; longer passwords are refused, not truncated)"
+        ));
+    }
+    if password.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// The queue is full: shed the call.
+    #[error("password hashing is saturated")]
+    Busy,
+    #[error("password hashing failed")]
+    Failed,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes and verifies passwords off the async runtime.
+pub struct Hasher {
+    cost: u32,
+    jobs: SyncSender<Job>,
+    queued: Arc<AtomicUsize>,
+    /// Verified when the account does not exist, so that an unknown email
+    /// costs the same time as a wrong password.
+    dummy_hash: String,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").field("cost", &self.cost).finish_non_exhaustive()
+    }
+}
+
+impl Hasher {
+    /// Starts `threads` workers with room for `queue` waiting jobs. Blocks
+    /// for one hash (the dummy), so call it before serving.
+    pub fn start(cost: u32, threads: usize, queue: usize) -> Result<Self, String> {
+        let (jobs, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for n in 0..threads.max(1) {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("bcrypt-{n}"))
+                .spawn(move || worker(rx))
+                .map_err(|e| e.to_string())?;
+        }
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+        let dummy_hash = bcrypt::non_truncating_hash(hex::encode(random), cost)
+            .map_err(|e| format!("bcrypt cost {cost}: {e}"))?;
+        Ok(Hasher {
+            cost,
+            jobs,
+            queued: Arc::new(AtomicUsize::new(0)),
+            dummy_hash,
+        })
+    }
+
+    pub fn cost(&self) -> u32 {
+        self.cost
+    }
+
+    /// Jobs waiting or running.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+        let (tx, rx) = oneshot::channel();
+        let queued = Arc::clone(&self.queued);
+        queued.fetch_add(1, Ordering::Relaxed);
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+            queued.fetch_sub(1, Ordering::Relaxed);
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => rx.await.map_err(|_| HashError::Failed),
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(HashError::Busy)
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(HashError::Failed)
+            }
+        }
+    }
+
+    pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
+        let cost = self.cost;
+        self.run(move || bcrypt::non_truncating_hash(password.expose_secret(), cost))
+            .await?
+            .map_err(|_| HashError::Failed)
+    }
+
+    /// Verifies against `hash`, or against the dummy hash when there is no
+    /// account, so both paths take the same time. bcrypt's comparison is
+    /// constant-time.
+    pub async fn verify(&self, password: SecretString, hash: Option<String>) -> Result<bool, HashError> {
+        let exists = hash.is_some();
+        let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
+        let ok = self
+            .run(move || bcrypt::non_truncating_verify(password.expose_secret(), &hash).unwrap_or(false))
+            .await?;
+        Ok(ok && exists)
+    }
+
+    /// True when `hash` was made with a lower cost than configured now.
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        bcrypt::HashParts::from_str(hash).is_ok_and(|parts| parts.get_cost() < self.cost)
+    }
+}
+
+fn worker(rx: Arc<Mutex<Receiver<Job>>>) {
+    loop {
+        let job = match rx.lock() {
+            Ok(guard) => match guard.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        job();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_limits_are_characters_below_and_bytes_above() {
+        assert!(check_length("short").is_err());
+        assert!(check_length("eight ch").is_ok());
+        assert!(check_length(&"a".repeat(72)).is_ok());
+        let err = check_length(&"a".repeat(73)).unwrap_err();
+        assert!(err.contains("72 bytes"), "{err}");
+        // 25 three-byte characters: 25 characters but 75 bytes.
+        assert!(check_length(&"€".repeat(25)).is_err());
+        assert!(check_length("with\0nul byte").is_err());
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify_and_unknown_account_never_verifies() {
+        let hasher = Hasher::start(4, 1, 8).unwrap();
+        let hash = hasher.hash(SecretString::from("correct horse")).await.unwrap();
+        assert!(hasher.verify(SecretString::from("correct horse"), Some(hash.clone())).await.unwrap());
+        assert!(!hasher.verify(SecretString::from("wrong horse!"), Some(hash)).await.unwrap());
+        assert!(!hasher.verify(SecretString::from("correct horse"), None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_sheds_instead_of_waiting() {
+        let hasher = Hasher::start(10, 1, 1).unwrap();
+        let calls: Vec<_> = (0..6).map(|_| hasher.hash(SecretString::from("password1"))).collect();
+        let results = futures_util::future::join_all(calls).await;
+        assert!(results.iter().any(|r| *r == Err(HashError::Busy)));
+        assert!(results.iter().any(Result::is_ok));
+    }
+
+    #[test]
+    fn rehash_is_needed_only_below_the_configured_cost() {
+        let hasher = Hasher::start(5, 1, 1).unwrap();
+        let low = bcrypt::non_truncating_hash("password1", 4).unwrap();
+        let same = bcrypt::non_truncating_hash("password1", 5).unwrap();
+        assert!(hasher.needs_rehash(&low));
+        assert!(!hasher.needs_rehash(&same));
+    }
+}

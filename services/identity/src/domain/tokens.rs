@@ -1,0 +1,403 @@
+//! Access tokens: signing keys, JWT issuance and verification, the JWK set.
+//!
+//! Verification pins the algorithm per key: the header's `kid` selects a key
+//! and the key alone decides the algorithm, so `alg: none`, HS256-with-a-
+//! public-key and every other confusion fail before any signature check.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The `typ` header of our access tokens (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Longer inputs are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Claims of an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    /// The profile id.
+    pub sub: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// The session id.
+    pub sid: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Space-separated scopes (RFC 9068 §2.2.3).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    pub auth_provider: String,
+    pub auth_id: String,
+}
+
+/// Why a token was refused. Stays inside the service (traces, audit);
+/// callers only ever see `active=false` or a generic UNAUTHENTICATED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("malformed")]
+    Malformed,
+    #[error("wrong_type")]
+    WrongType,
+    #[error("unknown_key")]
+    UnknownKey,
+    #[error("wrong_algorithm")]
+    WrongAlgorithm,
+    #[error("bad_signature")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+    #[error("not_yet_valid")]
+    NotYetValid,
+    #[error("wrong_issuer")]
+    WrongIssuer,
+    #[error("wrong_audience")]
+    WrongAudience,
+    #[error("revoked")]
+    Revoked,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Malformed => "malformed",
+            Refusal::WrongType => "wrong_type",
+            Refusal::UnknownKey => "unknown_key",
+            Refusal::WrongAlgorithm => "wrong_algorithm",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Expired => "expired",
+            Refusal::NotYetValid => "not_yet_valid",
+            Refusal::WrongIssuer => "wrong_issuer",
+            Refusal::WrongAudience => "wrong_audience",
+            Refusal::Revoked => "revoked",
+        }
+    }
+}
+
+/// A public key as published in the JWK set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicJwk {
+    pub kty: String,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+    pub crv: String,
+    pub x: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}: not an Ed25519 PKCS#8 PEM private key")]
+    BadPem(String),
+    #[error("{0}: cannot read: {1}")]
+    Io(String, std::io::Error),
+}
+
+/// One Ed25519 key loaded from PEM.
+pub struct Ed25519Key {
+    kid: String,
+    seed: SecretSlice<u8>,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    jwk: PublicJwk,
+}
+
+impl Ed25519Key {
+    pub fn from_pem(pem: &str, origin: &str) -> Result<Self, KeyError> {
+        let signing = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|_| KeyError::BadPem(origin.to_owned()))?;
+        let x = B64.encode(signing.verifying_key().as_bytes());
+        // RFC 7638 thumbprint: stable, derived from the key, reveals nothing.
+        let thumbprint_input = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+        let kid = B64.encode(Sha256::digest(thumbprint_input.as_bytes()));
+        let encoding = EncodingKey::from_ed_pem(pem.as_bytes())
+            .map_err(|_| KeyError::BadPem(origin.to_owned()))?;
+        let decoding =
+            DecodingKey::from_ed_components(&x).map_err(|_| KeyError::BadPem(origin.to_owned()))?;
+        Ok(Ed25519Key {
+            jwk: PublicJwk {
+                kty: "OKP".into(),
+                kid: kid.clone(),
+                alg: "EdDSA".into(),
+                use_: "sig".into(),
+                crv: "Ed25519".into(),
+                x,
+            },
+            kid,
+            seed: SecretSlice::from(signing.to_bytes().to_vec()),
+            encoding,
+            decoding,
+        })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+}
+
+/// Generates a new Ed25519 private key as PKCS#8 PEM (`identity keygen`).
+pub fn generate_ed25519_pem() -> Result<SecretString, String> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    seed.fill(0);
+    let pem = key
+        .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    Ok(SecretString::from(pem.to_string()))
+}
+
+struct VerifyKey {
+    alg: Algorithm,
+    key: DecodingKey,
+}
+
+/// Everything that signs and verifies our access tokens.
+pub struct TokenKeys {
+    signing_kid: String,
+    signing_alg: Algorithm,
+    signing_key: EncodingKey,
+    verify: HashMap<String, VerifyKey>,
+    jwks: Vec<PublicJwk>,
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    /// Keys the audit trail's pseudonyms (hashes of unknown emails).
+    audit_key: SecretSlice<u8>,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("signing_kid", &self.signing_kid)
+            .field("signing_alg", &self.signing_alg)
+            .field("verify_kids", &self.verify.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn hs256_kid(secret: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"identity/kid");
+    format!("hs256-{}", hex::encode(&mac.finalize().into_bytes()[..8]))
+}
+
+impl TokenKeys {
+    /// `ed25519`: the first key signs, all verify (rotation). `hs256`: signs
+    /// when there is no Ed25519 key, otherwise only verifies (migration).
+    pub fn new(
+        ed25519: Vec<Ed25519Key>,
+        hs256: Option<&SecretString>,
+        issuer: String,
+        audience: String,
+        leeway: Duration,
+    ) -> Result<Self, String> {
+        let mut verify = HashMap::new();
+        let mut jwks = Vec::new();
+        let mut signing: Option<(String, Algorithm, EncodingKey)> = None;
+        let mut audit_material = Vec::new();
+        for key in ed25519 {
+            if signing.is_none() {
+                signing = Some((key.kid.clone(), Algorithm::EdDSA, key.encoding.clone()));
+                audit_material = key.seed.expose_secret().to_vec();
+            }
+            verify.insert(
+                key.kid.clone(),
+                VerifyKey {
+                    alg: Algorithm::EdDSA,
+                    key: key.decoding,
+                },
+            );
+            jwks.push(key.jwk);
+        }
+        if let Some(secret) = hs256 {
+            let bytes = secret.expose_secret().as_bytes();
+            let kid = hs256_kid(bytes);
+            if signing.is_none() {
+                signing = Some((kid.clone(), Algorithm::HS256, EncodingKey::from_secret(bytes)));
+                audit_material = bytes.to_vec();
+            }
+            // Never published: an HMAC key is a secret.
+            verify.insert(
+                kid,
+                VerifyKey {
+                    alg: Algorithm::HS256,
+                    key: DecodingKey::from_secret(bytes),
+                },
+            );
+        }
+        let (signing_kid, signing_alg, signing_key) =
+            signing.ok_or_else(|| "no signing key configured".to_owned())?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&audit_material).expect("any key length");
+        mac.update(b"identity/audit-pseudonym");
+        audit_material.fill(0);
+        Ok(TokenKeys {
+            signing_kid,
+            signing_alg,
+            signing_key,
+            verify,
+            jwks,
+            issuer,
+            audience,
+            leeway,
+            audit_key: SecretSlice::from(mac.finalize().into_bytes().to_vec()),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    pub fn signing_kid(&self) -> &str {
+        &self.signing_kid
+    }
+
+    pub fn jwks(&self) -> &[PublicJwk] {
+        &self.jwks
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, String> {
+        let mut header = Header::new(self.signing_alg);
+        header.kid = Some(self.signing_kid.clone());
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
+        jsonwebtoken::encode(&header, claims, &self.signing_key).map_err(|e| e.to_string())
+    }
+
+    /// Checks everything a token carries by itself. Revocation is the
+    /// caller's next step (it needs the session store).
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(Refusal::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Refusal::WrongAlgorithm,
+            _ => Refusal::Malformed,
+        })?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(Refusal::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(Refusal::UnknownKey)?;
+        let key = self.verify.get(kid).ok_or(Refusal::UnknownKey)?;
+        if header.alg != key.alg {
+            return Err(Refusal::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway.as_secs();
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => Refusal::BadSignature,
+                ErrorKind::ExpiredSignature => Refusal::Expired,
+                ErrorKind::ImmatureSignature => Refusal::NotYetValid,
+                ErrorKind::InvalidIssuer => Refusal::WrongIssuer,
+                ErrorKind::InvalidAudience => Refusal::WrongAudience,
+                ErrorKind::InvalidAlgorithm => Refusal::WrongAlgorithm,
+                _ => Refusal::Malformed,
+            }
+        })?;
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if data.claims.iat > now + self.leeway.as_secs() as i64 {
+            return Err(Refusal::NotYetValid);
+        }
+        Ok(data.claims)
+    }
+
+    /// A stable pseudonym for an identifier that must not be logged (an
+    /// unknown email): keyed, so it cannot be reversed by guessing.
+    pub fn pseudonym(&self, value: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.audit_key.expose_secret()).expect("any key length");
+        mac.update(value.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        let pem = generate_ed25519_pem().unwrap();
+        let key = Ed25519Key::from_pem(pem.expose_secret(), "test").unwrap();
+        TokenKeys::new(vec![key], None, "iss".into(), "aud".into(), Duration::from_secs(5)).unwrap()
+    }
+
+    fn claims(now: i64) -> AccessClaims {
+        AccessClaims {
+            iss: "iss".into(),
+            aud: "aud".into(),
+            sub: "s".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 60,
+            jti: "j".into(),
+            sid: "sid".into(),
+            roles: vec![],
+            scope: String::new(),
+            auth_provider: "local".into(),
+            auth_id: "s".into(),
+        }
+    }
+
+    #[test]
+    fn signed_token_verifies_and_round_trips_claims() {
+        let keys = keys();
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let token = keys.sign(&claims(now)).unwrap();
+        assert_eq!(keys.verify(&token).unwrap(), claims(now));
+    }
+
+    #[test]
+    fn token_from_another_key_is_unknown_key() {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let token = keys().sign(&claims(now)).unwrap();
+        assert_eq!(keys().verify(&token), Err(Refusal::UnknownKey));
+    }
+
+    #[test]
+    fn kid_is_the_rfc7638_thumbprint_and_is_published() {
+        let keys = keys();
+        assert_eq!(keys.jwks().len(), 1);
+        assert_eq!(keys.jwks()[0].kid, keys.signing_kid());
+        assert_eq!(keys.signing_kid().len(), 43);
+    }
+
+    #[test]
+    fn hs256_secret_is_never_published() {
+        let secret = SecretString::from("x".repeat(40));
+        let keys = TokenKeys::new(vec![], Some(&secret), "i".into(), "a".into(), Duration::ZERO).unwrap();
+        assert!(keys.jwks().is_empty());
+        assert!(keys.signing_kid().starts_with("hs256-"));
+    }
+
+    #[test]
+    fn pseudonyms_are_stable_and_keyed() {
+        let a = keys();
+        let b = keys();
+        assert_eq!(a.pseudonym("x@example.com"), a.pseudonym("x@example.com"));
+        assert_ne!(a.pseudonym("x@example.com"), b.pseudonym("x@example.com"));
+    }
+}

@@ -1,0 +1,230 @@
+//! Start-up and shutdown: wires configuration, keys, store, services and
+//! listeners together, and drains on SIGTERM/SIGINT.
+
+use crate::config::{Config, KeySettings, Mode};
+use crate::domain::passwords::Hasher;
+use crate::domain::tokens::{generate_ed25519_pem, Ed25519Key, TokenKeys};
+use crate::service::{Auth, AuthSettings};
+use crate::store::Store;
+use crate::transport;
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+/// Reads the configured keys; in dev mode without any, generates one under
+/// the data folder and keeps it there so tokens survive a restart.
+pub fn load_keys(settings: &KeySettings, config: &Config) -> anyhow::Result<TokenKeys> {
+    let mut ed25519 = Vec::new();
+    for file in &settings.ed25519_files {
+        let pem = std::fs::read_to_string(file)
+            .with_context(|| format!("IDENTITY_SIGNING_KEY_FILE: cannot read {}", file.display()))?;
+        ed25519.push(
+            Ed25519Key::from_pem(&pem, &file.display().to_string())
+                .with_context(|| "IDENTITY_SIGNING_KEY_FILE".to_string())?,
+        );
+    }
+    if let Some(path) = &settings.dev_generated {
+        if !path.exists() {
+            write_private_file(path, generate_ed25519_pem().map_err(anyhow::Error::msg)?.expose_secret())?;
+            tracing::warn!(path = %path.display(), "generated a development signing key");
+        }
+        let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        ed25519.push(Ed25519Key::from_pem(&pem, &path.display().to_string())?);
+    }
+    TokenKeys::new(
+        ed25519,
+        settings.hs256_secret.as_ref(),
+        config.issuer.clone(),
+        config.audience.clone(),
+        config.token_leeway,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// Creates a file only its owner can read; never overwrites.
+pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let Some(files) = &config.tls else { return Ok(None) };
+    let cert = std::fs::read(&files.cert).context("IDENTITY_TLS_CERT_FILE")?;
+    let key = std::fs::read(&files.key).context("IDENTITY_TLS_KEY_FILE")?;
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &files.client_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(
+            std::fs::read(ca).context("IDENTITY_TLS_CLIENT_CA_FILE")?,
+        ));
+    }
+    Ok(Some(tls))
+}
+
+/// Probes the database and flips the health status when it changes:
+/// NOT_SERVING while it is unreachable, SERVING again once it is back.
+async fn watch_database(store: Store, reporter: tonic_health::server::HealthReporter, interval: Duration) {
+    let mut serving: Option<bool> = None;
+    loop {
+        let ok = matches!(
+            tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await,
+            Ok(Ok(()))
+        );
+        if serving != Some(ok) {
+            if ok {
+                tracing::info!(event.name = "identity.health.serving", "database reachable: SERVING");
+            } else {
+                tracing::warn!(event.name = "identity.health.not_serving", "database unreachable: NOT_SERVING");
+            }
+            transport::set_health(&reporter, ok).await;
+            serving = Some(ok);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Runs the server until `shutdown` resolves, then drains for at most the
+/// configured grace period.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    if config.mode == Mode::Dev {
+        tracing::warn!(
+            event.name = "identity.config.insecure",
+            "DEVELOPMENT MODE: plaintext gRPC, local signing key in {}, bcrypt cost {}. NEVER USE IN PRODUCTION.",
+            config.keys.dev_generated.as_ref().map_or("(configured)".into(), |p| p.display().to_string()),
+            config.bcrypt_cost,
+        );
+    }
+    if config.migrate_on_start {
+        let applied = Store::migrate(config.database_url())
+            .await
+            .context("IDENTITY_DATABASE_URL: migrations failed")?;
+        tracing::info!(count = applied.len(), "migrations applied");
+    }
+    let keys = Arc::new(load_keys(&config.keys, &config)?);
+    let (cost, threads, queue) = (config.bcrypt_cost, config.bcrypt_threads, config.bcrypt_queue);
+    let hasher = tokio::task::spawn_blocking(move || Hasher::start(cost, threads, queue))
+        .await?
+        .map_err(anyhow::Error::msg)
+        .context("IDENTITY_BCRYPT_COST")?;
+    let store = Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
+    let auth = Arc::new(Auth::new(
+        store.clone(),
+        Arc::clone(&keys),
+        Arc::new(hasher),
+        AuthSettings {
+            access_token_ttl: config.access_token_ttl,
+            refresh_token_ttl: config.refresh_token_ttl,
+        },
+    ));
+
+    let reporter = tonic_health::server::HealthReporter::new();
+    transport::set_health(&reporter, false).await;
+    let watcher = tokio::spawn(watch_database(store.clone(), reporter.clone(), config.health_interval));
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let mut health_only = None;
+    if let Some(addr) = config.health_listen_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("IDENTITY_HEALTH_LISTEN_ADDR: cannot listen on {addr}"))?;
+        tracing::info!(address = %listener.local_addr()?, "serving grpc.health.v1 (plaintext)");
+        let server = transport::server_builder()
+            .add_service(transport::health_service(&reporter))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()));
+        health_only = Some(tokio::spawn(server));
+    }
+
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("IDENTITY_LISTEN_ADDR: cannot listen on {}", config.listen_addr))?;
+    let local = listener.local_addr()?;
+    let (reflection_v1, reflection_v1alpha) = transport::reflection()?;
+    let mut builder = transport::server_builder();
+    if let Some(tls) = tls_config(&config)? {
+        builder = builder.tls_config(tls).context("IDENTITY_TLS_CERT_FILE")?;
+    }
+    let server = builder
+        .add_service(transport::auth_service(Arc::clone(&auth)))
+        .add_service(transport::health_service(&reporter))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()));
+    tracing::info!(
+        address = %local,
+        tls = config.tls.is_some(),
+        mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        backend = ?config.backend,
+        kid = keys.signing_kid(),
+        "serving gRPC"
+    );
+
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        result = &mut server => {
+            watcher.abort();
+            return result?.context("gRPC server failed");
+        }
+        () = shutdown => {}
+    }
+
+    tracing::info!(grace = ?config.shutdown_grace, "shutting down: draining in-flight calls");
+    watcher.abort();
+    // Load balancers see NOT_SERVING first and stop sending new calls.
+    transport::set_health(&reporter, false).await;
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(config.shutdown_grace, &mut server).await {
+        Ok(result) => result?.context("gRPC server failed")?,
+        Err(_) => {
+            tracing::warn!("grace period over: abandoning calls still in flight");
+            server.abort();
+        }
+    }
+    if let Some(health) = health_only {
+        health.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

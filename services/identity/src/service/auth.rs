@@ -1,0 +1,409 @@
+//! Registration, login, refresh, logout, validation and password change.
+
+use crate::domain::passwords::{self, HashError, Hasher};
+use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
+use crate::domain::{refresh, validation, Error, Violations};
+use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const LOCAL_PROVIDER: &str = "local";
+
+/// Who is calling, as far as the transport knows.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub client_addr: Option<String>,
+}
+
+impl Caller {
+    fn addr(&self) -> Option<&str> {
+        self.client_addr.as_deref()
+    }
+}
+
+/// A token pair as issued.
+pub struct IssuedTokens {
+    pub access_token: SecretString,
+    pub refresh_token: SecretString,
+    pub access_expires_at: DateTime<Utc>,
+    pub refresh_expires_at: DateTime<Utc>,
+    pub session_id: Id,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+}
+
+pub struct Auth {
+    store: Store,
+    keys: Arc<TokenKeys>,
+    hasher: Arc<Hasher>,
+    settings: AuthSettings,
+}
+
+/// A security event: one JSON log line with a stable name. Attributes name
+/// profiles and sessions by id and unknown accounts by a keyed pseudonym,
+/// never by email, password or token.
+macro_rules! security_event {
+    ($name:literal, $($fields:tt)*) => {
+        tracing::info!(target: "identity::security", { event.name = $name, $($fields)* }, "security event")
+    };
+}
+
+fn busy(e: HashError) -> Error {
+    match e {
+        HashError::Busy => Error::Busy {
+            retry_after: Duration::from_secs(1),
+        },
+        HashError::Failed => Error::Internal("password hashing failed".into()),
+    }
+}
+
+fn to_chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Auth {
+    pub fn new(store: Store, keys: Arc<TokenKeys>, hasher: Arc<Hasher>, settings: AuthSettings) -> Self {
+        Auth {
+            store,
+            keys,
+            hasher,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn jwks(&self) -> &[PublicJwk] {
+        self.keys.jwks()
+    }
+
+    fn new_session(&self, profile: Id, now: DateTime<Utc>) -> (NewSession, SecretString) {
+        let token = refresh::generate();
+        let session = NewSession {
+            id: Id::new(),
+            profile_id: profile,
+            created_at: now,
+            expires_at: now + to_chrono(self.settings.refresh_token_ttl),
+            refresh_token_hash: token.hash,
+        };
+        (session, token.token)
+    }
+
+    fn issue(
+        &self,
+        profile: &Profile,
+        session_id: Id,
+        session_expires_at: DateTime<Utc>,
+        refresh_token: SecretString,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedTokens, Error> {
+        // An access token never outlives its session.
+        let access_expires_at = (now + to_chrono(self.settings.access_token_ttl)).min(session_expires_at);
+        let claims = AccessClaims {
+            iss: self.keys.issuer().to_owned(),
+            aud: self.keys.audience().to_owned(),
+            sub: profile.id.to_string(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: access_expires_at.timestamp(),
+            jti: Id::new().to_string(),
+            sid: session_id.to_string(),
+            roles: profile.roles.clone(),
+            scope: String::new(),
+            auth_provider: profile.auth_provider.clone(),
+            auth_id: profile.auth_id.clone(),
+        };
+        let access_token = self.keys.sign(&claims).map_err(Error::Internal)?;
+        Ok(IssuedTokens {
+            access_token: SecretString::from(access_token),
+            refresh_token,
+            access_expires_at: DateTime::from_timestamp(claims.exp, 0).unwrap_or(access_expires_at),
+            refresh_expires_at: session_expires_at,
+            session_id,
+        })
+    }
+
+    pub async fn register(
+        &self,
+        caller: &Caller,
+        email: &str,
+        password: SecretString,
+        display_name: &str,
+    ) -> Result<(Profile, IssuedTokens), Error> {
+        let mut violations = Violations::new();
+        let email = violations.check("email", validation::email(email));
+        violations.check("password", passwords::check_length(password.expose_secret()));
+        let display_name = violations.check("display_name", validation::display_name(display_name, false));
+        if let Err(e) = violations.into_result() {
+            security_event!("identity.register.refused", reason = "invalid_input", client.address = caller.addr());
+            return Err(e);
+        }
+        let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
+
+        let password_hash = self.hasher.hash(password).await.map_err(busy)?;
+        let now = Utc::now();
+        let id = Id::new();
+        let profile = Profile {
+            id,
+            auth_provider: LOCAL_PROVIDER.into(),
+            auth_id: id.to_string(),
+            email: Some(email.clone()),
+            display_name,
+            avatar_url: String::new(),
+            locale: String::new(),
+            roles: Vec::new(),
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let (session, refresh_token) = self.new_session(id, now);
+        let audit = AuditEvent::new("identity.register.succeeded")
+            .profile(id)
+            .session(session.id)
+            .client(caller.addr());
+        let account = NewAccount {
+            profile: profile.clone(),
+            email,
+            password_hash,
+            session: session.clone(),
+        };
+        match self.store.create_local_account(&account, &audit).await {
+            Ok(()) => {}
+            Err(e) => {
+                let e = Error::from(e);
+                if matches!(e, Error::AlreadyExists(_)) {
+                    security_event!("identity.register.refused", reason = "email_taken", client.address = caller.addr());
+                }
+                return Err(e);
+            }
+        }
+        security_event!(
+            "identity.register.succeeded",
+            profile.id = %id,
+            session.id = %session.id,
+            client.address = caller.addr()
+        );
+        let tokens = self.issue(&profile, session.id, session.expires_at, refresh_token, now)?;
+        Ok((profile, tokens))
+    }
+
+    pub async fn login(&self, caller: &Caller, email: &str, password: SecretString) -> Result<IssuedTokens, Error> {
+        let mut violations = Violations::new();
+        let email = violations.check("email", validation::email(email));
+        let password_len = password.expose_secret().len();
+        if password_len == 0 {
+            violations.check::<()>("password", Err("is required".into()));
+        } else if password_len > passwords::MAX_PASSWORD_BYTES {
+            violations.check("password", passwords::check_length(password.expose_secret()));
+        }
+        violations.into_result()?;
+        let email = email.unwrap_or_default();
+
+        let account = self.store.find_credential(&email).await?;
+        let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
+        let ok = self.hasher.verify(password.clone(), stored_hash.clone()).await.map_err(busy)?;
+        let account = match account {
+            Some(account) if ok => account,
+            account => {
+            let (reason, subject) = match &account {
+                None => ("unknown_account", format!("email:{}", self.keys.pseudonym(&email))),
+                Some(a) => ("bad_password", a.profile.id.to_string()),
+            };
+            security_event!("identity.login.failed", reason = reason, subject = %subject, client.address = caller.addr());
+            let mut audit = AuditEvent::new("identity.login.failed")
+                .client(caller.addr())
+                .detail("reason", reason);
+            audit = match &account {
+                Some(a) => audit.profile(a.profile.id),
+                None => audit.detail("email_pseudonym", self.keys.pseudonym(&email)),
+            };
+            self.store.record_audit(&audit).await?;
+            return Err(Error::InvalidCredentials);
+            }
+        };
+
+        let profile = account.profile;
+        if let Some(old_hash) = stored_hash.filter(|h| self.hasher.needs_rehash(h)) {
+            // The cost setting rose since this hash was made: upgrade it now
+            // that we hold the plaintext. Best effort, off the response path.
+            let (store, hasher, id) = (self.store.clone(), Arc::clone(&self.hasher), profile.id);
+            tokio::spawn(async move {
+                if let Ok(new_hash) = hasher.hash(password).await {
+                    match store.upgrade_password_hash(id, &old_hash, &new_hash).await {
+                        Ok(true) => tracing::info!(profile.id = %id, cost = hasher.cost(), "password rehashed at the configured cost"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(profile.id = %id, error = %e, "password rehash failed"),
+                    }
+                }
+            });
+        }
+
+        let now = Utc::now();
+        let (session, refresh_token) = self.new_session(profile.id, now);
+        let audit = AuditEvent::new("identity.login.succeeded")
+            .profile(profile.id)
+            .session(session.id)
+            .client(caller.addr());
+        self.store.start_session(&session, &audit).await?;
+        security_event!(
+            "identity.login.succeeded",
+            profile.id = %profile.id,
+            session.id = %session.id,
+            client.address = caller.addr()
+        );
+        self.issue(&profile, session.id, session.expires_at, refresh_token, now)
+    }
+
+    pub async fn refresh(&self, caller: &Caller, refresh_token: &str) -> Result<IssuedTokens, Error> {
+        validation::required(refresh_token, refresh::MAX_REFRESH_TOKEN_BYTES)
+            .map_err(|d| Error::invalid("refresh_token", d))?;
+        let presented = refresh::hash(refresh_token);
+        let next = refresh::generate();
+        let now = Utc::now();
+        match self
+            .store
+            .spend_refresh_token(&presented, &next.hash, now, caller.addr())
+            .await?
+        {
+            SpendOutcome::Rotated { session, profile } => {
+                self.issue(&profile, session.id, session.expires_at, next.token, now)
+            }
+            SpendOutcome::Reused { session_id, profile_id } => {
+                security_event!(
+                    "identity.refresh.reused",
+                    profile.id = %profile_id,
+                    session.id = %session_id,
+                    client.address = caller.addr()
+                );
+                security_event!("identity.session.revoked", session.id = %session_id, reason = "refresh_token_reused");
+                Err(Error::Unauthenticated)
+            }
+            SpendOutcome::SessionEnded => {
+                security_event!("identity.token.refused", token.kind = "refresh", reason = "session_ended", client.address = caller.addr());
+                Err(Error::Unauthenticated)
+            }
+            SpendOutcome::Unknown => {
+                security_event!("identity.token.refused", token.kind = "refresh", reason = "unknown", client.address = caller.addr());
+                Err(Error::Unauthenticated)
+            }
+        }
+    }
+
+    /// Verifies a bearer access token completely: signature, claims and
+    /// that its session is still live. The one path for ValidateToken,
+    /// ChangePassword, Logout and every ProfileService call.
+    pub async fn verify_access_token(&self, token: &str) -> Result<Result<AccessClaims, Refusal>, Error> {
+        let claims = match self.keys.verify(token) {
+            Ok(claims) => claims,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let Some(session_id) = Id::parse(&claims.sid) else {
+            return Ok(Err(Refusal::Malformed));
+        };
+        match self.store.find_session(session_id).await? {
+            Some(session) if session.is_active(Utc::now()) && session.profile_id.to_string() == claims.sub => {
+                Ok(Ok(claims))
+            }
+            _ => Ok(Err(Refusal::Revoked)),
+        }
+    }
+
+    /// ValidateToken: `None` means inactive (the reason is logged, not told).
+    pub async fn validate(&self, caller: &Caller, token: &str) -> Result<Option<AccessClaims>, Error> {
+        match self.verify_access_token(token).await? {
+            Ok(claims) => Ok(Some(claims)),
+            Err(refusal) => {
+                security_event!(
+                    "identity.token.refused",
+                    token.kind = "access",
+                    reason = refusal.as_str(),
+                    client.address = caller.addr()
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// For calls that require a caller: UNAUTHENTICATED unless the bearer
+    /// token is fully valid.
+    pub async fn authenticate(&self, caller: &Caller, bearer: Option<&str>) -> Result<AccessClaims, Error> {
+        let token = bearer.ok_or(Error::Unauthenticated)?;
+        self.validate(caller, token).await?.ok_or(Error::Unauthenticated)
+    }
+
+    /// Revokes the session of a refresh token or, without one, of the
+    /// bearer access token. Unknown refresh tokens succeed quietly (RFC 7009).
+    pub async fn logout(&self, caller: &Caller, refresh_token: &str, bearer: Option<&str>) -> Result<(), Error> {
+        let session_id = if refresh_token.is_empty() {
+            let claims = self.authenticate(caller, bearer).await?;
+            Id::parse(&claims.sid).ok_or(Error::Unauthenticated)?
+        } else {
+            validation::required(refresh_token, refresh::MAX_REFRESH_TOKEN_BYTES)
+                .map_err(|d| Error::invalid("refresh_token", d))?;
+            match self.store.session_of_refresh_token(&refresh::hash(refresh_token)).await? {
+                Some(session) => session.id,
+                None => return Ok(()),
+            }
+        };
+        let session = self.store.find_session(session_id).await?;
+        let audit = AuditEvent::new("identity.session.revoked")
+            .session(session_id)
+            .client(caller.addr())
+            .detail("reason", "logout");
+        let audit = match &session {
+            Some(s) => audit.profile(s.profile_id),
+            None => audit,
+        };
+        if self.store.revoke_session(session_id, "logout", &audit).await? {
+            security_event!("identity.session.revoked", session.id = %session_id, reason = "logout", client.address = caller.addr());
+        }
+        Ok(())
+    }
+
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        claims: &AccessClaims,
+        current: SecretString,
+        new: SecretString,
+    ) -> Result<(), Error> {
+        let mut violations = Violations::new();
+        if current.expose_secret().is_empty() {
+            violations.check::<()>("current_password", Err("is required".into()));
+        }
+        violations.check("new_password", passwords::check_length(new.expose_secret()));
+        if !current.expose_secret().is_empty() && current.expose_secret() == new.expose_secret() {
+            violations.check::<()>("new_password", Err("must differ from the current password".into()));
+        }
+        violations.into_result()?;
+
+        let profile = Id::parse(&claims.sub).ok_or(Error::Unauthenticated)?;
+        let session = Id::parse(&claims.sid).ok_or(Error::Unauthenticated)?;
+        // Accounts from an external provider have no password here.
+        let stored = self.store.password_hash_of(profile).await?;
+        let ok = self.hasher.verify(current, stored.clone()).await.map_err(busy)?;
+        let Some(stored) = stored.filter(|_| ok) else {
+            security_event!("identity.password.change_refused", profile.id = %profile, reason = "bad_password", client.address = caller.addr());
+            return Err(Error::InvalidCredentials);
+        };
+        let new_hash = self.hasher.hash(new).await.map_err(busy)?;
+        let audit = AuditEvent::new("identity.password.changed")
+            .profile(profile)
+            .session(session)
+            .client(caller.addr());
+        if !self.store.change_password(profile, &stored, &new_hash, session, &audit).await? {
+            // Changed concurrently by another call: make the caller retry.
+            return Err(Error::StaleEtag);
+        }
+        security_event!("identity.password.changed", profile.id = %profile, session.id = %session, client.address = caller.addr());
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! Use cases: what each RPC does, in terms of the domain rules and the
+//! store. No gRPC types here.
+
+pub mod auth;
+
+pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};

@@ -1,0 +1,262 @@
+//! Persistence: profiles, credentials, sessions, refresh tokens and the audit
+//! trail, on PostgreSQL (production) or SQLite (embedded default).
+
+mod postgres;
+mod sqlite;
+pub mod types;
+
+pub use types::*;
+
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Errors of the store layer. Messages carry no SQL and no input values:
+/// they may reach logs, never callers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write (the name says which).
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// The database cannot be reached or answered too slowly.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a broken database.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as K, Error as E};
+        match e {
+            E::DatabaseError(K::UniqueViolation, info) => {
+                let constraint = info.constraint_name().unwrap_or_default();
+                let message = info.message();
+                // SQLite names no constraint, only the columns.
+                if constraint.contains("email") || message.contains("credentials.email") {
+                    StoreError::Conflict("email")
+                } else if constraint.contains("auth_id") || message.contains("profiles.auth_id") {
+                    StoreError::Conflict("auth_id")
+                } else {
+                    StoreError::Conflict("id")
+                }
+            }
+            E::DatabaseError(K::ClosedConnection, info) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            E::BrokenTransactionManager => StoreError::Unavailable("broken connection".into()),
+            E::DatabaseError(K::Unknown, info) if is_transient(info.message()) => {
+                StoreError::Unavailable(info.message().to_owned())
+            }
+            other => {
+                let text = other.to_string();
+                if is_transient(&text) {
+                    StoreError::Unavailable(text)
+                } else {
+                    StoreError::Other(text)
+                }
+            }
+        }
+    }
+}
+
+/// Connection-level failures surface from tokio-postgres as plain text.
+fn is_transient(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "connection closed",
+        "connection reset",
+        "broken pipe",
+        "unexpected eof",
+        "error communicating",
+        "database is locked",
+        "timed out",
+        "terminating connection",
+    ]
+    .iter()
+    .any(|needle| m.contains(needle))
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for StoreError {
+    fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_size: usize,
+    /// Bounds waiting for, opening and recycling a connection, so an outage
+    /// turns into UNAVAILABLE quickly instead of hanging callers.
+    pub timeout: Duration,
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+}
+
+/// A handle on the database, cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    Postgres(postgres::Pool),
+    Sqlite(sqlite::Pool),
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may hold a password.
+        match self {
+            Store::Postgres(_) => f.write_str("Store::Postgres"),
+            Store::Sqlite(_) => f.write_str("Store::Sqlite"),
+        }
+    }
+}
+
+/// Runs one query function on whichever backend this store uses.
+macro_rules! on_backend {
+    ($store:expr, $func:ident ( $($arg:expr),* $(,)? )) => {
+        match $store {
+            Store::Postgres(pool) => {
+                let mut conn = pool.get().await?;
+                postgres::$func(&mut conn, $($arg),*).await.map_err(StoreError::from)
+            }
+            Store::Sqlite(pool) => {
+                let mut conn = pool.get().await?;
+                sqlite::$func(&mut conn, $($arg),*).await.map_err(StoreError::from)
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Opens a pool for `url` (no connection is made until first use).
+    pub fn open(url: &str, settings: &PoolSettings) -> Result<Store, StoreError> {
+        match Backend::of_url(url) {
+            Some(Backend::Postgres) => postgres::pool(url, settings)
+                .map(Store::Postgres)
+                .map_err(StoreError::Other),
+            Some(Backend::Sqlite) => sqlite::pool(url, settings)
+                .map(Store::Sqlite)
+                .map_err(StoreError::Other),
+            None => Err(StoreError::Other("unsupported database URL scheme".into())),
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet; returns
+    /// their versions.
+    pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
+        match Backend::of_url(url) {
+            Some(Backend::Postgres) => postgres::migrate(url.to_owned()).await,
+            Some(Backend::Sqlite) => sqlite::migrate(url.to_owned()).await,
+            None => Err("unsupported database URL scheme".into()),
+        }
+        .map_err(StoreError::Unavailable)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_backend!(self, ping())
+    }
+
+    pub async fn create_local_account(
+        &self,
+        account: &NewAccount,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, create_local_account(account, audit))
+    }
+
+    pub async fn start_session(&self, session: &NewSession, audit: &AuditEvent) -> Result<(), StoreError> {
+        on_backend!(self, start_session(session, audit))
+    }
+
+    pub async fn find_profile(&self, id: Id) -> Result<Option<Profile>, StoreError> {
+        on_backend!(self, find_profile(id))
+    }
+
+    pub async fn find_credential(&self, email: &str) -> Result<Option<CredentialRow>, StoreError> {
+        on_backend!(self, find_credential(email))
+    }
+
+    pub async fn password_hash_of(&self, profile: Id) -> Result<Option<String>, StoreError> {
+        on_backend!(self, password_hash_of(profile))
+    }
+
+    pub async fn upgrade_password_hash(
+        &self,
+        profile: Id,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, upgrade_password_hash(profile, old_hash, new_hash, Utc::now()))
+    }
+
+    pub async fn find_session(&self, id: Id) -> Result<Option<SessionRow>, StoreError> {
+        on_backend!(self, find_session(id))
+    }
+
+    pub async fn revoke_session(
+        &self,
+        id: Id,
+        reason: &str,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, revoke_session(id, reason, Utc::now(), audit))
+    }
+
+    pub async fn spend_refresh_token(
+        &self,
+        presented_hash: &str,
+        next_hash: &str,
+        now: DateTime<Utc>,
+        client_addr: Option<&str>,
+    ) -> Result<SpendOutcome, StoreError> {
+        on_backend!(self, spend_refresh_token(presented_hash, next_hash, now, client_addr))
+    }
+
+    pub async fn session_of_refresh_token(&self, hash: &str) -> Result<Option<SessionRow>, StoreError> {
+        on_backend!(self, session_of_refresh_token(hash))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn change_password(
+        &self,
+        profile: Id,
+        expected_old_hash: &str,
+        new_hash: &str,
+        keep_session: Id,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        on_backend!(
+            self,
+            change_password(profile, expected_old_hash, new_hash, keep_session, Utc::now(), audit)
+        )
+    }
+
+    pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        on_backend!(self, record_audit(event))
+    }
+
+    pub async fn recent_audit(
+        &self,
+        since: DateTime<Utc>,
+        profile: Option<Id>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        on_backend!(self, recent_audit(since, profile, limit))
+    }
+}

@@ -1,0 +1,123 @@
+//! PostgreSQL backend: schema, pool and migrations (diesel-async over
+//! tokio-postgres; no libpq).
+
+use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+
+pub(super) type Conn = AsyncPgConnection;
+pub type Pool = DeadPool<Conn>;
+
+pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
+
+pub(super) mod schema {
+    diesel::table! {
+        profiles (id) {
+            id -> Uuid,
+            auth_provider -> Text,
+            auth_id -> Text,
+            email -> Nullable<Text>,
+            display_name -> Text,
+            avatar_url -> Text,
+            locale -> Text,
+            roles -> Text,
+            revision -> BigInt,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+    diesel::table! {
+        credentials (profile_id) {
+            profile_id -> Uuid,
+            email -> Text,
+            password_hash -> Text,
+            created_at -> Timestamptz,
+            updated_at -> Timestamptz,
+        }
+    }
+    diesel::table! {
+        sessions (id) {
+            id -> Uuid,
+            profile_id -> Uuid,
+            created_at -> Timestamptz,
+            expires_at -> Timestamptz,
+            revoked_at -> Nullable<Timestamptz>,
+            revoke_reason -> Nullable<Text>,
+        }
+    }
+    diesel::table! {
+        refresh_tokens (token_hash) {
+            token_hash -> Text,
+            session_id -> Uuid,
+            created_at -> Timestamptz,
+            spent_at -> Nullable<Timestamptz>,
+        }
+    }
+    diesel::table! {
+        audit_events (id) {
+            id -> Uuid,
+            occurred_at -> Timestamptz,
+            event_name -> Text,
+            profile_id -> Nullable<Uuid>,
+            session_id -> Nullable<Uuid>,
+            client_addr -> Nullable<Text>,
+            detail -> Text,
+        }
+    }
+    diesel::joinable!(credentials -> profiles (profile_id));
+    diesel::joinable!(sessions -> profiles (profile_id));
+    diesel::joinable!(refresh_tokens -> sessions (session_id));
+    diesel::allow_tables_to_appear_in_same_query!(
+        profiles,
+        credentials,
+        sessions,
+        refresh_tokens,
+        audit_events
+    );
+}
+
+macro_rules! write_tx {
+    ($conn:expr, $body:expr) => {
+        diesel_async::AsyncConnection::transaction($conn, $body).await
+    };
+}
+
+include!("queries.rs");
+
+pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {
+    let manager = AsyncDieselConnectionManager::<Conn>::new(url);
+    DeadPool::builder(manager)
+        .max_size(settings.max_size)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(settings.timeout))
+        .recycle_timeout(Some(settings.timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(super) async fn migrate(url: String) -> Result<Vec<String>, String> {
+    use diesel::Connection as _;
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    use diesel_migrations::MigrationHarness;
+    // The migration harness is synchronous; run it on a blocking thread
+    // through the async connection (no libpq involved).
+    tokio::task::spawn_blocking(move || {
+        let mut conn = AsyncConnectionWrapper::<Conn>::establish(&url).map_err(|e| e.to_string())?;
+        // One migrator at a time across replicas and jobs.
+        diesel::RunQueryDsl::execute(diesel::sql_query("SELECT pg_advisory_lock(7242019)"), &mut conn)
+            .map_err(|e| e.to_string())?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| e.to_string());
+        let _ = diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_unlock(7242019)"),
+            &mut conn,
+        );
+        applied
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

@@ -1,0 +1,402 @@
+// Backend-neutral queries, compiled once per backend.
+//
+// This file is `include!`d by `postgres.rs` and `sqlite.rs`, each of which
+// defines `schema` (its own `table!`s), `Conn` (its connection type) and the
+// `write_tx!` macro (a plain transaction on PostgreSQL, `BEGIN IMMEDIATE` on
+// SQLite so that concurrent writers wait instead of failing). Diesel's query
+// builder is typed by backend, so sharing the text is how one set of queries
+// serves both without a generic-bound maze. Every value reaches SQL as a bind
+// parameter; nothing here formats SQL from input.
+
+use super::types::{
+    join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
+    ProfileRow, SessionRow, SpendOutcome,
+};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::result::QueryResult;
+use diesel_async::RunQueryDsl;
+
+const PROFILE_COLUMNS: (
+    schema::profiles::id,
+    schema::profiles::auth_provider,
+    schema::profiles::auth_id,
+    schema::profiles::email,
+    schema::profiles::display_name,
+    schema::profiles::avatar_url,
+    schema::profiles::locale,
+    schema::profiles::roles,
+    schema::profiles::revision,
+    schema::profiles::created_at,
+    schema::profiles::updated_at,
+) = (
+    schema::profiles::id,
+    schema::profiles::auth_provider,
+    schema::profiles::auth_id,
+    schema::profiles::email,
+    schema::profiles::display_name,
+    schema::profiles::avatar_url,
+    schema::profiles::locale,
+    schema::profiles::roles,
+    schema::profiles::revision,
+    schema::profiles::created_at,
+    schema::profiles::updated_at,
+);
+
+const SESSION_COLUMNS: (
+    schema::sessions::id,
+    schema::sessions::profile_id,
+    schema::sessions::created_at,
+    schema::sessions::expires_at,
+    schema::sessions::revoked_at,
+) = (
+    schema::sessions::id,
+    schema::sessions::profile_id,
+    schema::sessions::created_at,
+    schema::sessions::expires_at,
+    schema::sessions::revoked_at,
+);
+
+pub(super) async fn ping(conn: &mut Conn) -> QueryResult<()> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+        .get_result::<i32>(conn)
+        .await
+        .map(drop)
+}
+
+async fn insert_audit(conn: &mut Conn, event: &AuditEvent) -> QueryResult<()> {
+    use schema::audit_events as a;
+    diesel::insert_into(a::table)
+        .values((
+            a::id.eq(event.id),
+            a::occurred_at.eq(event.occurred_at),
+            a::event_name.eq(event.event_name),
+            a::profile_id.eq(event.profile_id),
+            a::session_id.eq(event.session_id),
+            a::client_addr.eq(event.client_addr.as_deref()),
+            a::detail.eq(event.detail.to_string()),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub(super) async fn record_audit(conn: &mut Conn, event: &AuditEvent) -> QueryResult<()> {
+    insert_audit(conn, event).await
+}
+
+pub(super) async fn recent_audit(
+    conn: &mut Conn,
+    since: DateTime<Utc>,
+    profile: Option<Id>,
+    limit: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    use schema::audit_events as a;
+    let mut query = a::table
+        .select((
+            a::id,
+            a::occurred_at,
+            a::event_name,
+            a::profile_id,
+            a::session_id,
+            a::client_addr,
+            a::detail,
+        ))
+        .filter(a::occurred_at.ge(since))
+        .order((a::occurred_at.asc(), a::id.asc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(profile) = profile {
+        query = query.filter(a::profile_id.eq(profile));
+    }
+    query.load(conn).await
+}
+
+async fn insert_profile(conn: &mut Conn, p: &Profile) -> QueryResult<()> {
+    use schema::profiles as t;
+    diesel::insert_into(t::table)
+        .values((
+            t::id.eq(p.id),
+            t::auth_provider.eq(&p.auth_provider),
+            t::auth_id.eq(&p.auth_id),
+            t::email.eq(p.email.as_deref()),
+            t::display_name.eq(&p.display_name),
+            t::avatar_url.eq(&p.avatar_url),
+            t::locale.eq(&p.locale),
+            t::roles.eq(join_roles(&p.roles)),
+            t::revision.eq(p.revision),
+            t::created_at.eq(p.created_at),
+            t::updated_at.eq(p.updated_at),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+async fn insert_session(conn: &mut Conn, s: &NewSession) -> QueryResult<()> {
+    use schema::{refresh_tokens as r, sessions as t};
+    diesel::insert_into(t::table)
+        .values((
+            t::id.eq(s.id),
+            t::profile_id.eq(s.profile_id),
+            t::created_at.eq(s.created_at),
+            t::expires_at.eq(s.expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(r::table)
+        .values((
+            r::token_hash.eq(&s.refresh_token_hash),
+            r::session_id.eq(s.id),
+            r::created_at.eq(s.created_at),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub(super) async fn create_local_account(
+    conn: &mut Conn,
+    account: &NewAccount,
+    audit: &AuditEvent,
+) -> QueryResult<()> {
+    write_tx!(conn, async |conn| {
+        use schema::credentials as c;
+        insert_profile(conn, &account.profile).await?;
+        diesel::insert_into(c::table)
+            .values((
+                c::profile_id.eq(account.profile.id),
+                c::email.eq(&account.email),
+                c::password_hash.eq(&account.password_hash),
+                c::created_at.eq(account.profile.created_at),
+                c::updated_at.eq(account.profile.created_at),
+            ))
+            .execute(conn)
+            .await?;
+        insert_session(conn, &account.session).await?;
+        insert_audit(conn, audit).await
+    })
+}
+
+pub(super) async fn start_session(
+    conn: &mut Conn,
+    session: &NewSession,
+    audit: &AuditEvent,
+) -> QueryResult<()> {
+    write_tx!(conn, async |conn| {
+        insert_session(conn, session).await?;
+        insert_audit(conn, audit).await
+    })
+}
+
+pub(super) async fn find_profile(conn: &mut Conn, id: Id) -> QueryResult<Option<Profile>> {
+    schema::profiles::table
+        .select(PROFILE_COLUMNS)
+        .filter(schema::profiles::id.eq(id))
+        .first::<ProfileRow>(conn)
+        .await
+        .optional()
+        .map(|row| row.map(Profile::from))
+}
+
+pub(super) async fn find_credential(
+    conn: &mut Conn,
+    email: &str,
+) -> QueryResult<Option<CredentialRow>> {
+    use schema::{credentials as c, profiles as p};
+    c::table
+        .inner_join(p::table)
+        .filter(c::email.eq(email))
+        .select((PROFILE_COLUMNS, c::password_hash))
+        .first::<(ProfileRow, String)>(conn)
+        .await
+        .optional()
+        .map(|row| {
+            row.map(|(profile, password_hash)| CredentialRow {
+                profile: profile.into(),
+                password_hash,
+            })
+        })
+}
+
+pub(super) async fn password_hash_of(conn: &mut Conn, profile: Id) -> QueryResult<Option<String>> {
+    use schema::credentials as c;
+    c::table
+        .filter(c::profile_id.eq(profile))
+        .select(c::password_hash)
+        .first::<String>(conn)
+        .await
+        .optional()
+}
+
+/// Replaces a hash only if it is still the one that was verified, so a
+/// rehash racing a password change can never undo the change.
+pub(super) async fn upgrade_password_hash(
+    conn: &mut Conn,
+    profile: Id,
+    old_hash: &str,
+    new_hash: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<bool> {
+    use schema::credentials as c;
+    diesel::update(
+        c::table
+            .filter(c::profile_id.eq(profile))
+            .filter(c::password_hash.eq(old_hash)),
+    )
+    .set((c::password_hash.eq(new_hash), c::updated_at.eq(now)))
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+pub(super) async fn find_session(conn: &mut Conn, id: Id) -> QueryResult<Option<SessionRow>> {
+    schema::sessions::table
+        .select(SESSION_COLUMNS)
+        .filter(schema::sessions::id.eq(id))
+        .first::<SessionRow>(conn)
+        .await
+        .optional()
+}
+
+async fn revoke_one(conn: &mut Conn, id: Id, reason: &str, now: DateTime<Utc>) -> QueryResult<bool> {
+    use schema::sessions as s;
+    diesel::update(s::table.filter(s::id.eq(id)).filter(s::revoked_at.is_null()))
+        .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
+        .execute(conn)
+        .await
+        .map(|n| n == 1)
+}
+
+pub(super) async fn revoke_session(
+    conn: &mut Conn,
+    id: Id,
+    reason: &str,
+    now: DateTime<Utc>,
+    audit: &AuditEvent,
+) -> QueryResult<bool> {
+    write_tx!(conn, async |conn| {
+        let revoked = revoke_one(conn, id, reason, now).await?;
+        if revoked {
+            insert_audit(conn, audit).await?;
+        }
+        Ok(revoked)
+    })
+}
+
+/// Spends a refresh token and stores its successor, or — if it was spent
+/// before — revokes its whole session (the token was stolen or replayed).
+pub(super) async fn spend_refresh_token(
+    conn: &mut Conn,
+    presented_hash: &str,
+    next_hash: &str,
+    now: DateTime<Utc>,
+    client_addr: Option<&str>,
+) -> QueryResult<SpendOutcome> {
+    write_tx!(conn, async |conn| {
+        use schema::{profiles as p, refresh_tokens as r, sessions as s};
+        let found = r::table
+            .inner_join(s::table.inner_join(p::table))
+            .filter(r::token_hash.eq(presented_hash))
+            .select((r::spent_at, SESSION_COLUMNS, PROFILE_COLUMNS))
+            .first::<(Option<DateTime<Utc>>, SessionRow, ProfileRow)>(conn)
+            .await
+            .optional()?;
+        let Some((spent_at, session, profile)) = found else {
+            return Ok(SpendOutcome::Unknown);
+        };
+        if !session.is_active(now) {
+            return Ok(SpendOutcome::SessionEnded);
+        }
+        // The conditional update is the arbiter between concurrent callers
+        // holding the same token: exactly one sees it unspent.
+        let won = spent_at.is_none()
+            && diesel::update(
+                r::table
+                    .filter(r::token_hash.eq(presented_hash))
+                    .filter(r::spent_at.is_null()),
+            )
+            .set(r::spent_at.eq(now))
+            .execute(conn)
+            .await?
+                == 1;
+        if !won {
+            revoke_one(conn, session.id, "refresh_token_reused", now).await?;
+            let audit = AuditEvent::new("identity.refresh.reused")
+                .profile(session.profile_id)
+                .session(session.id)
+                .client(client_addr);
+            insert_audit(conn, &audit).await?;
+            return Ok(SpendOutcome::Reused {
+                session_id: session.id,
+                profile_id: session.profile_id,
+            });
+        }
+        diesel::insert_into(r::table)
+            .values((
+                r::token_hash.eq(next_hash),
+                r::session_id.eq(session.id),
+                r::created_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(SpendOutcome::Rotated {
+            session,
+            profile: profile.into(),
+        })
+    })
+}
+
+/// Looks a refresh token up without spending it (for Logout).
+pub(super) async fn session_of_refresh_token(
+    conn: &mut Conn,
+    token_hash: &str,
+) -> QueryResult<Option<SessionRow>> {
+    use schema::{refresh_tokens as r, sessions as s};
+    r::table
+        .inner_join(s::table)
+        .filter(r::token_hash.eq(token_hash))
+        .select(SESSION_COLUMNS)
+        .first::<SessionRow>(conn)
+        .await
+        .optional()
+}
+
+/// Sets a new password hash and revokes every session of the user but
+/// `keep`, in one transaction.
+pub(super) async fn change_password(
+    conn: &mut Conn,
+    profile: Id,
+    expected_old_hash: &str,
+    new_hash: &str,
+    keep: Id,
+    now: DateTime<Utc>,
+    audit: &AuditEvent,
+) -> QueryResult<bool> {
+    write_tx!(conn, async |conn| {
+        use schema::{credentials as c, sessions as s};
+        let changed = diesel::update(
+            c::table
+                .filter(c::profile_id.eq(profile))
+                .filter(c::password_hash.eq(expected_old_hash)),
+        )
+        .set((c::password_hash.eq(new_hash), c::updated_at.eq(now)))
+        .execute(conn)
+        .await?
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        diesel::update(
+            s::table
+                .filter(s::profile_id.eq(profile))
+                .filter(s::id.ne(keep))
+                .filter(s::revoked_at.is_null()),
+        )
+        .set((s::revoked_at.eq(now), s::revoke_reason.eq("password_changed")))
+        .execute(conn)
+        .await?;
+        insert_audit(conn, audit).await?;
+        Ok(true)
+    })
+}

@@ -1,0 +1,144 @@
+//! SQLite backend (bundled): the embedded default for `serve --dev`.
+
+use diesel::sqlite::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use futures_util::FutureExt as _;
+
+pub(super) type Conn = SyncConnectionWrapper<SqliteConnection>;
+pub type Pool = DeadPool<Conn>;
+
+pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
+
+pub(super) mod schema {
+    diesel::table! {
+        profiles (id) {
+            id -> Text,
+            auth_provider -> Text,
+            auth_id -> Text,
+            email -> Nullable<Text>,
+            display_name -> Text,
+            avatar_url -> Text,
+            locale -> Text,
+            roles -> Text,
+            revision -> BigInt,
+            created_at -> TimestamptzSqlite,
+            updated_at -> TimestamptzSqlite,
+        }
+    }
+    diesel::table! {
+        credentials (profile_id) {
+            profile_id -> Text,
+            email -> Text,
+            password_hash -> Text,
+            created_at -> TimestamptzSqlite,
+            updated_at -> TimestamptzSqlite,
+        }
+    }
+    diesel::table! {
+        sessions (id) {
+            id -> Text,
+            profile_id -> Text,
+            created_at -> TimestamptzSqlite,
+            expires_at -> TimestamptzSqlite,
+            revoked_at -> Nullable<TimestamptzSqlite>,
+            revoke_reason -> Nullable<Text>,
+        }
+    }
+    diesel::table! {
+        refresh_tokens (token_hash) {
+            token_hash -> Text,
+            session_id -> Text,
+            created_at -> TimestamptzSqlite,
+            spent_at -> Nullable<TimestamptzSqlite>,
+        }
+    }
+    diesel::table! {
+        audit_events (id) {
+            id -> Text,
+            occurred_at -> TimestamptzSqlite,
+            event_name -> Text,
+            profile_id -> Nullable<Text>,
+            session_id -> Nullable<Text>,
+            client_addr -> Nullable<Text>,
+            detail -> Text,
+        }
+    }
+    diesel::joinable!(credentials -> profiles (profile_id));
+    diesel::joinable!(sessions -> profiles (profile_id));
+    diesel::joinable!(refresh_tokens -> sessions (session_id));
+    diesel::allow_tables_to_appear_in_same_query!(
+        profiles,
+        credentials,
+        sessions,
+        refresh_tokens,
+        audit_events
+    );
+}
+
+// BEGIN IMMEDIATE takes the write lock up front, so two writers queue on
+// busy_timeout instead of one failing with SQLITE_BUSY on lock upgrade.
+macro_rules! write_tx {
+    ($conn:expr, $body:expr) => {
+        $conn.immediate_transaction($body).await
+    };
+}
+
+include!("queries.rs");
+
+/// `sqlite://path`, `sqlite:path` or a bare path → the file path.
+pub fn file_path(url: &str) -> &str {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                       PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
+
+pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {
+    let mut config = ManagerConfig::<Conn>::default();
+    config.custom_setup = Box::new(|url| {
+        async move {
+            let mut conn = Conn::establish(url).await?;
+            conn.batch_execute(PRAGMAS)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        }
+        .boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(file_path(url), config);
+    DeadPool::builder(manager)
+        .max_size(settings.max_size)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(settings.timeout))
+        .recycle_timeout(Some(settings.timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+pub(super) async fn migrate(url: String) -> Result<Vec<String>, String> {
+    use diesel::connection::SimpleConnection as _;
+    use diesel::Connection as _;
+    use diesel_migrations::MigrationHarness;
+    tokio::task::spawn_blocking(move || {
+        let path = file_path(&url);
+        if let Some(dir) = std::path::Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+        }
+        let mut conn = SqliteConnection::establish(path).map_err(|e| e.to_string())?;
+        conn.batch_execute(PRAGMAS).map_err(|e| e.to_string())?;
+        conn.run_pending_migrations(MIGRATIONS)
+            .map(|versions| versions.iter().map(ToString::to_string).collect())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}

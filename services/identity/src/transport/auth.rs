@@ -1,0 +1,112 @@
+//! `identity.v1.AuthService`: parse, call the service, map the result.
+
+use super::{convert, metadata};
+use crate::proto::v1::auth_service_server::AuthService;
+use crate::proto::v1::*;
+use crate::service::Auth;
+use secrecy::SecretString;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AuthApi {
+    auth: Arc<Auth>,
+}
+
+impl AuthApi {
+    pub fn new(auth: Arc<Auth>) -> Self {
+        AuthApi { auth }
+    }
+}
+
+#[tonic::async_trait]
+impl AuthService for AuthApi {
+    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let r = request.into_inner();
+        let (profile, tokens) = self
+            .auth
+            .register(&caller, &r.email, SecretString::from(r.password), &r.display_name)
+            .await?;
+        Ok(Response::new(RegisterResponse {
+            profile: Some(convert::profile(&profile)),
+            tokens: Some(convert::tokens(tokens)),
+        }))
+    }
+
+    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let r = request.into_inner();
+        let tokens = self.auth.login(&caller, &r.email, SecretString::from(r.password)).await?;
+        Ok(Response::new(LoginResponse {
+            tokens: Some(convert::tokens(tokens)),
+        }))
+    }
+
+    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let tokens = self.auth.refresh(&caller, &request.get_ref().refresh_token).await?;
+        Ok(Response::new(RefreshResponse {
+            tokens: Some(convert::tokens(tokens)),
+        }))
+    }
+
+    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let bearer = metadata::bearer(&request);
+        self.auth
+            .logout(&caller, &request.get_ref().refresh_token, bearer.as_deref())
+            .await?;
+        Ok(Response::new(LogoutResponse {}))
+    }
+
+    async fn validate_token(
+        &self,
+        request: Request<ValidateTokenRequest>,
+    ) -> Result<Response<ValidateTokenResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let Some(claims) = self.auth.validate(&caller, &request.get_ref().access_token).await? else {
+            return Ok(Response::new(ValidateTokenResponse::default()));
+        };
+        let time = |secs: i64| chrono::DateTime::from_timestamp(secs, 0).map(convert::timestamp);
+        Ok(Response::new(ValidateTokenResponse {
+            active: true,
+            subject: claims.sub.clone(),
+            profile_id: claims.sub,
+            auth_provider: claims.auth_provider,
+            auth_id: claims.auth_id,
+            session_id: claims.sid,
+            roles: claims.roles,
+            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+            issue_time: time(claims.iat),
+            expire_time: time(claims.exp),
+            jti: claims.jti,
+            issuer: claims.iss,
+            audience: vec![claims.aud],
+        }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let bearer = metadata::bearer(&request);
+        let claims = self.auth.authenticate(&caller, bearer.as_deref()).await?;
+        let r = request.into_inner();
+        self.auth
+            .change_password(
+                &caller,
+                &claims,
+                SecretString::from(r.current_password),
+                SecretString::from(r.new_password),
+            )
+            .await?;
+        Ok(Response::new(ChangePasswordResponse {}))
+    }
+
+    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+        Ok(Response::new(GetJwksResponse {
+            keys: self.auth.jwks().iter().map(convert::jwk).collect(),
+        }))
+    }
+}

@@ -1,0 +1,52 @@
+//! Domain values → protobuf messages.
+
+use crate::proto::v1::{Jwk, TokenPair, UserProfile};
+use crate::service::IssuedTokens;
+use crate::store::Profile;
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn profile(p: &Profile) -> UserProfile {
+    UserProfile {
+        id: p.id.to_string(),
+        auth_provider: p.auth_provider.clone(),
+        auth_id: p.auth_id.clone(),
+        email: p.email.clone().unwrap_or_default(),
+        display_name: p.display_name.clone(),
+        avatar_url: p.avatar_url.clone(),
+        locale: p.locale.clone(),
+        roles: p.roles.clone(),
+        create_time: Some(timestamp(p.created_at)),
+        update_time: Some(timestamp(p.updated_at)),
+        etag: p.etag(),
+    }
+}
+
+pub fn tokens(t: IssuedTokens) -> TokenPair {
+    TokenPair {
+        access_token: t.access_token.expose_secret().to_owned(),
+        refresh_token: t.refresh_token.expose_secret().to_owned(),
+        token_type: "Bearer".into(),
+        access_token_expire_time: Some(timestamp(t.access_expires_at)),
+        refresh_token_expire_time: Some(timestamp(t.refresh_expires_at)),
+        session_id: t.session_id.to_string(),
+    }
+}
+
+pub fn jwk(k: &crate::domain::tokens::PublicJwk) -> Jwk {
+    Jwk {
+        kty: k.kty.clone(),
+        kid: k.kid.clone(),
+        alg: k.alg.clone(),
+        r#use: k.use_.clone(),
+        crv: k.crv.clone(),
+        x: k.x.clone(),
+    }
+}

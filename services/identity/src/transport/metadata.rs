@@ -1,0 +1,19 @@
+//! What the transport reads from a request besides its message.
+
+use crate::service::Caller;
+use tonic::Request;
+
+/// The caller's TCP peer address.
+pub fn caller<T>(request: &Request<T>) -> Caller {
+    Caller {
+        client_addr: request.remote_addr().map(|a| a.ip().to_string()),
+    }
+}
+
+/// The token of `authorization: Bearer <token>`, if well-formed.
+pub fn bearer<T>(request: &Request<T>) -> Option<String> {
+    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}

@@ -1,0 +1,72 @@
+//! gRPC transport: tonic services, health, reflection, TLS, shutdown.
+//! Thin by design: handlers parse, call `service`, map the result.
+
+pub mod auth;
+pub mod convert;
+pub mod metadata;
+pub mod status;
+
+use crate::proto::v1::auth_service_server::AuthServiceServer;
+use crate::service::Auth;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::server::NamedService;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
+
+/// Largest request message accepted (larger ones get RESOURCE_EXHAUSTED).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+pub const AUTH_SERVICE: &str = <AuthServiceServer<auth::AuthApi> as NamedService>::NAME;
+
+/// The API services, ready to add to a tonic router.
+pub fn auth_service(auth: Arc<Auth>) -> AuthServiceServer<auth::AuthApi> {
+    AuthServiceServer::new(auth::AuthApi::new(auth))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(4 * MAX_MESSAGE_BYTES)
+}
+
+pub fn health_service(reporter: &HealthReporter) -> HealthServer<HealthService> {
+    HealthServer::new(HealthService::from_health_reporter(reporter.clone()))
+}
+
+/// Sets the overall status and every API service's status together.
+pub async fn set_health(reporter: &HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in ["", AUTH_SERVICE] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Server reflection, v1 and v1alpha (grpcurl 1.8 speaks only v1alpha).
+pub fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+/// HTTP/2 settings shared by every listener.
+pub fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(30))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(256))
+        .tcp_nodelay(true)
+}
