@@ -60,6 +60,7 @@ LABEL org.opencontainers.image.title="identity" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.base.name="${RUNTIME_IMAGE}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
       identity.sbom.path="/sbom.cdx.json" \
       identity.sbom.format="CycloneDX JSON"
 
@@ -70,7 +71,7 @@ COPY --from=builder --chmod=0555 /out/identity /usr/local/bin/identity
 # Same addresses as the Helm chart: API, plaintext health-only listener.
 ENV IDENTITY_LISTEN_ADDR=0.0.0.0:50051 \
     IDENTITY_HEALTH_LISTEN_ADDR=0.0.0.0:50052 \
-    IDENTITY_HEALTHCHECK_ADDR=127.0.0.1:50052 \
+    IDENTITY_HEALTHCHECK_ADDR=http://127.0.0.1:50052 \
     IDENTITY_LOG_FORMAT=json
 
 # distroless "nonroot": UID/GID 65532. Numeric, so Kubernetes' runAsNonRoot

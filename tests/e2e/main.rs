@@ -1,1 +1,11 @@
+//! End-to-end tests: the real `identity` binary, over real sockets, against
+//! a real PostgreSQL database (one per test) and a real SQLite file.
 
+mod support;
+
+mod auth_flow;
+mod cli;
+mod forgery;
+mod grpcurl;
+mod input;
+mod outage;

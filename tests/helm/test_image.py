@@ -121,6 +121,7 @@ def test_no_latest_base_images():
         "org.opencontainers.image.source",
         "org.opencontainers.image.description",
         "org.opencontainers.image.base.name",
+        "org.opencontainers.image.licenses",
         "identity.sbom.path",
     ],
 )
@@ -139,7 +140,7 @@ def test_sbom_is_copied_where_the_label_points():
 def test_image_listens_where_the_chart_probes():
     env = " ".join(args_of("ENV"))
     assert "IDENTITY_HEALTH_LISTEN_ADDR=0.0.0.0:50052" in env
-    assert "IDENTITY_HEALTHCHECK_ADDR=127.0.0.1:50052" in env
+    assert "IDENTITY_HEALTHCHECK_ADDR=http://127.0.0.1:50052" in env
     assert "IDENTITY_LISTEN_ADDR=0.0.0.0:50051" in env
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import template
-from conftest import KUBE_VERSIONS
+from chart_helpers import KUBE_VERSIONS
 
 HERE = Path(__file__).resolve().parent
 # Custom resources: kubernetes-validate has no schema for them.

@@ -74,6 +74,10 @@ REFUSALS = {
         "not both",
     ),
     "existing-secret-without-signing-key-names": ({"secrets__keys__signingKeys": []}, "secrets.keys.signingKeys"),
+    "extra-env-overrides-a-chart-setting": (
+        {"config__extraEnv": {"IDENTITY_ISSUER": "x"}},
+        "config.extraEnv.IDENTITY_ISSUER is set by the chart",
+    ),
 }
 
 

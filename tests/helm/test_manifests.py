@@ -8,7 +8,7 @@ import json
 
 import pytest
 import template
-from conftest import HEALTH_PORT, Rendered
+from chart_helpers import HEALTH_PORT, Rendered
 
 NONROOT = 65532
 
@@ -426,7 +426,7 @@ def test_helm_test_pod_checks_health_through_the_service(rendered):
     env = {e["name"]: e["value"] for e in c["env"]}
     svc = rendered.one("Service")
     assert env["IDENTITY_HEALTHCHECK_ADDR"] == (
-        f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:{HEALTH_PORT}"
+        f"http://{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:{HEALTH_PORT}"
     )
     assert HEALTH_PORT in [p["port"] for p in svc["spec"]["ports"]]
     assert pod["spec"]["restartPolicy"] == "Never"

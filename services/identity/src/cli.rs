@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve the gRPC API. Without --dev, refuses insecure settings.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations to IDENTITY_DATABASE_URL and exit.
     Migrate(MigrateArgs),
     /// Write a new Ed25519 signing key (PKCS#8 PEM) to a file or stdout.
@@ -65,7 +65,11 @@ pub struct KeygenArgs {
 #[derive(Args)]
 pub struct HealthcheckArgs {
     /// Server to probe (plaintext gRPC).
-    #[arg(long, env = "IDENTITY_HEALTHCHECK_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "IDENTITY_HEALTHCHECK_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub addr: String,
     /// Service name to check; empty means the whole server.
     #[arg(long, default_value = "")]
@@ -184,11 +188,11 @@ pub struct Settings {
     pub bcrypt_queue: usize,
 
     /// Allow a SQLite database in production (single replica only).
-    #[arg(long, env = "IDENTITY_ALLOW_SQLITE", value_parser = BoolishValueParser::new(), default_value = "false")]
+    #[arg(long, env = "IDENTITY_ALLOW_SQLITE", value_parser = BoolishValueParser::new(), default_value = "false", action = clap::ArgAction::Set)]
     pub allow_sqlite: bool,
 
     /// Allow plaintext gRPC in production (only behind a mesh that does mTLS).
-    #[arg(long, env = "IDENTITY_ALLOW_PLAINTEXT", value_parser = BoolishValueParser::new(), default_value = "false")]
+    #[arg(long, env = "IDENTITY_ALLOW_PLAINTEXT", value_parser = BoolishValueParser::new(), default_value = "false", action = clap::ArgAction::Set)]
     pub allow_plaintext: bool,
 
     /// TLS certificate chain (PEM) for the gRPC port.

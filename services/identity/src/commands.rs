@@ -1,28 +1,36 @@
 //! The subcommands other than `serve`, and logging set-up.
 
 use crate::cli::{AuditCommand, HealthcheckArgs, KeygenArgs, LogFormat};
-use crate::domain::tokens::{generate_ed25519_pem, Ed25519Key};
+use crate::domain::tokens::{Ed25519Key, generate_ed25519_pem};
 use crate::store::{Id, PoolSettings, Store};
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use std::time::Duration;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 use tracing_subscriber::EnvFilter;
 
 pub fn init_logging(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
 }
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let pem = generate_ed25519_pem().map_err(anyhow::Error::msg)?;
-    let kid = Ed25519Key::from_pem(pem.expose_secret(), "generated")?.kid().to_owned();
+    let kid = Ed25519Key::from_pem(pem.expose_secret(), "generated")?
+        .kid()
+        .to_owned();
     match args.out {
         Some(path) => {
             crate::server::write_private_file(&path, pem.expose_secret())?;
@@ -46,7 +54,9 @@ pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<bool> {
         .await
         .with_context(|| format!("cannot connect to {}", args.addr))?;
     let response = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: args.service })
+        .check(HealthCheckRequest {
+            service: args.service,
+        })
         .await
         .context("health check failed")?;
     let status = response.into_inner().status();
@@ -87,7 +97,8 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 },
             )
             .context("IDENTITY_DATABASE_URL")?;
-            let since = chrono::Utc::now() - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::days(1));
+            let since = chrono::Utc::now()
+                - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::days(1));
             for row in store.recent_audit(since, profile, limit).await? {
                 let line = serde_json::json!({
                     "id": row.id.to_string(),

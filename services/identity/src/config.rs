@@ -102,7 +102,9 @@ pub fn weak_secret(secret: &str) -> Option<String> {
         .iter()
         .any(|p| lower == *p || lower.contains("changeme") || lower.contains("replace-me"))
     {
-        return Some("is a well-known placeholder; generate one with `openssl rand -base64 48`".into());
+        return Some(
+            "is a well-known placeholder; generate one with `openssl rand -base64 48`".into(),
+        );
     }
     if secret.len() < MIN_SECRET_BYTES {
         return Some(format!(
@@ -129,7 +131,10 @@ where
     let mut command = Cli::command();
     if let Some(file) = config_file_from(&args) {
         let defaults = read_toml_defaults(&file).map_err(|problem| {
-            command.error(clap::error::ErrorKind::InvalidValue, format!("IDENTITY_CONFIG_FILE {}: {problem}", file.display()))
+            command.error(
+                clap::error::ErrorKind::InvalidValue,
+                format!("IDENTITY_CONFIG_FILE {}: {problem}", file.display()),
+            )
         })?;
         let known: Vec<String> = command
             .find_subcommand("serve")
@@ -139,7 +144,10 @@ where
             if !known.contains(key) || key == "config_file" {
                 return Err(command.error(
                     clap::error::ErrorKind::UnknownArgument,
-                    format!("IDENTITY_CONFIG_FILE {}: unknown setting `{key}`", file.display()),
+                    format!(
+                        "IDENTITY_CONFIG_FILE {}: unknown setting `{key}`",
+                        file.display()
+                    ),
                 ));
             }
         }
@@ -170,7 +178,9 @@ fn config_file_from(args: &[OsString]) -> Option<PathBuf> {
 
 fn read_toml_defaults(path: &Path) -> Result<Vec<(String, String)>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.message().to_owned())?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| e.message().to_owned())?;
     table
         .into_iter()
         .map(|(key, value)| {
@@ -180,10 +190,18 @@ fn read_toml_defaults(path: &Path) -> Result<Vec<(String, String)>, String> {
                 toml::Value::Boolean(b) => b.to_string(),
                 toml::Value::Array(items) => items
                     .iter()
-                    .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| format!("`{key}`: arrays hold strings")))
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("`{key}`: arrays hold strings"))
+                    })
                     .collect::<Result<Vec<_>, _>>()?
                     .join(","),
-                _ => return Err(format!("`{key}`: use a string, integer, boolean or array of strings")),
+                _ => {
+                    return Err(format!(
+                        "`{key}`: use a string, integer, boolean or array of strings"
+                    ));
+                }
             };
             Ok((key, text))
         })
@@ -203,16 +221,22 @@ impl Config {
 
         let database_url = match (settings.database_url, mode) {
             (Some(url), _) if !url.trim().is_empty() => url,
-            (_, Mode::Dev) => format!("sqlite://{}", settings.data_dir.join("identity.db").display()),
+            (_, Mode::Dev) => format!(
+                "sqlite://{}",
+                settings.data_dir.join("identity.db").display()
+            ),
             (_, Mode::Production) => {
                 return Err(refuse(
                     "IDENTITY_DATABASE_URL",
                     "is required in production (postgres://user:password@host:5432/identity)",
-                ))
+                ));
             }
         };
         let backend = Backend::of_url(&database_url).ok_or_else(|| {
-            refuse("IDENTITY_DATABASE_URL", "must start with postgres://, postgresql:// or sqlite://")
+            refuse(
+                "IDENTITY_DATABASE_URL",
+                "must start with postgres://, postgresql:// or sqlite://",
+            )
         })?;
         if production && backend == Backend::Sqlite && !settings.allow_sqlite {
             return Err(refuse(
@@ -236,8 +260,9 @@ impl Config {
         for file in &settings.signing_key_file {
             read_file_setting("IDENTITY_SIGNING_KEY_FILE", file)?;
         }
-        let dev_generated = (settings.signing_key_file.is_empty() && hs256_secret.is_none() && !production)
-            .then(|| settings.data_dir.join("signing-key.pem"));
+        let dev_generated =
+            (settings.signing_key_file.is_empty() && hs256_secret.is_none() && !production)
+                .then(|| settings.data_dir.join("signing-key.pem"));
         if production && settings.signing_key_file.is_empty() && hs256_secret.is_none() {
             return Err(refuse(
                 "IDENTITY_SIGNING_KEY_FILE",
@@ -245,14 +270,18 @@ impl Config {
             ));
         }
 
-        let bcrypt_cost = settings.bcrypt_cost.unwrap_or(if production { 12 } else { 10 });
+        let bcrypt_cost = settings
+            .bcrypt_cost
+            .unwrap_or(if production { 12 } else { 10 });
         if !(4..=31).contains(&bcrypt_cost) {
             return Err(refuse("IDENTITY_BCRYPT_COST", "must be between 4 and 31"));
         }
         if production && bcrypt_cost < PRODUCTION_MIN_BCRYPT_COST {
             return Err(refuse(
                 "IDENTITY_BCRYPT_COST",
-                format!("is {bcrypt_cost}; production requires at least {PRODUCTION_MIN_BCRYPT_COST}"),
+                format!(
+                    "is {bcrypt_cost}; production requires at least {PRODUCTION_MIN_BCRYPT_COST}"
+                ),
             ));
         }
         let bcrypt_threads = settings
@@ -264,7 +293,10 @@ impl Config {
 
         let minute = Duration::from_secs(60);
         if settings.access_token_ttl < minute || settings.access_token_ttl > 24 * 60 * minute {
-            return Err(refuse("IDENTITY_ACCESS_TOKEN_TTL", "must be between 1m and 24h"));
+            return Err(refuse(
+                "IDENTITY_ACCESS_TOKEN_TTL",
+                "must be between 1m and 24h",
+            ));
         }
         if settings.refresh_token_ttl < settings.access_token_ttl {
             return Err(refuse(
@@ -295,11 +327,24 @@ impl Config {
                     client_ca: settings.tls_client_ca_file,
                 })
             }
-            (Some(_), None) => return Err(refuse("IDENTITY_TLS_KEY_FILE", "is required with IDENTITY_TLS_CERT_FILE")),
-            (None, Some(_)) => return Err(refuse("IDENTITY_TLS_CERT_FILE", "is required with IDENTITY_TLS_KEY_FILE")),
+            (Some(_), None) => {
+                return Err(refuse(
+                    "IDENTITY_TLS_KEY_FILE",
+                    "is required with IDENTITY_TLS_CERT_FILE",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(refuse(
+                    "IDENTITY_TLS_CERT_FILE",
+                    "is required with IDENTITY_TLS_KEY_FILE",
+                ));
+            }
             (None, None) => {
                 if settings.tls_client_ca_file.is_some() {
-                    return Err(refuse("IDENTITY_TLS_CERT_FILE", "is required for mTLS (IDENTITY_TLS_CLIENT_CA_FILE)"));
+                    return Err(refuse(
+                        "IDENTITY_TLS_CERT_FILE",
+                        "is required for mTLS (IDENTITY_TLS_CLIENT_CA_FILE)",
+                    ));
                 }
                 None
             }
@@ -346,9 +391,11 @@ impl Config {
             tls,
             shutdown_grace: settings.shutdown_grace,
             health_interval: settings.health_interval,
-            log_format: settings
-                .log_format
-                .unwrap_or(if production { LogFormat::Json } else { LogFormat::Text }),
+            log_format: settings.log_format.unwrap_or(if production {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            }),
             log_filter: settings.log,
         })
     }
@@ -383,24 +430,52 @@ mod tests {
 
     #[test]
     fn short_and_placeholder_secrets_are_refused() {
-        for secret in ["--secret-key=short", "--secret-key=changeme", "--secret-key=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"] {
-            let err = load(&["--database-url=postgres://db/x", "--allow-plaintext=true", secret]).unwrap_err();
+        for secret in [
+            "--secret-key=short",
+            "--secret-key=changeme",
+            "--secret-key=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        ] {
+            let err = load(&[
+                "--database-url=postgres://db/x",
+                "--allow-plaintext=true",
+                secret,
+            ])
+            .unwrap_err();
             assert_eq!(err.setting, "IDENTITY_SECRET_KEY", "{secret}");
         }
     }
 
     #[test]
     fn production_refuses_sqlite_and_plaintext_unless_allowed() {
-        let err = load(&["--database-url=sqlite://x.db", "--allow-plaintext=true", STRONG]).unwrap_err();
+        let err = load(&[
+            "--database-url=sqlite://x.db",
+            "--allow-plaintext=true",
+            STRONG,
+        ])
+        .unwrap_err();
         assert_eq!(err.setting, "IDENTITY_DATABASE_URL");
-        assert!(load(&["--database-url=sqlite://x.db", "--allow-plaintext=true", "--allow-sqlite=true", STRONG]).is_ok());
+        assert!(
+            load(&[
+                "--database-url=sqlite://x.db",
+                "--allow-plaintext=true",
+                "--allow-sqlite=true",
+                STRONG
+            ])
+            .is_ok()
+        );
         let err = load(&["--database-url=postgres://db/x", STRONG]).unwrap_err();
         assert_eq!(err.setting, "IDENTITY_TLS_CERT_FILE");
     }
 
     #[test]
     fn production_refuses_a_low_bcrypt_cost() {
-        let err = load(&["--database-url=postgres://db/x", "--allow-plaintext=true", STRONG, "--bcrypt-cost=10"]).unwrap_err();
+        let err = load(&[
+            "--database-url=postgres://db/x",
+            "--allow-plaintext=true",
+            STRONG,
+            "--bcrypt-cost=10",
+        ])
+        .unwrap_err();
         assert_eq!(err.setting, "IDENTITY_BCRYPT_COST");
     }
 
@@ -416,7 +491,12 @@ mod tests {
     #[test]
     fn debug_output_never_shows_secrets() {
         let secret = "q8Vf2kP0xZr7LmN4tY6wB1cD9eH3jS5a";
-        let config = load(&["--database-url=postgres://user:hunter2pass@db/x", "--allow-plaintext=true", STRONG]).unwrap();
+        let config = load(&[
+            "--database-url=postgres://user:hunter2pass@db/x",
+            "--allow-plaintext=true",
+            STRONG,
+        ])
+        .unwrap();
         let printed = format!("{config:?}");
         assert!(!printed.contains(secret), "{printed}");
         assert!(!printed.contains("hunter2pass"), "{printed}");
@@ -427,12 +507,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("identity-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("config.toml");
-        std::fs::write(&file, "issuer = \"https://id.example\"\naccess_token_ttl = \"10m\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "issuer = \"https://id.example\"\naccess_token_ttl = \"10m\"\n",
+        )
+        .unwrap();
         let config = load(&["--dev", &format!("--config={}", file.display())]).unwrap();
         assert_eq!(config.issuer, "https://id.example");
         assert_eq!(config.access_token_ttl, Duration::from_secs(600));
         std::fs::write(&file, "isuer = \"typo\"\n").unwrap();
-        let err = parse_cli(["identity", "serve", "--dev", &format!("--config={}", file.display())]).err().unwrap();
+        let err = parse_cli([
+            "identity",
+            "serve",
+            "--dev",
+            &format!("--config={}", file.display()),
+        ])
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("isuer"));
     }
 }

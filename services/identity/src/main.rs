@@ -1,5 +1,5 @@
 use identity::cli::Command;
-use identity::config::{parse_cli, Config};
+use identity::config::{Config, parse_cli};
 use identity::{commands, server};
 use std::process::ExitCode;
 
@@ -8,7 +8,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("identity: cannot start the async runtime: {e}");
@@ -18,6 +21,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => {
+                let args = *args;
                 let config = match Config::load(args.settings, args.dev) {
                     Ok(config) => config,
                     Err(e) => {
@@ -26,14 +30,24 @@ fn main() -> ExitCode {
                     }
                 };
                 commands::init_logging(config.log_format, &config.log_filter);
-                server::run(config, server::shutdown_signal()).await.map(|()| ExitCode::SUCCESS)
+                server::run(config, server::shutdown_signal())
+                    .await
+                    .map(|()| ExitCode::SUCCESS)
             }
-            Command::Migrate(args) => commands::migrate(&args.database_url).await.map(|()| ExitCode::SUCCESS),
-            Command::Keygen(args) => commands::keygen(args).map(|()| ExitCode::SUCCESS),
-            Command::Healthcheck(args) => commands::healthcheck(args)
+            Command::Migrate(args) => commands::migrate(&args.database_url)
                 .await
-                .map(|serving| if serving { ExitCode::SUCCESS } else { ExitCode::FAILURE }),
-            Command::Audit(args) => commands::audit(args.command).await.map(|()| ExitCode::SUCCESS),
+                .map(|()| ExitCode::SUCCESS),
+            Command::Keygen(args) => commands::keygen(args).map(|()| ExitCode::SUCCESS),
+            Command::Healthcheck(args) => commands::healthcheck(args).await.map(|serving| {
+                if serving {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }),
+            Command::Audit(args) => commands::audit(args.command)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

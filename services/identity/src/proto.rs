@@ -8,14 +8,19 @@ pub mod v1 {
 }
 
 /// The encoded descriptors of `identity.v1`, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/identity_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/identity_descriptor.bin"));
 
 use std::fmt;
 use v1::*;
 
 /// Shows whether a secret field was set, never its value.
 fn presence(value: &str) -> &'static str {
-    if value.is_empty() { "<empty>" } else { "<redacted>" }
+    if value.is_empty() {
+        "<empty>"
+    } else {
+        "<redacted>"
+    }
 }
 
 impl fmt::Debug for RegisterRequest {
@@ -94,13 +99,19 @@ mod tests {
             password: "hunter2hunter2".into(),
         };
         let printed = format!("{request:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("ann@"), "{printed}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("ann@"),
+            "{printed}"
+        );
         let pair = TokenPair {
             access_token: "eyJhbGciOi.secret".into(),
             refresh_token: "r3fr3sh".into(),
             ..Default::default()
         };
         let printed = format!("{pair:?}");
-        assert!(!printed.contains("eyJ") && !printed.contains("r3fr3sh"), "{printed}");
+        assert!(
+            !printed.contains("eyJ") && !printed.contains("r3fr3sh"),
+            "{printed}"
+        );
     }
 }

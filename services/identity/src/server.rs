@@ -3,7 +3,7 @@
 
 use crate::config::{Config, KeySettings, Mode};
 use crate::domain::passwords::Hasher;
-use crate::domain::tokens::{generate_ed25519_pem, Ed25519Key, TokenKeys};
+use crate::domain::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
 use crate::service::{Auth, AuthSettings};
 use crate::store::Store;
 use crate::transport;
@@ -23,8 +23,9 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 pub fn load_keys(settings: &KeySettings, config: &Config) -> anyhow::Result<TokenKeys> {
     let mut ed25519 = Vec::new();
     for file in &settings.ed25519_files {
-        let pem = std::fs::read_to_string(file)
-            .with_context(|| format!("IDENTITY_SIGNING_KEY_FILE: cannot read {}", file.display()))?;
+        let pem = std::fs::read_to_string(file).with_context(|| {
+            format!("IDENTITY_SIGNING_KEY_FILE: cannot read {}", file.display())
+        })?;
         ed25519.push(
             Ed25519Key::from_pem(&pem, &file.display().to_string())
                 .with_context(|| "IDENTITY_SIGNING_KEY_FILE".to_string())?,
@@ -32,10 +33,16 @@ pub fn load_keys(settings: &KeySettings, config: &Config) -> anyhow::Result<Toke
     }
     if let Some(path) = &settings.dev_generated {
         if !path.exists() {
-            write_private_file(path, generate_ed25519_pem().map_err(anyhow::Error::msg)?.expose_secret())?;
+            write_private_file(
+                path,
+                generate_ed25519_pem()
+                    .map_err(anyhow::Error::msg)?
+                    .expose_secret(),
+            )?;
             tracing::warn!(path = %path.display(), "generated a development signing key");
         }
-        let pem = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         ed25519.push(Ed25519Key::from_pem(&pem, &path.display().to_string())?);
     }
     TokenKeys::new(
@@ -66,7 +73,9 @@ pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
 }
 
 fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let Some(files) = &config.tls else { return Ok(None) };
+    let Some(files) = &config.tls else {
+        return Ok(None);
+    };
     let cert = std::fs::read(&files.cert).context("IDENTITY_TLS_CERT_FILE")?;
     let key = std::fs::read(&files.key).context("IDENTITY_TLS_KEY_FILE")?;
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
@@ -80,7 +89,11 @@ fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
 
 /// Probes the database and flips the health status when it changes:
 /// NOT_SERVING while it is unreachable, SERVING again once it is back.
-async fn watch_database(store: Store, reporter: tonic_health::server::HealthReporter, interval: Duration) {
+async fn watch_database(
+    store: Store,
+    reporter: tonic_health::server::HealthReporter,
+    interval: Duration,
+) {
     let mut serving: Option<bool> = None;
     loop {
         let ok = matches!(
@@ -89,9 +102,15 @@ async fn watch_database(store: Store, reporter: tonic_health::server::HealthRepo
         );
         if serving != Some(ok) {
             if ok {
-                tracing::info!(event.name = "identity.health.serving", "database reachable: SERVING");
+                tracing::info!(
+                    event.name = "identity.health.serving",
+                    "database reachable: SERVING"
+                );
             } else {
-                tracing::warn!(event.name = "identity.health.not_serving", "database unreachable: NOT_SERVING");
+                tracing::warn!(
+                    event.name = "identity.health.not_serving",
+                    "database unreachable: NOT_SERVING"
+                );
             }
             transport::set_health(&reporter, ok).await;
             serving = Some(ok);
@@ -102,12 +121,19 @@ async fn watch_database(store: Store, reporter: tonic_health::server::HealthRepo
 
 /// Runs the server until `shutdown` resolves, then drains for at most the
 /// configured grace period.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     if config.mode == Mode::Dev {
         tracing::warn!(
             event.name = "identity.config.insecure",
             "DEVELOPMENT MODE: plaintext gRPC, local signing key in {}, bcrypt cost {}. NEVER USE IN PRODUCTION.",
-            config.keys.dev_generated.as_ref().map_or("(configured)".into(), |p| p.display().to_string()),
+            config
+                .keys
+                .dev_generated
+                .as_ref()
+                .map_or("(configured)".into(), |p| p.display().to_string()),
             config.bcrypt_cost,
         );
     }
@@ -118,12 +144,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tracing::info!(count = applied.len(), "migrations applied");
     }
     let keys = Arc::new(load_keys(&config.keys, &config)?);
-    let (cost, threads, queue) = (config.bcrypt_cost, config.bcrypt_threads, config.bcrypt_queue);
+    let (cost, threads, queue) = (
+        config.bcrypt_cost,
+        config.bcrypt_threads,
+        config.bcrypt_queue,
+    );
     let hasher = tokio::task::spawn_blocking(move || Hasher::start(cost, threads, queue))
         .await?
         .map_err(anyhow::Error::msg)
         .context("IDENTITY_BCRYPT_COST")?;
-    let store = Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
+    let store =
+        Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
     let auth = Arc::new(Auth::new(
         store.clone(),
         Arc::clone(&keys),
@@ -136,7 +167,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let reporter = tonic_health::server::HealthReporter::new();
     transport::set_health(&reporter, false).await;
-    let watcher = tokio::spawn(watch_database(store.clone(), reporter.clone(), config.health_interval));
+    reporter
+        .set_service_status(transport::LIVENESS, tonic_health::ServingStatus::Serving)
+        .await;
+    let watcher = tokio::spawn(watch_database(
+        store.clone(),
+        reporter.clone(),
+        config.health_interval,
+    ));
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -151,13 +189,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         tracing::info!(address = %listener.local_addr()?, "serving grpc.health.v1 (plaintext)");
         let server = transport::server_builder()
             .add_service(transport::health_service(&reporter))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()));
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                stopped(stop_rx.clone()),
+            );
         health_only = Some(tokio::spawn(server));
     }
 
     let listener = TcpListener::bind(config.listen_addr)
         .await
-        .with_context(|| format!("IDENTITY_LISTEN_ADDR: cannot listen on {}", config.listen_addr))?;
+        .with_context(|| {
+            format!(
+                "IDENTITY_LISTEN_ADDR: cannot listen on {}",
+                config.listen_addr
+            )
+        })?;
     let local = listener.local_addr()?;
     let (reflection_v1, reflection_v1alpha) = transport::reflection()?;
     let mut builder = transport::server_builder();

@@ -8,7 +8,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -56,7 +56,9 @@ pub struct Hasher {
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher").field("cost", &self.cost).finish_non_exhaustive()
+        f.debug_struct("Hasher")
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
     }
 }
 
@@ -94,7 +96,10 @@ impl Hasher {
         self.queued.load(Ordering::Relaxed)
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         let (tx, rx) = oneshot::channel();
         let queued = Arc::clone(&self.queued);
         queued.fetch_add(1, Ordering::Relaxed);
@@ -125,11 +130,17 @@ impl Hasher {
     /// Verifies against `hash`, or against the dummy hash when there is no
     /// account, so both paths take the same time. bcrypt's comparison is
     /// constant-time.
-    pub async fn verify(&self, password: SecretString, hash: Option<String>) -> Result<bool, HashError> {
+    pub async fn verify(
+        &self,
+        password: SecretString,
+        hash: Option<String>,
+    ) -> Result<bool, HashError> {
         let exists = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
         let ok = self
-            .run(move || bcrypt::non_truncating_verify(password.expose_secret(), &hash).unwrap_or(false))
+            .run(move || {
+                bcrypt::non_truncating_verify(password.expose_secret(), &hash).unwrap_or(false)
+            })
             .await?;
         Ok(ok && exists)
     }
@@ -172,18 +183,38 @@ mod tests {
     #[tokio::test]
     async fn hash_then_verify_and_unknown_account_never_verifies() {
         let hasher = Hasher::start(4, 1, 8).unwrap();
-        let hash = hasher.hash(SecretString::from("correct horse")).await.unwrap();
-        assert!(hasher.verify(SecretString::from("correct horse"), Some(hash.clone())).await.unwrap());
-        assert!(!hasher.verify(SecretString::from("wrong horse!"), Some(hash)).await.unwrap());
-        assert!(!hasher.verify(SecretString::from("correct horse"), None).await.unwrap());
+        let hash = hasher
+            .hash(SecretString::from("correct horse"))
+            .await
+            .unwrap();
+        assert!(
+            hasher
+                .verify(SecretString::from("correct horse"), Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(SecretString::from("wrong horse!"), Some(hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !hasher
+                .verify(SecretString::from("correct horse"), None)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
     async fn a_full_queue_sheds_instead_of_waiting() {
         let hasher = Hasher::start(10, 1, 1).unwrap();
-        let calls: Vec<_> = (0..6).map(|_| hasher.hash(SecretString::from("password1"))).collect();
+        let calls: Vec<_> = (0..6)
+            .map(|_| hasher.hash(SecretString::from("password1")))
+            .collect();
         let results = futures_util::future::join_all(calls).await;
-        assert!(results.iter().any(|r| *r == Err(HashError::Busy)));
+        assert!(results.contains(&Err(HashError::Busy)));
         assert!(results.iter().any(Result::is_ok));
     }
 

@@ -2,8 +2,8 @@
 //! SHA-256 hash. A fast hash is right here (unlike passwords): the input
 //! has full entropy, so there is nothing to brute-force.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 

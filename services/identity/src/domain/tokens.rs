@@ -4,8 +4,8 @@
 //! and the key alone decides the algorithm, so `alg: none`, HS256-with-a-
 //! public-key and every other confusion fail before any signature check.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
 use hmac::{Hmac, Mac};
 use jsonwebtoken::errors::ErrorKind;
@@ -227,7 +227,11 @@ impl TokenKeys {
             let bytes = secret.expose_secret().as_bytes();
             let kid = hs256_kid(bytes);
             if signing.is_none() {
-                signing = Some((kid.clone(), Algorithm::HS256, EncodingKey::from_secret(bytes)));
+                signing = Some((
+                    kid.clone(),
+                    Algorithm::HS256,
+                    EncodingKey::from_secret(bytes),
+                ));
                 audit_material = bytes.to_vec();
             }
             // Never published: an HMAC key is a secret.
@@ -287,11 +291,14 @@ impl TokenKeys {
             return Err(Refusal::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Refusal::WrongAlgorithm,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                Refusal::WrongAlgorithm
+            }
             _ => Refusal::Malformed,
         })?;
         let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE) || t.eq_ignore_ascii_case("application/at+jwt")
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+                || t.eq_ignore_ascii_case("application/at+jwt")
         });
         if !typ_ok {
             return Err(Refusal::WrongType);
@@ -307,8 +314,8 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = self.leeway.as_secs();
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::InvalidSignature => Refusal::BadSignature,
                 ErrorKind::ExpiredSignature => Refusal::Expired,
                 ErrorKind::ImmatureSignature => Refusal::NotYetValid,
@@ -316,8 +323,8 @@ impl TokenKeys {
                 ErrorKind::InvalidAudience => Refusal::WrongAudience,
                 ErrorKind::InvalidAlgorithm => Refusal::WrongAlgorithm,
                 _ => Refusal::Malformed,
-            }
-        })?;
+            },
+        )?;
         let now = jsonwebtoken::get_current_timestamp() as i64;
         if data.claims.iat > now + self.leeway.as_secs() as i64 {
             return Err(Refusal::NotYetValid);
@@ -342,7 +349,14 @@ mod tests {
     fn keys() -> TokenKeys {
         let pem = generate_ed25519_pem().unwrap();
         let key = Ed25519Key::from_pem(pem.expose_secret(), "test").unwrap();
-        TokenKeys::new(vec![key], None, "iss".into(), "aud".into(), Duration::from_secs(5)).unwrap()
+        TokenKeys::new(
+            vec![key],
+            None,
+            "iss".into(),
+            "aud".into(),
+            Duration::from_secs(5),
+        )
+        .unwrap()
     }
 
     fn claims(now: i64) -> AccessClaims {
@@ -388,7 +402,14 @@ mod tests {
     #[test]
     fn hs256_secret_is_never_published() {
         let secret = SecretString::from("x".repeat(40));
-        let keys = TokenKeys::new(vec![], Some(&secret), "i".into(), "a".into(), Duration::ZERO).unwrap();
+        let keys = TokenKeys::new(
+            vec![],
+            Some(&secret),
+            "i".into(),
+            "a".into(),
+            Duration::ZERO,
+        )
+        .unwrap();
         assert!(keys.jwks().is_empty());
         assert!(keys.signing_kid().starts_with("hs256-"));
     }

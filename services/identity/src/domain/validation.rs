@@ -27,7 +27,9 @@ pub fn email(input: &str) -> Result<String, String> {
         && domain
             .split('.')
             .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'))
-        && domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
     if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
         return Err("must be an email address (name@domain)".into());
     }
@@ -39,10 +41,16 @@ pub fn email(input: &str) -> Result<String, String> {
 pub fn display_name(input: &str, required: bool) -> Result<String, String> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
-        return if required { Err("is required".into()) } else { Ok(String::new()) };
+        return if required {
+            Err("is required".into())
+        } else {
+            Ok(String::new())
+        };
     }
     if trimmed.chars().count() > MAX_DISPLAY_NAME_CHARS {
-        return Err(format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"));
+        return Err(format!(
+            "must be at most {MAX_DISPLAY_NAME_CHARS} characters"
+        ));
     }
     if trimmed.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
@@ -67,12 +75,25 @@ mod tests {
 
     #[test]
     fn email_is_trimmed_and_its_domain_lower_cased() {
-        assert_eq!(email("  Ann.Lee@Example.COM ").unwrap(), "Ann.Lee@example.com");
+        assert_eq!(
+            email("  Ann.Lee@Example.COM ").unwrap(),
+            "Ann.Lee@example.com"
+        );
     }
 
     #[test]
     fn malformed_emails_are_refused() {
-        for bad in ["", "plain", "@example.com", "a@", "a@b", "a b@example.com", "a@exa mple.com", "a@-x.com", "a\u{0}@x.com"] {
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@-x.com",
+            "a\u{0}@x.com",
+        ] {
             assert!(email(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(email(&format!("{}@example.com", "a".repeat(65))).is_err());

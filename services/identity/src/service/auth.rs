@@ -2,7 +2,7 @@
 
 use crate::domain::passwords::{self, HashError, Hasher};
 use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
-use crate::domain::{refresh, validation, Error, Violations};
+use crate::domain::{Error, Violations, refresh, validation};
 use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -68,7 +68,12 @@ fn to_chrono(d: Duration) -> chrono::Duration {
 }
 
 impl Auth {
-    pub fn new(store: Store, keys: Arc<TokenKeys>, hasher: Arc<Hasher>, settings: AuthSettings) -> Self {
+    pub fn new(
+        store: Store,
+        keys: Arc<TokenKeys>,
+        hasher: Arc<Hasher>,
+        settings: AuthSettings,
+    ) -> Self {
         Auth {
             store,
             keys,
@@ -106,7 +111,8 @@ impl Auth {
         now: DateTime<Utc>,
     ) -> Result<IssuedTokens, Error> {
         // An access token never outlives its session.
-        let access_expires_at = (now + to_chrono(self.settings.access_token_ttl)).min(session_expires_at);
+        let access_expires_at =
+            (now + to_chrono(self.settings.access_token_ttl)).min(session_expires_at);
         let claims = AccessClaims {
             iss: self.keys.issuer().to_owned(),
             aud: self.keys.audience().to_owned(),
@@ -140,10 +146,20 @@ impl Auth {
     ) -> Result<(Profile, IssuedTokens), Error> {
         let mut violations = Violations::new();
         let email = violations.check("email", validation::email(email));
-        violations.check("password", passwords::check_length(password.expose_secret()));
-        let display_name = violations.check("display_name", validation::display_name(display_name, false));
+        violations.check(
+            "password",
+            passwords::check_length(password.expose_secret()),
+        );
+        let display_name = violations.check(
+            "display_name",
+            validation::display_name(display_name, false),
+        );
         if let Err(e) = violations.into_result() {
-            security_event!("identity.register.refused", reason = "invalid_input", client.address = caller.addr());
+            security_event!(
+                "identity.register.refused",
+                reason = "invalid_input",
+                client.address = caller.addr()
+            );
             return Err(e);
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
@@ -180,7 +196,11 @@ impl Auth {
             Err(e) => {
                 let e = Error::from(e);
                 if matches!(e, Error::AlreadyExists(_)) {
-                    security_event!("identity.register.refused", reason = "email_taken", client.address = caller.addr());
+                    security_event!(
+                        "identity.register.refused",
+                        reason = "email_taken",
+                        client.address = caller.addr()
+                    );
                 }
                 return Err(e);
             }
@@ -195,38 +215,53 @@ impl Auth {
         Ok((profile, tokens))
     }
 
-    pub async fn login(&self, caller: &Caller, email: &str, password: SecretString) -> Result<IssuedTokens, Error> {
+    pub async fn login(
+        &self,
+        caller: &Caller,
+        email: &str,
+        password: SecretString,
+    ) -> Result<IssuedTokens, Error> {
         let mut violations = Violations::new();
         let email = violations.check("email", validation::email(email));
         let password_len = password.expose_secret().len();
         if password_len == 0 {
             violations.check::<()>("password", Err("is required".into()));
         } else if password_len > passwords::MAX_PASSWORD_BYTES {
-            violations.check("password", passwords::check_length(password.expose_secret()));
+            violations.check(
+                "password",
+                passwords::check_length(password.expose_secret()),
+            );
         }
         violations.into_result()?;
         let email = email.unwrap_or_default();
 
         let account = self.store.find_credential(&email).await?;
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-        let ok = self.hasher.verify(password.clone(), stored_hash.clone()).await.map_err(busy)?;
+        let ok = self
+            .hasher
+            .verify(password.clone(), stored_hash.clone())
+            .await
+            .map_err(busy)?;
         let account = match account {
             Some(account) if ok => account,
             account => {
-            let (reason, subject) = match &account {
-                None => ("unknown_account", format!("email:{}", self.keys.pseudonym(&email))),
-                Some(a) => ("bad_password", a.profile.id.to_string()),
-            };
-            security_event!("identity.login.failed", reason = reason, subject = %subject, client.address = caller.addr());
-            let mut audit = AuditEvent::new("identity.login.failed")
-                .client(caller.addr())
-                .detail("reason", reason);
-            audit = match &account {
-                Some(a) => audit.profile(a.profile.id),
-                None => audit.detail("email_pseudonym", self.keys.pseudonym(&email)),
-            };
-            self.store.record_audit(&audit).await?;
-            return Err(Error::InvalidCredentials);
+                let (reason, subject) = match &account {
+                    None => (
+                        "unknown_account",
+                        format!("email:{}", self.keys.pseudonym(&email)),
+                    ),
+                    Some(a) => ("bad_password", a.profile.id.to_string()),
+                };
+                security_event!("identity.login.failed", reason = reason, subject = %subject, client.address = caller.addr());
+                let mut audit = AuditEvent::new("identity.login.failed")
+                    .client(caller.addr())
+                    .detail("reason", reason);
+                audit = match &account {
+                    Some(a) => audit.profile(a.profile.id),
+                    None => audit.detail("email_pseudonym", self.keys.pseudonym(&email)),
+                };
+                self.store.record_audit(&audit).await?;
+                return Err(Error::InvalidCredentials);
             }
         };
 
@@ -238,9 +273,13 @@ impl Auth {
             tokio::spawn(async move {
                 if let Ok(new_hash) = hasher.hash(password).await {
                     match store.upgrade_password_hash(id, &old_hash, &new_hash).await {
-                        Ok(true) => tracing::info!(profile.id = %id, cost = hasher.cost(), "password rehashed at the configured cost"),
+                        Ok(true) => {
+                            tracing::info!(profile.id = %id, cost = hasher.cost(), "password rehashed at the configured cost")
+                        }
                         Ok(false) => {}
-                        Err(e) => tracing::warn!(profile.id = %id, error = %e, "password rehash failed"),
+                        Err(e) => {
+                            tracing::warn!(profile.id = %id, error = %e, "password rehash failed")
+                        }
                     }
                 }
             });
@@ -262,7 +301,11 @@ impl Auth {
         self.issue(&profile, session.id, session.expires_at, refresh_token, now)
     }
 
-    pub async fn refresh(&self, caller: &Caller, refresh_token: &str) -> Result<IssuedTokens, Error> {
+    pub async fn refresh(
+        &self,
+        caller: &Caller,
+        refresh_token: &str,
+    ) -> Result<IssuedTokens, Error> {
         validation::required(refresh_token, refresh::MAX_REFRESH_TOKEN_BYTES)
             .map_err(|d| Error::invalid("refresh_token", d))?;
         let presented = refresh::hash(refresh_token);
@@ -276,7 +319,10 @@ impl Auth {
             SpendOutcome::Rotated { session, profile } => {
                 self.issue(&profile, session.id, session.expires_at, next.token, now)
             }
-            SpendOutcome::Reused { session_id, profile_id } => {
+            SpendOutcome::Reused {
+                session_id,
+                profile_id,
+            } => {
                 security_event!(
                     "identity.refresh.reused",
                     profile.id = %profile_id,
@@ -287,11 +333,21 @@ impl Auth {
                 Err(Error::Unauthenticated)
             }
             SpendOutcome::SessionEnded => {
-                security_event!("identity.token.refused", token.kind = "refresh", reason = "session_ended", client.address = caller.addr());
+                security_event!(
+                    "identity.token.refused",
+                    token.kind = "refresh",
+                    reason = "session_ended",
+                    client.address = caller.addr()
+                );
                 Err(Error::Unauthenticated)
             }
             SpendOutcome::Unknown => {
-                security_event!("identity.token.refused", token.kind = "refresh", reason = "unknown", client.address = caller.addr());
+                security_event!(
+                    "identity.token.refused",
+                    token.kind = "refresh",
+                    reason = "unknown",
+                    client.address = caller.addr()
+                );
                 Err(Error::Unauthenticated)
             }
         }
@@ -300,7 +356,10 @@ impl Auth {
     /// Verifies a bearer access token completely: signature, claims and
     /// that its session is still live. The one path for ValidateToken,
     /// ChangePassword, Logout and every ProfileService call.
-    pub async fn verify_access_token(&self, token: &str) -> Result<Result<AccessClaims, Refusal>, Error> {
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<AccessClaims, Refusal>, Error> {
         let claims = match self.keys.verify(token) {
             Ok(claims) => claims,
             Err(refusal) => return Ok(Err(refusal)),
@@ -309,7 +368,10 @@ impl Auth {
             return Ok(Err(Refusal::Malformed));
         };
         match self.store.find_session(session_id).await? {
-            Some(session) if session.is_active(Utc::now()) && session.profile_id.to_string() == claims.sub => {
+            Some(session)
+                if session.is_active(Utc::now())
+                    && session.profile_id.to_string() == claims.sub =>
+            {
                 Ok(Ok(claims))
             }
             _ => Ok(Err(Refusal::Revoked)),
@@ -317,7 +379,11 @@ impl Auth {
     }
 
     /// ValidateToken: `None` means inactive (the reason is logged, not told).
-    pub async fn validate(&self, caller: &Caller, token: &str) -> Result<Option<AccessClaims>, Error> {
+    pub async fn validate(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Option<AccessClaims>, Error> {
         match self.verify_access_token(token).await? {
             Ok(claims) => Ok(Some(claims)),
             Err(refusal) => {
@@ -334,21 +400,36 @@ impl Auth {
 
     /// For calls that require a caller: UNAUTHENTICATED unless the bearer
     /// token is fully valid.
-    pub async fn authenticate(&self, caller: &Caller, bearer: Option<&str>) -> Result<AccessClaims, Error> {
+    pub async fn authenticate(
+        &self,
+        caller: &Caller,
+        bearer: Option<&str>,
+    ) -> Result<AccessClaims, Error> {
         let token = bearer.ok_or(Error::Unauthenticated)?;
-        self.validate(caller, token).await?.ok_or(Error::Unauthenticated)
+        self.validate(caller, token)
+            .await?
+            .ok_or(Error::Unauthenticated)
     }
 
     /// Revokes the session of a refresh token or, without one, of the
     /// bearer access token. Unknown refresh tokens succeed quietly (RFC 7009).
-    pub async fn logout(&self, caller: &Caller, refresh_token: &str, bearer: Option<&str>) -> Result<(), Error> {
+    pub async fn logout(
+        &self,
+        caller: &Caller,
+        refresh_token: &str,
+        bearer: Option<&str>,
+    ) -> Result<(), Error> {
         let session_id = if refresh_token.is_empty() {
             let claims = self.authenticate(caller, bearer).await?;
             Id::parse(&claims.sid).ok_or(Error::Unauthenticated)?
         } else {
             validation::required(refresh_token, refresh::MAX_REFRESH_TOKEN_BYTES)
                 .map_err(|d| Error::invalid("refresh_token", d))?;
-            match self.store.session_of_refresh_token(&refresh::hash(refresh_token)).await? {
+            match self
+                .store
+                .session_of_refresh_token(&refresh::hash(refresh_token))
+                .await?
+            {
                 Some(session) => session.id,
                 None => return Ok(()),
             }
@@ -362,7 +443,11 @@ impl Auth {
             Some(s) => audit.profile(s.profile_id),
             None => audit,
         };
-        if self.store.revoke_session(session_id, "logout", &audit).await? {
+        if self
+            .store
+            .revoke_session(session_id, "logout", &audit)
+            .await?
+        {
             security_event!("identity.session.revoked", session.id = %session_id, reason = "logout", client.address = caller.addr());
         }
         Ok(())
@@ -381,7 +466,10 @@ impl Auth {
         }
         violations.check("new_password", passwords::check_length(new.expose_secret()));
         if !current.expose_secret().is_empty() && current.expose_secret() == new.expose_secret() {
-            violations.check::<()>("new_password", Err("must differ from the current password".into()));
+            violations.check::<()>(
+                "new_password",
+                Err("must differ from the current password".into()),
+            );
         }
         violations.into_result()?;
 
@@ -389,7 +477,11 @@ impl Auth {
         let session = Id::parse(&claims.sid).ok_or(Error::Unauthenticated)?;
         // Accounts from an external provider have no password here.
         let stored = self.store.password_hash_of(profile).await?;
-        let ok = self.hasher.verify(current, stored.clone()).await.map_err(busy)?;
+        let ok = self
+            .hasher
+            .verify(current, stored.clone())
+            .await
+            .map_err(busy)?;
         let Some(stored) = stored.filter(|_| ok) else {
             security_event!("identity.password.change_refused", profile.id = %profile, reason = "bad_password", client.address = caller.addr());
             return Err(Error::InvalidCredentials);
@@ -399,7 +491,11 @@ impl Auth {
             .profile(profile)
             .session(session)
             .client(caller.addr());
-        if !self.store.change_password(profile, &stored, &new_hash, session, &audit).await? {
+        if !self
+            .store
+            .change_password(profile, &stored, &new_hash, session, &audit)
+            .await?
+        {
             // Changed concurrently by another call: make the caller retry.
             return Err(Error::StaleEtag);
         }

@@ -180,7 +180,11 @@ impl Store {
         on_backend!(self, create_local_account(account, audit))
     }
 
-    pub async fn start_session(&self, session: &NewSession, audit: &AuditEvent) -> Result<(), StoreError> {
+    pub async fn start_session(
+        &self,
+        session: &NewSession,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
         on_backend!(self, start_session(session, audit))
     }
 
@@ -202,7 +206,10 @@ impl Store {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, upgrade_password_hash(profile, old_hash, new_hash, Utc::now()))
+        on_backend!(
+            self,
+            upgrade_password_hash(profile, old_hash, new_hash, Utc::now())
+        )
     }
 
     pub async fn find_session(&self, id: Id) -> Result<Option<SessionRow>, StoreError> {
@@ -225,10 +232,16 @@ impl Store {
         now: DateTime<Utc>,
         client_addr: Option<&str>,
     ) -> Result<SpendOutcome, StoreError> {
-        on_backend!(self, spend_refresh_token(presented_hash, next_hash, now, client_addr))
+        on_backend!(
+            self,
+            spend_refresh_token(presented_hash, next_hash, now, client_addr)
+        )
     }
 
-    pub async fn session_of_refresh_token(&self, hash: &str) -> Result<Option<SessionRow>, StoreError> {
+    pub async fn session_of_refresh_token(
+        &self,
+        hash: &str,
+    ) -> Result<Option<SessionRow>, StoreError> {
         on_backend!(self, session_of_refresh_token(hash))
     }
 
@@ -243,7 +256,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         on_backend!(
             self,
-            change_password(profile, expected_old_hash, new_hash, keep_session, Utc::now(), audit)
+            change_password(
+                profile,
+                expected_old_hash,
+                new_hash,
+                keep_session,
+                Utc::now(),
+                audit
+            )
         )
     }
 

@@ -1,10 +1,10 @@
 //! PostgreSQL backend: schema, pool and migrations (diesel-async over
 //! tokio-postgres; no libpq).
 
-use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::AsyncPgConnection;
-use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub(super) type Conn = AsyncPgConnection;
 pub type Pool = DeadPool<Conn>;
@@ -104,10 +104,14 @@ pub(super) async fn migrate(url: String) -> Result<Vec<String>, String> {
     // The migration harness is synchronous; run it on a blocking thread
     // through the async connection (no libpq involved).
     tokio::task::spawn_blocking(move || {
-        let mut conn = AsyncConnectionWrapper::<Conn>::establish(&url).map_err(|e| e.to_string())?;
+        let mut conn =
+            AsyncConnectionWrapper::<Conn>::establish(&url).map_err(|e| e.to_string())?;
         // One migrator at a time across replicas and jobs.
-        diesel::RunQueryDsl::execute(diesel::sql_query("SELECT pg_advisory_lock(7242019)"), &mut conn)
-            .map_err(|e| e.to_string())?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("SELECT pg_advisory_lock(7242019)"),
+            &mut conn,
+        )
+        .map_err(|e| e.to_string())?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())

@@ -342,7 +342,7 @@ pub(super) async fn spend_refresh_token(
             .await?;
         Ok(SpendOutcome::Rotated {
             session,
-            profile: profile.into(),
+            profile: Box::new(profile.into()),
         })
     })
 }

@@ -5,7 +5,7 @@ use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
 use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
-use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 use futures_util::FutureExt as _;
 
 pub(super) type Conn = SyncConnectionWrapper<SqliteConnection>;
@@ -123,15 +123,16 @@ pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, St
 }
 
 pub(super) async fn migrate(url: String) -> Result<Vec<String>, String> {
-    use diesel::connection::SimpleConnection as _;
     use diesel::Connection as _;
+    use diesel::connection::SimpleConnection as _;
     use diesel_migrations::MigrationHarness;
     tokio::task::spawn_blocking(move || {
         let path = file_path(&url);
-        if let Some(dir) = std::path::Path::new(path).parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-            }
+        if let Some(dir) = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         let mut conn = SqliteConnection::establish(path).map_err(|e| e.to_string())?;
         conn.batch_execute(PRAGMAS).map_err(|e| e.to_string())?;

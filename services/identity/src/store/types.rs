@@ -1,6 +1,7 @@
 //! Rows and values shared by both backends.
 
 use chrono::{DateTime, Utc};
+use diesel::Queryable;
 use diesel::backend::Backend;
 use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
@@ -8,7 +9,6 @@ use diesel::pg::Pg;
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types;
 use diesel::sqlite::Sqlite;
-use diesel::Queryable;
 use std::fmt;
 use uuid::Uuid;
 
@@ -180,8 +180,11 @@ pub struct NewAccount {
 /// What happened when a refresh token was presented.
 #[derive(Debug, Clone)]
 pub enum SpendOutcome {
-    /// The token was live: it is now spent and `next` belongs to the session.
-    Rotated { session: SessionRow, profile: Profile },
+    /// The token was live: it is now spent and its successor is stored.
+    Rotated {
+        session: SessionRow,
+        profile: Box<Profile>,
+    },
     /// The token had been spent before: the whole session is now revoked.
     Reused { session_id: Id, profile_id: Id },
     /// The session had ended (revoked or past its absolute lifetime).

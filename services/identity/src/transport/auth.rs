@@ -20,12 +20,20 @@ impl AuthApi {
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
-    async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
         let caller = metadata::caller(&request);
         let r = request.into_inner();
         let (profile, tokens) = self
             .auth
-            .register(&caller, &r.email, SecretString::from(r.password), &r.display_name)
+            .register(
+                &caller,
+                &r.email,
+                SecretString::from(r.password),
+                &r.display_name,
+            )
             .await?;
         Ok(Response::new(RegisterResponse {
             profile: Some(convert::profile(&profile)),
@@ -33,24 +41,39 @@ impl AuthService for AuthApi {
         }))
     }
 
-    async fn login(&self, request: Request<LoginRequest>) -> Result<Response<LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<LoginRequest>,
+    ) -> Result<Response<LoginResponse>, Status> {
         let caller = metadata::caller(&request);
         let r = request.into_inner();
-        let tokens = self.auth.login(&caller, &r.email, SecretString::from(r.password)).await?;
+        let tokens = self
+            .auth
+            .login(&caller, &r.email, SecretString::from(r.password))
+            .await?;
         Ok(Response::new(LoginResponse {
             tokens: Some(convert::tokens(tokens)),
         }))
     }
 
-    async fn refresh(&self, request: Request<RefreshRequest>) -> Result<Response<RefreshResponse>, Status> {
+    async fn refresh(
+        &self,
+        request: Request<RefreshRequest>,
+    ) -> Result<Response<RefreshResponse>, Status> {
         let caller = metadata::caller(&request);
-        let tokens = self.auth.refresh(&caller, &request.get_ref().refresh_token).await?;
+        let tokens = self
+            .auth
+            .refresh(&caller, &request.get_ref().refresh_token)
+            .await?;
         Ok(Response::new(RefreshResponse {
             tokens: Some(convert::tokens(tokens)),
         }))
     }
 
-    async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
+    async fn logout(
+        &self,
+        request: Request<LogoutRequest>,
+    ) -> Result<Response<LogoutResponse>, Status> {
         let caller = metadata::caller(&request);
         let bearer = metadata::bearer(&request);
         self.auth
@@ -64,7 +87,11 @@ impl AuthService for AuthApi {
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
         let caller = metadata::caller(&request);
-        let Some(claims) = self.auth.validate(&caller, &request.get_ref().access_token).await? else {
+        let Some(claims) = self
+            .auth
+            .validate(&caller, &request.get_ref().access_token)
+            .await?
+        else {
             return Ok(Response::new(ValidateTokenResponse::default()));
         };
         let time = |secs: i64| chrono::DateTime::from_timestamp(secs, 0).map(convert::timestamp);
@@ -104,7 +131,10 @@ impl AuthService for AuthApi {
         Ok(Response::new(ChangePasswordResponse {}))
     }
 
-    async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
+    async fn get_jwks(
+        &self,
+        _request: Request<GetJwksRequest>,
+    ) -> Result<Response<GetJwksResponse>, Status> {
         Ok(Response::new(GetJwksResponse {
             keys: self.auth.jwks().iter().map(convert::jwk).collect(),
         }))

@@ -11,9 +11,9 @@ use crate::service::Auth;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::server::NamedService;
+use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
-use tonic_health::ServingStatus;
 
 /// Largest request message accepted (larger ones get RESOURCE_EXHAUSTED).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -31,6 +31,10 @@ pub fn health_service(reporter: &HealthReporter) -> HealthServer<HealthService> 
     HealthServer::new(HealthService::from_health_reporter(reporter.clone()))
 }
 
+/// Health service name that reports only that the process is alive (for
+/// liveness probes: a database outage must not restart the pods).
+pub const LIVENESS: &str = "liveness";
+
 /// Sets the overall status and every API service's status together.
 pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     let status = if serving {
@@ -46,7 +50,9 @@ pub async fn set_health(reporter: &HealthReporter, serving: bool) {
 /// Server reflection, v1 and v1alpha (grpcurl 1.8 speaks only v1alpha).
 pub fn reflection() -> Result<
     (
-        tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
         tonic_reflection::server::v1alpha::ServerReflectionServer<
             impl tonic_reflection::server::v1alpha::ServerReflection,
         >,
@@ -57,13 +63,46 @@ pub fn reflection() -> Result<
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // So that grpcurl can decode google.rpc.BadRequest and RetryInfo.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
+/// tonic answers an over-long request with OUT_OF_RANGE; gRPC's own
+/// convention (and our contract) is RESOURCE_EXHAUSTED. The status travels
+/// in the headers of a trailers-only response, so it can be fixed there.
+pub fn message_too_large_is_resource_exhausted<B>(
+    mut response: http::Response<B>,
+) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if too_large {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("request message too large"),
+        );
+    }
+    response
+}
+
+type FixStatus = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+type Layers = tower::layer::util::Stack<
+    tower::util::MapResponseLayer<FixStatus>,
+    tower::layer::util::Identity,
+>;
+
 /// HTTP/2 settings shared by every listener.
-pub fn server_builder() -> tonic::transport::Server {
+pub fn server_builder() -> tonic::transport::Server<Layers> {
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            message_too_large_is_resource_exhausted::<tonic::body::Body> as FixStatus,
+        ))
         .timeout(Duration::from_secs(30))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

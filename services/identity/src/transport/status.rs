@@ -19,20 +19,30 @@ impl From<Error> for Status {
                 for v in violations {
                     details.add_bad_request_violation(v.field, v.description);
                 }
-                Status::with_error_details(Code::InvalidArgument, format!("invalid request: {summary}"), details)
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("invalid request: {summary}"),
+                    details,
+                )
             }
             Error::InvalidCredentials => Status::unauthenticated("invalid email or password"),
-            Error::Unauthenticated => Status::unauthenticated("missing, invalid or expired credentials"),
+            Error::Unauthenticated => {
+                Status::unauthenticated("missing, invalid or expired credentials")
+            }
             Error::PermissionDenied => Status::permission_denied("permission denied"),
             Error::NotFound => Status::not_found("not found"),
             Error::AlreadyExists(what) => Status::already_exists(format!("{what} already in use")),
-            Error::StaleEtag => Status::aborted("the resource changed since it was read; read it again and retry"),
+            Error::StaleEtag => {
+                Status::aborted("the resource changed since it was read; read it again and retry")
+            }
             Error::Busy { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "too many requests; retry later",
                 ErrorDetails::with_retry_info(Some(retry_after)),
             ),
-            Error::Unavailable => Status::unavailable("service temporarily unavailable; retry later"),
+            Error::Unavailable => {
+                Status::unavailable("service temporarily unavailable; retry later")
+            }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Status::internal("internal error")
@@ -49,8 +59,14 @@ mod tests {
     #[test]
     fn invalid_input_names_each_field_in_bad_request_details() {
         let status = Status::from(Error::Invalid(vec![
-            FieldViolation { field: "email".into(), description: "is required".into() },
-            FieldViolation { field: "password".into(), description: "too short".into() },
+            FieldViolation {
+                field: "email".into(),
+                description: "is required".into(),
+            },
+            FieldViolation {
+                field: "password".into(),
+                description: "too short".into(),
+            },
         ]));
         assert_eq!(status.code(), Code::InvalidArgument);
         let fields: Vec<_> = status
@@ -65,14 +81,21 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_their_detail() {
-        let status = Status::from(Error::Internal("relation \"profiles\" does not exist".into()));
+        let status = Status::from(Error::Internal(
+            "relation \"profiles\" does not exist".into(),
+        ));
         assert_eq!(status.message(), "internal error");
     }
 
     #[test]
     fn shed_calls_carry_retry_info() {
-        let status = Status::from(Error::Busy { retry_after: std::time::Duration::from_secs(2) });
+        let status = Status::from(Error::Busy {
+            retry_after: std::time::Duration::from_secs(2),
+        });
         assert_eq!(status.code(), Code::ResourceExhausted);
-        assert_eq!(status.get_details_retry_info().unwrap().retry_delay, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(std::time::Duration::from_secs(2))
+        );
     }
 }

@@ -1,0 +1,52 @@
+# identity — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/tools/node_modules/.bin:$(PATH)
+
+.PHONY: run test lint proto-lint fmt tools postgres migrate unit e2e helm-test helm-template keygen clean
+
+## run: serve in development mode on 127.0.0.1:50051 (SQLite under ./data)
+run:
+	$(CARGO) run --bin identity -- serve --dev
+
+## test: everything CI checks — proto lint, Rust unit and end-to-end tests, chart tests
+test: tools postgres proto-lint
+	$(CARGO) test --workspace --locked -- --test-threads=4
+	$(MAKE) helm-test
+
+## lint: buf lint, rustfmt and clippy (warnings are errors)
+lint: tools proto-lint
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+proto-lint: tools
+	cd proto && buf lint
+
+fmt:
+	$(CARGO) fmt --all
+
+tools:
+	./scripts/ensure-tools.sh
+
+postgres:
+	./scripts/ensure-postgres.sh
+
+## migrate: apply migrations to IDENTITY_DATABASE_URL
+migrate:
+	$(CARGO) run --bin identity -- migrate
+
+## keygen: write a new Ed25519 signing key to ./signing-key.pem
+keygen:
+	$(CARGO) run --bin identity -- keygen --out signing-key.pem
+
+helm-test: tools
+	.venv/bin/pytest -q tests/helm
+
+## helm-template: render the chart (every option on) into target/helm-template for review
+helm-template: tools
+	.venv/bin/python tests/helm/template.py target/helm-template
+
+clean:
+	$(CARGO) clean
+	rm -rf data

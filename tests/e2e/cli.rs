@@ -1,0 +1,273 @@
+//! The binary's command line: production refusals, keygen, healthcheck,
+//! graceful shutdown, help, migrations.
+
+use crate::support::{Backend, Server, ServerOptions, TempDir, TestDb, binary};
+use std::process::Command;
+
+fn serve_production(env: &[(&str, &str)]) -> (bool, String) {
+    let dir = TempDir::new();
+    let mut command = Command::new(binary());
+    command
+        .arg("serve")
+        .env_clear()
+        .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
+        .env("IDENTITY_DATA_DIR", dir.path());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const PG: &str = "postgres://identity@127.0.0.1:1/identity";
+const STRONG: &str = "kJ7vQ2mX9pL4tR8wZ1nB6yC3fH5dG0sA";
+
+#[test]
+fn production_refuses_each_insecure_setting_naming_it() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (
+            "no database",
+            &[
+                ("IDENTITY_SECRET_KEY", STRONG),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+            ],
+            "IDENTITY_DATABASE_URL",
+        ),
+        (
+            "no signing key",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+            ],
+            "IDENTITY_SIGNING_KEY_FILE",
+        ),
+        (
+            "short secret",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+                ("IDENTITY_SECRET_KEY", "tooshort"),
+            ],
+            "IDENTITY_SECRET_KEY",
+        ),
+        (
+            "placeholder secret",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+                ("IDENTITY_SECRET_KEY", "changeme"),
+            ],
+            "IDENTITY_SECRET_KEY",
+        ),
+        (
+            "README placeholder secret",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+                (
+                    "IDENTITY_SECRET_KEY",
+                    "replace-me-with-at-least-32-random-bytes",
+                ),
+            ],
+            "IDENTITY_SECRET_KEY",
+        ),
+        (
+            "sqlite",
+            &[
+                ("IDENTITY_DATABASE_URL", "sqlite://x.db"),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+                ("IDENTITY_SECRET_KEY", STRONG),
+            ],
+            "IDENTITY_DATABASE_URL",
+        ),
+        (
+            "plaintext",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_SECRET_KEY", STRONG),
+            ],
+            "IDENTITY_TLS_CERT_FILE",
+        ),
+        (
+            "low bcrypt cost",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+                ("IDENTITY_SECRET_KEY", STRONG),
+                ("IDENTITY_BCRYPT_COST", "10"),
+            ],
+            "IDENTITY_BCRYPT_COST",
+        ),
+    ];
+    for (name, env, setting) in cases {
+        let (ok, stderr) = serve_production(env);
+        assert!(!ok, "{name}: started");
+        assert!(stderr.contains("refusing to start"), "{name}: {stderr}");
+        assert!(
+            stderr.contains(setting),
+            "{name}: message must name {setting}: {stderr}"
+        );
+        assert!(!stderr.contains(STRONG), "{name}: the secret was echoed");
+    }
+}
+
+#[test]
+fn help_documents_every_setting_with_its_variable_and_hides_secret_values() {
+    let output = Command::new(binary())
+        .args(["serve", "--help"])
+        .env("IDENTITY_SECRET_KEY", STRONG)
+        .env("IDENTITY_DATABASE_URL", "postgres://u:hunter2secret@h/d")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for variable in [
+        "IDENTITY_LISTEN_ADDR",
+        "IDENTITY_DATABASE_URL",
+        "IDENTITY_SIGNING_KEY_FILE",
+        "IDENTITY_SECRET_KEY",
+        "IDENTITY_ISSUER",
+        "IDENTITY_AUDIENCE",
+        "IDENTITY_ACCESS_TOKEN_TTL",
+        "IDENTITY_REFRESH_TOKEN_TTL",
+        "IDENTITY_BCRYPT_COST",
+        "IDENTITY_ALLOW_SQLITE",
+        "IDENTITY_ALLOW_PLAINTEXT",
+        "IDENTITY_TLS_CERT_FILE",
+    ] {
+        assert!(help.contains(variable), "--help lacks {variable}");
+    }
+    assert!(
+        !help.contains(STRONG) && !help.contains("hunter2secret"),
+        "--help printed a secret"
+    );
+}
+
+#[test]
+fn keygen_writes_an_owner_only_key_that_production_accepts() {
+    let dir = TempDir::new();
+    let key = dir.path().join("key.pem");
+    let status = Command::new(binary())
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    // Refuses to overwrite an existing key.
+    let again = Command::new(binary())
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(!again.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_mode_serves_with_a_key_file_on_postgres_and_drains_on_sigterm() {
+    let db = TestDb::new(Backend::Postgres);
+    let key = db.dir.path().join("key.pem");
+    assert!(
+        Command::new(binary())
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let migrate = Command::new(binary())
+        .arg("migrate")
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions {
+            dev: false,
+            env: Vec::new(),
+        }
+        .env("IDENTITY_SIGNING_KEY_FILE", key.display().to_string())
+        .env("IDENTITY_ALLOW_PLAINTEXT", "true")
+        .env("IDENTITY_BCRYPT_COST", "12"),
+    );
+    let probe = Command::new(binary())
+        .args(["healthcheck", "--addr", &server.url()])
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "SERVING");
+    let logs = server.logs();
+    assert!(
+        !logs.contains("DEVELOPMENT MODE"),
+        "production must not say dev mode"
+    );
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM must exit 0, got {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mode_warns_loudly_and_keeps_its_generated_key_across_restarts() {
+    let db = TestDb::new(Backend::Sqlite);
+    let first = Server::start(&db);
+    assert!(first.logs().contains("NEVER USE IN PRODUCTION"));
+    let kid = |server: &Server| {
+        let logs = server.logs();
+        let line = logs
+            .lines()
+            .find(|l| l.contains("\"serving gRPC\""))
+            .unwrap()
+            .to_owned();
+        serde_json::from_str::<serde_json::Value>(&line).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = kid(&first);
+    assert!(first.terminate().success());
+    let second = Server::start(&db);
+    assert_eq!(
+        kid(&second),
+        before,
+        "the dev signing key survives a restart"
+    );
+}
+
+#[test]
+fn healthcheck_fails_when_nothing_listens() {
+    let output = Command::new(binary())
+        .args([
+            "healthcheck",
+            "--addr",
+            "http://127.0.0.1:1",
+            "--timeout",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+}

@@ -1,0 +1,170 @@
+//! Invalid input is INVALID_ARGUMENT naming the field, and stores nothing.
+
+use crate::on_both_backends;
+use crate::support::{Backend, PASSWORD, Server, TestDb, email};
+use identity::proto::v1::*;
+use tonic::Code;
+use tonic_types::StatusExt;
+
+on_both_backends!(
+    each_invalid_field_is_named_and_nothing_is_stored,
+    oversized_messages_are_refused_and_the_server_stays_up
+);
+
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+async fn each_invalid_field_is_named_and_nothing_is_stored(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let good = email("input");
+    let register = |email: &str, password: &str, name: &str| RegisterRequest {
+        email: email.into(),
+        password: password.into(),
+        display_name: name.into(),
+    };
+    let cases = [
+        ("empty email", register("", PASSWORD, ""), "email"),
+        (
+            "malformed email",
+            register("not-an-email", PASSWORD, ""),
+            "email",
+        ),
+        (
+            "oversized email",
+            register(&format!("{}@example.com", "a".repeat(300)), PASSWORD, ""),
+            "email",
+        ),
+        (
+            "control character in email",
+            register("a\u{7}b@example.com", PASSWORD, ""),
+            "email",
+        ),
+        ("empty password", register(&good, "", ""), "password"),
+        ("short password", register(&good, "seven77", ""), "password"),
+        (
+            "73-byte password",
+            register(&good, &"p".repeat(73), ""),
+            "password",
+        ),
+        (
+            "control character in password",
+            register(&good, "pass\u{0}word123", ""),
+            "password",
+        ),
+        (
+            "oversized display name",
+            register(&good, PASSWORD, &"n".repeat(101)),
+            "display_name",
+        ),
+        (
+            "control character in display name",
+            register(&good, PASSWORD, "Ann\u{1b}[31m"),
+            "display_name",
+        ),
+    ];
+    for (name, request, field) in cases {
+        let status = auth.register(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{name}");
+        assert_eq!(violated_fields(&status), [field], "{name}");
+    }
+    let status = auth
+        .register(register(&good, &"p".repeat(73), ""))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("72 bytes"),
+        "the refusal names the limit: {}",
+        status.message()
+    );
+    assert!(
+        !status.message().contains(&"p".repeat(20)),
+        "never echoes the password"
+    );
+
+    // Several bad fields at once are all named.
+    let status = auth
+        .register(register("x", "short", "\u{0}"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&status),
+        ["email", "password", "display_name"]
+    );
+
+    // None of the refused registrations left anything behind.
+    let login = auth
+        .login(LoginRequest {
+            email: good.clone(),
+            password: PASSWORD.into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(login.code(), Code::Unauthenticated);
+    auth.register(register(&good, PASSWORD, "Ann"))
+        .await
+        .expect("the email is still free");
+
+    // Refresh, validate and login inputs are bounded too.
+    let status = auth
+        .refresh(RefreshRequest {
+            refresh_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["refresh_token"]);
+    let status = auth
+        .refresh(RefreshRequest {
+            refresh_token: "x".repeat(1000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["refresh_token"]);
+    let status = auth
+        .login(LoginRequest {
+            email: good,
+            password: "p".repeat(73),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&status), ["password"]);
+    let inactive = auth
+        .validate_token(ValidateTokenRequest {
+            access_token: "x".repeat(60_000),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!inactive.active);
+}
+
+async fn oversized_messages_are_refused_and_the_server_stays_up(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let huge = RegisterRequest {
+        email: email("huge"),
+        password: PASSWORD.into(),
+        display_name: "x".repeat(1 << 20),
+    };
+    let status = auth.register(huge).await.unwrap_err();
+    assert!(
+        matches!(
+            status.code(),
+            Code::ResourceExhausted | Code::InvalidArgument
+        ),
+        "{status:?}"
+    );
+    auth.register(RegisterRequest {
+        email: email("after"),
+        password: PASSWORD.into(),
+        display_name: String::new(),
+    })
+    .await
+    .expect("still serving");
+}

@@ -1,0 +1,311 @@
+//! Test support: a database per test, the real `identity` binary on an
+//! ephemeral port, clients, and a TCP proxy that can cut the database off.
+
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use identity::proto::v1::auth_service_client::AuthServiceClient;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// The shared PostgreSQL server; each test gets a database of its own on it.
+pub fn pg_admin_url() -> String {
+    std::env::var("IDENTITY_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn pg_base(url: &str) -> &str {
+    url.rsplit_once('/').map_or(url, |(base, _)| base)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A fresh, empty database, dropped again at the end of the test.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    pub dir: TempDir,
+}
+
+impl TestDb {
+    pub fn new(backend: Backend) -> TestDb {
+        let dir = TempDir::new();
+        match backend {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.path().join("identity.db").display()),
+                pg_name: None,
+                dir,
+            },
+            Backend::Postgres => {
+                let name = format!("identity_test_{}", uuid::Uuid::new_v4().simple());
+                psql(&format!("CREATE DATABASE {name}"));
+                TestDb {
+                    url: format!("{}/{name}", pg_base(&pg_admin_url())),
+                    pg_name: Some(name),
+                    dir,
+                }
+            }
+        }
+    }
+
+    /// The URL with host and port replaced (to route through a proxy).
+    pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
+        let name = self
+            .pg_name
+            .as_deref()
+            .expect("only PostgreSQL goes through a proxy");
+        let admin = pg_admin_url();
+        let (scheme, rest) = admin.split_once("://").unwrap();
+        let user = rest.split_once('@').map_or("", |(user, _)| user);
+        format!("{scheme}://{user}@{addr}/{name}")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = &self.pg_name {
+            psql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+fn psql(sql: &str) {
+    let status = Command::new("psql")
+        .arg(pg_admin_url())
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .stdout(Stdio::null())
+        .status()
+        .expect("psql runs (make test installs PostgreSQL)");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+/// A temporary folder removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("identity-e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_identity")
+}
+
+/// A running `identity serve`, killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+    pub logs: Arc<Mutex<Vec<String>>>,
+    pub data_dir: PathBuf,
+}
+
+/// How to start a server.
+pub struct ServerOptions {
+    pub dev: bool,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            dev: true,
+            env: Vec::new(),
+        }
+    }
+}
+
+impl ServerOptions {
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+}
+
+impl Server {
+    pub fn start(db: &TestDb) -> Server {
+        Server::start_with(&db.url, db.dir.path(), ServerOptions::default())
+    }
+
+    pub fn start_with(database_url: &str, data_dir: &Path, options: ServerOptions) -> Server {
+        let mut command = Command::new(binary());
+        command.arg("serve");
+        if options.dev {
+            command.arg("--dev");
+        }
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("IDENTITY_DATABASE_URL", database_url)
+            .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
+            .env("IDENTITY_DATA_DIR", data_dir)
+            .env("IDENTITY_LOG_FORMAT", "json")
+            .env("IDENTITY_BCRYPT_COST", "4")
+            .env("IDENTITY_HEALTH_INTERVAL", "200ms")
+            .env("IDENTITY_DATABASE_TIMEOUT", "1s")
+            .env("IDENTITY_SHUTDOWN_GRACE", "5s");
+        for (key, value) in &options.env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the identity binary starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"serving gRPC\"") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not start; logs:\n{}",
+                    logs.lock().unwrap().join("\n")
+                );
+            }
+        };
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let addr = json["address"]
+            .as_str()
+            .expect("address in the serving line")
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            logs,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connects to the server")
+    }
+
+    pub async fn auth(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.channel().await)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it is true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Generates `count` distinct emails for one test.
+pub fn email(tag: &str) -> String {
+    format!(
+        "{tag}.{}@example.com",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Runs the same test body on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            }
+        )*
+    };
+}
