@@ -35,6 +35,29 @@ pub enum Command {
     Healthcheck(HealthcheckArgs),
     /// Read the audit trail.
     Audit(AuditArgs),
+    /// Administration against the configured database.
+    Admin(AdminArgs),
+}
+
+#[derive(Args)]
+pub struct AdminArgs {
+    #[arg(
+        long,
+        env = "IDENTITY_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Option<String>,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Give a role (e.g. admin) to a user, named by login email or profile id.
+    GrantRole { user: String, role: String },
+    /// Take a role away from a user.
+    RevokeRole { user: String, role: String },
 }
 
 #[derive(Args)]
@@ -214,6 +237,11 @@ pub struct Settings {
     /// How often the database is probed for the health service.
     #[arg(long, env = "IDENTITY_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
+
+    /// Emails (comma-separated) that get the admin role when they register.
+    /// The only way to an admin without the `identity admin` command.
+    #[arg(long, env = "IDENTITY_BOOTSTRAP_ADMINS", value_delimiter = ',')]
+    pub bootstrap_admins: Vec<String>,
 
     /// Log format [default: text with --dev, else json].
     #[arg(long, env = "IDENTITY_LOG_FORMAT", value_enum)]

@@ -115,3 +115,67 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
         }
     }
 }
+
+/// `identity admin grant-role|revoke-role USER ROLE`: the bootstrap path to
+/// a first admin without any default credential.
+pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
+    use crate::cli::AdminCommand;
+    use crate::store::AuditEvent;
+    let url = args
+        .database_url
+        .context("IDENTITY_DATABASE_URL is required")?;
+    let store = Store::open(
+        &url,
+        &PoolSettings {
+            max_size: 1,
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .context("IDENTITY_DATABASE_URL")?;
+    let (user, role, grant) = match args.command {
+        AdminCommand::GrantRole { user, role } => (user, role, true),
+        AdminCommand::RevokeRole { user, role } => (user, role, false),
+    };
+    crate::domain::validation::roles(std::slice::from_ref(&role))
+        .map_err(|e| anyhow::anyhow!("role: {e}"))?;
+    let profile = match Id::parse(&user) {
+        Some(id) => store.find_profile(id).await?,
+        None => {
+            let email =
+                crate::domain::validation::email(&user).map_err(|e| anyhow::anyhow!("user {e}"))?;
+            store.find_profile_by_login_email(&email).await?
+        }
+    }
+    .context("no such user (give a profile id or a local account's email)")?;
+    let mut next = profile.clone();
+    if grant {
+        next.roles.push(role.clone());
+    } else {
+        next.roles.retain(|r| *r != role);
+    }
+    next.roles.sort();
+    next.roles.dedup();
+    if next.roles == profile.roles {
+        println!(
+            "{}: roles unchanged ({})",
+            profile.id,
+            profile.roles.join(" ")
+        );
+        return Ok(());
+    }
+    next.revision += 1;
+    next.updated_at = chrono::Utc::now();
+    let audit = AuditEvent::new("identity.role.changed")
+        .profile(profile.id)
+        .detail("actor", "identity admin")
+        .detail("roles", next.roles.join(" "));
+    anyhow::ensure!(
+        store
+            .update_profile(&next, profile.revision, &[audit])
+            .await?,
+        "the profile changed meanwhile; run the command again"
+    );
+    tracing::info!(target: "identity::security", { event.name = "identity.role.changed", profile.id = %profile.id, roles = %next.roles.join(" ") }, "security event");
+    println!("{}: roles now {}", profile.id, next.roles.join(" "));
+    Ok(())
+}

@@ -71,6 +71,7 @@ pub struct Config {
     pub health_interval: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
+    pub bootstrap_admins: Vec<String>,
 }
 
 /// Secrets that must never be accepted: documentation examples and the
@@ -356,6 +357,17 @@ impl Config {
             ));
         }
 
+        let mut bootstrap_admins = Vec::new();
+        for email in settings
+            .bootstrap_admins
+            .iter()
+            .filter(|e| !e.trim().is_empty())
+        {
+            bootstrap_admins.push(crate::domain::validation::email(email).map_err(|problem| {
+                refuse("IDENTITY_BOOTSTRAP_ADMINS", format!("an entry {problem}"))
+            })?);
+        }
+
         let listen_addr = settings.listen_addr.unwrap_or_else(|| {
             if production {
                 SocketAddr::from(([0, 0, 0, 0], 50051))
@@ -397,6 +409,7 @@ impl Config {
                 LogFormat::Text
             }),
             log_filter: settings.log,
+            bootstrap_admins,
         })
     }
 

@@ -4,6 +4,15 @@
 //! [`service`] and [`domain`] (tokens, passwords, rules) → [`store`]
 //! (diesel, PostgreSQL and SQLite).
 
+/// A security event: one JSON log line with a stable name. Attributes name
+/// profiles and sessions by id and unknown accounts by a keyed pseudonym,
+/// never by email, password or token.
+macro_rules! security_event {
+    ($name:literal, $($fields:tt)*) => {
+        tracing::info!(target: "identity::security", { event.name = $name, $($fields)* }, "security event")
+    };
+}
+
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Command::Audit(args) => commands::audit(args.command)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Admin(args) => commands::admin(args).await.map(|()| ExitCode::SUCCESS),
         }
     });
     match result {

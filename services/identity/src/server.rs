@@ -4,7 +4,7 @@
 use crate::config::{Config, KeySettings, Mode};
 use crate::domain::passwords::Hasher;
 use crate::domain::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
-use crate::service::{Auth, AuthSettings};
+use crate::service::{Auth, AuthSettings, Profiles};
 use crate::store::Store;
 use crate::transport;
 use anyhow::Context as _;
@@ -162,8 +162,10 @@ pub async fn run(
         AuthSettings {
             access_token_ttl: config.access_token_ttl,
             refresh_token_ttl: config.refresh_token_ttl,
+            bootstrap_admins: config.bootstrap_admins.clone(),
         },
     ));
+    let profiles = Arc::new(Profiles::new(store.clone(), Arc::clone(&keys)));
 
     let reporter = tonic_health::server::HealthReporter::new();
     transport::set_health(&reporter, false).await;
@@ -212,6 +214,7 @@ pub async fn run(
     }
     let server = builder
         .add_service(transport::auth_service(Arc::clone(&auth)))
+        .add_service(transport::profile_service(Arc::clone(&auth), profiles))
         .add_service(transport::health_service(&reporter))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -2,6 +2,7 @@
 //! database or network here (the bcrypt pool is threads, not I/O).
 
 pub mod error;
+pub mod page_token;
 pub mod passwords;
 pub mod refresh;
 pub mod tokens;

@@ -332,6 +332,12 @@ impl TokenKeys {
         Ok(data.claims)
     }
 
+    /// A key for MACs the service makes for itself (page tokens), derived
+    /// from the signing key material so that every replica shares it.
+    pub fn internal_mac_key(&self) -> &[u8] {
+        self.audit_key.expose_secret()
+    }
+
     /// A stable pseudonym for an identifier that must not be logged (an
     /// unknown email): keyed, so it cannot be reversed by guessing.
     pub fn pseudonym(&self, value: &str) -> String {

@@ -69,6 +69,86 @@ pub fn required(input: &str, max_bytes: usize) -> Result<&str, String> {
     }
 }
 
+pub const MAX_AVATAR_URL_BYTES: usize = 2048;
+pub const MAX_AUTH_FIELD_BYTES: usize = 255;
+
+/// An absolute `https` URL of at most 2048 bytes, without spaces, control
+/// characters or credentials. Empty clears the avatar.
+pub fn avatar_url(input: &str) -> Result<String, String> {
+    if input.is_empty() {
+        return Ok(String::new());
+    }
+    if input.len() > MAX_AVATAR_URL_BYTES {
+        return Err(format!("must be at most {MAX_AVATAR_URL_BYTES} bytes"));
+    }
+    if input.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain spaces or control characters".into());
+    }
+    let Some(rest) = input.strip_prefix("https://") else {
+        return Err("must be an absolute https:// URL".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') {
+        return Err("must be an absolute https:// URL with a host and no credentials".into());
+    }
+    Ok(input.to_owned())
+}
+
+/// A BCP 47 language tag in its common shape (`en`, `en-GB`,
+/// `zh-Hant-TW`, `es-419`): a 2–3 letter language, then subtags of 1–8
+/// letters or digits. Empty clears the locale.
+pub fn locale(input: &str) -> Result<String, String> {
+    if input.is_empty() {
+        return Ok(String::new());
+    }
+    let mut parts = input.split('-');
+    let language = parts.next().unwrap_or_default();
+    let language_ok =
+        (2..=3).contains(&language.len()) && language.chars().all(|c| c.is_ascii_alphabetic());
+    let rest_ok =
+        parts.all(|p| (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
+    if input.len() > 35 || !language_ok || !rest_ok {
+        return Err("must be a BCP 47 language tag such as en or en-GB".into());
+    }
+    Ok(input.to_owned())
+}
+
+/// Role names: 1–32 of `a-z`, `0-9`, `_`, `-`; duplicates removed, sorted.
+pub fn roles(input: &[String]) -> Result<Vec<String>, String> {
+    if input.len() > 32 {
+        return Err("at most 32 roles".into());
+    }
+    let mut roles = Vec::with_capacity(input.len());
+    for role in input {
+        let ok = (1..=32).contains(&role.len())
+            && role
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !ok {
+            return Err("each role must be 1-32 characters of a-z, 0-9, _ or -".into());
+        }
+        roles.push(role.clone());
+    }
+    roles.sort();
+    roles.dedup();
+    Ok(roles)
+}
+
+/// `auth_provider` and `auth_id`: required, at most 255 bytes, no control
+/// characters. Kept byte for byte otherwise: external ids are opaque.
+pub fn auth_field(input: &str) -> Result<String, String> {
+    if input.is_empty() {
+        return Err("is required".into());
+    }
+    if input.len() > MAX_AUTH_FIELD_BYTES {
+        return Err(format!("must be at most {MAX_AUTH_FIELD_BYTES} bytes"));
+    }
+    if input.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(input.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +188,41 @@ mod tests {
         assert!(display_name(&"x".repeat(101), true).is_err());
         assert!(display_name(&"é".repeat(100), true).is_ok());
         assert!(display_name("bell\u{7}", true).is_err());
+    }
+
+    #[test]
+    fn avatar_urls_must_be_absolute_https() {
+        assert!(avatar_url("https://cdn.example.com/a.png").is_ok());
+        assert!(avatar_url("").is_ok());
+        for bad in [
+            "http://x.com/a.png",
+            "https://",
+            "javascript:alert(1)",
+            "https://u:p@x.com/",
+            "https://x.com/a b",
+        ] {
+            assert!(avatar_url(bad).is_err(), "{bad}");
+        }
+        assert!(avatar_url(&format!("https://x.com/{}", "a".repeat(2048))).is_err());
+    }
+
+    #[test]
+    fn locales_are_bcp47_shaped() {
+        for good in ["en", "en-GB", "zh-Hant-TW", "es-419", "de-CH-1996"] {
+            assert!(locale(good).is_ok(), "{good}");
+        }
+        for bad in ["e", "english!", "en_GB", "-en", "en--GB", "toolonglanguage"] {
+            assert!(locale(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn roles_are_lowercase_names() {
+        assert_eq!(
+            roles(&["b".into(), "admin".into(), "b".into()]).unwrap(),
+            ["admin", "b"]
+        );
+        assert!(roles(&["Admin".into()]).is_err());
+        assert!(roles(&["".into()]).is_err());
     }
 }

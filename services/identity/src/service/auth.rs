@@ -3,8 +3,9 @@
 use crate::domain::passwords::{self, HashError, Hasher};
 use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use crate::domain::{Error, Violations, refresh, validation};
+use crate::service::profiles::{ADMIN_ROLE, Principal};
 use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,8 @@ pub struct IssuedTokens {
 pub struct AuthSettings {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// Normalised emails that get the admin role when they register.
+    pub bootstrap_admins: Vec<String>,
 }
 
 pub struct Auth {
@@ -43,15 +46,6 @@ pub struct Auth {
     keys: Arc<TokenKeys>,
     hasher: Arc<Hasher>,
     settings: AuthSettings,
-}
-
-/// A security event: one JSON log line with a stable name. Attributes name
-/// profiles and sessions by id and unknown accounts by a keyed pseudonym,
-/// never by email, password or token.
-macro_rules! security_event {
-    ($name:literal, $($fields:tt)*) => {
-        tracing::info!(target: "identity::security", { event.name = $name, $($fields)* }, "security event")
-    };
 }
 
 fn busy(e: HashError) -> Error {
@@ -163,9 +157,10 @@ impl Auth {
             return Err(e);
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
+        let admin = self.settings.bootstrap_admins.contains(&email);
 
         let password_hash = self.hasher.hash(password).await.map_err(busy)?;
-        let now = Utc::now();
+        let now = Utc::now().trunc_subsecs(6);
         let id = Id::new();
         let profile = Profile {
             id,
@@ -175,7 +170,11 @@ impl Auth {
             display_name,
             avatar_url: String::new(),
             locale: String::new(),
-            roles: Vec::new(),
+            roles: if admin {
+                vec![ADMIN_ROLE.to_owned()]
+            } else {
+                Vec::new()
+            },
             revision: 1,
             created_at: now,
             updated_at: now,
@@ -191,6 +190,16 @@ impl Auth {
             password_hash,
             session: session.clone(),
         };
+        let mut audit = vec![audit];
+        if admin {
+            audit.push(
+                AuditEvent::new("identity.role.changed")
+                    .profile(id)
+                    .client(caller.addr())
+                    .detail("roles", ADMIN_ROLE)
+                    .detail("reason", "IDENTITY_BOOTSTRAP_ADMINS"),
+            );
+        }
         match self.store.create_local_account(&account, &audit).await {
             Ok(()) => {}
             Err(e) => {
@@ -204,6 +213,9 @@ impl Auth {
                 }
                 return Err(e);
             }
+        }
+        if admin {
+            security_event!("identity.role.changed", profile.id = %id, roles = ADMIN_ROLE, reason = "bootstrap");
         }
         security_event!(
             "identity.register.succeeded",
@@ -455,8 +467,7 @@ impl Auth {
 
     pub async fn change_password(
         &self,
-        caller: &Caller,
-        claims: &AccessClaims,
+        principal: &Principal,
         current: SecretString,
         new: SecretString,
     ) -> Result<(), Error> {
@@ -473,8 +484,10 @@ impl Auth {
         }
         violations.into_result()?;
 
-        let profile = Id::parse(&claims.sub).ok_or(Error::Unauthenticated)?;
-        let session = Id::parse(&claims.sid).ok_or(Error::Unauthenticated)?;
+        let (profile, session) = (principal.profile_id, principal.session_id);
+        let caller = Caller {
+            client_addr: principal.client_addr.clone(),
+        };
         // Accounts from an external provider have no password here.
         let stored = self.store.password_hash_of(profile).await?;
         let ok = self

@@ -2,5 +2,7 @@
 //! store. No gRPC types here.
 
 pub mod auth;
+pub mod profiles;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
+pub use profiles::{Principal, Profiles};

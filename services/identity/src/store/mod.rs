@@ -175,7 +175,7 @@ impl Store {
     pub async fn create_local_account(
         &self,
         account: &NewAccount,
-        audit: &AuditEvent,
+        audit: &[AuditEvent],
     ) -> Result<(), StoreError> {
         on_backend!(self, create_local_account(account, audit))
     }
@@ -265,6 +265,58 @@ impl Store {
                 audit
             )
         )
+    }
+
+    pub async fn create_profile(
+        &self,
+        profile: &Profile,
+        audit: &AuditEvent,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, create_profile(profile, audit))
+    }
+
+    pub async fn find_profile_by_auth(
+        &self,
+        provider: &str,
+        auth_id: &str,
+    ) -> Result<Option<Profile>, StoreError> {
+        on_backend!(self, find_profile_by_auth(provider, auth_id))
+    }
+
+    pub async fn find_profile_by_login_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<Profile>, StoreError> {
+        on_backend!(self, find_profile_by_login_email(email))
+    }
+
+    /// False when the profile changed (or vanished) since `expected`.
+    pub async fn update_profile(
+        &self,
+        next: &Profile,
+        expected: i64,
+        audit: &[AuditEvent],
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, update_profile(next, expected, audit))
+    }
+
+    /// False when there was no such profile (at that revision).
+    pub async fn delete_profile(
+        &self,
+        id: Id,
+        expected: Option<i64>,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, delete_profile(id, expected, Utc::now(), audit))
+    }
+
+    pub async fn list_profiles(
+        &self,
+        after: Option<Id>,
+        provider: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Profile>, StoreError> {
+        on_backend!(self, list_profiles(after, provider, limit))
     }
 
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

@@ -104,8 +104,9 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// Opaque to callers; changes on every update.
     pub fn etag(&self) -> String {
-        format!("\"{}\"", self.revision)
+        format!("v{}", self.revision)
     }
 }
 
@@ -124,6 +125,13 @@ impl From<ProfileRow> for Profile {
             created_at: row.created_at,
             updated_at: row.updated_at,
         }
+    }
+}
+
+impl Profile {
+    /// The revision an etag names, if it is one of ours.
+    pub fn revision_of_etag(etag: &str) -> Option<i64> {
+        etag.strip_prefix('v')?.parse().ok()
     }
 }
 

@@ -116,14 +116,11 @@ impl AuthService for AuthApi {
         &self,
         request: Request<ChangePasswordRequest>,
     ) -> Result<Response<ChangePasswordResponse>, Status> {
-        let caller = metadata::caller(&request);
-        let bearer = metadata::bearer(&request);
-        let claims = self.auth.authenticate(&caller, bearer.as_deref()).await?;
+        let principal = super::authn::principal(&request)?;
         let r = request.into_inner();
         self.auth
             .change_password(
-                &caller,
-                &claims,
+                &principal,
                 SecretString::from(r.current_password),
                 SecretString::from(r.new_password),
             )

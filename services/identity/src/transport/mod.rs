@@ -2,12 +2,15 @@
 //! Thin by design: handlers parse, call `service`, map the result.
 
 pub mod auth;
+pub mod authn;
 pub mod convert;
 pub mod metadata;
+pub mod profile;
 pub mod status;
 
 use crate::proto::v1::auth_service_server::AuthServiceServer;
-use crate::service::Auth;
+use crate::proto::v1::profile_service_server::ProfileServiceServer;
+use crate::service::{Auth, Profiles};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::server::NamedService;
@@ -20,11 +23,28 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 pub const AUTH_SERVICE: &str = <AuthServiceServer<auth::AuthApi> as NamedService>::NAME;
 
-/// The API services, ready to add to a tonic router.
-pub fn auth_service(auth: Arc<Auth>) -> AuthServiceServer<auth::AuthApi> {
-    AuthServiceServer::new(auth::AuthApi::new(auth))
+pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as NamedService>::NAME;
+
+/// AuthService: only ChangePassword requires a caller (Logout takes an
+/// optional bearer token and checks it itself).
+pub fn auth_service(auth: Arc<Auth>) -> authn::RequireBearer<AuthServiceServer<auth::AuthApi>> {
+    let server = AuthServiceServer::new(auth::AuthApi::new(Arc::clone(&auth)))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(4 * MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
+    authn::RequireBearer::new(server, auth, |path| {
+        path == "/identity.v1.AuthService/ChangePassword"
+    })
+}
+
+/// ProfileService: every call requires a caller.
+pub fn profile_service(
+    auth: Arc<Auth>,
+    profiles: Arc<Profiles>,
+) -> authn::RequireBearer<ProfileServiceServer<profile::ProfileApi>> {
+    let server = ProfileServiceServer::new(profile::ProfileApi::new(profiles))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
+    authn::RequireBearer::new(server, auth, |_| true)
 }
 
 pub fn health_service(reporter: &HealthReporter) -> HealthServer<HealthService> {
@@ -42,7 +62,7 @@ pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     } else {
         ServingStatus::NotServing
     };
-    for name in ["", AUTH_SERVICE] {
+    for name in ["", AUTH_SERVICE, PROFILE_SERVICE] {
         reporter.set_service_status(name, status).await;
     }
 }

@@ -1,0 +1,428 @@
+//! ProfileService use cases and their authorization rules.
+//!
+//! Owners read, change and delete their own profile; the `admin` role may do
+//! anything; only admins change roles, create profiles, list, or touch other
+//! users. A non-admin asking about someone else gets NOT_FOUND, exactly as
+//! for a profile that does not exist, so ids cannot be probed
+//! (docs/decisions/0004).
+
+use crate::domain::tokens::{AccessClaims, TokenKeys};
+use crate::domain::{Error, Violations, page_token, validation};
+use crate::store::{AuditEvent, Id, Profile, Store};
+use chrono::{SubsecRound, Utc};
+use std::sync::Arc;
+
+pub const ADMIN_ROLE: &str = "admin";
+pub const DEFAULT_PAGE_SIZE: i32 = 50;
+pub const MAX_PAGE_SIZE: i32 = 100;
+
+/// The authenticated caller, from a fully verified access token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub profile_id: Id,
+    pub session_id: Id,
+    pub client_addr: Option<String>,
+}
+
+impl Principal {
+    pub fn from_claims(claims: &AccessClaims, client_addr: Option<String>) -> Option<Principal> {
+        Some(Principal {
+            profile_id: Id::parse(&claims.sub)?,
+            session_id: Id::parse(&claims.sid)?,
+            client_addr,
+        })
+    }
+}
+
+/// New values for an update; only the paths in the mask are read.
+#[derive(Debug, Clone, Default)]
+pub struct ProfilePatch {
+    pub email: String,
+    pub display_name: String,
+    pub avatar_url: String,
+    pub locale: String,
+    pub roles: Vec<String>,
+}
+
+/// A profile to create (admin).
+#[derive(Debug, Clone, Default)]
+pub struct NewProfile {
+    pub auth_provider: String,
+    pub auth_id: String,
+    pub patch: ProfilePatch,
+}
+
+pub const MUTABLE_PATHS: &[&str] = &["display_name", "avatar_url", "locale", "email", "roles"];
+
+pub struct Profiles {
+    store: Store,
+    keys: Arc<TokenKeys>,
+}
+
+fn now() -> chrono::DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// `me` or a canonical UUID.
+fn target(principal: &Principal, id: &str, field: &str) -> Result<Id, Error> {
+    if id == "me" {
+        return Ok(principal.profile_id);
+    }
+    Id::parse(id).ok_or_else(|| Error::invalid(field, "must be a profile id (UUID) or `me`"))
+}
+
+/// Parses `auth_provider="name"`, the one filter ListProfiles understands.
+fn parse_filter(filter: &str) -> Result<Option<String>, Error> {
+    let filter = filter.trim();
+    if filter.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || Error::invalid("filter", r#"supported: auth_provider="<name>""#);
+    let (key, value) = filter.split_once('=').ok_or_else(invalid)?;
+    let value = value.trim();
+    if key.trim() != "auth_provider"
+        || value.len() < 2
+        || !value.starts_with('"')
+        || !value.ends_with('"')
+    {
+        return Err(invalid());
+    }
+    let name = &value[1..value.len() - 1];
+    validation::auth_field(name).map_err(|d| Error::invalid("filter", d))?;
+    Ok(Some(name.to_owned()))
+}
+
+impl Profiles {
+    pub fn new(store: Store, keys: Arc<TokenKeys>) -> Self {
+        Profiles { store, keys }
+    }
+
+    /// Roles are read fresh from the database, so a revoked admin role
+    /// takes effect at once rather than when the token expires.
+    async fn caller(&self, principal: &Principal) -> Result<Profile, Error> {
+        self.store
+            .find_profile(principal.profile_id)
+            .await?
+            .ok_or(Error::Unauthenticated)
+    }
+
+    fn is_admin(profile: &Profile) -> bool {
+        profile.roles.iter().any(|r| r == ADMIN_ROLE)
+    }
+
+    /// The profile if the caller may see it; NOT_FOUND otherwise.
+    async fn visible(&self, caller: &Profile, id: Id) -> Result<Profile, Error> {
+        if caller.id == id {
+            return Ok(caller.clone());
+        }
+        if !Self::is_admin(caller) {
+            return Err(Error::NotFound);
+        }
+        self.store.find_profile(id).await?.ok_or(Error::NotFound)
+    }
+
+    pub async fn get(&self, principal: &Principal, id: &str) -> Result<Profile, Error> {
+        let id = target(principal, id, "id")?;
+        let caller = self.caller(principal).await?;
+        self.visible(&caller, id).await
+    }
+
+    pub async fn lookup(
+        &self,
+        principal: &Principal,
+        provider: &str,
+        auth_id: &str,
+    ) -> Result<Profile, Error> {
+        let mut violations = Violations::new();
+        let provider = violations.check("auth_provider", validation::auth_field(provider));
+        let auth_id = violations.check("auth_id", validation::auth_field(auth_id));
+        violations.into_result()?;
+        let caller = self.caller(principal).await?;
+        let found = self
+            .store
+            .find_profile_by_auth(&provider.unwrap_or_default(), &auth_id.unwrap_or_default())
+            .await?
+            .ok_or(Error::NotFound)?;
+        if found.id == caller.id || Self::is_admin(&caller) {
+            Ok(found)
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    fn validate_patch(
+        violations: &mut Violations,
+        patch: &ProfilePatch,
+        paths: &[&str],
+    ) -> ProfilePatch {
+        let mut clean = ProfilePatch::default();
+        for path in paths {
+            let field = format!("profile.{path}");
+            match *path {
+                "display_name" => {
+                    clean.display_name = violations
+                        .check(&field, validation::display_name(&patch.display_name, true))
+                        .unwrap_or_default()
+                }
+                "avatar_url" => {
+                    clean.avatar_url = violations
+                        .check(&field, validation::avatar_url(&patch.avatar_url))
+                        .unwrap_or_default()
+                }
+                "locale" => {
+                    clean.locale = violations
+                        .check(&field, validation::locale(&patch.locale))
+                        .unwrap_or_default()
+                }
+                "email" => {
+                    clean.email = if patch.email.is_empty() {
+                        String::new()
+                    } else {
+                        violations
+                            .check(&field, validation::email(&patch.email))
+                            .unwrap_or_default()
+                    }
+                }
+                "roles" => {
+                    clean.roles = violations
+                        .check(&field, validation::roles(&patch.roles))
+                        .unwrap_or_default()
+                }
+                _ => {}
+            }
+        }
+        clean
+    }
+
+    pub async fn create(&self, principal: &Principal, new: NewProfile) -> Result<Profile, Error> {
+        let caller = self.caller(principal).await?;
+        if !Self::is_admin(&caller) {
+            return Err(Error::PermissionDenied);
+        }
+        let mut violations = Violations::new();
+        let provider = violations.check(
+            "profile.auth_provider",
+            validation::auth_field(&new.auth_provider),
+        );
+        let auth_id = violations.check("profile.auth_id", validation::auth_field(&new.auth_id));
+        let mut paths = vec!["avatar_url", "locale", "email", "roles"];
+        if !new.patch.display_name.is_empty() {
+            paths.push("display_name");
+        }
+        let clean = Self::validate_patch(&mut violations, &new.patch, &paths);
+        violations.into_result()?;
+        let now = now();
+        let profile = Profile {
+            id: Id::new(),
+            auth_provider: provider.unwrap_or_default(),
+            auth_id: auth_id.unwrap_or_default(),
+            email: (!clean.email.is_empty()).then_some(clean.email),
+            display_name: clean.display_name,
+            avatar_url: clean.avatar_url,
+            locale: clean.locale,
+            roles: clean.roles,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let audit = AuditEvent::new("identity.profile.created")
+            .profile(profile.id)
+            .client(principal.client_addr.as_deref())
+            .detail("actor", caller.id.to_string());
+        self.store
+            .create_profile(&profile, &audit)
+            .await
+            .map_err(|e| match Error::from(e) {
+                Error::AlreadyExists(_) => Error::AlreadyExists("auth_provider and auth_id"),
+                other => other,
+            })?;
+        Ok(profile)
+    }
+
+    pub async fn update(
+        &self,
+        principal: &Principal,
+        id: &str,
+        etag: &str,
+        patch: ProfilePatch,
+        mask: &[String],
+    ) -> Result<Profile, Error> {
+        let id = target(principal, id, "profile.id")?;
+        let mut violations = Violations::new();
+        if mask.is_empty() {
+            violations.check::<()>("update_mask", Err("must name at least one path".into()));
+        }
+        let mut paths: Vec<&str> = Vec::new();
+        for path in mask {
+            match MUTABLE_PATHS.iter().find(|p| **p == path.as_str()) {
+                Some(p) if !paths.contains(p) => paths.push(p),
+                Some(_) => {}
+                None => {
+                    violations.check::<()>(
+                        "update_mask",
+                        Err(format!(
+                            "`{path}` cannot be updated; updatable: {}",
+                            MUTABLE_PATHS.join(", ")
+                        )),
+                    );
+                }
+            }
+        }
+        let expected = if etag.is_empty() {
+            violations.check::<()>(
+                "profile.etag",
+                Err("is required (from the last read)".into()),
+            );
+            None
+        } else {
+            Profile::revision_of_etag(etag)
+        };
+        let clean = Self::validate_patch(&mut violations, &patch, &paths);
+        violations.into_result()?;
+
+        let caller = self.caller(principal).await?;
+        let current = self.visible(&caller, id).await?;
+        let admin = Self::is_admin(&caller);
+        if paths.contains(&"roles") && !admin {
+            return Err(Error::PermissionDenied);
+        }
+        if expected != Some(current.revision) {
+            return Err(Error::StaleEtag);
+        }
+        let mut next = current.clone();
+        let mut audit = Vec::new();
+        for path in &paths {
+            match *path {
+                "display_name" => next.display_name = clean.display_name.clone(),
+                "avatar_url" => next.avatar_url = clean.avatar_url.clone(),
+                "locale" => next.locale = clean.locale.clone(),
+                "email" => next.email = (!clean.email.is_empty()).then(|| clean.email.clone()),
+                "roles" => {
+                    next.roles = clean.roles.clone();
+                    if next.roles != current.roles {
+                        audit.push(
+                            AuditEvent::new("identity.role.changed")
+                                .profile(current.id)
+                                .client(principal.client_addr.as_deref())
+                                .detail("actor", caller.id.to_string())
+                                .detail("roles", next.roles.join(" ")),
+                        );
+                        security_event!(
+                            "identity.role.changed",
+                            profile.id = %current.id,
+                            actor = %caller.id,
+                            roles = %next.roles.join(" "),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        next.revision = current.revision + 1;
+        next.updated_at = now().max(current.updated_at);
+        audit.push(
+            AuditEvent::new("identity.profile.updated")
+                .profile(current.id)
+                .client(principal.client_addr.as_deref())
+                .detail("actor", caller.id.to_string())
+                .detail("paths", paths.join(",")),
+        );
+        if !self
+            .store
+            .update_profile(&next, current.revision, &audit)
+            .await?
+        {
+            return Err(Error::StaleEtag);
+        }
+        Ok(next)
+    }
+
+    pub async fn delete(&self, principal: &Principal, id: &str, etag: &str) -> Result<(), Error> {
+        let id = target(principal, id, "id")?;
+        let caller = self.caller(principal).await?;
+        let current = self.visible(&caller, id).await?;
+        let expected = if etag.is_empty() {
+            None
+        } else {
+            match Profile::revision_of_etag(etag) {
+                Some(r) if r == current.revision => Some(r),
+                _ => return Err(Error::StaleEtag),
+            }
+        };
+        let audit = AuditEvent::new("identity.profile.deleted")
+            .profile(id)
+            .client(principal.client_addr.as_deref())
+            .detail("actor", caller.id.to_string());
+        if !self.store.delete_profile(id, expected, &audit).await? {
+            return Err(if expected.is_some() {
+                Error::StaleEtag
+            } else {
+                Error::NotFound
+            });
+        }
+        security_event!("identity.profile.deleted", profile.id = %id, actor = %caller.id);
+        Ok(())
+    }
+
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        page_size: i32,
+        page_token: &str,
+        filter: &str,
+    ) -> Result<(Vec<Profile>, String), Error> {
+        let mut violations = Violations::new();
+        if page_size < 0 {
+            violations.check::<()>("page_size", Err("must not be negative".into()));
+        }
+        let provider = match parse_filter(filter) {
+            Ok(p) => p,
+            Err(Error::Invalid(v)) => {
+                for fv in v {
+                    violations.check::<()>(&fv.field, Err(fv.description));
+                }
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let query = provider
+            .as_deref()
+            .map_or(String::new(), |p| format!("auth_provider={p}"));
+        let key = self.keys.internal_mac_key();
+        let after = if page_token.is_empty() {
+            None
+        } else {
+            let id = page_token::decode(key, page_token, &query).and_then(|id| Id::parse(&id));
+            if id.is_none() {
+                violations.check::<()>(
+                    "page_token",
+                    Err("is not a page token of this query".into()),
+                );
+            }
+            id
+        };
+        violations.into_result()?;
+        let caller = self.caller(principal).await?;
+        if !Self::is_admin(&caller) {
+            return Err(Error::PermissionDenied);
+        }
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        // One extra row says whether another page follows.
+        let mut rows = self
+            .store
+            .list_profiles(after, provider.as_deref(), i64::from(size) + 1)
+            .await?;
+        let next = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|p| page_token::encode(key, &p.id.to_string(), &query))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((rows, next))
+    }
+}
