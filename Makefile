@@ -50,3 +50,9 @@ helm-template: tools
 clean:
 	$(CARGO) clean
 	rm -rf data
+
+## image: build the container image (needs a Docker engine; none runs on the dev machines here)
+image:
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image: no Docker engine here; the Dockerfile is reviewed by tests/helm" >&2; exit 1; }
+	mkdir -p target/sbom && test -f target/sbom/identity.cdx.json || echo '{}' > target/sbom/identity.cdx.json
+	docker build --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1) -t identity:latest-build .

@@ -63,6 +63,9 @@ async fn the_readme_grpcurl_session_works_as_written() {
         "\"status\": \"SERVING\"",
         "\"accessToken\"",
         "\"active\": true",
+        "\"displayName\": \"Ann Lee\"",
+        "\"locale\": \"en-GB\"",
+        "\"etag\": \"v2\"",
     ] {
         assert!(
             stdout.contains(expected),

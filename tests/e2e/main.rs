@@ -9,3 +9,4 @@ mod forgery;
 mod grpcurl;
 mod input;
 mod outage;
+mod profiles;
