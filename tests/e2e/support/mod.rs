@@ -179,10 +179,13 @@ impl Server {
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("\"serving gRPC\"") {
-                    let _ = tx.send(line.clone());
+                // Recorded before the start is signalled, so a test that
+                // reads the logs right after start sees this line.
+                let serving = line.contains("\"serving gRPC\"");
+                sink.lock().unwrap().push(line.clone());
+                if serving {
+                    let _ = tx.send(line);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let stderr = child.stderr.take().unwrap();
