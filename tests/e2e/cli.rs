@@ -211,10 +211,21 @@ async fn production_mode_serves_with_a_key_file_on_postgres_and_drains_on_sigter
         .env("IDENTITY_ALLOW_PLAINTEXT", "true")
         .env("IDENTITY_BCRYPT_COST", "12"),
     );
-    let probe = Command::new(binary())
-        .args(["healthcheck", "--addr", &server.url()])
-        .output()
-        .unwrap();
+    let probe = || {
+        Command::new(binary())
+            .args(["healthcheck", "--addr", &server.url()])
+            .output()
+            .unwrap()
+    };
+    let mut probe_output = probe();
+    for _ in 0..50 {
+        if probe_output.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        probe_output = probe();
+    }
+    let probe = probe_output;
     assert!(
         probe.status.success(),
         "{}",

@@ -93,14 +93,22 @@ async fn watch_database(
     store: Store,
     reporter: tonic_health::server::HealthReporter,
     interval: Duration,
+    initially: bool,
 ) {
-    let mut serving: Option<bool> = None;
+    let mut serving = initially;
+    if !initially {
+        tracing::warn!(
+            event.name = "identity.health.not_serving",
+            "database unreachable: NOT_SERVING"
+        );
+    }
     loop {
+        tokio::time::sleep(interval).await;
         let ok = matches!(
             tokio::time::timeout(interval.max(Duration::from_secs(1)), store.ping()).await,
             Ok(Ok(()))
         );
-        if serving != Some(ok) {
+        if serving != ok {
             if ok {
                 tracing::info!(
                     event.name = "identity.health.serving",
@@ -113,9 +121,8 @@ async fn watch_database(
                 );
             }
             transport::set_health(&reporter, ok).await;
-            serving = Some(ok);
+            serving = ok;
         }
-        tokio::time::sleep(interval).await;
     }
 }
 
@@ -168,7 +175,12 @@ pub async fn run(
     let profiles = Arc::new(Profiles::new(store.clone(), Arc::clone(&keys)));
 
     let reporter = tonic_health::server::HealthReporter::new();
-    transport::set_health(&reporter, false).await;
+    // Probe once before listening, so the first health answer is true.
+    let reachable = matches!(
+        tokio::time::timeout(config.pool.timeout, store.ping()).await,
+        Ok(Ok(()))
+    );
+    transport::set_health(&reporter, reachable).await;
     reporter
         .set_service_status(transport::LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
@@ -176,6 +188,7 @@ pub async fn run(
         store.clone(),
         reporter.clone(),
         config.health_interval,
+        reachable,
     ));
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -4,7 +4,9 @@
 pub mod error;
 pub mod page_token;
 pub mod passwords;
+pub mod rate_limit;
 pub mod refresh;
+pub mod throttle;
 pub mod tokens;
 pub mod validation;
 

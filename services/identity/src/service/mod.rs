@@ -2,6 +2,7 @@
 //! store. No gRPC types here.
 
 pub mod auth;
+pub mod limits;
 pub mod profiles;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};

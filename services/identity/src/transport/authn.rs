@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use tonic::body::Body;
 use tonic::server::NamedService;
-use tonic::transport::server::TcpConnectInfo;
 use tonic::{Request, Status};
 
 /// Wraps a tonic service; `protected` says which paths need a caller.
@@ -71,9 +70,9 @@ where
             let caller = Caller {
                 client_addr: request
                     .extensions()
-                    .get::<TcpConnectInfo>()
-                    .and_then(|info| info.remote_addr())
-                    .map(|addr| addr.ip().to_string()),
+                    .get::<super::client_addr::ClientAddr>()
+                    .and_then(|c| c.0)
+                    .map(|ip| ip.to_string()),
             };
             let token = bearer(&request);
             let principal = match auth.authenticate(&caller, token.as_deref()).await {

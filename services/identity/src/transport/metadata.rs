@@ -3,10 +3,16 @@
 use crate::service::Caller;
 use tonic::Request;
 
-/// The caller's TCP peer address.
+/// The caller's address as resolved by `client_addr::ClientAddrLayer`
+/// (falls back to the TCP peer when the layer is absent).
 pub fn caller<T>(request: &Request<T>) -> Caller {
+    let resolved = request
+        .extensions()
+        .get::<super::client_addr::ClientAddr>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| request.remote_addr().map(|a| a.ip()));
     Caller {
-        client_addr: request.remote_addr().map(|a| a.ip().to_string()),
+        client_addr: resolved.map(|ip| ip.to_string()),
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod authn;
+pub mod client_addr;
 pub mod convert;
 pub mod metadata;
 pub mod profile;

@@ -1,0 +1,257 @@
+//! Rate limits on the authentication RPCs, per client address and per
+//! account. Local counters (governor, GCRA) always exist; with a Redis URL
+//! the counters live in Redis so that every replica enforces one global
+//! limit. When Redis cannot be reached the service keeps limiting with the
+//! local counters, logs it, and reports `identity.rate_limit` NOT_SERVING in
+//! its health — it never fails open.
+
+use crate::domain::rate_limit::{Action, Quota};
+use governor::DefaultKeyedRateLimiter;
+use governor::clock::{Clock, DefaultClock};
+use redis::aio::ConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Health service name for the shared rate-limit backend.
+pub const HEALTH_NAME: &str = "identity.rate_limit";
+
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub enabled: bool,
+    pub per_address: HashMap<Action, Quota>,
+    pub per_account: HashMap<Action, Quota>,
+    pub redis_url: Option<SecretString>,
+}
+
+/// Which counter refused a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Address,
+    Account,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub scope: Scope,
+    pub retry_after: Duration,
+}
+
+struct Local {
+    quota: Quota,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl Local {
+    fn new(quota: Quota) -> Local {
+        let burst = NonZeroU32::new(quota.count).unwrap_or(NonZeroU32::MIN);
+        let governor_quota = governor::Quota::with_period(quota.interval())
+            .expect("a positive interval")
+            .allow_burst(burst);
+        Local {
+            quota,
+            limiter: DefaultKeyedRateLimiter::keyed(governor_quota),
+        }
+    }
+
+    fn check(&self, key: &str) -> Result<(), Duration> {
+        self.limiter
+            .check_key(&key.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// GCRA in one atomic script: the stored value is the "theoretical arrival
+/// time" in ms of Redis' own clock (so replicas' clocks never matter); every
+/// key gets a TTL. Returns 0 when allowed, else the ms to wait.
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then tat = now end
+local tau = (burst - 1) * interval
+if tat - now > tau then
+  return tat - now - tau
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+return 0
+";
+
+struct Shared {
+    connection: ConnectionManager,
+    script: redis::Script,
+    degraded: AtomicBool,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl Shared {
+    /// `None` when Redis did not answer in time: use the local counter.
+    async fn check(&self, key: &str, quota: &Quota) -> Option<Result<(), Duration>> {
+        if self.degraded.load(Ordering::Relaxed) {
+            return None;
+        }
+        let interval = quota.interval().as_millis().max(1) as u64;
+        let mut connection = self.connection.clone();
+        let mut invocation = self.script.prepare_invoke();
+        invocation.key(key).arg(interval).arg(quota.count);
+        let call = invocation.invoke_async::<u64>(&mut connection);
+        match tokio::time::timeout(Duration::from_millis(250), call).await {
+            Ok(Ok(0)) => Some(Ok(())),
+            Ok(Ok(wait_ms)) => Some(Err(Duration::from_millis(wait_ms))),
+            Ok(Err(e)) => {
+                self.degrade(&e.to_string()).await;
+                None
+            }
+            Err(_) => {
+                self.degrade("timed out").await;
+                None
+            }
+        }
+    }
+
+    async fn degrade(&self, why: &str) {
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                event.name = "identity.rate_limit.degraded",
+                error = %why,
+                "Redis unreachable: rate limits continue with this replica's local counters"
+            );
+            self.health
+                .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+    }
+
+    /// Probes a degraded backend until it answers again.
+    async fn watch(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if !self.degraded.load(Ordering::Relaxed) {
+                continue;
+            }
+            let mut connection = self.connection.clone();
+            let command = redis::cmd("PING");
+            let ping = command.query_async::<String>(&mut connection);
+            if matches!(
+                tokio::time::timeout(Duration::from_millis(500), ping).await,
+                Ok(Ok(_))
+            ) {
+                self.degraded.store(false, Ordering::Relaxed);
+                tracing::info!(
+                    event.name = "identity.rate_limit.restored",
+                    "Redis reachable again: global rate limits restored"
+                );
+                self.health
+                    .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::Serving)
+                    .await;
+            }
+        }
+    }
+}
+
+pub struct Limiter {
+    enabled: bool,
+    address: HashMap<Action, Local>,
+    account: HashMap<Action, Local>,
+    shared: Option<Arc<Shared>>,
+}
+
+impl Limiter {
+    pub async fn new(
+        settings: &LimitSettings,
+        health: &tonic_health::server::HealthReporter,
+    ) -> Result<Limiter, String> {
+        let address = settings
+            .per_address
+            .iter()
+            .map(|(a, q)| (*a, Local::new(*q)))
+            .collect();
+        let account = settings
+            .per_account
+            .iter()
+            .map(|(a, q)| (*a, Local::new(*q)))
+            .collect();
+        let shared = match (&settings.redis_url, settings.enabled) {
+            (Some(url), true) => {
+                let client = redis::Client::open(url.expose_secret())
+                    .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_millis(500)))
+                    .set_response_timeout(Some(Duration::from_millis(250)))
+                    .set_number_of_retries(1);
+                let connection = ConnectionManager::new_lazy_with_config(client, config)
+                    .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
+                health
+                    .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::Serving)
+                    .await;
+                let shared = Arc::new(Shared {
+                    connection,
+                    script: redis::Script::new(GCRA),
+                    degraded: AtomicBool::new(false),
+                    health: health.clone(),
+                });
+                tokio::spawn(Arc::clone(&shared).watch());
+                Some(shared)
+            }
+            _ => None,
+        };
+        Ok(Limiter {
+            enabled: settings.enabled,
+            address,
+            account,
+            shared,
+        })
+    }
+
+    async fn check_one(
+        &self,
+        local: Option<&Local>,
+        action: Action,
+        scope: &str,
+        value: &str,
+    ) -> Result<(), Duration> {
+        let Some(local) = local else { return Ok(()) };
+        let key = format!("identity:rl:{}:{scope}:{value}", action.as_str());
+        if let Some(shared) = &self.shared
+            && let Some(answer) = shared.check(&key, &local.quota).await
+        {
+            return answer;
+        }
+        local.check(&key)
+    }
+
+    /// `account` must already be a pseudonym: emails never become keys.
+    pub async fn check(
+        &self,
+        action: Action,
+        addr: Option<&str>,
+        account: Option<&str>,
+    ) -> Result<(), Limited> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if let Some(addr) = addr {
+            self.check_one(self.address.get(&action), action, "addr", addr)
+                .await
+                .map_err(|retry_after| Limited {
+                    scope: Scope::Address,
+                    retry_after,
+                })?;
+        }
+        if let Some(account) = account {
+            self.check_one(self.account.get(&action), action, "acct", account)
+                .await
+                .map_err(|retry_after| Limited {
+                    scope: Scope::Account,
+                    retry_after,
+                })?;
+        }
+        Ok(())
+    }
+}

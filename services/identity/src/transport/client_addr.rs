@@ -1,0 +1,144 @@
+//! Who is calling, by network address: the TCP peer, or — only when the
+//! peer is one of the configured proxies — the nearest untrusted address in
+//! `x-forwarded-for`. Computed once per request by a layer, so rate limits,
+//! throttling and audit rows all agree.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+/// The resolved client address, in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+/// Resolves `x-forwarded-for` against the trusted proxy list: walk from the
+/// right (the hop nearest us), skip trusted proxies, take the first other.
+pub fn resolve(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let Some(header) = forwarded_for else {
+        return Some(peer);
+    };
+    let mut nearest = peer;
+    for hop in header.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => nearest = ip,
+            Ok(ip) => return Some(ip),
+            // A malformed entry ends what we can believe.
+            Err(_) => return Some(nearest),
+        }
+    }
+    Some(nearest)
+}
+
+#[derive(Clone)]
+pub struct ClientAddrLayer {
+    trusted: Arc<Vec<IpNet>>,
+}
+
+impl ClientAddrLayer {
+    pub fn new(trusted: Vec<IpNet>) -> Self {
+        ClientAddrLayer {
+            trusted: Arc::new(trusted),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ClientAddrLayer {
+    type Service = ClientAddrService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientAddrService {
+            inner,
+            trusted: Arc::clone(&self.trusted),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ClientAddrService<S> {
+    inner: S,
+    trusted: Arc<Vec<IpNet>>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for ClientAddrService<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let extensions = request.extensions();
+        let peer = extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+            .or_else(|| {
+                extensions
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(|info| info.get_ref().remote_addr())
+            })
+            .map(|addr| addr.ip());
+        let forwarded = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        let client = resolve(peer, forwarded, &self.trusted);
+        request.extensions_mut().insert(ClientAddr(client));
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // Untrusted peer: the header is ignored.
+        assert_eq!(
+            resolve(Some(ip("198.51.100.7")), Some("203.0.113.1"), &trusted),
+            Some(ip("198.51.100.7"))
+        );
+        // Trusted peer: the nearest untrusted hop.
+        assert_eq!(
+            resolve(
+                Some(ip("10.0.0.2")),
+                Some("203.0.113.9, 203.0.113.1, 10.0.0.5"),
+                &trusted
+            ),
+            Some(ip("203.0.113.1"))
+        );
+        // A client cannot spoof past the nearest untrusted hop.
+        assert_eq!(
+            resolve(Some(ip("10.0.0.2")), Some("garbage, 203.0.113.1"), &trusted),
+            Some(ip("203.0.113.1"))
+        );
+        assert_eq!(
+            resolve(Some(ip("10.0.0.2")), Some("203.0.113.1, garbage"), &trusted),
+            Some(ip("10.0.0.2"))
+        );
+        assert_eq!(
+            resolve(Some(ip("10.0.0.2")), None, &trusted),
+            Some(ip("10.0.0.2"))
+        );
+    }
+}
