@@ -209,7 +209,8 @@ async fn production_mode_serves_with_a_key_file_on_postgres_and_drains_on_sigter
         }
         .env("IDENTITY_SIGNING_KEY_FILE", key.display().to_string())
         .env("IDENTITY_ALLOW_PLAINTEXT", "true")
-        .env("IDENTITY_BCRYPT_COST", "12"),
+        .env("IDENTITY_BCRYPT_COST", "12")
+        .env("IDENTITY_RATE_LIMIT_ENABLED", "true"),
     );
     let probe = || {
         Command::new(binary())

@@ -238,6 +238,80 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_HEALTH_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
     pub health_interval: Duration,
 
+    /// Rate limits on the authentication RPCs. `false` is accepted only
+    /// with --dev (load tests, benchmarks).
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_ENABLED", value_parser = BoolishValueParser::new(), default_value = "true", action = clap::ArgAction::Set)]
+    pub rate_limit_enabled: bool,
+
+    /// Register calls per client address (COUNT/PERIOD).
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_REGISTER", default_value = "10/1m")]
+    pub rate_limit_register: String,
+
+    /// Register calls per email.
+    #[arg(
+        long,
+        env = "IDENTITY_RATE_LIMIT_REGISTER_ACCOUNT",
+        default_value = "5/1m"
+    )]
+    pub rate_limit_register_account: String,
+
+    /// Login calls per client address.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_LOGIN", default_value = "30/1m")]
+    pub rate_limit_login: String,
+
+    /// Login calls per account (email), from every address together.
+    #[arg(
+        long,
+        env = "IDENTITY_RATE_LIMIT_LOGIN_ACCOUNT",
+        default_value = "100/1m"
+    )]
+    pub rate_limit_login_account: String,
+
+    /// Refresh calls per client address.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_REFRESH", default_value = "60/1m")]
+    pub rate_limit_refresh: String,
+
+    /// ValidateToken calls per client address (other services call it a lot).
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_VALIDATE", default_value = "20000/1m")]
+    pub rate_limit_validate: String,
+
+    /// ExchangeToken calls per client address.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_EXCHANGE", default_value = "30/1m")]
+    pub rate_limit_exchange: String,
+
+    /// redis://host:6379/0 — counters shared by every replica (one global limit).
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_REDIS_URL", hide_env_values = true)]
+    pub rate_limit_redis_url: Option<String>,
+
+    /// Proxies (CIDRs, comma-separated) whose x-forwarded-for is believed.
+    #[arg(long, env = "IDENTITY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Smallest zxcvbn score (0-4) a new password needs.
+    #[arg(long, env = "IDENTITY_PASSWORD_MIN_SCORE", default_value_t = 3)]
+    pub password_min_score: u8,
+
+    /// How often the TLS files are checked for changes (SIGHUP reloads at once).
+    #[arg(long, env = "IDENTITY_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+
+    /// Origins (comma-separated, exact) allowed to call through gRPC-Web;
+    /// gRPC-Web is off when empty. No wildcard.
+    #[arg(long, env = "IDENTITY_GRPC_WEB_ORIGINS", value_delimiter = ',')]
+    pub grpc_web_origins: Vec<String>,
+
+    /// Largest request message, in bytes.
+    #[arg(long, env = "IDENTITY_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Concurrent streams per HTTP/2 connection.
+    #[arg(long, env = "IDENTITY_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
+    /// Deadline for one call (the caller's grpc-timeout, if shorter, wins).
+    #[arg(long, env = "IDENTITY_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
     /// Emails (comma-separated) that get the admin role when they register.
     /// The only way to an admin without the `identity admin` command.
     #[arg(long, env = "IDENTITY_BOOTSTRAP_ADMINS", value_delimiter = ',')]

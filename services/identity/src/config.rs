@@ -2,9 +2,12 @@
 //! setting stops the program with a message that names it.
 
 use crate::cli::{Cli, LogFormat, Settings};
+use crate::domain::rate_limit::{Action, Quota};
+use crate::service::limits::LimitSettings;
 use crate::store::{Backend, PoolSettings};
 use clap::{CommandFactory, FromArgMatches};
 use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +75,14 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_filter: String,
     pub bootstrap_admins: Vec<String>,
+    pub limits: LimitSettings,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub password_min_score: u8,
+    pub tls_reload_interval: Duration,
+    pub grpc_web_origins: Vec<http::HeaderValue>,
+    pub max_message_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub request_timeout: Duration,
 }
 
 /// Secrets that must never be accepted: documentation examples and the
@@ -368,6 +379,151 @@ impl Config {
             })?);
         }
 
+        if production && !settings.rate_limit_enabled {
+            return Err(refuse(
+                "IDENTITY_RATE_LIMIT_ENABLED",
+                "rate limits can be switched off only with --dev (load tests); remove the setting",
+            ));
+        }
+        let quota =
+            |setting: &'static str, text: &str| Quota::parse(text).map_err(|p| refuse(setting, p));
+        let per_address = HashMap::from([
+            (
+                Action::Register,
+                quota(
+                    "IDENTITY_RATE_LIMIT_REGISTER",
+                    &settings.rate_limit_register,
+                )?,
+            ),
+            (
+                Action::Login,
+                quota("IDENTITY_RATE_LIMIT_LOGIN", &settings.rate_limit_login)?,
+            ),
+            (
+                Action::Refresh,
+                quota("IDENTITY_RATE_LIMIT_REFRESH", &settings.rate_limit_refresh)?,
+            ),
+            (
+                Action::Validate,
+                quota(
+                    "IDENTITY_RATE_LIMIT_VALIDATE",
+                    &settings.rate_limit_validate,
+                )?,
+            ),
+            (
+                Action::Exchange,
+                quota(
+                    "IDENTITY_RATE_LIMIT_EXCHANGE",
+                    &settings.rate_limit_exchange,
+                )?,
+            ),
+        ]);
+        let per_account = HashMap::from([
+            (
+                Action::Register,
+                quota(
+                    "IDENTITY_RATE_LIMIT_REGISTER_ACCOUNT",
+                    &settings.rate_limit_register_account,
+                )?,
+            ),
+            (
+                Action::Login,
+                quota(
+                    "IDENTITY_RATE_LIMIT_LOGIN_ACCOUNT",
+                    &settings.rate_limit_login_account,
+                )?,
+            ),
+        ]);
+        let redis_url = match settings
+            .rate_limit_redis_url
+            .filter(|u| !u.trim().is_empty())
+        {
+            Some(url) if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
+                Some(SecretString::from(url))
+            }
+            Some(_) => {
+                return Err(refuse(
+                    "IDENTITY_RATE_LIMIT_REDIS_URL",
+                    "must start with redis://",
+                ));
+            }
+            None => None,
+        };
+        let mut trusted_proxies = Vec::new();
+        for cidr in settings
+            .trusted_proxies
+            .iter()
+            .filter(|c| !c.trim().is_empty())
+        {
+            let net = cidr
+                .trim()
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| {
+                    cidr.trim()
+                        .parse::<std::net::IpAddr>()
+                        .map(ipnet::IpNet::from)
+                })
+                .map_err(|_| {
+                    refuse(
+                        "IDENTITY_TRUSTED_PROXIES",
+                        format!("`{cidr}` is not an address or CIDR"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+        if settings.password_min_score > 4 {
+            return Err(refuse(
+                "IDENTITY_PASSWORD_MIN_SCORE",
+                "must be between 0 and 4",
+            ));
+        }
+        if production && settings.password_min_score < 3 {
+            return Err(refuse(
+                "IDENTITY_PASSWORD_MIN_SCORE",
+                "production requires at least 3",
+            ));
+        }
+        let mut grpc_web_origins = Vec::new();
+        for origin in settings
+            .grpc_web_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+        {
+            let origin = origin.trim();
+            let valid = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.contains('*')
+                && !origin
+                    .trim_start_matches("https://")
+                    .trim_start_matches("http://")
+                    .contains('/');
+            if !valid {
+                return Err(refuse(
+                    "IDENTITY_GRPC_WEB_ORIGINS",
+                    format!(
+                        "`{origin}` must be an exact origin like https://app.example.com (no wildcard, no path)"
+                    ),
+                ));
+            }
+            grpc_web_origins.push(http::HeaderValue::from_str(origin).map_err(|_| {
+                refuse(
+                    "IDENTITY_GRPC_WEB_ORIGINS",
+                    format!("`{origin}` is not a valid origin"),
+                )
+            })?);
+        }
+        if settings.max_message_bytes < 1024 {
+            return Err(refuse(
+                "IDENTITY_MAX_MESSAGE_BYTES",
+                "must be at least 1024",
+            ));
+        }
+        if settings.max_concurrent_streams == 0 {
+            return Err(refuse(
+                "IDENTITY_MAX_CONCURRENT_STREAMS",
+                "must be at least 1",
+            ));
+        }
+
         let listen_addr = settings.listen_addr.unwrap_or_else(|| {
             if production {
                 SocketAddr::from(([0, 0, 0, 0], 50051))
@@ -410,6 +566,19 @@ impl Config {
             }),
             log_filter: settings.log,
             bootstrap_admins,
+            limits: LimitSettings {
+                enabled: settings.rate_limit_enabled,
+                per_address,
+                per_account,
+                redis_url,
+            },
+            trusted_proxies,
+            password_min_score: settings.password_min_score,
+            tls_reload_interval: settings.tls_reload_interval,
+            grpc_web_origins,
+            max_message_bytes: settings.max_message_bytes,
+            max_concurrent_streams: settings.max_concurrent_streams,
+            request_timeout: settings.request_timeout,
         })
     }
 

@@ -4,6 +4,7 @@
 use crate::config::{Config, KeySettings, Mode};
 use crate::domain::passwords::Hasher;
 use crate::domain::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
+use crate::service::limits::Limiter;
 use crate::service::{Auth, AuthSettings, Profiles};
 use crate::store::Store;
 use crate::transport;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 /// Reads the configured keys; in dev mode without any, generates one under
 /// the data folder and keeps it there so tokens survive a restart.
@@ -70,21 +70,6 @@ pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
-}
-
-fn tls_config(config: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
-    let Some(files) = &config.tls else {
-        return Ok(None);
-    };
-    let cert = std::fs::read(&files.cert).context("IDENTITY_TLS_CERT_FILE")?;
-    let key = std::fs::read(&files.key).context("IDENTITY_TLS_KEY_FILE")?;
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &files.client_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(
-            std::fs::read(ca).context("IDENTITY_TLS_CLIENT_CA_FILE")?,
-        ));
-    }
-    Ok(Some(tls))
 }
 
 /// Probes the database and flips the health status when it changes:
@@ -162,6 +147,16 @@ pub async fn run(
         .context("IDENTITY_BCRYPT_COST")?;
     let store =
         Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
+    let reporter = tonic_health::server::HealthReporter::new();
+    let limits = Limiter::new(&config.limits, &reporter)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    if !config.limits.enabled {
+        tracing::warn!(
+            event.name = "identity.config.insecure",
+            "rate limits are OFF (IDENTITY_RATE_LIMIT_ENABLED=false)"
+        );
+    }
     let auth = Arc::new(Auth::new(
         store.clone(),
         Arc::clone(&keys),
@@ -170,11 +165,12 @@ pub async fn run(
             access_token_ttl: config.access_token_ttl,
             refresh_token_ttl: config.refresh_token_ttl,
             bootstrap_admins: config.bootstrap_admins.clone(),
+            password_min_score: config.password_min_score,
         },
+        Arc::new(limits),
     ));
     let profiles = Arc::new(Profiles::new(store.clone(), Arc::clone(&keys)));
 
-    let reporter = tonic_health::server::HealthReporter::new();
     // Probe once before listening, so the first health answer is true.
     let reachable = matches!(
         tokio::time::timeout(config.pool.timeout, store.ping()).await,
@@ -202,7 +198,7 @@ pub async fn run(
             .await
             .with_context(|| format!("IDENTITY_HEALTH_LISTEN_ADDR: cannot listen on {addr}"))?;
         tracing::info!(address = %listener.local_addr()?, "serving grpc.health.v1 (plaintext)");
-        let server = transport::server_builder()
+        let server = transport::health_server_builder()
             .add_service(transport::health_service(&reporter))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(listener),
@@ -220,18 +216,45 @@ pub async fn run(
             )
         })?;
     let local = listener.local_addr()?;
-    let (reflection_v1, reflection_v1alpha) = transport::reflection()?;
-    let mut builder = transport::server_builder();
-    if let Some(tls) = tls_config(&config)? {
-        builder = builder.tls_config(tls).context("IDENTITY_TLS_CERT_FILE")?;
-    }
-    let server = builder
-        .add_service(transport::auth_service(Arc::clone(&auth)))
-        .add_service(transport::profile_service(Arc::clone(&auth), profiles))
-        .add_service(transport::health_service(&reporter))
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop_rx.clone()));
+    let http = transport::HttpSettings {
+        tls: config.tls.is_some(),
+        grpc_web_origins: config.grpc_web_origins.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        max_message_bytes: config.max_message_bytes,
+        max_concurrent_streams: config.max_concurrent_streams,
+        request_timeout: config.request_timeout,
+    };
+    let mut tls_watcher = None;
+    let server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match &config.tls {
+        Some(files) => {
+            let tls = transport::tls::Reloadable::new(files).map_err(anyhow::Error::msg)?;
+            tls_watcher = Some(tls.watch(files.clone(), config.tls_reload_interval));
+            let incoming = tls.incoming(listener);
+            let (auth, profiles, reporter, stop) = (
+                Arc::clone(&auth),
+                profiles,
+                reporter.clone(),
+                stopped(stop_rx.clone()),
+            );
+            Box::pin(async move {
+                transport::serve(&http, auth, profiles, &reporter, incoming, stop).await
+            })
+        }
+        None => {
+            let incoming = TcpListenerStream::new(listener);
+            let (auth, profiles, reporter, stop) = (
+                Arc::clone(&auth),
+                profiles,
+                reporter.clone(),
+                stopped(stop_rx.clone()),
+            );
+            Box::pin(async move {
+                transport::serve(&http, auth, profiles, &reporter, incoming, stop).await
+            })
+        }
+    };
     tracing::info!(
         address = %local,
         tls = config.tls.is_some(),
@@ -265,28 +288,39 @@ pub async fn run(
     if let Some(health) = health_only {
         health.abort();
     }
+    if let Some(tls) = tls_watcher {
+        tls.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// called — before the server listens — so a signal that arrives during
+/// start-up is a graceful stop, not the default kill.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let interrupt = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {}
+                () = wait(interrupt) => {}
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

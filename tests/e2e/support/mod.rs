@@ -164,7 +164,9 @@ impl Server {
             .env("IDENTITY_BCRYPT_COST", "4")
             .env("IDENTITY_HEALTH_INTERVAL", "200ms")
             .env("IDENTITY_DATABASE_TIMEOUT", "1s")
-            .env("IDENTITY_SHUTDOWN_GRACE", "5s");
+            .env("IDENTITY_SHUTDOWN_GRACE", "5s")
+            // Tests hammer one address; the rate-limit tests switch them on.
+            .env("IDENTITY_RATE_LIMIT_ENABLED", "false");
         for (key, value) in &options.env {
             command.env(key, value);
         }

@@ -33,6 +33,41 @@ pub fn check_length(password: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The full policy for a new password (NIST SP 800-63B §3.1.1.2, OWASP
+/// ASVS 5 V6.2): length as above, no composition rules, and refused when
+/// guessable — a zxcvbn score below `min_score` (dictionary words, common
+/// passwords, keyboard patterns, the user's own email or name) or containing
+/// the email's local part.
+pub fn check_new(
+    password: &str,
+    email: &str,
+    display_name: &str,
+    min_score: u8,
+) -> Result<(), String> {
+    check_length(password)?;
+    let local = email.split('@').next().unwrap_or_default();
+    if local.chars().count() >= 3 && password.to_lowercase().contains(&local.to_lowercase()) {
+        return Err("must not contain the name part of your email address".into());
+    }
+    let inputs: Vec<&str> = [email, local, display_name]
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .collect();
+    let estimate = zxcvbn::zxcvbn(password, &inputs);
+    let score = u8::from(estimate.score());
+    if score < min_score {
+        let hint = estimate
+            .feedback()
+            .and_then(|f| f.warning())
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
+        return Err(format!(
+            "is too easy to guess{hint}; use a longer passphrase of unrelated words"
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HashError {
     /// The queue is full: shed the call.
@@ -178,6 +213,18 @@ mod tests {
         // 25 three-byte characters: 25 characters but 75 bytes.
         assert!(check_length(&"€".repeat(25)).is_err());
         assert!(check_length("with\0nul byte").is_err());
+    }
+
+    #[test]
+    fn guessable_passwords_and_the_email_name_are_refused_with_a_reason() {
+        assert!(check_new("correct horse battery staple", "ann@example.com", "Ann", 3).is_ok());
+        let err = check_new("password123", "ann@example.com", "", 3).unwrap_err();
+        assert!(err.contains("too easy to guess"), "{err}");
+        assert!(check_new("qwertyuiop", "ann@example.com", "", 3).is_err());
+        let err = check_new("annabel-river-quartz-42", "annabel@example.com", "", 3).unwrap_err();
+        assert!(err.contains("email"), "{err}");
+        // No composition rules: a long lower-case passphrase is fine.
+        assert!(check_new("violet meadows under rusty bridges", "x@example.com", "", 3).is_ok());
     }
 
     #[tokio::test]

@@ -1,14 +1,17 @@
 //! Registration, login, refresh, logout, validation and password change.
 
 use crate::domain::passwords::{self, HashError, Hasher};
+use crate::domain::rate_limit::Action;
+use crate::domain::throttle::{Throttle, ThrottlePolicy, Wait};
 use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use crate::domain::{Error, Violations, refresh, validation};
+use crate::service::limits::{Limiter, Scope};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
 use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
 use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const LOCAL_PROVIDER: &str = "local";
 
@@ -39,6 +42,8 @@ pub struct AuthSettings {
     pub refresh_token_ttl: Duration,
     /// Normalised emails that get the admin role when they register.
     pub bootstrap_admins: Vec<String>,
+    /// Smallest zxcvbn score a new password needs.
+    pub password_min_score: u8,
 }
 
 pub struct Auth {
@@ -46,6 +51,8 @@ pub struct Auth {
     keys: Arc<TokenKeys>,
     hasher: Arc<Hasher>,
     settings: AuthSettings,
+    limits: Arc<Limiter>,
+    throttle: Throttle,
 }
 
 fn busy(e: HashError) -> Error {
@@ -67,12 +74,49 @@ impl Auth {
         keys: Arc<TokenKeys>,
         hasher: Arc<Hasher>,
         settings: AuthSettings,
+        limits: Arc<Limiter>,
     ) -> Self {
         Auth {
             store,
             keys,
             hasher,
             settings,
+            limits,
+            throttle: Throttle::new(ThrottlePolicy::default()),
+        }
+    }
+
+    /// Applies the rate limits of `action` to the caller's address and, if
+    /// given, to an account (keyed by pseudonym: emails never become keys).
+    pub async fn limit(
+        &self,
+        action: Action,
+        caller: &Caller,
+        account: Option<&str>,
+    ) -> Result<(), Error> {
+        let account = account.map(|a| self.keys.pseudonym(a));
+        match self
+            .limits
+            .check(action, caller.addr(), account.as_deref())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(limited) => {
+                let scope = match limited.scope {
+                    Scope::Address => "address",
+                    Scope::Account => "account",
+                };
+                security_event!(
+                    "identity.rate_limited",
+                    rpc = action.as_str(),
+                    scope = scope,
+                    retry_after_ms = limited.retry_after.as_millis() as u64,
+                    client.address = caller.addr()
+                );
+                Err(Error::Busy {
+                    retry_after: limited.retry_after.max(Duration::from_millis(1)),
+                })
+            }
         }
     }
 
@@ -139,15 +183,17 @@ impl Auth {
         display_name: &str,
     ) -> Result<(Profile, IssuedTokens), Error> {
         let mut violations = Violations::new();
-        let email = violations.check("email", validation::email(email));
-        violations.check(
-            "password",
-            passwords::check_length(password.expose_secret()),
+        let email = validation::email(email);
+        let display_name = validation::display_name(display_name, false);
+        let password_ok = passwords::check_new(
+            password.expose_secret(),
+            email.as_deref().unwrap_or_default(),
+            display_name.as_deref().unwrap_or_default(),
+            self.settings.password_min_score,
         );
-        let display_name = violations.check(
-            "display_name",
-            validation::display_name(display_name, false),
-        );
+        let email = violations.check("email", email);
+        violations.check("password", password_ok);
+        let display_name = violations.check("display_name", display_name);
         if let Err(e) = violations.into_result() {
             security_event!(
                 "identity.register.refused",
@@ -157,6 +203,7 @@ impl Auth {
             return Err(e);
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
+        self.limit(Action::Register, caller, Some(&email)).await?;
         let admin = self.settings.bootstrap_admins.contains(&email);
 
         let password_hash = self.hasher.hash(password).await.map_err(busy)?;
@@ -246,6 +293,28 @@ impl Auth {
         }
         violations.into_result()?;
         let email = email.unwrap_or_default();
+        self.limit(Action::Login, caller, Some(&email)).await?;
+        let throttle_key = self.keys.pseudonym(&email);
+        let throttle_addr = caller.addr().unwrap_or("unknown").to_owned();
+        if let Err(wait) = self
+            .throttle
+            .check(&throttle_key, &throttle_addr, Instant::now())
+        {
+            let scope = match wait {
+                Wait::Address(_) => "address",
+                Wait::Account(_) => "account",
+            };
+            security_event!(
+                "identity.login.failed",
+                reason = "throttled",
+                scope = scope,
+                subject = %format!("email:{throttle_key}"),
+                client.address = caller.addr()
+            );
+            return Err(Error::Busy {
+                retry_after: wait.duration().max(Duration::from_millis(1)),
+            });
+        }
 
         let account = self.store.find_credential(&email).await?;
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
@@ -272,11 +341,14 @@ impl Auth {
                     Some(a) => audit.profile(a.profile.id),
                     None => audit.detail("email_pseudonym", self.keys.pseudonym(&email)),
                 };
+                self.throttle
+                    .failed(&throttle_key, &throttle_addr, Instant::now());
                 self.store.record_audit(&audit).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
 
+        self.throttle.succeeded(&throttle_key, &throttle_addr);
         let profile = account.profile;
         if let Some(old_hash) = stored_hash.filter(|h| self.hasher.needs_rehash(h)) {
             // The cost setting rose since this hash was made: upgrade it now
@@ -320,6 +392,7 @@ impl Auth {
     ) -> Result<IssuedTokens, Error> {
         validation::required(refresh_token, refresh::MAX_REFRESH_TOKEN_BYTES)
             .map_err(|d| Error::invalid("refresh_token", d))?;
+        self.limit(Action::Refresh, caller, None).await?;
         let presented = refresh::hash(refresh_token);
         let next = refresh::generate();
         let now = Utc::now();
@@ -396,6 +469,17 @@ impl Auth {
         caller: &Caller,
         token: &str,
     ) -> Result<Option<AccessClaims>, Error> {
+        self.limit(Action::Validate, caller, None).await?;
+        self.check_token(caller, token).await
+    }
+
+    /// Verification with the refusal logged, without the ValidateToken rate
+    /// limit (authenticated calls have their own).
+    async fn check_token(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Option<AccessClaims>, Error> {
         match self.verify_access_token(token).await? {
             Ok(claims) => Ok(Some(claims)),
             Err(refusal) => {
@@ -418,7 +502,7 @@ impl Auth {
         bearer: Option<&str>,
     ) -> Result<AccessClaims, Error> {
         let token = bearer.ok_or(Error::Unauthenticated)?;
-        self.validate(caller, token)
+        self.check_token(caller, token)
             .await?
             .ok_or(Error::Unauthenticated)
     }
@@ -475,7 +559,21 @@ impl Auth {
         if current.expose_secret().is_empty() {
             violations.check::<()>("current_password", Err("is required".into()));
         }
-        violations.check("new_password", passwords::check_length(new.expose_secret()));
+        let profile_email = self
+            .store
+            .find_profile(principal.profile_id)
+            .await?
+            .and_then(|p| p.email)
+            .unwrap_or_default();
+        violations.check(
+            "new_password",
+            passwords::check_new(
+                new.expose_secret(),
+                &profile_email,
+                "",
+                self.settings.password_min_score,
+            ),
+        );
         if !current.expose_secret().is_empty() && current.expose_secret() == new.expose_secret() {
             violations.check::<()>(
                 "new_password",

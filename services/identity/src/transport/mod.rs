@@ -8,6 +8,7 @@ pub mod convert;
 pub mod metadata;
 pub mod profile;
 pub mod status;
+pub mod tls;
 
 use crate::proto::v1::auth_service_server::AuthServiceServer;
 use crate::proto::v1::profile_service_server::ProfileServiceServer;
@@ -18,8 +19,10 @@ use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 
-/// Largest request message accepted (larger ones get RESOURCE_EXHAUSTED).
+/// Default largest request message (larger ones get RESOURCE_EXHAUSTED).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 pub const AUTH_SERVICE: &str = <AuthServiceServer<auth::AuthApi> as NamedService>::NAME;
@@ -28,10 +31,13 @@ pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as 
 
 /// AuthService: only ChangePassword requires a caller (Logout takes an
 /// optional bearer token and checks it itself).
-pub fn auth_service(auth: Arc<Auth>) -> authn::RequireBearer<AuthServiceServer<auth::AuthApi>> {
+pub fn auth_service(
+    auth: Arc<Auth>,
+    max_message_bytes: usize,
+) -> authn::RequireBearer<AuthServiceServer<auth::AuthApi>> {
     let server = AuthServiceServer::new(auth::AuthApi::new(Arc::clone(&auth)))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(4 * max_message_bytes.max(MAX_MESSAGE_BYTES));
     authn::RequireBearer::new(server, auth, |path| {
         path == "/identity.v1.AuthService/ChangePassword"
     })
@@ -41,10 +47,11 @@ pub fn auth_service(auth: Arc<Auth>) -> authn::RequireBearer<AuthServiceServer<a
 pub fn profile_service(
     auth: Arc<Auth>,
     profiles: Arc<Profiles>,
+    max_message_bytes: usize,
 ) -> authn::RequireBearer<ProfileServiceServer<profile::ProfileApi>> {
     let server = ProfileServiceServer::new(profile::ProfileApi::new(profiles))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(4 * max_message_bytes.max(MAX_MESSAGE_BYTES));
     authn::RequireBearer::new(server, auth, |_| true)
 }
 
@@ -69,17 +76,14 @@ pub async fn set_health(reporter: &HealthReporter, serving: bool) {
 }
 
 /// Server reflection, v1 and v1alpha (grpcurl 1.8 speaks only v1alpha).
-pub fn reflection() -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    tonic_reflection::server::Error,
-> {
+pub fn reflection() -> (
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+) {
     let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -87,7 +91,15 @@ pub fn reflection() -> Result<
             // So that grpcurl can decode google.rpc.BadRequest and RetryInfo.
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    // The descriptors are compiled in; failing here is a build defect.
+    (
+        builder()
+            .build_v1()
+            .expect("embedded descriptors are valid"),
+        builder()
+            .build_v1alpha()
+            .expect("embedded descriptors are valid"),
+    )
 }
 
 /// tonic answers an over-long request with OUT_OF_RANGE; gRPC's own
@@ -112,21 +124,124 @@ pub fn message_too_large_is_resource_exhausted<B>(
     response
 }
 
-type FixStatus = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
-type Layers = tower::layer::util::Stack<
-    tower::util::MapResponseLayer<FixStatus>,
-    tower::layer::util::Identity,
->;
+/// Settings of the HTTP/2 (and gRPC-Web) front.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub tls: bool,
+    pub grpc_web_origins: Vec<http::HeaderValue>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub max_message_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub request_timeout: Duration,
+}
 
-/// HTTP/2 settings shared by every listener.
-pub fn server_builder() -> tonic::transport::Server<Layers> {
-    tonic::transport::Server::builder()
-        .layer(tower::util::MapResponseLayer::new(
-            message_too_large_is_resource_exhausted::<tonic::body::Body> as FixStatus,
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            tls: false,
+            grpc_web_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_concurrent_streams: 256,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<http::HeaderValue> {
+    SetResponseHeaderLayer::overriding(
+        http::HeaderName::from_static(name),
+        http::HeaderValue::from_static(value),
+    )
+}
+
+/// CORS for gRPC-Web: only the configured origins, only POST, and the
+/// headers a gRPC-Web client sends and must read.
+fn cors(origins: &[http::HeaderValue]) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([http::Method::POST])
+        .allow_headers([
+            http::header::CONTENT_TYPE,
+            http::header::AUTHORIZATION,
+            http::HeaderName::from_static("x-grpc-web"),
+            http::HeaderName::from_static("x-user-agent"),
+            http::HeaderName::from_static("grpc-timeout"),
+        ])
+        .expose_headers([
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderName::from_static("grpc-message"),
+            http::HeaderName::from_static("grpc-status-details-bin"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
+/// Serves the API on `incoming` (plain TCP or TLS streams) until
+/// `shutdown`: the shared HTTP/2 limits, then the layers — client address,
+/// security headers on every response, status fix-up, optional gRPC-Web
+/// with CORS — then the services.
+pub async fn serve<I, IO, IE, F>(
+    http: &HttpSettings,
+    auth: Arc<Auth>,
+    profiles: Arc<Profiles>,
+    reporter: &HealthReporter,
+    incoming: I,
+    shutdown: F,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: std::future::Future<Output = ()>,
+{
+    let web = !http.grpc_web_origins.is_empty();
+    let layers = tower::ServiceBuilder::new()
+        .layer(client_addr::ClientAddrLayer::new(
+            http.trusted_proxies.clone(),
         ))
-        .timeout(Duration::from_secs(30))
+        .layer(header("x-content-type-options", "nosniff"))
+        .layer(header("x-frame-options", "DENY"))
+        .layer(header("referrer-policy", "no-referrer"))
+        .layer(header("cache-control", "no-store"))
+        .option_layer(http.tls.then(|| {
+            header(
+                "strict-transport-security",
+                "max-age=31536000; includeSubDomains",
+            )
+        }))
+        .layer(tower::util::MapResponseLayer::new(
+            message_too_large_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _,
+        ))
+        .option_layer(web.then(|| cors(&http.grpc_web_origins)))
+        .option_layer(web.then(tonic_web::GrpcWebLayer::new))
+        .into_inner();
+    let (reflection_v1, reflection_v1alpha) = reflection();
+    tonic::transport::Server::builder()
+        .accept_http1(web)
+        .timeout(http.request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .max_concurrent_streams(Some(256))
+        .max_concurrent_streams(Some(http.max_concurrent_streams))
         .tcp_nodelay(true)
+        .layer(layers)
+        .add_service(auth_service(Arc::clone(&auth), http.max_message_bytes))
+        .add_service(profile_service(auth, profiles, http.max_message_bytes))
+        .add_service(health_service(reporter))
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
+/// Plain HTTP/2 settings for the health-only port.
+pub fn health_server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .timeout(Duration::from_secs(5))
+        .max_concurrent_streams(Some(16))
 }
