@@ -7,6 +7,7 @@ mod auth_flow;
 mod cli;
 mod forgery;
 mod grpcurl;
+mod hardening;
 mod input;
 mod outage;
 mod profiles;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod proxy;
 
 use identity::proto::v1::auth_service_client::AuthServiceClient;
