@@ -9,7 +9,7 @@
 /// never by email, password or token.
 macro_rules! security_event {
     ($name:literal, $($fields:tt)*) => {
-        tracing::info!(target: "identity::security", { event.name = $name, $($fields)* }, "security event")
+        tracing::info!(target: "identity::security", { event.name = $name, $($fields)* }, $name)
     };
 }
 
@@ -21,4 +21,5 @@ pub mod proto;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod transport;

@@ -29,10 +29,11 @@ fn main() -> ExitCode {
                         return Ok(ExitCode::from(2));
                     }
                 };
-                commands::init_logging(config.log_format, &config.log_filter);
-                server::run(config, server::shutdown_signal())
-                    .await
-                    .map(|()| ExitCode::SUCCESS)
+                let telemetry = identity::telemetry::init(config.log_format, &config.log_filter);
+                let result = server::run(config, server::shutdown_signal()).await;
+                // Flush queued spans before exit (bounded).
+                telemetry.shutdown().await;
+                result.map(|()| ExitCode::SUCCESS)
             }
             Command::Migrate(args) => commands::migrate(&args.database_url)
                 .await

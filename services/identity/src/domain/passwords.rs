@@ -135,6 +135,15 @@ impl Hasher {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
+        use tracing::Instrument as _;
+        let span = tracing::info_span!("bcrypt", otel.name = "bcrypt", bcrypt.cost = self.cost);
+        self.run_inner(f).instrument(span).await
+    }
+
+    async fn run_inner<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         let (tx, rx) = oneshot::channel();
         let queued = Arc::clone(&self.queued);
         queued.fetch_add(1, Ordering::Relaxed);
@@ -146,6 +155,9 @@ impl Hasher {
             Ok(()) => rx.await.map_err(|_| HashError::Failed),
             Err(TrySendError::Full(_)) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
+                crate::telemetry::metrics::metrics()
+                    .bcrypt_shed
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(HashError::Busy)
             }
             Err(TrySendError::Disconnected(_)) => {

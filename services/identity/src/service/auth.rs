@@ -106,6 +106,7 @@ impl Auth {
                     Scope::Address => "address",
                     Scope::Account => "account",
                 };
+                crate::telemetry::metrics::metrics().rate_limited(action.as_str());
                 security_event!(
                     "identity.rate_limited",
                     rpc = action.as_str(),
@@ -304,6 +305,7 @@ impl Auth {
                 Wait::Address(_) => "address",
                 Wait::Account(_) => "account",
             };
+            crate::telemetry::metrics::metrics().login_failed("throttled");
             security_event!(
                 "identity.login.failed",
                 reason = "throttled",
@@ -334,6 +336,7 @@ impl Auth {
                     Some(a) => ("bad_password", a.profile.id.to_string()),
                 };
                 security_event!("identity.login.failed", reason = reason, subject = %subject, client.address = caller.addr());
+                crate::telemetry::metrics::metrics().login_failed(reason);
                 let mut audit = AuditEvent::new("identity.login.failed")
                     .client(caller.addr())
                     .detail("reason", reason);

@@ -128,19 +128,37 @@ impl std::fmt::Debug for Store {
 }
 
 /// Runs one query function on whichever backend this store uses.
+/// Each call is a child span (`db.system`, `db.operation.name`) of the RPC.
 macro_rules! on_backend {
-    ($store:expr, $func:ident ( $($arg:expr),* $(,)? )) => {
+    ($store:expr, $func:ident ( $($arg:expr),* $(,)? )) => {{
+        use tracing::Instrument as _;
         match $store {
-            Store::Postgres(pool) => {
+            Store::Postgres(pool) => async {
                 let mut conn = pool.get().await?;
                 postgres::$func(&mut conn, $($arg),*).await.map_err(StoreError::from)
             }
-            Store::Sqlite(pool) => {
+            .instrument(tracing::info_span!(
+                "db",
+                otel.name = concat!("db ", stringify!($func)),
+                otel.kind = "client",
+                db.system = "postgresql",
+                db.operation.name = stringify!($func)
+            ))
+            .await,
+            Store::Sqlite(pool) => async {
                 let mut conn = pool.get().await?;
                 sqlite::$func(&mut conn, $($arg),*).await.map_err(StoreError::from)
             }
+            .instrument(tracing::info_span!(
+                "db",
+                otel.name = concat!("db ", stringify!($func)),
+                otel.kind = "client",
+                db.system = "sqlite",
+                db.operation.name = stringify!($func)
+            ))
+            .await,
         }
-    };
+    }};
 }
 
 impl Store {
@@ -166,6 +184,15 @@ impl Store {
             None => Err("unsupported database URL scheme".into()),
         }
         .map_err(StoreError::Unavailable)
+    }
+
+    /// Connections (size, available, waiting) for the pool gauges.
+    pub fn pool_status(&self) -> (usize, usize, usize) {
+        let status = match self {
+            Store::Postgres(pool) => pool.status(),
+            Store::Sqlite(pool) => pool.status(),
+        };
+        (status.size, status.available, status.waiting)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

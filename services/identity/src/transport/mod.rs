@@ -205,6 +205,7 @@ where
         .layer(client_addr::ClientAddrLayer::new(
             http.trusted_proxies.clone(),
         ))
+        .layer(crate::telemetry::rpc::RpcSpanLayer)
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))
         .layer(header("referrer-policy", "no-referrer"))

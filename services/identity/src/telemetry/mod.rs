@@ -1,0 +1,163 @@
+//! Logs, traces and metrics.
+//!
+//! - JSON (or text) logs on stdout; inside an RPC they carry the span's
+//!   `trace_id` and `span_id`.
+//! - OTLP/gRPC traces when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//!   `..._TRACES_ENDPOINT`) is set and `OTEL_SDK_DISABLED` is not `true`;
+//!   the other standard variables (`OTEL_SERVICE_NAME`,
+//!   `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_BSP_*`)
+//!   are honoured. Export never blocks an RPC (see `export`).
+//! - Metrics: Prometheus text on the admin port, OTLP metrics with traces.
+
+pub mod admin;
+pub mod export;
+pub mod metrics;
+pub mod rpc;
+
+use crate::cli::LogFormat;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
+
+/// Handles to flush and stop exporters at exit.
+#[derive(Default)]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+    metrics: Option<SdkMeterProvider>,
+}
+
+fn env_set(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// Whether OTLP export is configured (and not disabled).
+pub fn otlp_enabled() -> bool {
+    let disabled =
+        std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    !disabled
+        && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+fn resource() -> Resource {
+    let builder = Resource::builder();
+    if env_set("OTEL_SERVICE_NAME") {
+        builder.build()
+    } else {
+        builder.with_service_name("identity").build()
+    }
+}
+
+fn register_otlp_metrics(provider: &SdkMeterProvider) {
+    use opentelemetry::metrics::MeterProvider as _;
+    let meter = provider.meter("identity");
+    for name in [
+        "identity.rpc.requests",
+        "identity.login.failures",
+        "identity.rate_limited",
+        "identity.bcrypt.shed",
+        "identity.jwks.refetches",
+        "identity.spans.dropped",
+    ] {
+        meter
+            .f64_observable_counter(name)
+            .with_callback(move |observer| {
+                for (metric, labels, value) in metrics::metrics().snapshot_counters() {
+                    if metric == name {
+                        let attributes: Vec<opentelemetry::KeyValue> = labels
+                            .into_iter()
+                            .map(|(k, v)| opentelemetry::KeyValue::new(k, v))
+                            .collect();
+                        observer.observe(value, &attributes);
+                    }
+                }
+            })
+            .build();
+    }
+}
+
+/// Installs logging and, when configured, OTLP export. Call inside the
+/// Tokio runtime.
+pub fn init(format: LogFormat, filter: &str) -> Telemetry {
+    let filter = || EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stdout)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stdout)
+            .boxed(),
+    };
+    let mut telemetry = Telemetry::default();
+    let traces = if otlp_enabled() {
+        match opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+        {
+            Ok(exporter) => {
+                let processor =
+                    export::BoundedBatchProcessor::new(exporter, export::BatchSettings::from_env());
+                let provider = SdkTracerProvider::builder()
+                    .with_span_processor(processor)
+                    .with_resource(resource())
+                    .build();
+                let tracer = provider.tracer("identity");
+                telemetry.traces = Some(provider);
+                opentelemetry::global::set_text_map_propagator(
+                    opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+                );
+                if let Ok(exporter) = opentelemetry_otlp::MetricExporter::builder()
+                    .with_tonic()
+                    .build()
+                {
+                    let reader =
+                        opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build();
+                    let provider = SdkMeterProvider::builder()
+                        .with_reader(reader)
+                        .with_resource(resource())
+                        .build();
+                    register_otlp_metrics(&provider);
+                    telemetry.metrics = Some(provider);
+                }
+                Some(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(filter()),
+                )
+            }
+            Err(e) => {
+                eprintln!("identity: OTLP trace export is off: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter()))
+        .with(traces)
+        .try_init();
+    telemetry
+}
+
+impl Telemetry {
+    /// Flushes what is queued and stops the exporters (bounded in time).
+    pub async fn shutdown(self) {
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(traces) = self.traces {
+                let _ = traces.shutdown_with_timeout(std::time::Duration::from_secs(5));
+            }
+            if let Some(metrics) = self.metrics {
+                let _ = metrics.shutdown_with_timeout(std::time::Duration::from_secs(5));
+            }
+        })
+        .await;
+    }
+}
