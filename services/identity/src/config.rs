@@ -72,6 +72,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_filter: String,
     pub bootstrap_admins: Vec<String>,
+    /// The external provider of ExchangeToken; `None` turns it off.
+    pub provider: Option<crate::provider::ProviderConfig>,
 }
 
 /// Secrets that must never be accepted: documentation examples and the
@@ -219,6 +221,7 @@ impl Config {
     pub fn load(settings: Settings, dev: bool) -> Result<Config, ConfigError> {
         let mode = if dev { Mode::Dev } else { Mode::Production };
         let production = mode == Mode::Production;
+        let provider = crate::provider::ProviderConfig::load(&settings.provider, production)?;
 
         let database_url = match (settings.database_url, mode) {
             (Some(url), _) if !url.trim().is_empty() => url,
@@ -410,6 +413,7 @@ impl Config {
             }),
             log_filter: settings.log,
             bootstrap_admins,
+            provider,
         })
     }
 

@@ -172,6 +172,7 @@ pub async fn run(
     reporter
         .set_service_status(transport::LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
+    let provider = crate::provider::start(config.provider.as_ref(), &auth, &reporter).await;
     let watcher = tokio::spawn(watch_database(
         store.clone(),
         reporter.clone(),
@@ -213,7 +214,10 @@ pub async fn run(
         builder = builder.tls_config(tls).context("IDENTITY_TLS_CERT_FILE")?;
     }
     let server = builder
-        .add_service(transport::auth_service(Arc::clone(&auth)))
+        .add_service(transport::auth_service(
+            Arc::clone(&auth),
+            provider.as_ref().map(|p| p.exchange()),
+        ))
         .add_service(transport::profile_service(Arc::clone(&auth), profiles))
         .add_service(transport::health_service(&reporter))
         .add_service(reflection_v1)

@@ -2,7 +2,9 @@
 //! store. No gRPC types here.
 
 pub mod auth;
+pub mod exchange;
 pub mod profiles;
+pub mod service_token;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
 pub use profiles::{Principal, Profiles};

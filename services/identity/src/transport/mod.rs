@@ -27,10 +27,14 @@ pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as 
 
 /// AuthService: only ChangePassword requires a caller (Logout takes an
 /// optional bearer token and checks it itself).
-pub fn auth_service(auth: Arc<Auth>) -> authn::RequireBearer<AuthServiceServer<auth::AuthApi>> {
-    let server = AuthServiceServer::new(auth::AuthApi::new(Arc::clone(&auth)))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
+pub fn auth_service(
+    auth: Arc<Auth>,
+    exchange: Option<Arc<crate::service::exchange::TokenExchange>>,
+) -> authn::RequireBearer<AuthServiceServer<auth::AuthApi>> {
+    let server =
+        AuthServiceServer::new(auth::AuthApi::new(Arc::clone(&auth)).with_exchange(exchange))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(4 * MAX_MESSAGE_BYTES);
     authn::RequireBearer::new(server, auth, |path| {
         path == "/identity.v1.AuthService/ChangePassword"
     })
