@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod better_auth;
 pub mod proxy;
 
 use identity::proto::v1::auth_service_client::AuthServiceClient;
