@@ -959,3 +959,31 @@ async fn the_documented_exchange_session_works_as_written() {
             .is_some_and(|t| !t.is_empty())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_rs256_and_ps256_providers_work_only_when_allowed() {
+    for alg in ["ES256", "RS256", "PS256"] {
+        let provider = BetterAuth::start_with(BetterAuthOptions::default().env("BA_ALG", alg));
+        let user = signed_up(&provider, alg).await;
+        let jwt = provider.token(&user).await;
+        assert_eq!(decode_part(jwt.split('.').next().unwrap())["alg"], alg);
+
+        let db = TestDb::new(Backend::Sqlite);
+        let allowed = identity_with(
+            &db,
+            &provider,
+            "1s",
+            ServerOptions::default().env("IDENTITY_PROVIDER_ALGORITHMS", format!("EdDSA,{alg}")),
+        );
+        let done = exchange(&mut allowed.auth().await, &jwt)
+            .await
+            .unwrap_or_else(|s| panic!("{alg} allowed: {s:?}\n{}", allowed.logs()));
+        assert_eq!(done.profile.unwrap().auth_id, user.id);
+        drop(allowed);
+
+        // The default allow-list is EdDSA alone.
+        let db = TestDb::new(Backend::Sqlite);
+        let default = identity(&db, &provider, "1s");
+        assert_refused(exchange(&mut default.auth().await, &jwt).await, alg);
+    }
+}

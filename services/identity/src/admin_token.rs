@@ -29,13 +29,16 @@ pub struct IssueServiceTokenArgs {
     /// The server's HS256 secret, when it signs with one.
     #[arg(long, env = "IDENTITY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+    /// `iss` of the token: the server's IDENTITY_ISSUER.
     #[arg(long, env = "IDENTITY_ISSUER", default_value = "identity")]
     pub issuer: String,
+    /// `aud` of the token: the server's IDENTITY_AUDIENCE.
     #[arg(long, env = "IDENTITY_AUDIENCE", default_value = "identity")]
     pub audience: String,
     /// Use the key that `identity serve --dev` generated under the data folder.
     #[arg(long)]
     pub dev: bool,
+    /// Data folder of `identity serve --dev` (with --dev).
     #[arg(long, env = "IDENTITY_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 }

@@ -322,21 +322,23 @@ pub fn verify(
 }
 
 /// The profile fields a provider's claims may fill: a well-formed email
-/// (else none) and a display name cut to the profile's limits.
-pub fn profile_fields(claims: &ProviderClaims) -> (Option<String>, String) {
+/// and a display name cut to the profile's limits; `None` where the claim
+/// is absent or unusable (the stored value then stays as it is).
+pub fn profile_fields(claims: &ProviderClaims) -> (Option<String>, Option<String>) {
     let email = claims
         .email
         .as_deref()
         .and_then(|e| super::validation::email(e).ok());
-    let name: String = claims
-        .name
-        .as_deref()
-        .unwrap_or_default()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(super::validation::MAX_DISPLAY_NAME_CHARS)
-        .collect();
-    let name = super::validation::display_name(&name, false).unwrap_or_default();
+    let name = claims.name.as_deref().and_then(|name| {
+        let name: String = name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(super::validation::MAX_DISPLAY_NAME_CHARS)
+            .collect();
+        super::validation::display_name(&name, false)
+            .ok()
+            .filter(|n| !n.is_empty())
+    });
     (email, name)
 }
 
@@ -412,7 +414,7 @@ mod tests {
         assert_eq!(claims.sub, "user_1");
         assert_eq!(
             profile_fields(&claims),
-            (Some("Ann@example.com".into()), "Ann".into())
+            (Some("Ann@example.com".into()), Some("Ann".into()))
         );
     }
 

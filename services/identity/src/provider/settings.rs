@@ -22,7 +22,8 @@ pub struct ProviderSettings {
     #[arg(long, env = "IDENTITY_PROVIDER_ISSUER")]
     pub provider_issuer: Option<String>,
 
-    /// Audience that provider tokens' `aud` must contain (Better-Auth: jwt.audience).
+    /// Audience that provider tokens' `aud` must contain (Better-Auth: jwt.audience)
+    /// [default: IDENTITY_PROVIDER_ISSUER, as Better-Auth defaults both to its base URL].
     #[arg(long, env = "IDENTITY_PROVIDER_AUDIENCE")]
     pub provider_audience: Option<String>,
 
@@ -159,18 +160,17 @@ impl ProviderConfig {
                 )
             })?
             .to_owned();
-        let audience = settings
-            .provider_audience
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| {
-                refuse(
+        // Better-Auth's own default: audience = issuer = its base URL.
+        let audience = match settings.provider_audience.as_deref().map(str::trim) {
+            None => issuer.clone(),
+            Some("") => {
+                return Err(refuse(
                     "IDENTITY_PROVIDER_AUDIENCE",
-                    "is required with IDENTITY_PROVIDER_JWKS_URL (Better-Auth: jwt.audience, by default its base URL)",
-                )
-            })?
-            .to_owned();
+                    "must not be empty (unset, it is IDENTITY_PROVIDER_ISSUER, as in Better-Auth)",
+                ));
+            }
+            Some(audience) => audience.to_owned(),
+        };
 
         let name = crate::domain::validation::auth_field(settings.provider_name.trim())
             .map_err(|p| refuse("IDENTITY_PROVIDER_NAME", p))?;
@@ -319,8 +319,10 @@ mod tests {
             let err = load(&args, false).unwrap_err();
             assert_eq!(err.setting, *setting, "{arg}: {err}");
         }
-        let err = load(&[GOOD[0], GOOD[1]], false).unwrap_err();
-        assert_eq!(err.setting, "IDENTITY_PROVIDER_AUDIENCE");
+        let err = load(&[GOOD[0], GOOD[2]], false).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_PROVIDER_ISSUER");
+        let config = load(&[GOOD[0], GOOD[1]], false).unwrap().unwrap();
+        assert_eq!(config.audience, config.issuer, "Better-Auth's default");
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl TokenExchange {
         caller: &Caller,
         claims: &ProviderClaims,
     ) -> Result<(Profile, bool), Error> {
-        let (email, display_name) = profile_fields(claims);
+        let (claimed_email, claimed_name) = profile_fields(claims);
         let store = self.auth.store();
         let existing = store
             .find_profile_by_auth(&self.provider, &claims.sub)
@@ -155,8 +155,8 @@ impl TokenExchange {
                     id: Id::new(),
                     auth_provider: self.provider.clone(),
                     auth_id: claims.sub.clone(),
-                    email: email.clone(),
-                    display_name: display_name.clone(),
+                    email: claimed_email.clone(),
+                    display_name: claimed_name.clone().unwrap_or_default(),
                     avatar_url: String::new(),
                     locale: String::new(),
                     roles: Vec::new(),
@@ -181,6 +181,9 @@ impl TokenExchange {
                 (profile, created)
             }
         };
+        // Absent or unusable claims leave the stored values alone.
+        let email = claimed_email.or_else(|| profile.email.clone());
+        let display_name = claimed_name.unwrap_or_else(|| profile.display_name.clone());
         if created || (profile.email == email && profile.display_name == display_name) {
             return Ok((profile, created));
         }
