@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the tests drive from outside Rust: grpcurl, pytest and the
-# Helm SDK (Python venv), buf (npm), jq and psql (Debian packages).
+# Helm SDK (Python venv), buf and Better-Auth (npm), jq and psql (Debian
+# packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/venv.sh
 if [[ ! -x tools/node_modules/.bin/buf ]]; then
   (cd tools && npm ci --silent --no-audit --no-fund)
+fi
+# A real Better-Auth for the ExchangeToken tests (tests/e2e/exchange.rs).
+# better-sqlite3 compiles against the local Node headers (about 1.5 min,
+# once); no prebuilt binary is downloaded.
+if [[ ! -f tests/provider/node_modules/.package-lock.json ]] \
+  || [[ tests/provider/package-lock.json -nt tests/provider/node_modules/.package-lock.json ]]; then
+  (cd tests/provider && npm_config_build_from_source=true npm ci --silent --no-audit --no-fund)
 fi
 missing=()
 command -v jq >/dev/null || missing+=(jq)

@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".identity.v1.ValidateTokenRequest",
             ".identity.v1.ChangePasswordRequest",
             ".identity.v1.TokenPair",
+            ".identity.v1.ExchangeTokenRequest",
         ])
         .compile_fds(fds)?;
     Ok(())

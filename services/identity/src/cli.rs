@@ -58,6 +58,9 @@ pub enum AdminCommand {
     GrantRole { user: String, role: String },
     /// Take a role away from a user.
     RevokeRole { user: String, role: String },
+    /// Print an access token for a service principal (e.g. `--role provisioner`
+    /// for the external provider's sign-up hook).
+    IssueServiceToken(crate::admin_token::IssueServiceTokenArgs),
 }
 
 #[derive(Args)]
@@ -324,4 +327,7 @@ pub struct Settings {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "IDENTITY_LOG", default_value = "info")]
     pub log: String,
+
+    #[command(flatten)]
+    pub provider: crate::provider::ProviderSettings,
 }

@@ -135,6 +135,9 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
     let (user, role, grant) = match args.command {
         AdminCommand::GrantRole { user, role } => (user, role, true),
         AdminCommand::RevokeRole { user, role } => (user, role, false),
+        AdminCommand::IssueServiceToken(args) => {
+            return crate::admin_token::run(&store, args).await;
+        }
     };
     crate::domain::validation::roles(std::slice::from_ref(&role))
         .map_err(|e| anyhow::anyhow!("role: {e}"))?;

@@ -83,6 +83,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_concurrent_streams: u32,
     pub request_timeout: Duration,
+    /// The external provider of ExchangeToken; `None` turns it off.
+    pub provider: Option<crate::provider::ProviderConfig>,
 }
 
 /// Secrets that must never be accepted: documentation examples and the
@@ -230,6 +232,7 @@ impl Config {
     pub fn load(settings: Settings, dev: bool) -> Result<Config, ConfigError> {
         let mode = if dev { Mode::Dev } else { Mode::Production };
         let production = mode == Mode::Production;
+        let provider = crate::provider::ProviderConfig::load(&settings.provider, production)?;
 
         let database_url = match (settings.database_url, mode) {
             (Some(url), _) if !url.trim().is_empty() => url,
@@ -579,6 +582,7 @@ impl Config {
             max_message_bytes: settings.max_message_bytes,
             max_concurrent_streams: settings.max_concurrent_streams,
             request_timeout: settings.request_timeout,
+            provider,
         })
     }
 

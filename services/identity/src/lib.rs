@@ -13,11 +13,13 @@ macro_rules! security_event {
     };
 }
 
+pub mod admin_token;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod proto;
+pub mod provider;
 pub mod server;
 pub mod service;
 pub mod store;

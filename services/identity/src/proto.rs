@@ -88,6 +88,15 @@ impl fmt::Debug for TokenPair {
     }
 }
 
+impl fmt::Debug for ExchangeTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExchangeTokenRequest")
+            .field("subject_token", &presence(&self.subject_token))
+            .field("subject_token_type", &self.subject_token_type)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1::*;

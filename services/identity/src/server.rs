@@ -180,6 +180,7 @@ pub async fn run(
     reporter
         .set_service_status(transport::LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
+    let provider = crate::provider::start(config.provider.as_ref(), &auth, &reporter).await;
     let watcher = tokio::spawn(watch_database(
         store.clone(),
         reporter.clone(),
@@ -224,6 +225,7 @@ pub async fn run(
         max_concurrent_streams: config.max_concurrent_streams,
         request_timeout: config.request_timeout,
     };
+    let exchange = provider.as_ref().map(|p| p.exchange());
     let mut tls_watcher = None;
     let server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
@@ -238,8 +240,9 @@ pub async fn run(
                 reporter.clone(),
                 stopped(stop_rx.clone()),
             );
+            let exchange = exchange.clone();
             Box::pin(async move {
-                transport::serve(&http, auth, profiles, &reporter, incoming, stop).await
+                transport::serve(&http, auth, profiles, exchange, &reporter, incoming, stop).await
             })
         }
         None => {
@@ -250,8 +253,9 @@ pub async fn run(
                 reporter.clone(),
                 stopped(stop_rx.clone()),
             );
+            let exchange = exchange.clone();
             Box::pin(async move {
-                transport::serve(&http, auth, profiles, &reporter, incoming, stop).await
+                transport::serve(&http, auth, profiles, exchange, &reporter, incoming, stop).await
             })
         }
     };

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod better_auth;
 pub mod pki;
 pub mod proxy;
 

@@ -35,6 +35,10 @@ pub enum Error {
     Busy { retry_after: Duration },
     #[error("unavailable")]
     Unavailable,
+    /// A feature this server was not configured for (e.g. ExchangeToken
+    /// without IDENTITY_PROVIDER_JWKS_URL).
+    #[error("not enabled: {0}")]
+    NotEnabled(&'static str),
     #[error("internal: {0}")]
     Internal(String),
 }

@@ -129,7 +129,11 @@ impl Auth {
         self.keys.jwks()
     }
 
-    fn new_session(&self, profile: Id, now: DateTime<Utc>) -> (NewSession, SecretString) {
+    pub(crate) fn new_session(
+        &self,
+        profile: Id,
+        now: DateTime<Utc>,
+    ) -> (NewSession, SecretString) {
         let token = refresh::generate();
         let session = NewSession {
             id: Id::new(),
@@ -141,7 +145,7 @@ impl Auth {
         (session, token.token)
     }
 
-    fn issue(
+    pub(crate) fn issue(
         &self,
         profile: &Profile,
         session_id: Id,

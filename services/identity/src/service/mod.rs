@@ -2,8 +2,10 @@
 //! store. No gRPC types here.
 
 pub mod auth;
+pub mod exchange;
 pub mod limits;
 pub mod profiles;
+pub mod service_token;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
 pub use profiles::{Principal, Profiles};

@@ -196,7 +196,8 @@ impl Profiles {
 
     pub async fn create(&self, principal: &Principal, new: NewProfile) -> Result<Profile, Error> {
         let caller = self.caller(principal).await?;
-        if !Self::is_admin(&caller) {
+        if !Self::is_admin(&caller) && !super::service_token::provisioner_may_create(&caller, &new)
+        {
             return Err(Error::PermissionDenied);
         }
         let mut violations = Violations::new();

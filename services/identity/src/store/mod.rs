@@ -358,4 +358,31 @@ impl Store {
     ) -> Result<Vec<AuditRow>, StoreError> {
         on_backend!(self, recent_audit(since, profile, limit))
     }
+
+    /// The profile of an external account, created if it has none yet;
+    /// `true` when this call created it (concurrent callers: exactly one).
+    pub async fn provision_profile(
+        &self,
+        candidate: &Profile,
+        audit: &AuditEvent,
+    ) -> Result<(Profile, bool), StoreError> {
+        on_backend!(self, provision_profile(candidate, audit))
+    }
+
+    /// Refreshes an external profile's email and display name unless it was
+    /// changed here since the provider last wrote it (`None` then).
+    pub async fn sync_provider_fields(
+        &self,
+        id: Id,
+        expected_revision: i64,
+        email: Option<&str>,
+        display_name: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<Profile>, StoreError> {
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        on_backend!(
+            self,
+            sync_provider_fields(id, expected_revision, email, display_name, now, audit)
+        )
+    }
 }

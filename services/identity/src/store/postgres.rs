@@ -25,6 +25,7 @@ pub(super) mod schema {
             revision -> BigInt,
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
+            provider_synced_revision -> Nullable<BigInt>,
         }
     }
     diesel::table! {

@@ -527,3 +527,96 @@ pub(super) async fn list_profiles(
         .await
         .map(|rows| rows.into_iter().map(Profile::from).collect())
 }
+
+// ---------------------------------------------------------------------------
+// External provider (ExchangeToken): profiles provisioned by (provider,
+// auth_id), and their email/display name kept in step with the provider.
+
+/// Creates the profile of an external account unless its (auth_provider,
+/// auth_id) already has one, and returns the stored profile and whether this
+/// call created it. The unique constraint arbitrates between concurrent
+/// first exchanges: exactly one insert wins, the others read the winner's
+/// row. The audit row is written only by the winner, in its transaction.
+pub(super) async fn provision_profile(
+    conn: &mut Conn,
+    candidate: &Profile,
+    audit: &AuditEvent,
+) -> QueryResult<(Profile, bool)> {
+    write_tx!(conn, async |conn| {
+        use schema::profiles as t;
+        let inserted = diesel::insert_into(t::table)
+            .values((
+                t::id.eq(candidate.id),
+                t::auth_provider.eq(&candidate.auth_provider),
+                t::auth_id.eq(&candidate.auth_id),
+                t::email.eq(candidate.email.as_deref()),
+                t::display_name.eq(&candidate.display_name),
+                t::avatar_url.eq(&candidate.avatar_url),
+                t::locale.eq(&candidate.locale),
+                t::roles.eq(join_roles(&candidate.roles)),
+                t::revision.eq(candidate.revision),
+                t::created_at.eq(candidate.created_at),
+                t::updated_at.eq(candidate.updated_at),
+                t::provider_synced_revision.eq(Some(candidate.revision)),
+            ))
+            .on_conflict((t::auth_provider, t::auth_id))
+            .do_nothing()
+            .execute(conn)
+            .await?
+            == 1;
+        if inserted {
+            insert_audit(conn, audit).await?;
+        }
+        let profile = find_profile_by_auth(conn, &candidate.auth_provider, &candidate.auth_id)
+            .await?
+            .ok_or(diesel::result::Error::NotFound)?;
+        Ok((profile, inserted))
+    })
+}
+
+/// Writes the provider's email and display name over a profile that nobody
+/// has changed here since the provider last wrote it (its revision is still
+/// the one the sync recorded; 1 when none was recorded). Returns the new
+/// profile, or `None` when the profile was edited here, changed meanwhile
+/// or is gone: then the stored values win.
+pub(super) async fn sync_provider_fields(
+    conn: &mut Conn,
+    id: Id,
+    expected_revision: i64,
+    email: Option<&str>,
+    display_name: &str,
+    now: DateTime<Utc>,
+    audit: &AuditEvent,
+) -> QueryResult<Option<Profile>> {
+    write_tx!(conn, async |conn| {
+        use schema::profiles as p;
+        let synced = p::table
+            .filter(p::id.eq(id))
+            .select(p::provider_synced_revision)
+            .first::<Option<i64>>(conn)
+            .await
+            .optional()?;
+        let Some(synced) = synced else {
+            return Ok(None);
+        };
+        if synced.unwrap_or(1) != expected_revision {
+            return Ok(None);
+        }
+        let next = expected_revision + 1;
+        let updated = diesel::update(p::table.filter(p::id.eq(id)).filter(p::revision.eq(expected_revision)))
+            .set((
+                p::email.eq(email),
+                p::display_name.eq(display_name),
+                p::revision.eq(next),
+                p::provider_synced_revision.eq(Some(next)),
+                p::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        if updated != 1 {
+            return Ok(None);
+        }
+        insert_audit(conn, audit).await?;
+        find_profile(conn, id).await
+    })
+}

@@ -27,6 +27,7 @@ pub(super) mod schema {
             revision -> BigInt,
             created_at -> TimestamptzSqlite,
             updated_at -> TimestamptzSqlite,
+            provider_synced_revision -> Nullable<BigInt>,
         }
     }
     diesel::table! {

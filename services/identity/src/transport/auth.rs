@@ -4,17 +4,28 @@ use super::{convert, metadata};
 use crate::proto::v1::auth_service_server::AuthService;
 use crate::proto::v1::*;
 use crate::service::Auth;
+use crate::service::exchange::TokenExchange;
 use secrecy::SecretString;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub struct AuthApi {
     auth: Arc<Auth>,
+    exchange: Option<Arc<TokenExchange>>,
 }
 
 impl AuthApi {
     pub fn new(auth: Arc<Auth>) -> Self {
-        AuthApi { auth }
+        AuthApi {
+            auth,
+            exchange: None,
+        }
+    }
+
+    /// Turns ExchangeToken on (without it the RPC answers UNIMPLEMENTED).
+    pub fn with_exchange(mut self, exchange: Option<Arc<TokenExchange>>) -> Self {
+        self.exchange = exchange;
+        self
     }
 }
 
@@ -134,6 +145,26 @@ impl AuthService for AuthApi {
     ) -> Result<Response<GetJwksResponse>, Status> {
         Ok(Response::new(GetJwksResponse {
             keys: self.auth.jwks().iter().map(convert::jwk).collect(),
+        }))
+    }
+
+    async fn exchange_token(
+        &self,
+        request: Request<ExchangeTokenRequest>,
+    ) -> Result<Response<ExchangeTokenResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let exchange = self
+            .exchange
+            .as_ref()
+            .ok_or(crate::domain::Error::NotEnabled("ExchangeToken"))?;
+        let r = request.get_ref();
+        let done = exchange
+            .exchange(&caller, &r.subject_token, &r.subject_token_type)
+            .await?;
+        Ok(Response::new(ExchangeTokenResponse {
+            tokens: Some(convert::tokens(done.tokens)),
+            profile: Some(convert::profile(&done.profile)),
+            created: done.created,
         }))
     }
 }

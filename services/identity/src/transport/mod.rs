@@ -34,10 +34,12 @@ pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as 
 pub fn auth_service(
     auth: Arc<Auth>,
     max_message_bytes: usize,
+    exchange: Option<Arc<crate::service::exchange::TokenExchange>>,
 ) -> authn::RequireBearer<AuthServiceServer<auth::AuthApi>> {
-    let server = AuthServiceServer::new(auth::AuthApi::new(Arc::clone(&auth)))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(4 * max_message_bytes.max(MAX_MESSAGE_BYTES));
+    let server =
+        AuthServiceServer::new(auth::AuthApi::new(Arc::clone(&auth)).with_exchange(exchange))
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(4 * max_message_bytes.max(MAX_MESSAGE_BYTES));
     authn::RequireBearer::new(server, auth, |path| {
         path == "/identity.v1.AuthService/ChangePassword"
     })
@@ -184,6 +186,7 @@ pub async fn serve<I, IO, IE, F>(
     http: &HttpSettings,
     auth: Arc<Auth>,
     profiles: Arc<Profiles>,
+    exchange: Option<Arc<crate::service::exchange::TokenExchange>>,
     reporter: &HealthReporter,
     incoming: I,
     shutdown: F,
@@ -231,7 +234,11 @@ where
         .max_concurrent_streams(Some(http.max_concurrent_streams))
         .tcp_nodelay(true)
         .layer(layers)
-        .add_service(auth_service(Arc::clone(&auth), http.max_message_bytes))
+        .add_service(auth_service(
+            Arc::clone(&auth),
+            http.max_message_bytes,
+            exchange,
+        ))
         .add_service(profile_service(auth, profiles, http.max_message_bytes))
         .add_service(health_service(reporter))
         .add_service(reflection_v1)

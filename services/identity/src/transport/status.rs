@@ -43,6 +43,9 @@ impl From<Error> for Status {
             Error::Unavailable => {
                 Status::unavailable("service temporarily unavailable; retry later")
             }
+            Error::NotEnabled(what) => {
+                Status::unimplemented(format!("{what} is not enabled on this server"))
+            }
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Status::internal("internal error")

@@ -1,0 +1,1 @@
+ALTER TABLE profiles DROP COLUMN provider_synced_revision;

@@ -1,0 +1,552 @@
+//! Tokens from the external provider (Better-Auth): the verification rules
+//! of ExchangeToken and the parsing of the provider's JWK set. Pure: the
+//! keys arrive from `provider::jwks`, which does the fetching.
+//!
+//! The rules, in the order they are applied:
+//! - at most [`MAX_TOKEN_BYTES`], three base64url parts, a JSON header;
+//! - the header's `alg` is on the configured allow-list (EdDSA, ES256,
+//!   RS256, PS256 at most: `none` and HMAC are never accepted for a key
+//!   set that anyone can download);
+//! - `kid` is required and is only ever looked up in the cached key set;
+//!   `jku`, `x5u`, `jwk` and `x5c` are ignored, `crit` is refused;
+//! - the key found pins the algorithm: the header must name the key's own;
+//! - signature, then `iss` equal to the configured issuer, `aud` containing
+//!   the configured audience, `exp` required, `nbf` and `iat` honoured, all
+//!   with a small leeway;
+//! - `sub` is a non-empty string of at most 255 bytes without control
+//!   characters (it becomes the profile's `auth_id`).
+
+use super::tokens::{MAX_TOKEN_BYTES, Refusal};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// RFC 8693 token type of a JWT subject token.
+pub const TOKEN_TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+/// Longest `kid` looked up; longer ones are refused unseen.
+pub const MAX_KID_BYTES: usize = 256;
+/// Keys kept from one JWK set; the rest are ignored.
+pub const MAX_KEYS: usize = 64;
+
+/// The algorithms a provider may sign with: asymmetric only.
+pub const SUPPORTED_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "RS256", "PS256"];
+
+/// Parses an algorithm name of the allow-list. HMAC and `none` are refused
+/// with the reason: a JWK set is public, so an HMAC "key" from it is no
+/// secret at all.
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    match name.trim() {
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        "ES256" => Ok(Algorithm::ES256),
+        "RS256" => Ok(Algorithm::RS256),
+        "PS256" => Ok(Algorithm::PS256),
+        n if n.eq_ignore_ascii_case("none") => {
+            Err("`none` (unsigned tokens) is never accepted".into())
+        }
+        n if n.to_ascii_uppercase().starts_with("HS") => Err(format!(
+            "`{n}` is refused: an HMAC key from a public JWK set is no secret"
+        )),
+        n => Err(format!(
+            "`{n}` is not supported; use one or more of {}",
+            SUPPORTED_ALGORITHMS.join(", ")
+        )),
+    }
+}
+
+/// One verification key of the provider, with the one algorithm it is
+/// allowed to verify.
+#[derive(Clone)]
+pub struct ProviderKey {
+    pub alg: Algorithm,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for ProviderKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderKey")
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A parsed JWK set: the usable keys by `kid`, and why others were skipped.
+#[derive(Debug, Default)]
+pub struct KeySet {
+    pub keys: HashMap<String, ProviderKey>,
+    pub skipped: Vec<String>,
+}
+
+/// The algorithm a JWK may verify: its `alg` when it names one, else the
+/// only one its key type allows. RSA keys without `alg` are usable only
+/// when exactly one RSA algorithm is allowed.
+fn key_algorithm(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Algorithm, String> {
+    let implied: Vec<Algorithm> = match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            vec![Algorithm::EdDSA]
+        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+            vec![Algorithm::ES256]
+        }
+        AlgorithmParameters::RSA(_) => vec![Algorithm::RS256, Algorithm::PS256],
+        AlgorithmParameters::OctetKey(_) => return Err("symmetric key (kty oct)".into()),
+        _ => return Err("unsupported key type or curve".into()),
+    };
+    let alg = match jwk.common.key_algorithm {
+        Some(named) => {
+            let alg = match named {
+                KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+                KeyAlgorithm::ES256 => Algorithm::ES256,
+                KeyAlgorithm::RS256 => Algorithm::RS256,
+                KeyAlgorithm::PS256 => Algorithm::PS256,
+                other => return Err(format!("unsupported alg {other:?}")),
+            };
+            if !implied.contains(&alg) {
+                return Err(format!("alg {alg:?} does not match the key type"));
+            }
+            alg
+        }
+        None => {
+            let candidates: Vec<_> = implied
+                .into_iter()
+                .filter(|a| allowed.contains(a))
+                .collect();
+            match candidates.as_slice() {
+                [one] => *one,
+                [] => return Err("key type of no allowed algorithm".into()),
+                _ => {
+                    return Err("RSA key without alg while RS256 and PS256 are both allowed".into());
+                }
+            }
+        }
+    };
+    if !allowed.contains(&alg) {
+        return Err(format!("alg {alg:?} is not allowed"));
+    }
+    Ok(alg)
+}
+
+/// Parses a JWK set (`{"keys": [...]}`), keeping the signature keys of
+/// allowed algorithms. One odd key never spoils the others; a body that is
+/// not a JWK set at all is an error.
+pub fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<KeySet, String> {
+    #[derive(Deserialize)]
+    struct Set {
+        keys: Vec<serde_json::Value>,
+    }
+    let set: Set = serde_json::from_slice(body).map_err(|_| "not a JWK set".to_owned())?;
+    let mut out = KeySet::default();
+    for (index, value) in set.keys.into_iter().enumerate() {
+        if out.keys.len() >= MAX_KEYS {
+            out.skipped
+                .push(format!("keys beyond the first {MAX_KEYS}"));
+            break;
+        }
+        let kid = value
+            .get("kid")
+            .and_then(|k| k.as_str())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        let label = if kid.is_empty() {
+            format!("key #{index}")
+        } else {
+            format!("kid {kid}")
+        };
+        if kid.is_empty() || kid.len() > MAX_KID_BYTES {
+            out.skipped.push(format!("{label}: no usable kid"));
+            continue;
+        }
+        if value.get("d").is_some() {
+            // A private key published by mistake: its public half would
+            // still verify, but such a provider is broken; say so loudly.
+            out.skipped
+                .push(format!("{label}: carries private key material"));
+            continue;
+        }
+        let jwk: Jwk = match serde_json::from_value(value) {
+            Ok(jwk) => jwk,
+            Err(_) => {
+                out.skipped.push(format!("{label}: not a JWK"));
+                continue;
+            }
+        };
+        if matches!(&jwk.common.public_key_use, Some(u) if *u != PublicKeyUse::Signature) {
+            out.skipped.push(format!("{label}: not a signature key"));
+            continue;
+        }
+        let alg = match key_algorithm(&jwk, allowed) {
+            Ok(alg) => alg,
+            Err(why) => {
+                out.skipped.push(format!("{label}: {why}"));
+                continue;
+            }
+        };
+        match DecodingKey::from_jwk(&jwk) {
+            Ok(key) => {
+                out.keys.insert(kid, ProviderKey { alg, key });
+            }
+            Err(_) => out.skipped.push(format!("{label}: malformed key material")),
+        }
+    }
+    Ok(out)
+}
+
+/// What the header says, checked before any key is looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenHead {
+    pub kid: String,
+    pub alg: Algorithm,
+}
+
+/// Reads the header of a provider token and applies the checks that need
+/// no key: size, shape, algorithm allow-list, `kid` present, no `crit`.
+pub fn inspect(token: &str, allowed: &[Algorithm]) -> Result<TokenHead, Refusal> {
+    #[derive(Deserialize)]
+    struct RawHeader {
+        alg: Option<String>,
+        kid: Option<serde_json::Value>,
+        crit: Option<serde_json::Value>,
+    }
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(Refusal::Malformed);
+    }
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Refusal::Malformed);
+    };
+    let header = B64.decode(header).map_err(|_| Refusal::Malformed)?;
+    let header: RawHeader = serde_json::from_slice(&header).map_err(|_| Refusal::Malformed)?;
+    let alg = header
+        .alg
+        .as_deref()
+        .and_then(|a| parse_algorithm(a).ok())
+        .filter(|a| allowed.contains(a))
+        .ok_or(Refusal::WrongAlgorithm)?;
+    if header.crit.is_some() {
+        return Err(Refusal::Malformed);
+    }
+    let kid = match header.kid {
+        Some(serde_json::Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
+            kid
+        }
+        _ => return Err(Refusal::UnknownKey),
+    };
+    Ok(TokenHead { kid, alg })
+}
+
+/// What ExchangeToken must match.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: Duration,
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// The claims ExchangeToken uses. Email and name are the provider's word,
+/// unverified here; they fill the profile, never grant anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderClaims {
+    pub sub: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+}
+
+/// Verifies a token whose header passed [`inspect`] with the key its `kid`
+/// named. `now` is seconds since the epoch.
+pub fn verify(
+    token: &str,
+    head: &TokenHead,
+    key: &ProviderKey,
+    rules: &Rules,
+    now: i64,
+) -> Result<ProviderClaims, Refusal> {
+    #[derive(Deserialize)]
+    struct Raw {
+        sub: serde_json::Value,
+        iat: Option<serde_json::Value>,
+        email: Option<serde_json::Value>,
+        name: Option<serde_json::Value>,
+    }
+    if head.alg != key.alg {
+        return Err(Refusal::WrongAlgorithm);
+    }
+    let mut validation = Validation::new(key.alg);
+    validation.set_issuer(&[&rules.issuer]);
+    validation.set_audience(&[&rules.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.validate_exp = true;
+    validation.validate_nbf = true;
+    validation.leeway = rules.leeway.as_secs();
+    let data =
+        jsonwebtoken::decode::<Raw>(token, &key.key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => Refusal::BadSignature,
+            ErrorKind::ExpiredSignature => Refusal::Expired,
+            ErrorKind::ImmatureSignature => Refusal::NotYetValid,
+            ErrorKind::InvalidIssuer => Refusal::WrongIssuer,
+            ErrorKind::InvalidAudience => Refusal::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => Refusal::WrongAudience,
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => Refusal::WrongIssuer,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                Refusal::WrongAlgorithm
+            }
+            _ => Refusal::Malformed,
+        })?;
+    let claims = data.claims;
+    if let Some(iat) = claims.iat {
+        let iat = iat.as_f64().ok_or(Refusal::Malformed)?;
+        if iat > (now + rules.leeway.as_secs() as i64) as f64 {
+            return Err(Refusal::NotYetValid);
+        }
+    }
+    let sub = match claims.sub {
+        serde_json::Value::String(sub) => sub,
+        _ => return Err(Refusal::Malformed),
+    };
+    super::validation::auth_field(&sub).map_err(|_| Refusal::Malformed)?;
+    let text = |v: Option<serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s),
+        _ => None,
+    };
+    Ok(ProviderClaims {
+        sub,
+        email: text(claims.email),
+        name: text(claims.name),
+    })
+}
+
+/// The profile fields a provider's claims may fill: a well-formed email
+/// and a display name cut to the profile's limits; `None` where the claim
+/// is absent or unusable (the stored value then stays as it is).
+pub fn profile_fields(claims: &ProviderClaims) -> (Option<String>, Option<String>) {
+    let email = claims
+        .email
+        .as_deref()
+        .and_then(|e| super::validation::email(e).ok());
+    let name = claims.name.as_deref().and_then(|name| {
+        let name: String = name
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(super::validation::MAX_DISPLAY_NAME_CHARS)
+            .collect();
+        super::validation::display_name(&name, false)
+            .ok()
+            .filter(|n| !n.is_empty())
+    });
+    (email, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::tokens::{Ed25519Key, generate_ed25519_pem};
+    use jsonwebtoken::{EncodingKey, Header};
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+
+    const ISS: &str = "https://auth.example";
+    const AUD: &str = "identity";
+
+    struct Provider {
+        kid: String,
+        encoding: EncodingKey,
+        jwks: serde_json::Value,
+    }
+
+    fn provider() -> Provider {
+        let pem = generate_ed25519_pem().unwrap();
+        let key = Ed25519Key::from_pem(pem.expose_secret(), "t").unwrap();
+        let kid = format!("k-{}", &key.kid()[..8]);
+        let signing = {
+            use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+            ed25519_dalek::SigningKey::from_pkcs8_pem(pem.expose_secret()).unwrap()
+        };
+        let x = B64.encode(signing.verifying_key().as_bytes());
+        Provider {
+            jwks: json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "x": x, "kid": kid}]}),
+            kid,
+            encoding: EncodingKey::from_ed_pem(pem.expose_secret().as_bytes()).unwrap(),
+        }
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            issuer: ISS.into(),
+            audience: AUD.into(),
+            leeway: Duration::from_secs(5),
+            algorithms: vec![Algorithm::EdDSA],
+        }
+    }
+
+    fn now() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64
+    }
+
+    fn sign(p: &Provider, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(p.kid.clone());
+        header.typ = None;
+        jsonwebtoken::encode(&header, &claims, &p.encoding).unwrap()
+    }
+
+    fn good(now: i64) -> serde_json::Value {
+        json!({"sub": "user_1", "iss": ISS, "aud": AUD, "iat": now, "exp": now + 900,
+               "email": "Ann@Example.COM", "name": "Ann"})
+    }
+
+    fn check(p: &Provider, token: &str) -> Result<ProviderClaims, Refusal> {
+        let set = parse_jwks(p.jwks.to_string().as_bytes(), &[Algorithm::EdDSA]).unwrap();
+        let head = inspect(token, &[Algorithm::EdDSA])?;
+        let key = set.keys.get(&head.kid).ok_or(Refusal::UnknownKey)?;
+        verify(token, &head, key, &rules(), now())
+    }
+
+    #[test]
+    fn a_good_token_verifies_and_yields_its_claims() {
+        let p = provider();
+        let claims = check(&p, &sign(&p, good(now()))).unwrap();
+        assert_eq!(claims.sub, "user_1");
+        assert_eq!(
+            profile_fields(&claims),
+            (Some("Ann@example.com".into()), Some("Ann".into()))
+        );
+    }
+
+    #[test]
+    fn claim_failures_have_their_reasons() {
+        let p = provider();
+        let n = now();
+        let cases = [
+            (json!({"exp": n - 60, "iat": n - 1000}), Refusal::Expired),
+            (json!({"aud": "other"}), Refusal::WrongAudience),
+            (json!({"aud": ["other", "more"]}), Refusal::WrongAudience),
+            (json!({"iss": "https://evil.example"}), Refusal::WrongIssuer),
+            (json!({"nbf": n + 600}), Refusal::NotYetValid),
+            (json!({"iat": n + 600}), Refusal::NotYetValid),
+            (json!({"sub": ""}), Refusal::Malformed),
+            (json!({"sub": 42}), Refusal::Malformed),
+        ];
+        for (patch, expected) in cases {
+            let mut claims = good(n);
+            for (k, v) in patch.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            assert_eq!(check(&p, &sign(&p, claims)), Err(expected), "{patch}");
+        }
+        let mut claims = good(n);
+        claims.as_object_mut().unwrap().remove("exp");
+        assert!(check(&p, &sign(&p, claims)).is_err());
+        let mut claims = good(n);
+        claims["aud"] = json!([AUD, "other"]);
+        assert!(check(&p, &sign(&p, claims)).is_ok(), "aud containing ours");
+    }
+
+    #[test]
+    fn header_tricks_are_refused_before_any_key_is_used() {
+        let p = provider();
+        let token = sign(&p, good(now()));
+        let (_, rest) = token.split_once('.').unwrap();
+        let with_header = |h: serde_json::Value| format!("{}.{rest}", B64.encode(h.to_string()));
+        let cases = [
+            (
+                json!({"alg": "none", "kid": p.kid}),
+                Refusal::WrongAlgorithm,
+            ),
+            (
+                json!({"alg": "HS256", "kid": p.kid}),
+                Refusal::WrongAlgorithm,
+            ),
+            (
+                json!({"alg": "ES256", "kid": p.kid}),
+                Refusal::WrongAlgorithm,
+            ),
+            (json!({"alg": "EdDSA"}), Refusal::UnknownKey),
+            (json!({"alg": "EdDSA", "kid": 7}), Refusal::UnknownKey),
+            (
+                json!({"alg": "EdDSA", "kid": p.kid, "crit": ["exp"]}),
+                Refusal::Malformed,
+            ),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                check(&p, &with_header(header.clone())),
+                Err(expected),
+                "{header}"
+            );
+        }
+        // jku/x5u are ignored: the token still verifies by its kid only.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(p.kid.clone());
+        header.jku = Some("https://evil.example/jwks".into());
+        header.x5u = Some("https://evil.example/x509".into());
+        let token = jsonwebtoken::encode(&header, &good(now()), &p.encoding).unwrap();
+        assert!(check(&p, &token).is_ok());
+        assert_eq!(check(&p, "a.b"), Err(Refusal::Malformed));
+        assert_eq!(
+            check(&p, &"x".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(Refusal::Malformed)
+        );
+    }
+
+    #[test]
+    fn tampered_payloads_and_foreign_keys_fail_the_signature() {
+        let p = provider();
+        let token = sign(&p, good(now()));
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims = good(now());
+        claims["sub"] = json!("someone_else");
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            B64.encode(claims.to_string()),
+            parts[2]
+        );
+        assert_eq!(check(&p, &forged), Err(Refusal::BadSignature));
+        // Same kid, other key.
+        let mut other = provider();
+        other.kid = p.kid.clone();
+        assert_eq!(
+            check(&p, &sign(&other, good(now()))),
+            Err(Refusal::BadSignature)
+        );
+    }
+
+    #[test]
+    fn jwks_parsing_keeps_only_usable_signature_keys() {
+        let body = json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac", "alg": "HS256"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "enc", "use": "enc"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "priv", "d": "x"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "ok"},
+            {"kty": "EC", "crv": "P-256", "alg": "ES256", "kid": "es",
+             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+            {"what": "ever"}
+        ]});
+        let set = parse_jwks(body.to_string().as_bytes(), &[Algorithm::EdDSA]).unwrap();
+        assert_eq!(set.keys.keys().collect::<Vec<_>>(), ["ok"]);
+        assert_eq!(set.skipped.len(), 6, "{:?}", set.skipped);
+        let set = parse_jwks(
+            body.to_string().as_bytes(),
+            &[Algorithm::EdDSA, Algorithm::ES256],
+        )
+        .unwrap();
+        assert_eq!(set.keys.get("es").unwrap().alg, Algorithm::ES256);
+        assert!(parse_jwks(b"<html>", &[Algorithm::EdDSA]).is_err());
+    }
+
+    #[test]
+    fn hmac_and_none_never_enter_the_allow_list() {
+        for name in ["none", "NONE", "HS256", "hs512"] {
+            assert!(parse_algorithm(name).is_err(), "{name}");
+        }
+        assert_eq!(parse_algorithm("PS256").unwrap(), Algorithm::PS256);
+        assert!(parse_algorithm("ES512").is_err());
+    }
+}

@@ -1,0 +1,542 @@
+//! The provider's JWK set: fetched over HTTP(S), cached, refreshed.
+//!
+//! - Fetched at start; a failure is logged, never fatal.
+//! - Kept for the response's `Cache-Control: max-age` (clamped to
+//!   [`MIN_TTL`]..[`MAX_TTL`], [`DEFAULT_TTL`] without one), then refreshed
+//!   in the background. While the provider is down the last good keys stay
+//!   in use, and refreshes are retried with a growing delay.
+//! - A `kid` that is not cached triggers a refetch, but at most one per
+//!   `min_refresh_interval`, whatever the number of callers: fetches are
+//!   single-flight (one mutex) and rate-limited, so a flood of tokens with
+//!   random kids costs the provider at most one request per interval.
+//! - Bounded: a timeout covers connect, headers and body; the body is read
+//!   up to `max_bytes`; redirects are not followed; the `kid` is only ever a
+//!   map key, never part of a URL.
+
+use crate::domain::provider::{KeySet, ProviderKey, parse_jwks};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::Algorithm;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::{Mutex, Notify, watch};
+use tokio::time::Instant;
+
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+pub const MIN_TTL: Duration = Duration::from_secs(60);
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+/// Longest wait between retries while the provider is unreachable.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// How a `kid` lookup ended.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(Arc<ProviderKey>),
+    /// Not in the provider's current key set (or a refetch was not due).
+    Unknown,
+    /// Not cached, and the provider could not be asked.
+    Unavailable,
+}
+
+/// Why a fetch failed (for logs only).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("HTTP status {0}")]
+    Status(http::StatusCode),
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    Start,
+    Expired,
+    Retry,
+    UnknownKid,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Start => "start",
+            Reason::Expired => "ttl_expired",
+            Reason::Retry => "retry",
+            Reason::UnknownKid => "unknown_kid",
+        }
+    }
+}
+
+struct State {
+    keys: Arc<HashMap<String, Arc<ProviderKey>>>,
+    /// When the cached set should be refreshed.
+    refresh_at: Instant,
+    last_attempt: Option<Instant>,
+    last_ok: bool,
+    failures: u32,
+}
+
+/// Settings of the cache.
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    pub url: http::Uri,
+    pub algorithms: Vec<Algorithm>,
+    pub min_refresh_interval: Duration,
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+pub struct JwksCache {
+    settings: JwksSettings,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    state: RwLock<State>,
+    /// Held for the whole of a fetch: fetches are single-flight.
+    fetch: Arc<Mutex<()>>,
+    fetches: AtomicU64,
+    reachable: watch::Sender<Option<bool>>,
+    rescheduled: Notify,
+}
+
+fn tls_connector(timeout: Duration) -> HttpsConnector<HttpConnector> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(timeout));
+    http.set_nodelay(true);
+    // ring only: tonic already uses it, and rustls refuses to pick between
+    // two compiled-in providers.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_provider_and_native_roots(Arc::clone(&provider)) {
+        Ok(builder) => builder,
+        Err(e) => {
+            tracing::debug!(error = %e, "no system CA certificates; using the Mozilla roots");
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(provider)
+                .expect("ring supports rustls' safe default protocol versions")
+        }
+    };
+    builder.https_or_http().enable_http1().wrap_connector(http)
+}
+
+/// `max-age` of a Cache-Control header (`no-store`/`no-cache` count as 0).
+fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut age = None;
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        for directive in value.to_str().ok()?.split(',') {
+            let directive = directive.trim().to_ascii_lowercase();
+            if directive == "no-store" || directive == "no-cache" {
+                return Some(Duration::ZERO);
+            }
+            if let Some(secs) = directive.strip_prefix("max-age=") {
+                age = secs.trim_matches('"').parse().ok().map(Duration::from_secs);
+            }
+        }
+    }
+    age
+}
+
+fn ttl_of(headers: &http::HeaderMap) -> Duration {
+    max_age(headers).map_or(DEFAULT_TTL, |age| age.clamp(MIN_TTL, MAX_TTL))
+}
+
+impl JwksCache {
+    pub fn new(settings: JwksSettings) -> Arc<JwksCache> {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(1)
+            .build(tls_connector(settings.timeout));
+        let (reachable, _) = watch::channel(None);
+        Arc::new(JwksCache {
+            settings,
+            client,
+            state: RwLock::new(State {
+                keys: Arc::new(HashMap::new()),
+                refresh_at: Instant::now(),
+                last_attempt: None,
+                last_ok: false,
+                failures: 0,
+            }),
+            fetch: Arc::new(Mutex::new(())),
+            fetches: AtomicU64::new(0),
+            reachable,
+            rescheduled: Notify::new(),
+        })
+    }
+
+    /// Whether the last fetch reached the provider (`None` before the first).
+    pub fn reachable(&self) -> watch::Receiver<Option<bool>> {
+        self.reachable.subscribe()
+    }
+
+    /// Fetches made so far (successful or not).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    fn cached(&self, kid: &str) -> Option<Arc<ProviderKey>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.keys.get(kid).cloned()
+    }
+
+    /// The key for `kid`, refetching the set once if it is unknown and a
+    /// refetch is due.
+    pub async fn key(self: &Arc<Self>, kid: &str) -> Lookup {
+        if let Some(key) = self.cached(kid) {
+            return Lookup::Found(key);
+        }
+        let flight = Arc::clone(&self.fetch).lock_owned().await;
+        // Someone else's fetch may have brought it while we waited.
+        if let Some(key) = self.cached(kid) {
+            return Lookup::Found(key);
+        }
+        let (last_attempt, last_ok) = {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            (state.last_attempt, state.last_ok)
+        };
+        if let Some(at) = last_attempt
+            && at.elapsed() < self.settings.min_refresh_interval
+        {
+            return if last_ok {
+                Lookup::Unknown
+            } else {
+                Lookup::Unavailable
+            };
+        }
+        // The fetch runs as a task of its own that holds the lock until it
+        // is done: a caller that goes away (cancelled RPC) can neither cut
+        // it short nor let the next caller start another one.
+        let this = Arc::clone(self);
+        let fetched = tokio::spawn(async move {
+            let _flight = flight;
+            this.fetch_locked(Reason::UnknownKid).await.is_ok()
+        })
+        .await
+        .unwrap_or(false);
+        if fetched {
+            self.cached(kid).map_or(Lookup::Unknown, Lookup::Found)
+        } else {
+            Lookup::Unavailable
+        }
+    }
+
+    /// One fetch; the caller holds `self.fetch`.
+    async fn fetch_locked(&self, reason: Reason) -> Result<(), FetchError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::metrics::metrics()
+            .jwks_refetches
+            .fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.settings.timeout, self.download())
+            .await
+            .unwrap_or(Err(FetchError::Timeout(self.settings.timeout)));
+        let result = result.and_then(|(body, ttl)| {
+            parse_jwks(&body, &self.settings.algorithms)
+                .map(|set| (set, ttl))
+                .map_err(FetchError::Invalid)
+        });
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.last_attempt = Some(Instant::now());
+        match result {
+            Ok((KeySet { keys, skipped }, ttl)) => {
+                let mut kids: Vec<&str> = keys.keys().map(String::as_str).collect();
+                kids.sort_unstable();
+                tracing::info!(
+                    event.name = "identity.provider.jwks_fetched",
+                    reason = reason.as_str(),
+                    keys = keys.len(),
+                    kids = %kids.join(","),
+                    skipped = %skipped.join("; "),
+                    ttl_secs = ttl.as_secs(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "provider JWKS fetched"
+                );
+                if keys.is_empty() {
+                    tracing::warn!(
+                        event.name = "identity.provider.jwks_empty",
+                        "the provider's JWK set has no usable key (check IDENTITY_PROVIDER_ALGORITHMS)"
+                    );
+                }
+                state.keys = Arc::new(keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect());
+                state.refresh_at = Instant::now() + ttl;
+                state.last_ok = true;
+                state.failures = 0;
+                drop(state);
+                self.reachable.send_replace(Some(true));
+                Ok(())
+            }
+            Err(error) => {
+                state.failures = state.failures.saturating_add(1);
+                let retry = self
+                    .settings
+                    .min_refresh_interval
+                    .max(Duration::from_secs(1))
+                    .saturating_mul(1 << state.failures.min(10).saturating_sub(1))
+                    .min(MAX_RETRY);
+                state.refresh_at = Instant::now() + retry;
+                state.last_ok = false;
+                let cached = state.keys.len();
+                drop(state);
+                tracing::warn!(
+                    event.name = "identity.provider.jwks_unavailable",
+                    reason = reason.as_str(),
+                    error = %error,
+                    cached_keys = cached,
+                    retry_in_ms = retry.as_millis() as u64,
+                    "provider JWKS fetch failed; cached keys stay in use"
+                );
+                self.reachable.send_replace(Some(false));
+                if reason == Reason::UnknownKid {
+                    self.rescheduled.notify_one();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn download(&self) -> Result<(Bytes, Duration), FetchError> {
+        let request = http::Request::get(self.settings.url.clone())
+            .header(
+                http::header::ACCEPT,
+                "application/jwk-set+json, application/json",
+            )
+            .header(
+                http::header::USER_AGENT,
+                concat!("identity/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| FetchError::Request(e.to_string()))?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| FetchError::Request(error_chain(&e)))?;
+        if response.status() != http::StatusCode::OK {
+            return Err(FetchError::Status(response.status()));
+        }
+        let max = self.settings.max_bytes;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(FetchError::TooLarge(max));
+        }
+        let ttl = ttl_of(response.headers());
+        let body = Limited::new(response.into_body(), max)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    FetchError::TooLarge(max)
+                } else {
+                    FetchError::Request(e.to_string())
+                }
+            })?
+            .to_bytes();
+        Ok((body, ttl))
+    }
+
+    /// Fetches at once, then keeps the set fresh: at the end of each TTL,
+    /// and with a growing delay while the provider is unreachable. Runs
+    /// until aborted.
+    pub async fn run(self: Arc<Self>) {
+        let mut reason = Reason::Start;
+        loop {
+            {
+                let _flight = self.fetch.lock().await;
+                let due = {
+                    let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+                    state.last_attempt.is_none() || Instant::now() >= state.refresh_at
+                };
+                if due {
+                    let _ = self.fetch_locked(reason).await;
+                }
+            }
+            let (refresh_at, ok) = {
+                let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+                (state.refresh_at, state.last_ok)
+            };
+            reason = if ok { Reason::Expired } else { Reason::Retry };
+            // A failed unknown-kid refetch brings the next retry forward.
+            tokio::select! {
+                () = tokio::time::sleep_until(refresh_at) => {}
+                () = self.rescheduled.notified() => {}
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A loopback HTTP server answering request n with `responses[n]` (the
+    /// last one from then on), after `delay`; it counts requests.
+    async fn serve(responses: Vec<String>, delay: Duration) -> (http::Uri, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/auth/jwks", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&hits);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let (responses, counter) = (responses.clone(), Arc::clone(&counter));
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut read = Vec::new();
+                    while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let n = counter.fetch_add(1, Ordering::SeqCst) as usize;
+                    let response = &responses[n.min(responses.len() - 1)];
+                    tokio::time::sleep(delay).await;
+                    let _ = socket.write_all(response.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (url.parse().unwrap(), hits)
+    }
+
+    fn ok(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn cache(url: http::Uri, interval: Duration) -> Arc<JwksCache> {
+        JwksCache::new(JwksSettings {
+            url,
+            algorithms: vec![Algorithm::EdDSA],
+            min_refresh_interval: interval,
+            timeout: Duration::from_millis(500),
+            max_bytes: 2048,
+        })
+    }
+
+    const ONE_KEY: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_kids_refetch_once_per_interval_even_when_callers_give_up() {
+        let (url, hits) = serve(vec![ok(ONE_KEY)], Duration::from_millis(200)).await;
+        let jwks = cache(url, Duration::from_secs(60));
+        let mut lookups = Vec::new();
+        for i in 0..50 {
+            let jwks = Arc::clone(&jwks);
+            lookups.push(tokio::spawn(async move {
+                jwks.key(&format!("random-{i}")).await
+            }));
+        }
+        // Half the callers go away while the fetch is in flight.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for lookup in lookups.iter().step_by(2) {
+            lookup.abort();
+        }
+        for lookup in lookups {
+            if let Ok(result) = lookup.await {
+                assert!(matches!(result, Lookup::Unknown), "{result:?}");
+            }
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "one fetch for fifty unknown kids"
+        );
+        assert!(matches!(jwks.key("k1").await, Lookup::Found(_)));
+        assert!(matches!(jwks.key("random-again").await, Lookup::Unknown));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(*jwks.reachable().borrow(), Some(true));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn oversized_slow_and_failing_answers_are_unavailable_and_keep_the_cache() {
+        let big = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(4096));
+        let chunked = format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+            big.len()
+        );
+        let cases = [
+            ("declared too large", ok(&big), Duration::ZERO),
+            ("streamed too large", chunked, Duration::ZERO),
+            ("too slow", ok(ONE_KEY), Duration::from_secs(3)),
+            ("server error", "HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n".into(), Duration::ZERO),
+            ("redirect", "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/\r\ncontent-length: 0\r\n\r\n".into(), Duration::ZERO),
+            ("not a key set", ok("<html></html>"), Duration::ZERO),
+        ];
+        for (case, response, delay) in cases {
+            let (url, _) = serve(vec![response], delay).await;
+            let jwks = cache(url, Duration::from_millis(100));
+            let started = std::time::Instant::now();
+            assert!(
+                matches!(jwks.key("k1").await, Lookup::Unavailable),
+                "{case}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{case}: bounded by the timeout"
+            );
+            assert_eq!(*jwks.reachable().borrow(), Some(false), "{case}");
+        }
+        // Cached keys survive a failed refresh.
+        let failing = "HTTP/1.1 503 Down\r\ncontent-length: 0\r\n\r\n".to_owned();
+        let (url, hits) = serve(vec![ok(ONE_KEY), failing], Duration::ZERO).await;
+        let jwks = cache(url, Duration::from_millis(100));
+        assert!(matches!(jwks.key("k1").await, Lookup::Found(_)));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(matches!(jwks.key("k2").await, Lookup::Unavailable));
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        assert!(
+            matches!(jwks.key("k1").await, Lookup::Found(_)),
+            "cached key still works"
+        );
+    }
+
+    fn headers(value: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::CACHE_CONTROL, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn cache_control_sets_the_ttl_within_bounds() {
+        assert_eq!(ttl_of(&http::HeaderMap::new()), DEFAULT_TTL);
+        assert_eq!(
+            ttl_of(&headers("public, max-age=600")),
+            Duration::from_secs(600)
+        );
+        assert_eq!(ttl_of(&headers("max-age=5")), MIN_TTL);
+        assert_eq!(ttl_of(&headers("max-age=99999999")), MAX_TTL);
+        assert_eq!(ttl_of(&headers("no-store")), MIN_TTL);
+        assert_eq!(ttl_of(&headers("max-age=oops")), DEFAULT_TTL);
+    }
+}

@@ -1,0 +1,229 @@
+//! Service principals: access tokens for other services, minted by
+//! `identity admin issue-service-token` (for example for the provider's
+//! sign-up hook, which creates profiles with ProfileService.CreateProfile).
+//!
+//! A service principal is an ordinary profile with `auth_provider` =
+//! `service` and `auth_id` = its name, holding the role it was given. Each
+//! token has a session of its own, so ValidateToken, Logout (with the token
+//! as bearer) and DeleteProfile revoke it at once, and roles are read fresh
+//! from the database on every call. Its refresh token is thrown away: a
+//! service gets a new token by running the command again.
+
+use crate::domain::tokens::{AccessClaims, TokenKeys};
+use crate::domain::{Error, refresh, validation};
+use crate::provider::settings::RESERVED_PROVIDER_NAMES;
+use crate::service::profiles::{ADMIN_ROLE, NewProfile};
+use crate::store::{AuditEvent, Id, NewSession, Profile, Store};
+use chrono::{DateTime, SubsecRound, Utc};
+use secrecy::SecretString;
+use std::time::Duration;
+
+/// `auth_provider` of service principals.
+pub const SERVICE_PROVIDER: &str = "service";
+/// May call ProfileService.CreateProfile for external accounts, without
+/// roles; nothing else beyond what any caller may do with its own profile.
+pub const PROVISIONER_ROLE: &str = "provisioner";
+/// Roles a service token may carry.
+pub const SERVICE_ROLES: &[&str] = &[PROVISIONER_ROLE, ADMIN_ROLE];
+pub const MIN_TTL: Duration = Duration::from_secs(60);
+pub const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Whether a non-admin caller may create `new`: it holds the provisioner
+/// role, the profile is for an external provider (not `local` or
+/// `service`) and it asks for no roles.
+pub fn provisioner_may_create(caller: &Profile, new: &NewProfile) -> bool {
+    caller.roles.iter().any(|r| r == PROVISIONER_ROLE)
+        && new.patch.roles.is_empty()
+        && !RESERVED_PROVIDER_NAMES.contains(&new.auth_provider.trim())
+}
+
+/// A minted service token.
+pub struct ServiceToken {
+    pub token: SecretString,
+    pub profile: Profile,
+    pub session_id: Id,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Checks a service name: 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`.
+pub fn service_name(name: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err("must be 1 to 64 of a-z, 0-9, '.', '_', '-'".into())
+    }
+}
+
+/// Finds or creates the service principal `name`, makes sure it holds
+/// `role`, starts a session of `ttl` and signs its access token.
+pub async fn issue(
+    store: &Store,
+    keys: &TokenKeys,
+    name: &str,
+    role: &str,
+    ttl: Duration,
+) -> Result<ServiceToken, Error> {
+    let name = service_name(name).map_err(|d| Error::invalid("name", d))?;
+    if !SERVICE_ROLES.contains(&role) {
+        return Err(Error::invalid(
+            "role",
+            format!("must be one of {}", SERVICE_ROLES.join(", ")),
+        ));
+    }
+    validation::roles(&[role.to_owned()]).map_err(|d| Error::invalid("role", d))?;
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Err(Error::invalid("ttl", "must be between 1m and 90days"));
+    }
+    let now = Utc::now().trunc_subsecs(6);
+
+    let mut profile = match store.find_profile_by_auth(SERVICE_PROVIDER, &name).await? {
+        Some(profile) => profile,
+        None => {
+            let candidate = Profile {
+                id: Id::new(),
+                auth_provider: SERVICE_PROVIDER.into(),
+                auth_id: name.clone(),
+                email: None,
+                display_name: format!("service {name}"),
+                avatar_url: String::new(),
+                locale: String::new(),
+                roles: vec![role.to_owned()],
+                revision: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            let audit = AuditEvent::new("identity.profile.created")
+                .profile(candidate.id)
+                .detail("actor", "identity admin")
+                .detail("roles", role);
+            match store.create_profile(&candidate, &audit).await {
+                Ok(()) => candidate,
+                Err(crate::store::StoreError::Conflict(_)) => store
+                    .find_profile_by_auth(SERVICE_PROVIDER, &name)
+                    .await?
+                    .ok_or(Error::StaleEtag)?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    if !profile.roles.iter().any(|r| r == role) {
+        let mut next = profile.clone();
+        next.roles.push(role.to_owned());
+        next.roles.sort();
+        next.revision += 1;
+        next.updated_at = now.max(profile.updated_at);
+        let audit = AuditEvent::new("identity.role.changed")
+            .profile(profile.id)
+            .detail("actor", "identity admin")
+            .detail("roles", next.roles.join(" "));
+        if !store
+            .update_profile(&next, profile.revision, &[audit])
+            .await?
+        {
+            return Err(Error::StaleEtag);
+        }
+        profile = next;
+    }
+
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let session = NewSession {
+        id: Id::new(),
+        profile_id: profile.id,
+        created_at: now,
+        expires_at,
+        refresh_token_hash: refresh::generate().hash,
+    };
+    let audit = AuditEvent::new("identity.service_token.issued")
+        .profile(profile.id)
+        .session(session.id)
+        .detail("role", role)
+        .detail("ttl_secs", ttl.as_secs());
+    store.start_session(&session, &audit).await?;
+    let claims = AccessClaims {
+        iss: keys.issuer().to_owned(),
+        aud: keys.audience().to_owned(),
+        sub: profile.id.to_string(),
+        iat: now.timestamp(),
+        nbf: now.timestamp(),
+        exp: expires_at.timestamp(),
+        jti: Id::new().to_string(),
+        sid: session.id.to_string(),
+        roles: profile.roles.clone(),
+        scope: String::new(),
+        auth_provider: profile.auth_provider.clone(),
+        auth_id: profile.auth_id.clone(),
+    };
+    let token = keys.sign(&claims).map_err(Error::Internal)?;
+    security_event!(
+        "identity.service_token.issued",
+        profile.id = %profile.id,
+        session.id = %session.id,
+        role = role,
+        ttl_secs = ttl.as_secs()
+    );
+    Ok(ServiceToken {
+        token: SecretString::from(token),
+        profile,
+        session_id: session.id,
+        expires_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::profiles::ProfilePatch;
+
+    fn caller(roles: &[&str]) -> Profile {
+        let now = Utc::now();
+        Profile {
+            id: Id::new(),
+            auth_provider: SERVICE_PROVIDER.into(),
+            auth_id: "hook".into(),
+            email: None,
+            display_name: String::new(),
+            avatar_url: String::new(),
+            locale: String::new(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn new(provider: &str, roles: &[&str]) -> NewProfile {
+        NewProfile {
+            auth_provider: provider.into(),
+            auth_id: "u1".into(),
+            patch: ProfilePatch {
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn provisioners_create_only_role_less_external_profiles() {
+        let p = caller(&[PROVISIONER_ROLE]);
+        assert!(provisioner_may_create(&p, &new("better-auth", &[])));
+        assert!(!provisioner_may_create(&p, &new("better-auth", &["admin"])));
+        assert!(!provisioner_may_create(&p, &new("local", &[])));
+        assert!(!provisioner_may_create(&p, &new("service", &[])));
+        assert!(!provisioner_may_create(
+            &caller(&[]),
+            &new("better-auth", &[])
+        ));
+    }
+
+    #[test]
+    fn service_names_are_plain() {
+        assert!(service_name("better-auth.hook_1").is_ok());
+        for bad in ["", "Hook", "a b", "ü", &"x".repeat(65)] {
+            assert!(service_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+// A real Better-Auth server for the identity end-to-end tests
+// (tests/e2e/exchange.rs): email + password sign-in, the jwt plugin
+// (GET /api/auth/token, GET /api/auth/jwks) and the bearer plugin, on an
+// ephemeral 127.0.0.1 port. Prints one JSON line {"port": N} once it listens.
+//
+// Settings (environment):
+//   BA_SECRET            BETTER_AUTH_SECRET; it encrypts the stored JWKS keys
+//   BA_DATABASE          SQLite file (":memory:" when unset); two servers on
+//                        one file with one secret share their signing keys
+//   BA_ISSUER            jwt.issuer   (default: the base URL)
+//   BA_AUDIENCE          jwt.audience (default: the base URL)
+//   BA_ALG               jwks.keyPairConfig.alg: EdDSA (default), ES256, RS256, PS256
+//   BA_EXPIRATION        jwt.expirationTime (default 15m)
+//   BA_IDENTITY_URL      identity's gRPC address (http://host:port) and
+//   BA_IDENTITY_TOKEN    a provisioner token: when both are set, the
+//                        databaseHooks.user.create.after hook creates the
+//                        profile with ProfileService.CreateProfile (see
+//                        docs/provider.md)
+//
+// Test-only routes (never part of a real deployment):
+//   GET  /test/stats     {"jwks": <GET /api/auth/jwks served so far>}
+//   POST /test/rotate    mints a new signing key; later tokens use it
+//   POST /test/sign      signs the JSON body's "payload" with the current key
+import http from "node:http";
+import { betterAuth } from "better-auth";
+import { bearer, jwt } from "better-auth/plugins";
+import { createJwk } from "better-auth/plugins/jwt";
+import { getMigrations } from "better-auth/db/migration";
+import { toNodeHandler } from "better-auth/node";
+import Database from "better-sqlite3";
+import { createProfileHook } from "./provision.mjs";
+
+const env = process.env;
+const secret = env.BA_SECRET ?? "test-secret-test-secret-test-secret-0123456789";
+const alg = env.BA_ALG ?? "EdDSA";
+const keyPairConfig =
+  alg === "EdDSA"
+    ? { alg, crv: "Ed25519" }
+    : alg.startsWith("ES")
+      ? { alg }
+      : { alg, modulusLength: 2048 };
+
+const server = http.createServer();
+await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const baseURL = `http://127.0.0.1:${server.address().port}`;
+
+const jwtOptions = {
+  jwks: { keyPairConfig },
+  jwt: {
+    ...(env.BA_ISSUER ? { issuer: env.BA_ISSUER } : {}),
+    ...(env.BA_AUDIENCE ? { audience: env.BA_AUDIENCE } : {}),
+    expirationTime: env.BA_EXPIRATION ?? "15m",
+  },
+};
+
+const options = {
+  baseURL,
+  secret,
+  database: new Database(env.BA_DATABASE ?? ":memory:"),
+  emailAndPassword: { enabled: true },
+  plugins: [jwt(jwtOptions), bearer()],
+  logger: { level: "error" },
+  telemetry: { enabled: false },
+  rateLimit: { enabled: false },
+};
+if (env.BA_IDENTITY_URL && env.BA_IDENTITY_TOKEN) {
+  options.databaseHooks = {
+    user: {
+      create: {
+        after: createProfileHook({
+          url: env.BA_IDENTITY_URL,
+          token: env.BA_IDENTITY_TOKEN,
+        }),
+      },
+    },
+  };
+}
+
+const { runMigrations } = await getMigrations(options);
+await runMigrations();
+const auth = betterAuth(options);
+const handle = toNodeHandler(auth);
+
+const stats = { jwks: 0 };
+
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk) => (body += chunk));
+    req.on("end", () => {
+      try {
+        resolve(body ? JSON.parse(body) : {});
+      } catch (e) {
+        reject(e);
+      }
+    });
+    req.on("error", reject);
+  });
+}
+
+function json(res, status, value) {
+  const body = JSON.stringify(value);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(body),
+  });
+  res.end(body);
+}
+
+server.on("request", async (req, res) => {
+  try {
+    const path = new URL(req.url, baseURL).pathname;
+    if (path === "/test/stats" && req.method === "GET") {
+      return json(res, 200, stats);
+    }
+    if (path === "/test/rotate" && req.method === "POST") {
+      const key = await createJwk({ context: await auth.$context }, jwtOptions);
+      return json(res, 200, { kid: key.id });
+    }
+    if (path === "/test/sign" && req.method === "POST") {
+      const { payload } = await readJson(req);
+      const { token } = await auth.api.signJWT({ body: { payload } });
+      return json(res, 200, { token });
+    }
+    if (path === "/api/auth/jwks") {
+      stats.jwks += 1;
+    }
+    return handle(req, res);
+  } catch (e) {
+    console.error(e);
+    if (!res.headersSent) json(res, 500, { error: String(e?.message ?? e) });
+  }
+});
+
+for (const signal of ["SIGTERM", "SIGINT"]) {
+  process.on(signal, () => server.close(() => process.exit(0)));
+}
+console.log(JSON.stringify({ port: server.address().port, baseURL }));
