@@ -315,6 +315,14 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// Admin HTTP listener for Prometheus metrics (GET /metrics); off when unset.
+    #[arg(long, env = "IDENTITY_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
+    /// How long audit rows are kept.
+    #[arg(long, env = "IDENTITY_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
+    pub audit_retention: Duration,
+
     /// Emails (comma-separated) that get the admin role when they register.
     /// The only way to an admin without the `identity admin` command.
     #[arg(long, env = "IDENTITY_BOOTSTRAP_ADMINS", value_delimiter = ',')]

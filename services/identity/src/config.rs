@@ -83,6 +83,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_concurrent_streams: u32,
     pub request_timeout: Duration,
+    pub metrics_addr: Option<SocketAddr>,
+    pub audit_retention: Duration,
     /// The external provider of ExchangeToken; `None` turns it off.
     pub provider: Option<crate::provider::ProviderConfig>,
 }
@@ -582,6 +584,8 @@ impl Config {
             max_message_bytes: settings.max_message_bytes,
             max_concurrent_streams: settings.max_concurrent_streams,
             request_timeout: settings.request_timeout,
+            metrics_addr: settings.metrics_addr,
+            audit_retention: settings.audit_retention,
             provider,
         })
     }

@@ -4,6 +4,7 @@
 use crate::config::{Config, KeySettings, Mode};
 use crate::domain::passwords::Hasher;
 use crate::domain::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
+use crate::service::audit::{AuditSink, enforce_retention};
 use crate::service::limits::Limiter;
 use crate::service::{Auth, AuthSettings, Profiles};
 use crate::store::Store;
@@ -70,6 +71,33 @@ pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
+}
+
+/// Gauges read at scrape time: database pool and bcrypt queue.
+fn register_gauges(store: &Store, auth: &Arc<Auth>) {
+    let metrics = crate::telemetry::metrics::metrics();
+    let pool = store.clone();
+    metrics.gauge(
+        "identity_db_pool_connections",
+        "Database pool connections by state.",
+        Box::new(move || {
+            let (size, available, waiting) = pool.pool_status();
+            vec![
+                (
+                    "state=\"in_use\"".into(),
+                    size.saturating_sub(available) as f64,
+                ),
+                ("state=\"idle\"".into(), available as f64),
+                ("state=\"waiting\"".into(), waiting as f64),
+            ]
+        }),
+    );
+    let auth = Arc::clone(auth);
+    metrics.gauge(
+        "identity_bcrypt_queue_depth",
+        "Password hashing jobs waiting or running.",
+        Box::new(move || vec![(String::new(), auth.bcrypt_queued() as f64)]),
+    );
 }
 
 /// Probes the database and flips the health status when it changes:
@@ -168,7 +196,20 @@ pub async fn run(
             password_min_score: config.password_min_score,
         },
         Arc::new(limits),
+        AuditSink::start(store.clone(), 4096),
     ));
+    let retention = tokio::spawn(enforce_retention(store.clone(), config.audit_retention));
+    register_gauges(&store, &auth);
+    let admin = match config.metrics_addr {
+        Some(addr) => {
+            let listener = crate::telemetry::admin::bind(addr)
+                .await
+                .with_context(|| format!("IDENTITY_METRICS_ADDR: cannot listen on {addr}"))?;
+            tracing::info!(address = %listener.local_addr()?, "serving metrics on /metrics");
+            Some(tokio::spawn(crate::telemetry::admin::serve(listener)))
+        }
+        None => None,
+    };
     let profiles = Arc::new(Profiles::new(store.clone(), Arc::clone(&keys)));
 
     // Probe once before listening, so the first health answer is true.
@@ -295,6 +336,10 @@ pub async fn run(
     if let Some(tls) = tls_watcher {
         tls.abort();
     }
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    retention.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::domain::rate_limit::Action;
 use crate::domain::throttle::{Throttle, ThrottlePolicy, Wait};
 use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use crate::domain::{Error, Violations, refresh, validation};
+use crate::service::audit::AuditSink;
 use crate::service::limits::{Limiter, Scope};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
 use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
@@ -53,6 +54,7 @@ pub struct Auth {
     settings: AuthSettings,
     limits: Arc<Limiter>,
     throttle: Throttle,
+    audit: AuditSink,
 }
 
 fn busy(e: HashError) -> Error {
@@ -75,6 +77,7 @@ impl Auth {
         hasher: Arc<Hasher>,
         settings: AuthSettings,
         limits: Arc<Limiter>,
+        audit: AuditSink,
     ) -> Self {
         Auth {
             store,
@@ -83,7 +86,17 @@ impl Auth {
             settings,
             limits,
             throttle: Throttle::new(ThrottlePolicy::default()),
+            audit,
         }
+    }
+
+    pub fn bcrypt_queued(&self) -> usize {
+        self.hasher.queued()
+    }
+
+    /// Records an event that describes no stored change (a refusal).
+    pub fn audit(&self, event: AuditEvent) {
+        self.audit.record(event);
     }
 
     /// Applies the rate limits of `action` to the caller's address and, if
@@ -107,6 +120,12 @@ impl Auth {
                     Scope::Account => "account",
                 };
                 crate::telemetry::metrics::metrics().rate_limited(action.as_str());
+                self.audit.record(
+                    AuditEvent::new("identity.rate_limited")
+                        .client(caller.addr())
+                        .detail("rpc", action.as_str())
+                        .detail("scope", scope),
+                );
                 security_event!(
                     "identity.rate_limited",
                     rpc = action.as_str(),
@@ -205,6 +224,11 @@ impl Auth {
                 reason = "invalid_input",
                 client.address = caller.addr()
             );
+            self.audit.record(
+                AuditEvent::new("identity.register.refused")
+                    .client(caller.addr())
+                    .detail("reason", "invalid_input"),
+            );
             return Err(e);
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
@@ -262,6 +286,12 @@ impl Auth {
                         reason = "email_taken",
                         client.address = caller.addr()
                     );
+                    self.audit.record(
+                        AuditEvent::new("identity.register.refused")
+                            .client(caller.addr())
+                            .detail("reason", "email_taken")
+                            .detail("email_pseudonym", self.keys.pseudonym(&account.email)),
+                    );
                 }
                 return Err(e);
             }
@@ -310,6 +340,12 @@ impl Auth {
                 Wait::Account(_) => "account",
             };
             crate::telemetry::metrics::metrics().login_failed("throttled");
+            self.audit.record(
+                AuditEvent::new("identity.login.failed")
+                    .client(caller.addr())
+                    .detail("reason", "throttled")
+                    .detail("email_pseudonym", throttle_key.clone()),
+            );
             security_event!(
                 "identity.login.failed",
                 reason = "throttled",
@@ -431,6 +467,12 @@ impl Auth {
                     reason = "session_ended",
                     client.address = caller.addr()
                 );
+                self.audit.record(
+                    AuditEvent::new("identity.token.refused")
+                        .client(caller.addr())
+                        .detail("token.kind", "refresh")
+                        .detail("reason", "session_ended"),
+                );
                 Err(Error::Unauthenticated)
             }
             SpendOutcome::Unknown => {
@@ -439,6 +481,12 @@ impl Auth {
                     token.kind = "refresh",
                     reason = "unknown",
                     client.address = caller.addr()
+                );
+                self.audit.record(
+                    AuditEvent::new("identity.token.refused")
+                        .client(caller.addr())
+                        .detail("token.kind", "refresh")
+                        .detail("reason", "unknown"),
                 );
                 Err(Error::Unauthenticated)
             }
@@ -495,6 +543,12 @@ impl Auth {
                     token.kind = "access",
                     reason = refusal.as_str(),
                     client.address = caller.addr()
+                );
+                self.audit.record(
+                    AuditEvent::new("identity.token.refused")
+                        .client(caller.addr())
+                        .detail("token.kind", "access")
+                        .detail("reason", refusal.as_str()),
                 );
                 Ok(None)
             }

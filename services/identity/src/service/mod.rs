@@ -1,6 +1,7 @@
 //! Use cases: what each RPC does, in terms of the domain rules and the
 //! store. No gRPC types here.
 
+pub mod audit;
 pub mod auth;
 pub mod exchange;
 pub mod limits;

@@ -346,6 +346,10 @@ impl Store {
         on_backend!(self, list_profiles(after, provider, limit))
     }
 
+    pub async fn delete_audit_before(&self, cutoff: DateTime<Utc>) -> Result<usize, StoreError> {
+        on_backend!(self, delete_audit_before(cutoff))
+    }
+
     pub async fn record_audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         on_backend!(self, record_audit(event))
     }

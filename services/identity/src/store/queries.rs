@@ -620,3 +620,8 @@ pub(super) async fn sync_provider_fields(
         find_profile(conn, id).await
     })
 }
+
+pub(super) async fn delete_audit_before(conn: &mut Conn, cutoff: DateTime<Utc>) -> QueryResult<usize> {
+    use schema::audit_events as a;
+    diesel::delete(a::table.filter(a::occurred_at.lt(cutoff))).execute(conn).await
+}
