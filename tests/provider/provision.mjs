@@ -2,7 +2,7 @@
 // profile of each new user with ProfileService.CreateProfile (auth_provider
 // "better-auth", auth_id = the Better-Auth user id). The token is a
 // provisioner service token: `identity admin issue-service-token --role
-// provisioner --ttl 30days`. docs/provider.md shows the same hook.
+// provisioner --ttl 30days`. README.md ("External provider") shows the same hook.
 //
 // The hook never fails the sign-up: if identity is unreachable the profile
 // is created anyway by the user's first ExchangeToken.

@@ -15,7 +15,7 @@
 //   BA_IDENTITY_TOKEN    a provisioner token: when both are set, the
 //                        databaseHooks.user.create.after hook creates the
 //                        profile with ProfileService.CreateProfile (see
-//                        docs/provider.md)
+//                        README.md)
 //
 // Test-only routes (never part of a real deployment):
 //   GET  /test/stats     {"jwks": <GET /api/auth/jwks served so far>}
