@@ -56,3 +56,26 @@ image:
 	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || { echo "make image: no Docker engine here; the Dockerfile is reviewed by tests/helm" >&2; exit 1; }
 	mkdir -p target/sbom && test -f target/sbom/identity.cdx.json || echo '{}' > target/sbom/identity.cdx.json
 	docker build --build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1) -t identity:latest-build .
+
+# --- security operations (issue 9): supply chain, SBOM, audit checklist ---
+.PHONY: deny audit sbom checklist
+
+## deny: cargo-deny's offline checks (licenses, bans, sources; deny.toml) and the proof that they refuse
+deny:
+	./scripts/audit.sh offline
+	./scripts/venv.sh
+	.venv/bin/pytest -q tests/supply_chain
+
+## audit: deny + RustSec advisories; says NOT RUN when the advisory database cannot be fetched (AUDIT_REQUIRE_ADVISORIES=1 makes that fatal)
+audit:
+	./scripts/audit.sh
+
+## sbom: CycloneDX SBOM of the release binary's dependency graph -> target/sbom/identity.cdx.json
+sbom:
+	./scripts/sbom.sh
+
+## checklist: every test cited by docs/security-checklist.md and docs/threat-model.md exists
+checklist:
+	./scripts/venv.sh
+	.venv/bin/python scripts/check-checklist.py
+	.venv/bin/pytest -q tests/checklist

@@ -283,3 +283,78 @@ fn healthcheck_fails_when_nothing_listens() {
         .unwrap();
     assert!(!output.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_grant_role_makes_an_admin_without_default_credentials() {
+    use identity::proto::v1::profile_service_client::ProfileServiceClient;
+    use identity::proto::v1::*;
+    let db = TestDb::new(Backend::Postgres);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let address = crate::support::email("ops");
+    auth.register(RegisterRequest {
+        email: address.clone(),
+        password: crate::support::PASSWORD.into(),
+        display_name: String::new(),
+    })
+    .await
+    .unwrap();
+    let list = |token: String| {
+        let channel = server.channel();
+        async move {
+            let mut client = ProfileServiceClient::new(channel.await);
+            let mut request = tonic::Request::new(ListProfilesRequest::default());
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            client.list_profiles(request).await
+        }
+    };
+    let login = |auth: &mut identity::proto::v1::auth_service_client::AuthServiceClient<
+        tonic::transport::Channel,
+    >| {
+        let mut auth = auth.clone();
+        let address = address.clone();
+        async move {
+            auth.login(LoginRequest {
+                email: address,
+                password: crate::support::PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tokens
+            .unwrap()
+            .access_token
+        }
+    };
+    let before = list(login(&mut auth).await).await.unwrap_err();
+    assert_eq!(before.code(), tonic::Code::PermissionDenied);
+
+    let grant = Command::new(binary())
+        .args(["admin", "grant-role", &address, "admin"])
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        grant.status.success(),
+        "{}",
+        String::from_utf8_lossy(&grant.stderr)
+    );
+    list(login(&mut auth).await)
+        .await
+        .expect("an admin lists profiles");
+    let audit = Command::new("psql")
+        .arg(&db.url)
+        .args([
+            "-tAc",
+            "SELECT count(*) FROM audit_events WHERE event_name = 'identity.role.changed'",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&audit.stdout).trim(),
+        "1",
+        "the role change is audited"
+    );
+}

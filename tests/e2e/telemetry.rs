@@ -381,7 +381,50 @@ async fn a_full_flow_is_traced_counted_and_audited_without_leaking_a_secret() {
         );
     }
 
+    assert!(
+        audit.contains("identity.config.insecure"),
+        "dev mode is audited"
+    );
+
+    // `identity audit tail` reads the same trail.
+    let tail = std::process::Command::new(crate::support::binary())
+        .args(["audit", "tail", "--since", "1h"])
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(
+        tail.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tail.stderr)
+    );
+    let tail = String::from_utf8_lossy(&tail.stdout).into_owned();
+    let rows: Vec<serde_json::Value> = tail
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|r| r["event.name"] == "identity.refresh.reused" && r["session.id"].is_string())
+    );
+    let profile = rows
+        .iter()
+        .find(|r| r["event.name"] == "identity.login.succeeded")
+        .and_then(|r| r["profile.id"].as_str())
+        .unwrap()
+        .to_owned();
+    let mine = std::process::Command::new(crate::support::binary())
+        .args(["audit", "tail", "--profile", &profile])
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    let mine = String::from_utf8_lossy(&mine.stdout).into_owned();
+    assert!(
+        !mine.is_empty() && mine.lines().all(|l| l.contains(&profile)),
+        "--profile filters:\n{mine}"
+    );
+
     // Redaction proof: nothing secret in anything emitted.
+    let audit = format!("{audit}\n{tail}");
     let emitted = format!("{:?}\n{logs}\n{audit}", collector.traces.lock().unwrap());
     let key_body: String = signing_key
         .lines()
