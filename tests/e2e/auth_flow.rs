@@ -1,7 +1,7 @@
 //! Register → login → validate → refresh → re-use → revocation → logout.
 
 use crate::on_both_backends;
-use crate::support::{Backend, PASSWORD, Server, TestDb, email};
+use crate::support::{Backend, PASSWORD, Server, TestDb, bearer, email, login, register};
 use identity::proto::v1::*;
 use tonic::Code;
 
@@ -47,16 +47,7 @@ async fn the_whole_session_lifecycle_works_and_reuse_revokes_the_session(backend
     assert_eq!(profile.email, address);
     assert_eq!(profile.display_name, "Ann Lee");
 
-    let login = auth
-        .login(LoginRequest {
-            email: address.clone(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
+    let login = login(&mut auth, &address).await;
     assert_eq!(login.token_type, "Bearer");
 
     let claims = validate(&mut auth, &login.access_token).await;
@@ -198,33 +189,10 @@ async fn logout_by_bearer_token_revokes_that_session_only(backend: Backend) {
     let server = Server::start(&db);
     let mut auth = server.auth().await;
     let address = email("bearer");
-    let first = auth
-        .register(RegisterRequest {
-            email: address.clone(),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
-    let second = auth
-        .login(LoginRequest {
-            email: address,
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
+    let first = register(&mut auth, &address).await;
+    let second = login(&mut auth, &address).await;
 
-    let mut request = tonic::Request::new(LogoutRequest::default());
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", second.access_token).parse().unwrap(),
-    );
+    let request = bearer(&second.access_token, LogoutRequest::default());
     auth.logout(request).await.unwrap();
     assert!(!validate(&mut auth, &second.access_token).await.active);
     assert!(validate(&mut auth, &first.access_token).await.active);
@@ -238,49 +206,28 @@ async fn change_password_revokes_every_other_session(backend: Backend) {
     let server = Server::start(&db);
     let mut auth = server.auth().await;
     let address = email("change");
-    let other = auth
-        .register(RegisterRequest {
-            email: address.clone(),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
-    let current = auth
-        .login(LoginRequest {
-            email: address.clone(),
-            password: PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
+    let other = register(&mut auth, &address).await;
+    let current = login(&mut auth, &address).await;
     let new_password = "a different long passphrase";
 
-    let mut wrong = tonic::Request::new(ChangePasswordRequest {
-        current_password: "not my password".into(),
-        new_password: new_password.into(),
-    });
-    wrong.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", current.access_token).parse().unwrap(),
+    let wrong = bearer(
+        &current.access_token,
+        ChangePasswordRequest {
+            current_password: "not my password".into(),
+            new_password: new_password.into(),
+        },
     );
     assert_eq!(
         auth.change_password(wrong).await.unwrap_err().code(),
         Code::Unauthenticated
     );
 
-    let mut request = tonic::Request::new(ChangePasswordRequest {
-        current_password: PASSWORD.into(),
-        new_password: new_password.into(),
-    });
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", current.access_token).parse().unwrap(),
+    let request = bearer(
+        &current.access_token,
+        ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: new_password.into(),
+        },
     );
     auth.change_password(request).await.unwrap();
 
@@ -340,17 +287,7 @@ async fn jwks_publishes_the_signing_key(backend: Backend) {
     );
 
     // Another service can verify our access token offline with it.
-    let tokens = auth
-        .register(RegisterRequest {
-            email: email("jwks"),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
+    let tokens = register(&mut auth, &email("jwks")).await;
     let header = jsonwebtoken::decode_header(&tokens.access_token).unwrap();
     assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));

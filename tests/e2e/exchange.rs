@@ -6,7 +6,7 @@
 
 use crate::on_both_backends;
 use crate::support::better_auth::{AUDIENCE, BetterAuth, BetterAuthOptions, ISSUER, User};
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email, eventually};
+use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, eventually};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use identity::domain::tokens::generate_ed25519_pem;
@@ -75,14 +75,6 @@ fn assert_refused(result: Result<ExchangeTokenResponse, Status>, case: &str) {
         GENERIC,
         "{case}: the message says nothing"
     );
-}
-
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 async fn profiles(server: &Server) -> ProfileServiceClient<Channel> {

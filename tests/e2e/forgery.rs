@@ -1,7 +1,7 @@
 //! Forged and tampered access tokens are inactive, each for its own reason.
 
 use crate::on_both_backends;
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email};
+use crate::support::{Backend, Server, ServerOptions, TestDb, email, register};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use identity::domain::tokens::{Ed25519Key, generate_ed25519_pem};
@@ -38,17 +38,7 @@ async fn forged_expired_and_misaddressed_tokens_are_all_inactive(backend: Backen
         ServerOptions::default().env("IDENTITY_SIGNING_KEY_FILE", key_file.display().to_string()),
     );
     let mut auth = server.auth().await;
-    let tokens = auth
-        .register(RegisterRequest {
-            email: email("forge"),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tokens
-        .unwrap();
+    let tokens = register(&mut auth, &email("forge")).await;
     let real: serde_json::Value = {
         let payload = tokens.access_token.split('.').nth(1).unwrap();
         serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()

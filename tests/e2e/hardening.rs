@@ -4,7 +4,9 @@
 
 use crate::support::pki::Ca;
 use crate::support::proxy::Proxy;
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email, eventually};
+use crate::support::{
+    Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, eventually, register,
+};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::*;
 use std::time::{Duration, Instant};
@@ -26,19 +28,6 @@ fn login(address: &str, password: &str) -> LoginRequest {
         email: address.into(),
         password: password.into(),
     }
-}
-
-async fn register(auth: &mut AuthServiceClient<Channel>, address: &str) -> TokenPair {
-    auth.register(RegisterRequest {
-        email: address.into(),
-        password: PASSWORD.into(),
-        display_name: String::new(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens
-    .unwrap()
 }
 
 /// A documentation address (RFC 5737) unique to this call, for the
@@ -276,13 +265,12 @@ async fn weak_passwords_are_refused_with_the_reason_and_raised_costs_rehash_at_l
 
     let address = email("rehash");
     let tokens = register(&mut auth, &address).await;
-    let mut weak = tonic::Request::new(ChangePasswordRequest {
-        current_password: PASSWORD.into(),
-        new_password: "password1".into(),
-    });
-    weak.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", tokens.access_token).parse().unwrap(),
+    let weak = bearer(
+        &tokens.access_token,
+        ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: "password1".into(),
+        },
     );
     let status = auth.change_password(weak).await.unwrap_err();
     assert_eq!(violation(&status).0, "new_password");

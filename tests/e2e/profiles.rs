@@ -3,7 +3,7 @@
 //! pagination under concurrent inserts, hostile strings and uniqueness races.
 
 use crate::on_both_backends;
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email};
+use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use identity::domain::tokens::{Ed25519Key, generate_ed25519_pem};
@@ -46,10 +46,6 @@ fn with_authorization<T>(value: Option<&str>, message: T) -> tonic::Request<T> {
         );
     }
     request
-}
-
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    with_authorization(Some(&format!("Bearer {token}")), message)
 }
 
 fn violated_fields(status: &Status) -> Vec<String> {

@@ -276,39 +276,28 @@ pub async fn run(
         max_concurrent_streams: config.max_concurrent_streams,
         request_timeout: config.request_timeout,
     };
-    let exchange = provider.as_ref().map(|p| p.exchange());
+    let api = transport::Api {
+        auth: Arc::clone(&auth),
+        profiles,
+        exchange: provider.as_ref().map(|p| p.exchange()),
+        health: reporter.clone(),
+    };
+    let stop = stopped(stop_rx.clone());
     let mut tls_watcher = None;
-    let server: std::pin::Pin<
-        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
-    > = match &config.tls {
+    type Serving =
+        std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+    let server: Serving = match &config.tls {
         Some(files) => {
             let tls = transport::tls::Reloadable::new(files).map_err(anyhow::Error::msg)?;
             tls_watcher = Some(tls.watch(files.clone(), config.tls_reload_interval));
-            let incoming = tls.incoming(listener);
-            let (auth, profiles, reporter, stop) = (
-                Arc::clone(&auth),
-                profiles,
-                reporter.clone(),
-                stopped(stop_rx.clone()),
-            );
-            let exchange = exchange.clone();
-            Box::pin(async move {
-                transport::serve(&http, auth, profiles, exchange, &reporter, incoming, stop).await
-            })
+            Box::pin(transport::serve(http, api, tls.incoming(listener), stop))
         }
-        None => {
-            let incoming = TcpListenerStream::new(listener);
-            let (auth, profiles, reporter, stop) = (
-                Arc::clone(&auth),
-                profiles,
-                reporter.clone(),
-                stopped(stop_rx.clone()),
-            );
-            let exchange = exchange.clone();
-            Box::pin(async move {
-                transport::serve(&http, auth, profiles, exchange, &reporter, incoming, stop).await
-            })
-        }
+        None => Box::pin(transport::serve(
+            http,
+            api,
+            TcpListenerStream::new(listener),
+            stop,
+        )),
     };
     tracing::info!(
         address = %local,

@@ -316,3 +316,48 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// Registers a local account with `PASSWORD`; returns its first token pair.
+pub async fn register(
+    auth: &mut AuthServiceClient<Channel>,
+    email: &str,
+) -> identity::proto::v1::TokenPair {
+    auth.register(identity::proto::v1::RegisterRequest {
+        email: email.to_owned(),
+        password: PASSWORD.into(),
+        display_name: String::new(),
+    })
+    .await
+    .expect("registration succeeds")
+    .into_inner()
+    .tokens
+    .expect("a token pair")
+}
+
+/// Logs in with `PASSWORD`; returns the new session's token pair.
+pub async fn login(
+    auth: &mut AuthServiceClient<Channel>,
+    email: &str,
+) -> identity::proto::v1::TokenPair {
+    auth.login(identity::proto::v1::LoginRequest {
+        email: email.to_owned(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .expect("login succeeds")
+    .into_inner()
+    .tokens
+    .expect("a token pair")
+}
+
+/// A request carrying `authorization: Bearer <token>`.
+pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a valid header value"),
+    );
+    request
+}

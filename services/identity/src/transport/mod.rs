@@ -126,6 +126,14 @@ pub fn message_too_large_is_resource_exhausted<B>(
     response
 }
 
+/// What the API port serves.
+pub struct Api {
+    pub auth: Arc<Auth>,
+    pub profiles: Arc<Profiles>,
+    pub exchange: Option<Arc<crate::service::exchange::TokenExchange>>,
+    pub health: HealthReporter,
+}
+
 /// Settings of the HTTP/2 (and gRPC-Web) front.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -183,11 +191,8 @@ fn cors(origins: &[http::HeaderValue]) -> CorsLayer {
 /// security headers on every response, status fix-up, optional gRPC-Web
 /// with CORS — then the services.
 pub async fn serve<I, IO, IE, F>(
-    http: &HttpSettings,
-    auth: Arc<Auth>,
-    profiles: Arc<Profiles>,
-    exchange: Option<Arc<crate::service::exchange::TokenExchange>>,
-    reporter: &HealthReporter,
+    http: HttpSettings,
+    api: Api,
     incoming: I,
     shutdown: F,
 ) -> Result<(), tonic::transport::Error>
@@ -235,12 +240,16 @@ where
         .tcp_nodelay(true)
         .layer(layers)
         .add_service(auth_service(
-            Arc::clone(&auth),
+            Arc::clone(&api.auth),
             http.max_message_bytes,
-            exchange,
+            api.exchange,
         ))
-        .add_service(profile_service(auth, profiles, http.max_message_bytes))
-        .add_service(health_service(reporter))
+        .add_service(profile_service(
+            api.auth,
+            api.profiles,
+            http.max_message_bytes,
+        ))
+        .add_service(health_service(&api.health))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
