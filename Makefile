@@ -4,16 +4,17 @@ SHELL := bash
 CARGO ?= cargo
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/tools/node_modules/.bin:$(PATH)
 
-.PHONY: run test lint proto-lint fmt tools postgres migrate unit e2e helm-test helm-template keygen clean
+.PHONY: toolchain run test lint proto-lint fmt tools postgres migrate unit e2e helm-test helm-template keygen clean
 
 ## run: serve in development mode on 127.0.0.1:50051 (SQLite under ./data)
-run:
+run: toolchain
 	$(CARGO) run --bin identity -- serve --dev
 
 ## test: everything CI checks — proto lint, Rust unit and end-to-end tests, chart tests
 test: tools postgres proto-lint
 	$(CARGO) test --workspace --locked -- --test-threads=4
 	$(MAKE) helm-test
+	$(MAKE) deny checklist
 
 ## lint: buf lint, rustfmt and clippy (warnings are errors)
 lint: tools proto-lint
@@ -26,7 +27,10 @@ proto-lint: tools
 fmt:
 	$(CARGO) fmt --all
 
-tools:
+toolchain:
+	./scripts/ensure-toolchain.sh
+
+tools: toolchain
 	./scripts/ensure-tools.sh
 
 postgres:

@@ -14,6 +14,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# renovate: datasource=crate depName=cargo-deny
 CARGO_DENY_VERSION=${CARGO_DENY_VERSION:-0.20.2}
 require=${AUDIT_REQUIRE_ADVISORIES:-0}
 allow_stale=${AUDIT_ALLOW_STALE_DB:-0}

@@ -17,6 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
+# renovate: datasource=crate depName=cargo-cyclonedx
 CARGO_CYCLONEDX_VERSION=${CARGO_CYCLONEDX_VERSION:-0.5.9}
 target=${SBOM_TARGET:-$(rustc -vV | sed -n 's/^host: //p')}
 out=target/sbom/identity.cdx.json
