@@ -190,3 +190,90 @@ async fn forged_expired_and_misaddressed_tokens_are_all_inactive(backend: Backen
         );
     }
 }
+
+fn write_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let pem = generate_ed25519_pem().unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, pem.expose_secret()).unwrap();
+    let kid = Ed25519Key::from_pem(pem.expose_secret(), name)
+        .unwrap()
+        .kid()
+        .to_owned();
+    (path, kid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_keys_rotate_without_refusing_live_tokens() {
+    let db = TestDb::new(Backend::Postgres);
+    let (old_key, old_kid) = write_key(db.dir.path(), "old.pem");
+    let (new_key, new_kid) = write_key(db.dir.path(), "new.pem");
+    let with_keys = |keys: String| {
+        Server::start_with(
+            &db.url,
+            db.dir.path(),
+            ServerOptions::default().env("IDENTITY_SIGNING_KEY_FILE", keys),
+        )
+    };
+    let kid_of = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+
+    // Step 0: only the old key.
+    let server = with_keys(old_key.display().to_string());
+    let mut auth = server.auth().await;
+    let old_token = register(&mut auth, &email("rotate")).await.access_token;
+    assert_eq!(kid_of(&old_token), old_kid);
+    assert!(server.terminate().success());
+
+    // Step 1: the new key first (it signs), the old one still verifies.
+    let server = with_keys(format!("{},{}", new_key.display(), old_key.display()));
+    let mut auth = server.auth().await;
+    let kids: Vec<String> = auth
+        .get_jwks(GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(
+        kids,
+        [new_kid.clone(), old_kid.clone()],
+        "both keys are published, the signing key first"
+    );
+    let validate = |auth: &mut identity::proto::v1::auth_service_client::AuthServiceClient<
+        tonic::transport::Channel,
+    >,
+                    token: &str| {
+        let mut auth = auth.clone();
+        let token = token.to_owned();
+        async move {
+            auth.validate_token(ValidateTokenRequest {
+                access_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .active
+        }
+    };
+    assert!(
+        validate(&mut auth, &old_token).await,
+        "tokens of the old key stay valid during rotation"
+    );
+    let new_token = register(&mut auth, &email("rotated")).await.access_token;
+    assert_eq!(
+        kid_of(&new_token),
+        new_kid,
+        "new tokens are signed with the new key"
+    );
+    assert!(server.terminate().success());
+
+    // Step 2: the old key retired.
+    let server = with_keys(new_key.display().to_string());
+    let mut auth = server.auth().await;
+    assert!(
+        !validate(&mut auth, &old_token).await,
+        "the retired key's tokens are refused"
+    );
+    assert!(validate(&mut auth, &new_token).await);
+}

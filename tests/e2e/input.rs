@@ -7,6 +7,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 on_both_backends!(
+    non_ascii_passphrases_register_and_log_in,
     each_invalid_field_is_named_and_nothing_is_stored,
     oversized_messages_are_refused_and_the_server_stays_up
 );
@@ -167,4 +168,39 @@ async fn oversized_messages_are_refused_and_the_server_stays_up(backend: Backend
     })
     .await
     .expect("still serving");
+}
+
+async fn non_ascii_passphrases_register_and_log_in(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    // Five Cyrillic words with spaces: 30 characters, 56 bytes in UTF-8.
+    let passphrase = "морской ветер поёт маяку ночью";
+    assert!(passphrase.len() <= 72, "{} bytes", passphrase.len());
+    let address = email("unicode");
+    auth.register(RegisterRequest {
+        email: address.clone(),
+        password: passphrase.into(),
+        display_name: "Анна".into(),
+    })
+    .await
+    .expect("a non-ASCII passphrase is accepted");
+    auth.login(LoginRequest {
+        email: address.clone(),
+        password: passphrase.into(),
+    })
+    .await
+    .expect("and logs in byte for byte");
+    let wrong = auth
+        .login(LoginRequest {
+            email: address,
+            password: passphrase.replace('ё', "е"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        wrong.code(),
+        Code::Unauthenticated,
+        "no silent folding of characters"
+    );
 }
