@@ -516,3 +516,50 @@ async fn a_dead_collector_never_fails_or_stalls_an_rpc() {
         "no RPC waits on the collector"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_authorization_is_logged_and_audited_though_the_caller_sees_not_found() {
+    use identity::proto::v1::profile_service_client::ProfileServiceClient;
+    let db = TestDb::new(Backend::Postgres);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let alice = crate::support::register(&mut auth, &email("alice")).await;
+    let bob = crate::support::register(&mut auth, &email("bob")).await;
+    let bob_id = auth
+        .validate_token(ValidateTokenRequest {
+            access_token: bob.access_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile_id;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let status = profiles
+        .get_profile(crate::support::bearer(
+            &alice.access_token,
+            GetProfileRequest { id: bob_id.clone() },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert!(
+        server
+            .logs()
+            .lines()
+            .any(|l| l.contains("identity.access.denied") && l.contains(&bob_id)),
+        "the refusal is a security event"
+    );
+    let audited = crate::support::eventually(Duration::from_secs(5), || async {
+        let out = std::process::Command::new("psql")
+            .arg(&db.url)
+            .args([
+                "-tAc",
+                "SELECT detail FROM audit_events WHERE event_name = 'identity.access.denied'",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&bob_id)
+    })
+    .await;
+    assert!(audited, "and an audit row");
+}

@@ -220,7 +220,11 @@ pub async fn run(
         }
         None => None,
     };
-    let profiles = Arc::new(Profiles::new(store.clone(), Arc::clone(&keys)));
+    let profiles = Arc::new(Profiles::new(
+        store.clone(),
+        Arc::clone(&keys),
+        auth.audit_sink(),
+    ));
 
     // Probe once before listening, so the first health answer is true.
     let reachable = matches!(

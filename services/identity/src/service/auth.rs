@@ -94,6 +94,10 @@ impl Auth {
         self.hasher.queued()
     }
 
+    pub fn audit_sink(&self) -> AuditSink {
+        self.audit.clone()
+    }
+
     /// Records an event that describes no stored change (a refusal).
     pub fn audit(&self, event: AuditEvent) {
         self.audit.record(event);

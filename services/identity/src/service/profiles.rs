@@ -8,6 +8,7 @@
 
 use crate::domain::tokens::{AccessClaims, TokenKeys};
 use crate::domain::{Error, Violations, page_token, validation};
+use crate::service::audit::AuditSink;
 use crate::store::{AuditEvent, Id, Profile, Store};
 use chrono::{SubsecRound, Utc};
 use std::sync::Arc;
@@ -57,6 +58,7 @@ pub const MUTABLE_PATHS: &[&str] = &["display_name", "avatar_url", "locale", "em
 pub struct Profiles {
     store: Store,
     keys: Arc<TokenKeys>,
+    audit: AuditSink,
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -93,8 +95,35 @@ fn parse_filter(filter: &str) -> Result<Option<String>, Error> {
 }
 
 impl Profiles {
-    pub fn new(store: Store, keys: Arc<TokenKeys>) -> Self {
-        Profiles { store, keys }
+    pub fn new(store: Store, keys: Arc<TokenKeys>, audit: AuditSink) -> Self {
+        Profiles { store, keys, audit }
+    }
+
+    /// A refused authorization is a security event (ASVS 16.3.2), though
+    /// the caller may only see NOT_FOUND.
+    fn denied(
+        &self,
+        caller: &Profile,
+        action: &'static str,
+        target: Option<Id>,
+        principal: &Principal,
+    ) {
+        let target_text = target.map(|t| t.to_string()).unwrap_or_default();
+        security_event!(
+            "identity.access.denied",
+            profile.id = %caller.id,
+            action = action,
+            target = %target_text,
+            client.address = principal.client_addr.as_deref()
+        );
+        let mut event = AuditEvent::new("identity.access.denied")
+            .profile(caller.id)
+            .client(principal.client_addr.as_deref())
+            .detail("action", action);
+        if let Some(target) = target {
+            event = event.detail("target", target.to_string());
+        }
+        self.audit.record(event);
     }
 
     /// Roles are read fresh from the database, so a revoked admin role
@@ -111,11 +140,18 @@ impl Profiles {
     }
 
     /// The profile if the caller may see it; NOT_FOUND otherwise.
-    async fn visible(&self, caller: &Profile, id: Id) -> Result<Profile, Error> {
+    async fn visible(
+        &self,
+        principal: &Principal,
+        caller: &Profile,
+        id: Id,
+        action: &'static str,
+    ) -> Result<Profile, Error> {
         if caller.id == id {
             return Ok(caller.clone());
         }
         if !Self::is_admin(caller) {
+            self.denied(caller, action, Some(id), principal);
             return Err(Error::NotFound);
         }
         self.store.find_profile(id).await?.ok_or(Error::NotFound)
@@ -124,7 +160,7 @@ impl Profiles {
     pub async fn get(&self, principal: &Principal, id: &str) -> Result<Profile, Error> {
         let id = target(principal, id, "id")?;
         let caller = self.caller(principal).await?;
-        self.visible(&caller, id).await
+        self.visible(principal, &caller, id, "get").await
     }
 
     pub async fn lookup(
@@ -146,6 +182,7 @@ impl Profiles {
         if found.id == caller.id || Self::is_admin(&caller) {
             Ok(found)
         } else {
+            self.denied(&caller, "lookup", Some(found.id), principal);
             Err(Error::NotFound)
         }
     }
@@ -198,6 +235,7 @@ impl Profiles {
         let caller = self.caller(principal).await?;
         if !Self::is_admin(&caller) && !super::service_token::provisioner_may_create(&caller, &new)
         {
+            self.denied(&caller, "create", None, principal);
             return Err(Error::PermissionDenied);
         }
         let mut violations = Violations::new();
@@ -282,9 +320,10 @@ impl Profiles {
         violations.into_result()?;
 
         let caller = self.caller(principal).await?;
-        let current = self.visible(&caller, id).await?;
+        let current = self.visible(principal, &caller, id, "update").await?;
         let admin = Self::is_admin(&caller);
         if paths.contains(&"roles") && !admin {
+            self.denied(&caller, "change_roles", Some(id), principal);
             return Err(Error::PermissionDenied);
         }
         if expected != Some(current.revision) {
@@ -341,7 +380,7 @@ impl Profiles {
     pub async fn delete(&self, principal: &Principal, id: &str, etag: &str) -> Result<(), Error> {
         let id = target(principal, id, "id")?;
         let caller = self.caller(principal).await?;
-        let current = self.visible(&caller, id).await?;
+        let current = self.visible(principal, &caller, id, "delete").await?;
         let expected = if etag.is_empty() {
             None
         } else {
@@ -405,6 +444,7 @@ impl Profiles {
         violations.into_result()?;
         let caller = self.caller(principal).await?;
         if !Self::is_admin(&caller) {
+            self.denied(&caller, "list", None, principal);
             return Err(Error::PermissionDenied);
         }
         let size = match page_size {
