@@ -85,6 +85,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// The external provider of ExchangeToken; `None` turns it off.
     pub provider: Option<crate::provider::ProviderConfig>,
+    /// The fast validation path and revocation across replicas.
+    pub revocation: crate::service::revocation::RevocationSettings,
 }
 
 /// Secrets that must never be accepted: documentation examples and the
@@ -233,6 +235,8 @@ impl Config {
         let mode = if dev { Mode::Dev } else { Mode::Production };
         let production = mode == Mode::Production;
         let provider = crate::provider::ProviderConfig::load(&settings.provider, production)?;
+        let revocation =
+            crate::service::revocation::RevocationSettings::load(&settings.revocation)?;
 
         let database_url = match (settings.database_url, mode) {
             (Some(url), _) if !url.trim().is_empty() => url,
@@ -583,6 +587,7 @@ impl Config {
             max_concurrent_streams: settings.max_concurrent_streams,
             request_timeout: settings.request_timeout,
             provider,
+            revocation,
         })
     }
 

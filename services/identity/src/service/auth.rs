@@ -7,6 +7,7 @@ use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use crate::domain::{Error, Violations, refresh, validation};
 use crate::service::limits::{Limiter, Scope};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
+use crate::store::notify::Revoked;
 use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
 use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -53,6 +54,7 @@ pub struct Auth {
     settings: AuthSettings,
     limits: Arc<Limiter>,
     throttle: Throttle,
+    fast: Arc<crate::service::revocation::FastPath>,
 }
 
 fn busy(e: HashError) -> Error {
@@ -83,7 +85,15 @@ impl Auth {
             settings,
             limits,
             throttle: Throttle::new(ThrottlePolicy::default()),
+            fast: crate::service::revocation::FastPath::disabled(),
         }
+    }
+
+    /// Validation from memory (service::revocation); without it every
+    /// validation reads the database.
+    pub fn with_fast_path(mut self, fast: Arc<crate::service::revocation::FastPath>) -> Self {
+        self.fast = fast;
+        self
     }
 
     /// Applies the rate limits of `action` to the caller's address and, if
@@ -421,6 +431,7 @@ impl Auth {
                     session.id = %session_id,
                     client.address = caller.addr()
                 );
+                self.fast.revoked(Revoked::Session(session_id));
                 security_event!("identity.session.revoked", session.id = %session_id, reason = "refresh_token_reused");
                 Err(Error::Unauthenticated)
             }
@@ -452,22 +463,8 @@ impl Auth {
         &self,
         token: &str,
     ) -> Result<Result<AccessClaims, Refusal>, Error> {
-        let claims = match self.keys.verify(token) {
-            Ok(claims) => claims,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let Some(session_id) = Id::parse(&claims.sid) else {
-            return Ok(Err(Refusal::Malformed));
-        };
-        match self.store.find_session(session_id).await? {
-            Some(session)
-                if session.is_active(Utc::now())
-                    && session.profile_id.to_string() == claims.sub =>
-            {
-                Ok(Ok(claims))
-            }
-            _ => Ok(Err(Refusal::Revoked)),
-        }
+        // Same checks, answered from memory when it can (service::revocation).
+        self.fast.verify(&self.keys, &self.store, token).await
     }
 
     /// ValidateToken: `None` means inactive (the reason is logged, not told).
@@ -546,11 +543,12 @@ impl Auth {
             Some(s) => audit.profile(s.profile_id),
             None => audit,
         };
-        if self
+        let revoked = self
             .store
             .revoke_session(session_id, "logout", &audit)
-            .await?
-        {
+            .await?;
+        self.fast.revoked(Revoked::Session(session_id));
+        if revoked {
             security_event!("identity.session.revoked", session.id = %session_id, reason = "logout", client.address = caller.addr());
         }
         Ok(())
@@ -617,6 +615,10 @@ impl Auth {
             // Changed concurrently by another call: make the caller retry.
             return Err(Error::StaleEtag);
         }
+        self.fast.revoked(Revoked::Profile {
+            profile,
+            except: Some(session),
+        });
         security_event!("identity.password.changed", profile.id = %profile, session.id = %session, client.address = caller.addr());
         Ok(())
     }

@@ -57,6 +57,7 @@ pub const MUTABLE_PATHS: &[&str] = &["display_name", "avatar_url", "locale", "em
 pub struct Profiles {
     store: Store,
     keys: Arc<TokenKeys>,
+    fast: Arc<crate::service::revocation::FastPath>,
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -94,7 +95,17 @@ fn parse_filter(filter: &str) -> Result<Option<String>, Error> {
 
 impl Profiles {
     pub fn new(store: Store, keys: Arc<TokenKeys>) -> Self {
-        Profiles { store, keys }
+        Profiles {
+            store,
+            keys,
+            fast: crate::service::revocation::FastPath::disabled(),
+        }
+    }
+
+    /// The validation memory that deletions must update (the one of `Auth`).
+    pub fn with_fast_path(mut self, fast: Arc<crate::service::revocation::FastPath>) -> Self {
+        self.fast = fast;
+        self
     }
 
     /// Roles are read fresh from the database, so a revoked admin role
@@ -361,6 +372,10 @@ impl Profiles {
                 Error::NotFound
             });
         }
+        self.fast.revoked(crate::store::notify::Revoked::Profile {
+            profile: id,
+            except: None,
+        });
         security_event!("identity.profile.deleted", profile.id = %id, actor = %caller.id);
         Ok(())
     }
