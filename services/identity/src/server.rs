@@ -157,27 +157,25 @@ pub async fn run(
             "rate limits are OFF (IDENTITY_RATE_LIMIT_ENABLED=false)"
         );
     }
+    let auth = Arc::new(Auth::new(
+        store.clone(),
+        Arc::clone(&keys),
+        Arc::new(hasher),
+        AuthSettings {
+            access_token_ttl: config.access_token_ttl,
+            refresh_token_ttl: config.refresh_token_ttl,
+            bootstrap_admins: config.bootstrap_admins.clone(),
+            password_min_score: config.password_min_score,
+        },
+        Arc::new(limits),
+    ));
+    let profiles = Arc::new(Profiles::new(store.clone(), Arc::clone(&keys)));
     let fast = crate::service::revocation::FastPath::new(
         &config.revocation,
         config.access_token_ttl + config.token_leeway,
     );
-    let auth = Arc::new(
-        Auth::new(
-            store.clone(),
-            Arc::clone(&keys),
-            Arc::new(hasher),
-            AuthSettings {
-                access_token_ttl: config.access_token_ttl,
-                refresh_token_ttl: config.refresh_token_ttl,
-                bootstrap_admins: config.bootstrap_admins.clone(),
-                password_min_score: config.password_min_score,
-            },
-            Arc::new(limits),
-        )
-        .with_fast_path(Arc::clone(&fast)),
-    );
-    let profiles =
-        Arc::new(Profiles::new(store.clone(), Arc::clone(&keys)).with_fast_path(Arc::clone(&fast)));
+    auth.set_fast_path(Arc::clone(&fast));
+    profiles.set_fast_path(Arc::clone(&fast));
     // Runs until the process exits (validation stays correct while draining).
     let _revocation_tasks = fast.start(&config.revocation, &store, config.database_url());
 

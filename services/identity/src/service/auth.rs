@@ -54,7 +54,7 @@ pub struct Auth {
     settings: AuthSettings,
     limits: Arc<Limiter>,
     throttle: Throttle,
-    fast: Arc<crate::service::revocation::FastPath>,
+    fast: arc_swap::ArcSwap<crate::service::revocation::FastPath>,
 }
 
 fn busy(e: HashError) -> Error {
@@ -85,15 +85,14 @@ impl Auth {
             settings,
             limits,
             throttle: Throttle::new(ThrottlePolicy::default()),
-            fast: crate::service::revocation::FastPath::disabled(),
+            fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
         }
     }
 
     /// Validation from memory (service::revocation); without it every
     /// validation reads the database.
-    pub fn with_fast_path(mut self, fast: Arc<crate::service::revocation::FastPath>) -> Self {
-        self.fast = fast;
-        self
+    pub fn set_fast_path(&self, fast: Arc<crate::service::revocation::FastPath>) {
+        self.fast.store(fast);
     }
 
     /// Applies the rate limits of `action` to the caller's address and, if
@@ -431,7 +430,7 @@ impl Auth {
                     session.id = %session_id,
                     client.address = caller.addr()
                 );
-                self.fast.revoked(Revoked::Session(session_id));
+                self.fast.load().revoked(Revoked::Session(session_id));
                 security_event!("identity.session.revoked", session.id = %session_id, reason = "refresh_token_reused");
                 Err(Error::Unauthenticated)
             }
@@ -464,7 +463,8 @@ impl Auth {
         token: &str,
     ) -> Result<Result<AccessClaims, Refusal>, Error> {
         // Same checks, answered from memory when it can (service::revocation).
-        self.fast.verify(&self.keys, &self.store, token).await
+        let fast = self.fast.load_full();
+        fast.verify(&self.keys, &self.store, token).await
     }
 
     /// ValidateToken: `None` means inactive (the reason is logged, not told).
@@ -547,7 +547,7 @@ impl Auth {
             .store
             .revoke_session(session_id, "logout", &audit)
             .await?;
-        self.fast.revoked(Revoked::Session(session_id));
+        self.fast.load().revoked(Revoked::Session(session_id));
         if revoked {
             security_event!("identity.session.revoked", session.id = %session_id, reason = "logout", client.address = caller.addr());
         }
@@ -615,7 +615,7 @@ impl Auth {
             // Changed concurrently by another call: make the caller retry.
             return Err(Error::StaleEtag);
         }
-        self.fast.revoked(Revoked::Profile {
+        self.fast.load().revoked(Revoked::Profile {
             profile,
             except: Some(session),
         });

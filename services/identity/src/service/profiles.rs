@@ -57,7 +57,7 @@ pub const MUTABLE_PATHS: &[&str] = &["display_name", "avatar_url", "locale", "em
 pub struct Profiles {
     store: Store,
     keys: Arc<TokenKeys>,
-    fast: Arc<crate::service::revocation::FastPath>,
+    fast: arc_swap::ArcSwap<crate::service::revocation::FastPath>,
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -98,14 +98,13 @@ impl Profiles {
         Profiles {
             store,
             keys,
-            fast: crate::service::revocation::FastPath::disabled(),
+            fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
         }
     }
 
     /// The validation memory that deletions must update (the one of `Auth`).
-    pub fn with_fast_path(mut self, fast: Arc<crate::service::revocation::FastPath>) -> Self {
-        self.fast = fast;
-        self
+    pub fn set_fast_path(&self, fast: Arc<crate::service::revocation::FastPath>) {
+        self.fast.store(fast);
     }
 
     /// Roles are read fresh from the database, so a revoked admin role
@@ -372,10 +371,12 @@ impl Profiles {
                 Error::NotFound
             });
         }
-        self.fast.revoked(crate::store::notify::Revoked::Profile {
-            profile: id,
-            except: None,
-        });
+        self.fast
+            .load()
+            .revoked(crate::store::notify::Revoked::Profile {
+                profile: id,
+                except: None,
+            });
         security_event!("identity.profile.deleted", profile.id = %id, actor = %caller.id);
         Ok(())
     }
