@@ -12,3 +12,4 @@ mod hardening;
 mod input;
 mod outage;
 mod profiles;
+mod revocation;
