@@ -12,4 +12,5 @@ mod hardening;
 mod input;
 mod outage;
 mod profiles;
+mod revocation;
 mod telemetry;

@@ -338,4 +338,7 @@ pub struct Settings {
 
     #[command(flatten)]
     pub provider: crate::provider::ProviderSettings,
+
+    #[command(flatten)]
+    pub revocation: crate::service::revocation::RevocationSettings,
 }

@@ -87,6 +87,8 @@ pub struct Config {
     pub audit_retention: Duration,
     /// The external provider of ExchangeToken; `None` turns it off.
     pub provider: Option<crate::provider::ProviderConfig>,
+    /// The fast validation path and revocation across replicas.
+    pub revocation: crate::service::revocation::RevocationSettings,
 }
 
 /// Secrets that must never be accepted: documentation examples and the
@@ -235,6 +237,8 @@ impl Config {
         let mode = if dev { Mode::Dev } else { Mode::Production };
         let production = mode == Mode::Production;
         let provider = crate::provider::ProviderConfig::load(&settings.provider, production)?;
+        let revocation =
+            crate::service::revocation::RevocationSettings::load(&settings.revocation)?;
 
         let database_url = match (settings.database_url, mode) {
             (Some(url), _) if !url.trim().is_empty() => url,
@@ -587,6 +591,7 @@ impl Config {
             metrics_addr: settings.metrics_addr,
             audit_retention: settings.audit_retention,
             provider,
+            revocation,
         })
     }
 

@@ -225,6 +225,14 @@ pub async fn run(
         Arc::clone(&keys),
         auth.audit_sink(),
     ));
+    let fast = crate::service::revocation::FastPath::new(
+        &config.revocation,
+        config.access_token_ttl + config.token_leeway,
+    );
+    auth.set_fast_path(Arc::clone(&fast));
+    profiles.set_fast_path(Arc::clone(&fast));
+    // Runs until the process exits (validation stays correct while draining).
+    let _revocation_tasks = fast.start(&config.revocation, &store, config.database_url());
 
     // Probe once before listening, so the first health answer is true.
     let reachable = matches!(

@@ -7,7 +7,9 @@ pub mod passwords;
 pub mod provider;
 pub mod rate_limit;
 pub mod refresh;
+pub mod revocations;
 pub mod throttle;
+pub mod token_cache;
 pub mod tokens;
 pub mod validation;
 

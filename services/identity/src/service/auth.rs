@@ -8,6 +8,7 @@ use crate::domain::{Error, Violations, refresh, validation};
 use crate::service::audit::AuditSink;
 use crate::service::limits::{Limiter, Scope};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
+use crate::store::notify::Revoked;
 use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
 use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -55,6 +56,7 @@ pub struct Auth {
     limits: Arc<Limiter>,
     throttle: Throttle,
     audit: AuditSink,
+    fast: arc_swap::ArcSwap<crate::service::revocation::FastPath>,
 }
 
 fn busy(e: HashError) -> Error {
@@ -87,6 +89,7 @@ impl Auth {
             limits,
             throttle: Throttle::new(ThrottlePolicy::default()),
             audit,
+            fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
         }
     }
 
@@ -101,6 +104,12 @@ impl Auth {
     /// Records an event that describes no stored change (a refusal).
     pub fn audit(&self, event: AuditEvent) {
         self.audit.record(event);
+    }
+
+    /// Validation from memory (service::revocation); without it every
+    /// validation reads the database.
+    pub fn set_fast_path(&self, fast: Arc<crate::service::revocation::FastPath>) {
+        self.fast.store(fast);
     }
 
     /// Applies the rate limits of `action` to the caller's address and, if
@@ -461,6 +470,7 @@ impl Auth {
                     session.id = %session_id,
                     client.address = caller.addr()
                 );
+                self.fast.load().revoked(Revoked::Session(session_id));
                 security_event!("identity.session.revoked", session.id = %session_id, reason = "refresh_token_reused");
                 Err(Error::Unauthenticated)
             }
@@ -504,22 +514,9 @@ impl Auth {
         &self,
         token: &str,
     ) -> Result<Result<AccessClaims, Refusal>, Error> {
-        let claims = match self.keys.verify(token) {
-            Ok(claims) => claims,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let Some(session_id) = Id::parse(&claims.sid) else {
-            return Ok(Err(Refusal::Malformed));
-        };
-        match self.store.find_session(session_id).await? {
-            Some(session)
-                if session.is_active(Utc::now())
-                    && session.profile_id.to_string() == claims.sub =>
-            {
-                Ok(Ok(claims))
-            }
-            _ => Ok(Err(Refusal::Revoked)),
-        }
+        // Same checks, answered from memory when it can (service::revocation).
+        let fast = self.fast.load_full();
+        fast.verify(&self.keys, &self.store, token).await
     }
 
     /// ValidateToken: `None` means inactive (the reason is logged, not told).
@@ -604,11 +601,12 @@ impl Auth {
             Some(s) => audit.profile(s.profile_id),
             None => audit,
         };
-        if self
+        let revoked = self
             .store
             .revoke_session(session_id, "logout", &audit)
-            .await?
-        {
+            .await?;
+        self.fast.load().revoked(Revoked::Session(session_id));
+        if revoked {
             security_event!("identity.session.revoked", session.id = %session_id, reason = "logout", client.address = caller.addr());
         }
         Ok(())
@@ -675,6 +673,10 @@ impl Auth {
             // Changed concurrently by another call: make the caller retry.
             return Err(Error::StaleEtag);
         }
+        self.fast.load().revoked(Revoked::Profile {
+            profile,
+            except: Some(session),
+        });
         security_event!("identity.password.changed", profile.id = %profile, session.id = %session, client.address = caller.addr());
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod exchange;
 pub mod limits;
 pub mod profiles;
+pub mod revocation;
 pub mod service_token;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};

@@ -59,6 +59,7 @@ pub struct Profiles {
     store: Store,
     keys: Arc<TokenKeys>,
     audit: AuditSink,
+    fast: arc_swap::ArcSwap<crate::service::revocation::FastPath>,
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -96,7 +97,12 @@ fn parse_filter(filter: &str) -> Result<Option<String>, Error> {
 
 impl Profiles {
     pub fn new(store: Store, keys: Arc<TokenKeys>, audit: AuditSink) -> Self {
-        Profiles { store, keys, audit }
+        Profiles {
+            store,
+            keys,
+            audit,
+            fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
+        }
     }
 
     /// A refused authorization is a security event (ASVS 16.3.2), though
@@ -124,6 +130,11 @@ impl Profiles {
             event = event.detail("target", target.to_string());
         }
         self.audit.record(event);
+    }
+
+    /// The validation memory that deletions must update (the one of `Auth`).
+    pub fn set_fast_path(&self, fast: Arc<crate::service::revocation::FastPath>) {
+        self.fast.store(fast);
     }
 
     /// Roles are read fresh from the database, so a revoked admin role
@@ -400,6 +411,12 @@ impl Profiles {
                 Error::NotFound
             });
         }
+        self.fast
+            .load()
+            .revoked(crate::store::notify::Revoked::Profile {
+                profile: id,
+                except: None,
+            });
         security_event!("identity.profile.deleted", profile.id = %id, actor = %caller.id);
         Ok(())
     }

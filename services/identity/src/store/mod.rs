@@ -1,6 +1,7 @@
 //! Persistence: profiles, credentials, sessions, refresh tokens and the audit
 //! trail, on PostgreSQL (production) or SQLite (embedded default).
 
+pub mod notify;
 mod postgres;
 mod sqlite;
 pub mod types;
@@ -361,6 +362,12 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
         on_backend!(self, recent_audit(since, profile, limit))
+    }
+
+    /// Of `ids`, the sessions still live now (reconciliation of the
+    /// in-memory revocation state).
+    pub async fn live_sessions_among(&self, ids: &[Id]) -> Result<Vec<Id>, StoreError> {
+        on_backend!(self, live_sessions_among(ids, Utc::now()))
     }
 
     /// The profile of an external account, created if it has none yet;

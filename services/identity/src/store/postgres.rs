@@ -84,6 +84,19 @@ macro_rules! write_tx {
     };
 }
 
+/// Announces a revocation to every replica (see `super::notify`): part of
+/// the transaction, so it is delivered at commit and dropped on rollback.
+macro_rules! notify_revoked {
+    ($conn:expr, $revoked:expr) => {
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<diesel::sql_types::Text, _>(super::notify::CHANNEL)
+            .bind::<diesel::sql_types::Text, _>($revoked.payload())
+            .execute($conn)
+            .await
+            .map(drop)
+    };
+}
+
 include!("queries.rs");
 
 pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {

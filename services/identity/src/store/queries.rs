@@ -8,6 +8,7 @@
 // serves both without a generic-bound maze. Every value reaches SQL as a bind
 // parameter; nothing here formats SQL from input.
 
+use super::notify::Revoked;
 use super::types::{
     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
     ProfileRow, SessionRow, SpendOutcome,
@@ -264,11 +265,15 @@ pub(super) async fn find_session(conn: &mut Conn, id: Id) -> QueryResult<Option<
 
 async fn revoke_one(conn: &mut Conn, id: Id, reason: &str, now: DateTime<Utc>) -> QueryResult<bool> {
     use schema::sessions as s;
-    diesel::update(s::table.filter(s::id.eq(id)).filter(s::revoked_at.is_null()))
+    let revoked = diesel::update(s::table.filter(s::id.eq(id)).filter(s::revoked_at.is_null()))
         .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
         .execute(conn)
-        .await
-        .map(|n| n == 1)
+        .await?
+        == 1;
+    if revoked {
+        notify_revoked!(conn, Revoked::Session(id))?;
+    }
+    Ok(revoked)
 }
 
 pub(super) async fn revoke_session(
@@ -350,6 +355,23 @@ pub(super) async fn spend_refresh_token(
     })
 }
 
+/// Of `ids`, those whose session is still live at `now` (reconciliation of
+/// the in-memory revocation state; callers keep `ids` short).
+pub(super) async fn live_sessions_among(
+    conn: &mut Conn,
+    ids: &[Id],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<Id>> {
+    use schema::sessions as s;
+    s::table
+        .filter(s::id.eq_any(ids))
+        .filter(s::revoked_at.is_null())
+        .filter(s::expires_at.gt(now))
+        .select(s::id)
+        .load(conn)
+        .await
+}
+
 /// Looks a refresh token up without spending it (for Logout).
 pub(super) async fn session_of_refresh_token(
     conn: &mut Conn,
@@ -390,7 +412,7 @@ pub(super) async fn change_password(
         if !changed {
             return Ok(false);
         }
-        diesel::update(
+        let revoked = diesel::update(
             s::table
                 .filter(s::profile_id.eq(profile))
                 .filter(s::id.ne(keep))
@@ -399,6 +421,9 @@ pub(super) async fn change_password(
         .set((s::revoked_at.eq(now), s::revoke_reason.eq("password_changed")))
         .execute(conn)
         .await?;
+        if revoked > 0 {
+            notify_revoked!(conn, Revoked::Profile { profile, except: Some(keep) })?;
+        }
         insert_audit(conn, audit).await?;
         Ok(true)
     })
@@ -481,10 +506,13 @@ pub(super) async fn delete_profile(
 ) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
         use schema::{profiles as p, sessions as s};
-        diesel::update(s::table.filter(s::profile_id.eq(id)).filter(s::revoked_at.is_null()))
+        let revoked = diesel::update(s::table.filter(s::profile_id.eq(id)).filter(s::revoked_at.is_null()))
             .set((s::revoked_at.eq(now), s::revoke_reason.eq("profile_deleted")))
             .execute(conn)
             .await?;
+        if revoked > 0 {
+            notify_revoked!(conn, Revoked::Profile { profile: id, except: None })?;
+        }
         let deleted = match expected {
             Some(revision) => {
                 diesel::delete(p::table.filter(p::id.eq(id)).filter(p::revision.eq(revision)))

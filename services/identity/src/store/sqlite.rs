@@ -88,6 +88,14 @@ macro_rules! write_tx {
     };
 }
 
+/// One node: the service updates its own memory; nothing to announce.
+macro_rules! notify_revoked {
+    ($conn:expr, $revoked:expr) => {{
+        let _ = &$revoked;
+        diesel::result::QueryResult::Ok(())
+    }};
+}
+
 include!("queries.rs");
 
 /// `sqlite://path`, `sqlite:path` or a bare path → the file path.

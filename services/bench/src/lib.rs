@@ -1,0 +1,12 @@
+//! `make bench`: drives the real `identity` binary (and a bare tonic echo
+//! server, the baseline) over loopback sockets and reports throughput,
+//! latency percentiles, errors by status and server memory.
+
+pub mod load;
+pub mod procs;
+pub mod stats;
+
+/// The echo baseline's generated code.
+pub mod echo {
+    tonic::include_proto!("bench.echo.v1");
+}

@@ -1,0 +1,90 @@
+//! The load driver: `concurrency` workers over a set of clients (one HTTP/2
+//! connection each), a warm-up whose calls are not recorded, then a fixed
+//! measurement window. Closed loop (each worker sends its next call when
+//! the last one answers) or open loop at a fixed rate, where latency is
+//! measured from the time a call was due, so a stalled server cannot hide
+//! its queue (no coordinated omission).
+
+use crate::stats::{Recorder, Summary};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    pub concurrency: usize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Calls per second in total; `None`: closed loop.
+    pub rate: Option<f64>,
+}
+
+/// Outcome of one call: `Err(label)` counts as an error under `label`.
+pub type Outcome = Result<(), String>;
+
+/// Runs `call(client, n)` under `plan`; `n` numbers the calls (distinct
+/// across workers) so callers can pick from pools.
+pub async fn drive<C, F, Fut>(plan: Plan, clients: &[C], call: F) -> Summary
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
+    assert!(!clients.is_empty() && plan.concurrency > 0);
+    let call = Arc::new(call);
+    let start = Instant::now() + Duration::from_millis(20);
+    let measure_from = start + plan.warmup;
+    let end = measure_from + plan.duration;
+    let workers = plan.concurrency;
+    let mut tasks = Vec::with_capacity(workers);
+    for w in 0..workers {
+        let client = clients[w % clients.len()].clone();
+        let call = Arc::clone(&call);
+        tasks.push(tokio::spawn(async move {
+            let mut rec = Recorder::default();
+            let mut n = w as u64;
+            tokio::time::sleep_until(start).await;
+            loop {
+                let due = match plan.rate {
+                    Some(rate) => {
+                        let due = start + Duration::from_secs_f64(n as f64 / rate);
+                        if due >= end {
+                            break;
+                        }
+                        tokio::time::sleep_until(due).await;
+                        due
+                    }
+                    None => {
+                        let now = Instant::now();
+                        if now >= end {
+                            break;
+                        }
+                        now
+                    }
+                };
+                let outcome = call(client.clone(), n).await;
+                let done = Instant::now();
+                let counted = due >= measure_from && (plan.rate.is_some() || done <= end);
+                if counted {
+                    match outcome {
+                        Ok(()) => rec.ok(done - due),
+                        Err(label) => rec.error(&label),
+                    }
+                }
+                n += workers as u64;
+            }
+            rec
+        }));
+    }
+    let mut all = Recorder::default();
+    for task in tasks {
+        all.merge(task.await.expect("load worker"));
+    }
+    all.summarize(plan.duration)
+}
+
+/// The label of a failed call: its gRPC code.
+pub fn label(status: &tonic::Status) -> String {
+    format!("{:?}", status.code())
+}

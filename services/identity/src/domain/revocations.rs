@@ -1,0 +1,439 @@
+//! What this replica knows about sessions, so that token validation can
+//! answer "is this session still live?" from memory. Correctness first: a
+//! revoked session must never validate.
+//!
+//! The rules that make that hold:
+//!
+//! - **Revoked is final.** A session seen revoked (or missing) in the
+//!   database, or announced revoked, stays refused here; refusing is always
+//!   safe, so revoked entries are also used when memory is not trusted.
+//! - **Active answers need trust.** "Live" is answered from memory only
+//!   while the state is trusted: always for the single-node SQLite backend
+//!   (every revocation passes through this process), and for PostgreSQL
+//!   only while the revocation listener has recently confirmed that it has
+//!   received every notification (see `service::revocation`). Otherwise
+//!   the caller reads the database, as without this cache.
+//! - **No stale insert.** A database read races with revocations committed
+//!   meanwhile. Every applied revocation bumps an epoch first; a lookup takes
+//!   a ticket (the epoch) before it reads, and its "live" answer is cached
+//!   only if no revocation was applied since. Ticket, bump and insert are
+//!   ordered by the shard lock, so a revocation is either seen by the
+//!   insert or overwrites it.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Live in the database when read; `expires_at` is its absolute end.
+    Active { profile: Uuid, expires_at: i64 },
+    /// Refused until `until` (ms since the state's origin), after which no
+    /// access token of the session can still be unexpired.
+    Revoked { until: u64 },
+}
+
+/// The answer of [`RevocationState::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Live,
+    Revoked,
+    /// Not known (or not trusted): read the database.
+    Unknown,
+}
+
+/// A database read in progress; see [`RevocationState::begin_lookup`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(u64);
+
+pub struct RevocationState {
+    shards: Box<[Mutex<HashMap<Uuid, State>>]>,
+    per_shard: usize,
+    epoch: AtomicU64,
+    /// Active entries answer only while `now < trusted_until` (ms since
+    /// `origin`); `u64::MAX`: always.
+    trusted_until: AtomicU64,
+    origin: Instant,
+    /// How long a revoked session stays remembered: the longest an access
+    /// token lives, leeway included.
+    revoked_ttl: Duration,
+}
+
+impl std::fmt::Debug for RevocationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationState")
+            .field("capacity", &(self.per_shard * SHARDS))
+            .field("epoch", &self.epoch.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+fn profile_matches(profile: &Uuid, sub: &str) -> bool {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    profile.hyphenated().encode_lower(&mut buf).as_bytes() == sub.as_bytes()
+}
+
+impl RevocationState {
+    /// Remembers at most about `capacity` sessions (0: nothing, every
+    /// check reads the database). Starts untrusted.
+    pub fn new(capacity: usize, revoked_ttl: Duration) -> Self {
+        RevocationState {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: capacity.div_ceil(SHARDS),
+            epoch: AtomicU64::new(0),
+            trusted_until: AtomicU64::new(0),
+            origin: Instant::now(),
+            revoked_ttl,
+        }
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_millis() as u64
+    }
+
+    fn shard(&self, id: &Uuid) -> std::sync::MutexGuard<'_, HashMap<Uuid, State>> {
+        // UUIDv7 starts with a timestamp: take the random tail.
+        self.shards[id.as_bytes()[15] as usize % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Memory is authoritative (single node: every revocation passes here).
+    pub fn trust_always(&self) {
+        self.trusted_until.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Trust live answers until `until` (never shortens a longer trust).
+    pub fn trust_until(&self, until: Instant) {
+        self.trusted_until
+            .fetch_max(self.millis(until), Ordering::SeqCst);
+    }
+
+    /// Stop trusting live answers at once.
+    pub fn distrust(&self) {
+        self.trusted_until.store(0, Ordering::SeqCst);
+    }
+
+    pub fn trusted(&self, now: Instant) -> bool {
+        self.millis(now) < self.trusted_until.load(Ordering::SeqCst)
+    }
+
+    /// Is session `sid` of profile `sub` live at `now_unix` (seconds)?
+    pub fn check(&self, sid: Uuid, sub: &str, now_unix: i64, now: Instant) -> Answer {
+        if self.per_shard == 0 {
+            return Answer::Unknown;
+        }
+        let state = self.shard(&sid).get(&sid).copied();
+        match state {
+            Some(State::Revoked { .. }) => Answer::Revoked,
+            // Every token of a session names its profile: a mismatch is a
+            // forgery or a bug, refused like the database check refuses it.
+            Some(State::Active { profile, .. }) if !profile_matches(&profile, sub) => {
+                Answer::Revoked
+            }
+            Some(State::Active { expires_at, .. }) if expires_at <= now_unix => Answer::Revoked,
+            Some(State::Active { .. }) if self.trusted(now) => Answer::Live,
+            _ => Answer::Unknown,
+        }
+    }
+
+    /// Take before reading a session from the database.
+    pub fn begin_lookup(&self) -> Ticket {
+        Ticket(self.epoch.load(Ordering::SeqCst))
+    }
+
+    /// Records what the database said: `Some((profile, expires_at))` for a
+    /// live session, `None` for a revoked, expired or missing one.
+    pub fn record_lookup(
+        &self,
+        ticket: Ticket,
+        sid: Uuid,
+        live: Option<(Uuid, i64)>,
+        now: Instant,
+    ) {
+        if self.per_shard == 0 {
+            return;
+        }
+        let mut shard = self.shard(&sid);
+        let state = match live {
+            Some((profile, expires_at)) => {
+                // Checked under the lock that revocations take: either the
+                // revocation already bumped the epoch, or it will overwrite.
+                if self.epoch.load(Ordering::SeqCst) != ticket.0
+                    || matches!(shard.get(&sid), Some(State::Revoked { .. }))
+                {
+                    return;
+                }
+                State::Active {
+                    profile,
+                    expires_at,
+                }
+            }
+            None => State::Revoked {
+                until: self.millis(now + self.revoked_ttl),
+            },
+        };
+        self.make_room(&mut shard, &sid, now);
+        shard.insert(sid, state);
+    }
+
+    fn make_room(&self, shard: &mut HashMap<Uuid, State>, sid: &Uuid, now: Instant) {
+        if shard.len() < self.per_shard || shard.contains_key(sid) {
+            return;
+        }
+        let (now_ms, now_unix) = (self.millis(now), chrono::Utc::now().timestamp());
+        shard.retain(|_, s| match *s {
+            State::Revoked { until } => now_ms < until,
+            State::Active { expires_at, .. } => now_unix < expires_at,
+        });
+        if shard.len() >= self.per_shard {
+            // Losing any entry is safe: the next check reads the database.
+            if let Some(victim) = shard.keys().next().copied() {
+                shard.remove(&victim);
+            }
+        }
+    }
+
+    /// Session `sid` was revoked (here or announced by another replica).
+    pub fn revoke_session(&self, sid: Uuid, now: Instant) {
+        let mut shard = self.shard(&sid);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.per_shard == 0 {
+            return;
+        }
+        self.make_room(&mut shard, &sid, now);
+        shard.insert(
+            sid,
+            State::Revoked {
+                until: self.millis(now + self.revoked_ttl),
+            },
+        );
+    }
+
+    /// Every session of `profile` but `except` was revoked. Sessions not in
+    /// memory need nothing: their next check reads the database.
+    pub fn revoke_profile(&self, profile: Uuid, except: Option<Uuid>, now: Instant) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let until = self.millis(now + self.revoked_ttl);
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            for (sid, state) in shard.iter_mut() {
+                if matches!(state, State::Active { profile: p, .. } if *p == profile)
+                    && Some(*sid) != except
+                {
+                    *state = State::Revoked { until };
+                }
+            }
+        }
+    }
+
+    /// Drops every live answer (e.g. notifications may have been missed).
+    pub fn forget_live(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, s| matches!(s, State::Revoked { .. }));
+        }
+    }
+
+    /// Sessions held as live, for reconciliation against the database.
+    pub fn live_sessions(&self) -> Vec<Uuid> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(
+                shard
+                    .iter()
+                    .filter(|(_, s)| matches!(s, State::Active { .. }))
+                    .map(|(id, _)| *id),
+            );
+        }
+        out
+    }
+
+    /// Number of sessions remembered (live and revoked).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(60);
+
+    fn ids() -> (Uuid, Uuid) {
+        (Uuid::now_v7(), Uuid::now_v7())
+    }
+
+    fn sub(profile: Uuid) -> String {
+        profile.hyphenated().to_string()
+    }
+
+    fn trusted() -> RevocationState {
+        let state = RevocationState::new(1000, TTL);
+        state.trust_always();
+        state
+    }
+
+    fn learn_live(state: &RevocationState, sid: Uuid, profile: Uuid) {
+        let ticket = state.begin_lookup();
+        state.record_lookup(ticket, sid, Some((profile, i64::MAX)), Instant::now());
+    }
+
+    #[test]
+    fn unknown_until_learned_then_live() {
+        let state = trusted();
+        let (sid, profile) = ids();
+        let now = Instant::now();
+        assert_eq!(state.check(sid, &sub(profile), 0, now), Answer::Unknown);
+        learn_live(&state, sid, profile);
+        assert_eq!(state.check(sid, &sub(profile), 0, now), Answer::Live);
+    }
+
+    #[test]
+    fn revoked_session_is_refused_at_once() {
+        let state = trusted();
+        let (sid, profile) = ids();
+        learn_live(&state, sid, profile);
+        state.revoke_session(sid, Instant::now());
+        assert_eq!(
+            state.check(sid, &sub(profile), 0, Instant::now()),
+            Answer::Revoked
+        );
+    }
+
+    #[test]
+    fn lookup_racing_a_revocation_is_not_cached() {
+        let state = trusted();
+        let (sid, profile) = ids();
+        // The read started (and saw the session live) before the revocation
+        // was applied; its answer arrives after.
+        let ticket = state.begin_lookup();
+        state.revoke_profile(profile, None, Instant::now()); // not in memory yet
+        state.record_lookup(ticket, sid, Some((profile, i64::MAX)), Instant::now());
+        assert_eq!(
+            state.check(sid, &sub(profile), 0, Instant::now()),
+            Answer::Unknown
+        );
+    }
+
+    #[test]
+    fn live_answer_never_overwrites_revoked() {
+        let state = trusted();
+        let (sid, profile) = ids();
+        state.revoke_session(sid, Instant::now());
+        let ticket = state.begin_lookup();
+        state.record_lookup(ticket, sid, Some((profile, i64::MAX)), Instant::now());
+        assert_eq!(
+            state.check(sid, &sub(profile), 0, Instant::now()),
+            Answer::Revoked
+        );
+    }
+
+    #[test]
+    fn profile_revocation_spares_the_kept_session() {
+        let state = trusted();
+        let (a, b) = ids();
+        let profile = Uuid::now_v7();
+        learn_live(&state, a, profile);
+        learn_live(&state, b, profile);
+        state.revoke_profile(profile, Some(b), Instant::now());
+        let now = Instant::now();
+        assert_eq!(state.check(a, &sub(profile), 0, now), Answer::Revoked);
+        assert_eq!(state.check(b, &sub(profile), 0, now), Answer::Live);
+    }
+
+    #[test]
+    fn live_answers_need_trust_revoked_ones_do_not() {
+        let state = RevocationState::new(1000, TTL);
+        let (sid, profile) = ids();
+        let (gone, _) = ids();
+        learn_live(&state, sid, profile);
+        state.revoke_session(gone, Instant::now());
+        let now = Instant::now();
+        assert_eq!(state.check(sid, &sub(profile), 0, now), Answer::Unknown);
+        assert_eq!(state.check(gone, &sub(profile), 0, now), Answer::Revoked);
+        state.trust_until(now + Duration::from_secs(1));
+        assert_eq!(state.check(sid, &sub(profile), 0, now), Answer::Live);
+        assert_eq!(
+            state.check(sid, &sub(profile), 0, now + Duration::from_secs(2)),
+            Answer::Unknown
+        );
+        state.trust_until(now + Duration::from_secs(5));
+        state.distrust();
+        assert_eq!(state.check(sid, &sub(profile), 0, now), Answer::Unknown);
+    }
+
+    #[test]
+    fn wrong_profile_and_expired_sessions_are_refused() {
+        let state = trusted();
+        let (sid, profile) = ids();
+        let ticket = state.begin_lookup();
+        state.record_lookup(ticket, sid, Some((profile, 100)), Instant::now());
+        let now = Instant::now();
+        assert_eq!(state.check(sid, &sub(profile), 99, now), Answer::Live);
+        assert_eq!(state.check(sid, &sub(profile), 100, now), Answer::Revoked);
+        assert_eq!(
+            state.check(sid, &sub(Uuid::now_v7()), 99, now),
+            Answer::Revoked
+        );
+        assert_eq!(
+            state.check(sid, &sub(profile).to_uppercase(), 99, now),
+            Answer::Revoked
+        );
+    }
+
+    #[test]
+    fn forgetting_keeps_revocations() {
+        let state = trusted();
+        let (sid, profile) = ids();
+        let (gone, _) = ids();
+        learn_live(&state, sid, profile);
+        state.revoke_session(gone, Instant::now());
+        state.forget_live();
+        let now = Instant::now();
+        assert_eq!(state.check(sid, &sub(profile), 0, now), Answer::Unknown);
+        assert_eq!(state.check(gone, &sub(profile), 0, now), Answer::Revoked);
+        assert!(state.live_sessions().is_empty());
+    }
+
+    #[test]
+    fn bounded() {
+        let state = RevocationState::new(64, TTL);
+        state.trust_always();
+        let profile = Uuid::now_v7();
+        for _ in 0..10_000 {
+            learn_live(&state, Uuid::now_v7(), profile);
+            state.revoke_session(Uuid::now_v7(), Instant::now());
+        }
+        assert!(state.len() <= 64, "{}", state.len());
+    }
+
+    #[test]
+    fn zero_capacity_remembers_nothing() {
+        let state = RevocationState::new(0, TTL);
+        state.trust_always();
+        let (sid, profile) = ids();
+        learn_live(&state, sid, profile);
+        state.revoke_session(sid, Instant::now());
+        assert_eq!(
+            state.check(sid, &sub(profile), 0, Instant::now()),
+            Answer::Unknown
+        );
+    }
+}

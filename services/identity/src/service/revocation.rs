@@ -1,0 +1,344 @@
+//! The fast token-validation path and revocation across replicas.
+//!
+//! Validation of an access token used to read its session from the database
+//! every time. Here it is answered from memory:
+//!
+//! - a bounded cache of verified tokens (`domain::token_cache`) skips the
+//!   JWT parsing and signature check for a token seen before;
+//! - the session check is answered by `domain::revocations`, which learns
+//!   sessions from database reads and revocations from this process at once
+//!   and from other replicas through PostgreSQL `LISTEN/NOTIFY` (announced
+//!   in the same transaction as every revocation, see `store::notify`).
+//!
+//! Correctness first. On PostgreSQL, live answers come from memory only
+//! while the listener has confirmed within `IDENTITY_REVOCATION_MAX_STALENESS`
+//! that it holds every announcement committed before the confirmation (a
+//! heartbeat query on the listening connection: PostgreSQL sends pending
+//! notifications before it answers). When the listener is down, validation
+//! reads the database as before; when it reconnects, every live answer is
+//! forgotten. A periodic reconciliation re-checks the sessions held live
+//! against the database, so that a revocation made outside the service (or
+//! by a replica that does not announce) heals within
+//! `IDENTITY_REVOCATION_RECONCILE_INTERVAL`. SQLite is one node: every
+//! revocation passes through this process, so memory is authoritative.
+
+use crate::config::ConfigError;
+use crate::domain::Error;
+use crate::domain::revocations::{Answer, RevocationState};
+use crate::domain::token_cache::{self, TokenCache, Verified};
+use crate::domain::tokens::{AccessClaims, Refusal, TokenKeys};
+use crate::store::notify::{CHANNEL, Revoked};
+use crate::store::{Backend, Id, Store};
+use clap::Args;
+use futures_util::{FutureExt as _, StreamExt as _};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Settings of the fast validation path, flattened into `identity serve`.
+#[derive(Args, Clone, Debug)]
+pub struct RevocationSettings {
+    /// Longest a replica answers "live" from memory without having heard
+    /// from PostgreSQL's revocation channel (checked by a heartbeat 4 times
+    /// per period); past it, validations read the database. The bound on
+    /// how late a revocation reaches another replica.
+    #[arg(long, env = "IDENTITY_REVOCATION_MAX_STALENESS", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub revocation_max_staleness: Duration,
+
+    /// How often the sessions held in memory are re-checked against the
+    /// database: heals a missed announcement or a revocation made outside
+    /// the service (e.g. by SQL).
+    #[arg(long, env = "IDENTITY_REVOCATION_RECONCILE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub revocation_reconcile_interval: Duration,
+
+    /// Verified access tokens kept in memory (0: verify every signature).
+    #[arg(long, env = "IDENTITY_TOKEN_CACHE_SIZE", default_value_t = 20_000)]
+    pub token_cache_size: usize,
+
+    /// Sessions whose state is kept in memory (0: every validation reads
+    /// the database).
+    #[arg(long, env = "IDENTITY_SESSION_CACHE_SIZE", default_value_t = 100_000)]
+    pub session_cache_size: usize,
+}
+
+impl RevocationSettings {
+    /// Validates the settings; each refusal names the variable to fix.
+    pub fn load(settings: &RevocationSettings) -> Result<RevocationSettings, ConfigError> {
+        let range = |setting: &'static str, value: Duration, min_ms: u64, max_s: u64| {
+            if value < Duration::from_millis(min_ms) || value > Duration::from_secs(max_s) {
+                Err(ConfigError {
+                    setting,
+                    problem: format!(
+                        "is {}; use {min_ms}ms to {max_s}s",
+                        humantime::format_duration(value)
+                    ),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        range(
+            "IDENTITY_REVOCATION_MAX_STALENESS",
+            settings.revocation_max_staleness,
+            100,
+            60,
+        )?;
+        range(
+            "IDENTITY_REVOCATION_RECONCILE_INTERVAL",
+            settings.revocation_reconcile_interval,
+            100,
+            3600,
+        )?;
+        Ok(settings.clone())
+    }
+}
+
+/// Sessions per reconciliation query.
+const RECONCILE_CHUNK: usize = 500;
+
+/// Verified tokens and session state in memory; see the module docs.
+#[derive(Debug)]
+pub struct FastPath {
+    tokens: TokenCache,
+    sessions: RevocationState,
+}
+
+impl FastPath {
+    /// `revoked_ttl`: how long a revoked session must be remembered (the
+    /// access-token lifetime plus leeway). Untrusted until [`Self::start`].
+    pub fn new(settings: &RevocationSettings, revoked_ttl: Duration) -> Arc<FastPath> {
+        Arc::new(FastPath {
+            tokens: TokenCache::new(settings.token_cache_size),
+            sessions: RevocationState::new(settings.session_cache_size, revoked_ttl),
+        })
+    }
+
+    /// No caching at all: every validation verifies the signature and reads
+    /// the session from the database.
+    pub fn disabled() -> Arc<FastPath> {
+        Arc::new(FastPath {
+            tokens: TokenCache::new(0),
+            sessions: RevocationState::new(0, Duration::ZERO),
+        })
+    }
+
+    /// Signature, claims and session of an access token.
+    pub async fn verify(
+        &self,
+        keys: &TokenKeys,
+        store: &Store,
+        token: &str,
+    ) -> Result<Result<AccessClaims, Refusal>, Error> {
+        let now_unix = chrono::Utc::now().timestamp();
+        let verified = if self.tokens.enabled() {
+            let key = token_cache::key_of(token);
+            match self.tokens.get(&key, now_unix) {
+                Some(verified) => verified,
+                None => {
+                    let claims = match keys.verify(token) {
+                        Ok(claims) => claims,
+                        Err(refusal) => return Ok(Err(refusal)),
+                    };
+                    let verified = Arc::new(Verified::new(claims));
+                    self.tokens.insert(key, Arc::clone(&verified), now_unix);
+                    verified
+                }
+            }
+        } else {
+            match keys.verify(token) {
+                Ok(claims) => Arc::new(Verified::new(claims)),
+                Err(refusal) => return Ok(Err(refusal)),
+            }
+        };
+        let Some(sid) = verified.session else {
+            return Ok(Err(Refusal::Malformed));
+        };
+        let claims = &verified.claims;
+        match self
+            .sessions
+            .check(sid, &claims.sub, now_unix, Instant::now())
+        {
+            Answer::Live => return Ok(Ok(claims.clone())),
+            Answer::Revoked => return Ok(Err(Refusal::Revoked)),
+            Answer::Unknown => {}
+        }
+        let ticket = self.sessions.begin_lookup();
+        let session = store.find_session(Id(sid)).await?;
+        let now = chrono::Utc::now();
+        let live = session.filter(|s| s.is_active(now));
+        self.sessions.record_lookup(
+            ticket,
+            sid,
+            live.as_ref()
+                .map(|s| (s.profile_id.0, s.expires_at.timestamp())),
+            Instant::now(),
+        );
+        match live {
+            Some(session) if session.profile_id.to_string() == claims.sub => Ok(Ok(claims.clone())),
+            _ => Ok(Err(Refusal::Revoked)),
+        }
+    }
+
+    /// A revocation this process just committed (or heard of): refused from
+    /// now on, before any announcement comes back.
+    pub fn revoked(&self, what: Revoked) {
+        let now = Instant::now();
+        match what {
+            Revoked::Session(id) => self.sessions.revoke_session(id.0, now),
+            Revoked::Profile { profile, except } => {
+                self.sessions
+                    .revoke_profile(profile.0, except.map(|e| e.0), now)
+            }
+        }
+    }
+
+    /// Starts what keeps the memory true: the PostgreSQL listener (or, on
+    /// SQLite, authority of this process) and the reconciliation.
+    pub fn start(
+        self: &Arc<Self>,
+        settings: &RevocationSettings,
+        store: &Store,
+        database_url: &str,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        match Backend::of_url(database_url) {
+            Some(Backend::Postgres) => tasks.push(tokio::spawn(listen(
+                Arc::clone(self),
+                database_url.to_owned(),
+                settings.revocation_max_staleness,
+            ))),
+            _ => self.sessions.trust_always(),
+        }
+        tasks.push(tokio::spawn(reconcile(
+            Arc::clone(self),
+            store.clone(),
+            settings.revocation_reconcile_interval,
+        )));
+        tasks
+    }
+
+    fn announced(&self, payload: &str) {
+        match Revoked::parse(payload) {
+            Some(what) => self.revoked(what),
+            None => {
+                // Not ours to understand: assume the worst.
+                tracing::warn!(
+                    event.name = "identity.revocation.unknown_announcement",
+                    "unrecognised revocation announcement: forgetting every live session"
+                );
+                self.sessions.forget_live();
+            }
+        }
+    }
+}
+
+/// Keeps a LISTEN connection to PostgreSQL for as long as the process runs.
+async fn listen(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        let error = listen_once(&fast, &url, max_staleness).await;
+        fast.sessions.distrust();
+        tracing::warn!(
+            event.name = "identity.revocation.listener_down",
+            error = %error,
+            "revocation listener lost: validating against the database until it is back"
+        );
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// One listening connection; returns why it ended.
+async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> String {
+    use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
+    let limit = max_staleness.max(Duration::from_secs(1));
+    let mut conn = match tokio::time::timeout(limit * 5, AsyncPgConnection::establish(url)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return format!("connect: {e}"),
+        Err(_) => return "connect: timed out".into(),
+    };
+    // CHANNEL is a constant identifier, not input.
+    if let Err(e) = conn.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+        return format!("LISTEN: {e}");
+    }
+    // Announcements sent while nobody listened are lost: start afresh.
+    fast.sessions.forget_live();
+    tracing::info!(
+        event.name = "identity.revocation.listener_up",
+        "listening for revocations"
+    );
+    let heartbeat = (max_staleness / 4).max(Duration::from_millis(20));
+    loop {
+        let sent = Instant::now();
+        match tokio::time::timeout(max_staleness, conn.batch_execute("SELECT 1")).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("heartbeat: {e}"),
+            Err(_) => return "heartbeat: timed out".into(),
+        }
+        // PostgreSQL sent every announcement committed before the heartbeat
+        // ahead of its answer, and the connection queued them in order:
+        // apply them, then trust memory as of `sent`.
+        {
+            let mut stream = std::pin::pin!(conn.notifications_stream());
+            while let Some(item) = stream.next().now_or_never() {
+                match item {
+                    Some(Ok(n)) => fast.announced(&n.payload),
+                    Some(Err(e)) => return format!("notifications: {e}"),
+                    None => return "notifications: connection closed".into(),
+                }
+            }
+        }
+        fast.sessions.trust_until(sent + max_staleness);
+        let next = tokio::time::Instant::from_std(sent + heartbeat);
+        let mut stream = std::pin::pin!(conn.notifications_stream());
+        loop {
+            tokio::select! {
+                item = stream.next() => match item {
+                    Some(Ok(n)) => fast.announced(&n.payload),
+                    Some(Err(e)) => return format!("notifications: {e}"),
+                    None => return "notifications: connection closed".into(),
+                },
+                () = tokio::time::sleep_until(next) => break,
+            }
+        }
+    }
+}
+
+/// Re-checks the sessions held live against the database, every `interval`.
+async fn reconcile(fast: Arc<FastPath>, store: Store, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let held = fast.sessions.live_sessions();
+        let mut revoked = 0usize;
+        for chunk in held.chunks(RECONCILE_CHUNK) {
+            let ids: Vec<Id> = chunk.iter().copied().map(Id).collect();
+            match store.live_sessions_among(&ids).await {
+                Ok(live) => {
+                    let live: HashSet<Id> = live.into_iter().collect();
+                    for id in ids.into_iter().filter(|id| !live.contains(id)) {
+                        fast.sessions.revoke_session(id.0, Instant::now());
+                        revoked += 1;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation reconciliation failed; retrying next round");
+                    break;
+                }
+            }
+        }
+        if revoked > 0 {
+            tracing::info!(
+                event.name = "identity.revocation.reconciled",
+                sessions = revoked,
+                "sessions found ended by reconciliation"
+            );
+        }
+    }
+}
