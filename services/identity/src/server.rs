@@ -254,7 +254,10 @@ pub async fn run(
             })
         }
         None => {
-            let incoming = TcpListenerStream::new(listener);
+            // `tcp_nodelay` of the builder is ignored with an incoming stream:
+            // without it, small responses wait out delayed ACKs (40 ms).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             let (auth, profiles, reporter, stop) = (
                 Arc::clone(&auth),
                 profiles,
