@@ -4,7 +4,7 @@ SHELL := bash
 CARGO ?= cargo
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/tools/node_modules/.bin:$(PATH)
 
-.PHONY: toolchain run test lint proto-lint fmt tools postgres migrate unit e2e helm-test helm-template keygen clean
+.PHONY: toolchain run test lint proto-lint fmt tools postgres migrate unit e2e helm-test helm-template keygen clean bench
 
 ## run: serve in development mode on 127.0.0.1:50051 (SQLite under ./data)
 run: toolchain
@@ -35,6 +35,12 @@ tools: toolchain
 
 postgres:
 	./scripts/ensure-postgres.sh
+
+## bench: load benchmark on PostgreSQL against a bare tonic baseline (BENCHMARKS.md);
+## `make bench QUICK=1` is the short run. Table on stdout, JSON in target/bench/results.json
+bench: postgres
+	$(CARGO) build --release --locked -p identity -p identity-bench
+	target/release/bench $(if $(QUICK),--quick) --out target/bench/results.json
 
 ## migrate: apply migrations to IDENTITY_DATABASE_URL
 migrate:

@@ -44,6 +44,7 @@ where
         tasks.push(tokio::spawn(async move {
             let mut rec = Recorder::default();
             let mut n = w as u64;
+            let mut last_done = start;
             tokio::time::sleep_until(start).await;
             loop {
                 let due = match plan.rate {
@@ -52,8 +53,16 @@ where
                         if due >= end {
                             break;
                         }
-                        tokio::time::sleep_until(due).await;
-                        due
+                        if last_done > due {
+                            // Still busy with the previous call when this one
+                            // fell due: the server's delay, counted from `due`.
+                            due
+                        } else {
+                            // On time: count from the actual send, not from
+                            // when the (millisecond-grained) timer meant to.
+                            tokio::time::sleep_until(due).await;
+                            Instant::now()
+                        }
                     }
                     None => {
                         let now = Instant::now();
@@ -65,7 +74,14 @@ where
                 };
                 let outcome = call(client.clone(), n).await;
                 let done = Instant::now();
-                let counted = due >= measure_from && (plan.rate.is_some() || done <= end);
+                last_done = done;
+                // Open loop: the calls due in the window. Closed loop: the
+                // calls that completed in it (so slow calls near the edges
+                // are not under-counted).
+                let counted = match plan.rate {
+                    Some(rate) => start + Duration::from_secs_f64(n as f64 / rate) >= measure_from,
+                    None => done >= measure_from && done <= end,
+                };
                 if counted {
                     match outcome {
                         Ok(()) => rec.ok(done - due),

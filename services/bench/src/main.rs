@@ -48,7 +48,7 @@ const ALL: &[&str] = &[
 )]
 struct Args {
     /// Short run (under a minute): shorter windows, fewer sessions and samples.
-    #[arg(long, env = "QUICK", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long)]
     quick: bool,
     /// Measurement window per scenario [default: 10s; quick: 2s].
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -93,6 +93,10 @@ struct Args {
     /// The echo server binary [default: next to this one].
     #[arg(long)]
     echo_bin: Option<PathBuf>,
+    /// Extra settings for every identity server (`KEY=VALUE`, repeatable),
+    /// e.g. `--server-env IDENTITY_BCRYPT_THREADS=1` to compare.
+    #[arg(long = "server-env", value_parser = parse_key_value)]
+    server_env: Vec<(String, String)>,
     /// PostgreSQL to create the databases on (loopback only).
     #[arg(
         long,
@@ -179,6 +183,13 @@ struct Report {
     ratios: BTreeMap<&'static str, f64>,
     targets: Vec<Target>,
     elapsed_s: f64,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if k.starts_with("IDENTITY_") => Ok((k.to_owned(), v.to_owned())),
+        _ => Err("expected IDENTITY_NAME=value".into()),
+    }
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
@@ -445,6 +456,12 @@ fn start_identity(
 ) -> anyhow::Result<Proc> {
     let mut vars = vec![("IDENTITY_BCRYPT_COST", cost.to_string())];
     vars.extend(extra.iter().cloned());
+    vars.extend(
+        env.args
+            .server_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone())),
+    );
     Proc::identity(&env.identity, database_url, data_dir, &vars)
 }
 

@@ -304,12 +304,13 @@ pub async fn run(
             tls_watcher = Some(tls.watch(files.clone(), config.tls_reload_interval));
             Box::pin(transport::serve(http, api, tls.incoming(listener), stop))
         }
-        None => Box::pin(transport::serve(
-            http,
-            api,
-            TcpListenerStream::new(listener),
-            stop,
-        )),
+        None => {
+            // `tcp_nodelay` of the builder is ignored with an incoming stream:
+            // without it, small responses wait out delayed ACKs (40 ms).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(transport::serve(http, api, incoming, stop))
+        }
     };
     tracing::info!(
         address = %local,

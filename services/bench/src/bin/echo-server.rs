@@ -6,7 +6,6 @@ use identity_bench::echo::echo_service_server::{EchoService, EchoServiceServer};
 use identity_bench::echo::{EchoRequest, EchoResponse};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 struct Echo;
@@ -44,7 +43,10 @@ fn main() -> anyhow::Result<()> {
             .max_concurrent_streams(Some(256))
             .tcp_nodelay(true)
             .add_service(EchoServiceServer::new(Echo))
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            // As identity: TCP_NODELAY on every accepted connection.
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            )
             .await?;
         Ok(())
     })
