@@ -339,6 +339,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     print_report(&report);
+    if env.identity.components().any(|c| c.as_os_str() == "debug") {
+        println!("(debug binaries: the figures above say nothing about performance)");
+    }
     if let Some(dir) = env.args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
