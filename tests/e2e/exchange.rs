@@ -666,7 +666,11 @@ async fn the_sign_up_hook_provisions_profiles_with_a_provisioner_token() {
     let mut auth = plain.auth().await;
     // Without a provider, ExchangeToken is off.
     let status = exchange(&mut auth, "a.b.c").await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status.message().contains("IDENTITY_PROVIDER_JWKS_URL"),
+        "{status:?}"
+    );
 
     let output = std::process::Command::new(crate::support::binary())
         .args([

@@ -43,9 +43,10 @@ impl From<Error> for Status {
             Error::Unavailable => {
                 Status::unavailable("service temporarily unavailable; retry later")
             }
-            Error::NotEnabled(what) => {
-                Status::unimplemented(format!("{what} is not enabled on this server"))
-            }
+            // The RPC exists; this server is configured without it.
+            Error::NotEnabled(what) => Status::failed_precondition(format!(
+                "{what} is not configured on this server (set IDENTITY_PROVIDER_JWKS_URL)"
+            )),
             Error::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 Status::internal("internal error")
