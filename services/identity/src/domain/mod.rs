@@ -4,6 +4,7 @@
 pub mod error;
 pub mod page_token;
 pub mod passwords;
+pub mod profile_cache;
 pub mod provider;
 pub mod rate_limit;
 pub mod refresh;

@@ -106,6 +106,11 @@ impl Auth {
         self.audit.record(event);
     }
 
+    /// This process changed profile `id`: drop what memory holds of it.
+    pub fn profile_changed(&self, id: Id) {
+        self.fast.load().revoked(Revoked::ProfileChanged(id));
+    }
+
     /// Validation from memory (service::revocation); without it every
     /// validation reads the database.
     pub fn set_fast_path(&self, fast: Arc<crate::service::revocation::FastPath>) {

@@ -110,6 +110,8 @@ impl TokenExchange {
         };
 
         let (profile, created) = self.provision(caller, &claims).await?;
+        // The sync may have rewritten email and display name.
+        self.auth.profile_changed(profile.id);
 
         let now = Utc::now();
         let (session, refresh_token) = self.auth.new_session(profile.id, now);

@@ -9,6 +9,7 @@
 use crate::domain::tokens::{AccessClaims, TokenKeys};
 use crate::domain::{Error, Violations, page_token, validation};
 use crate::service::audit::AuditSink;
+use crate::store::notify::Revoked;
 use crate::store::{AuditEvent, Id, Profile, Store};
 use chrono::{SubsecRound, Utc};
 use std::sync::Arc;
@@ -137,11 +138,14 @@ impl Profiles {
         self.fast.store(fast);
     }
 
-    /// Roles are read fresh from the database, so a revoked admin role
-    /// takes effect at once rather than when the token expires.
+    /// Roles are read from the stored profile, not the token, so a revoked
+    /// admin role takes effect at once on this replica and within the
+    /// revocation bound on the others, rather than when the token expires
+    /// (the cache follows the same announcements; docs/decisions/0005).
     async fn caller(&self, principal: &Principal) -> Result<Profile, Error> {
-        self.store
-            .find_profile(principal.profile_id)
+        self.fast
+            .load()
+            .profile(&self.store, principal.profile_id)
             .await?
             .ok_or(Error::Unauthenticated)
     }
@@ -165,6 +169,16 @@ impl Profiles {
             self.denied(caller, action, Some(id), principal);
             return Err(Error::NotFound);
         }
+        self.fast
+            .load()
+            .profile(&self.store, id)
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    /// The row as stored now, never a cached copy: what a write compares
+    /// its etag with.
+    async fn stored(&self, id: Id) -> Result<Profile, Error> {
         self.store.find_profile(id).await?.ok_or(Error::NotFound)
     }
 
@@ -331,7 +345,8 @@ impl Profiles {
         violations.into_result()?;
 
         let caller = self.caller(principal).await?;
-        let current = self.visible(principal, &caller, id, "update").await?;
+        self.visible(principal, &caller, id, "update").await?;
+        let current = self.stored(id).await?;
         let admin = Self::is_admin(&caller);
         if paths.contains(&"roles") && !admin {
             self.denied(&caller, "change_roles", Some(id), principal);
@@ -378,11 +393,15 @@ impl Profiles {
                 .detail("actor", caller.id.to_string())
                 .detail("paths", paths.join(",")),
         );
-        if !self
+        let updated = self
             .store
             .update_profile(&next, current.revision, &audit)
-            .await?
-        {
+            .await?;
+        // Also after a lost race: this replica's copy is stale either way.
+        self.fast
+            .load()
+            .revoked(Revoked::ProfileChanged(current.id));
+        if !updated {
             return Err(Error::StaleEtag);
         }
         Ok(next)
@@ -391,7 +410,8 @@ impl Profiles {
     pub async fn delete(&self, principal: &Principal, id: &str, etag: &str) -> Result<(), Error> {
         let id = target(principal, id, "id")?;
         let caller = self.caller(principal).await?;
-        let current = self.visible(principal, &caller, id, "delete").await?;
+        self.visible(principal, &caller, id, "delete").await?;
+        let current = self.stored(id).await?;
         let expected = if etag.is_empty() {
             None
         } else {
@@ -404,19 +424,19 @@ impl Profiles {
             .profile(id)
             .client(principal.client_addr.as_deref())
             .detail("actor", caller.id.to_string());
-        if !self.store.delete_profile(id, expected, &audit).await? {
+        let deleted = self.store.delete_profile(id, expected, &audit).await?;
+        self.fast.load().revoked(Revoked::ProfileChanged(id));
+        if !deleted {
             return Err(if expected.is_some() {
                 Error::StaleEtag
             } else {
                 Error::NotFound
             });
         }
-        self.fast
-            .load()
-            .revoked(crate::store::notify::Revoked::Profile {
-                profile: id,
-                except: None,
-            });
+        self.fast.load().revoked(Revoked::Profile {
+            profile: id,
+            except: None,
+        });
         security_event!("identity.profile.deleted", profile.id = %id, actor = %caller.id);
         Ok(())
     }

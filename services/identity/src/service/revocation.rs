@@ -24,15 +24,17 @@
 
 use crate::config::ConfigError;
 use crate::domain::Error;
+use crate::domain::profile_cache::ProfileCache;
 use crate::domain::revocations::{Answer, RevocationState};
 use crate::domain::token_cache::{self, TokenCache, Verified};
 use crate::domain::tokens::{AccessClaims, Refusal, TokenKeys};
 use crate::store::notify::{CHANNEL, Revoked};
-use crate::store::{Backend, Id, Store};
+use crate::store::{Backend, Id, Profile, Store, StoreError};
 use clap::Args;
 use futures_util::{FutureExt as _, StreamExt as _};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Settings of the fast validation path, flattened into `identity serve`.
@@ -59,6 +61,13 @@ pub struct RevocationSettings {
     /// the database).
     #[arg(long, env = "IDENTITY_SESSION_CACHE_SIZE", default_value_t = 100_000)]
     pub session_cache_size: usize,
+
+    /// Profiles kept in memory for authenticated calls, on PostgreSQL only
+    /// (0: every call reads the caller's profile from the database). Kept
+    /// fresh like session state; each lives at most one reconciliation
+    /// interval.
+    #[arg(long, env = "IDENTITY_PROFILE_CACHE_SIZE", default_value_t = 10_000)]
+    pub profile_cache_size: usize,
 }
 
 impl RevocationSettings {
@@ -101,6 +110,11 @@ const RECONCILE_CHUNK: usize = 500;
 pub struct FastPath {
     tokens: TokenCache,
     sessions: RevocationState,
+    profiles: ProfileCache,
+    /// Set on PostgreSQL once the listener runs. SQLite reads are local
+    /// and cheap, and there the admin CLI writes without telling the
+    /// server, so profiles are not cached.
+    profiles_on: AtomicBool,
 }
 
 impl FastPath {
@@ -110,6 +124,11 @@ impl FastPath {
         Arc::new(FastPath {
             tokens: TokenCache::new(settings.token_cache_size),
             sessions: RevocationState::new(settings.session_cache_size, revoked_ttl),
+            profiles: ProfileCache::new(
+                settings.profile_cache_size,
+                settings.revocation_reconcile_interval,
+            ),
+            profiles_on: AtomicBool::new(false),
         })
     }
 
@@ -119,6 +138,8 @@ impl FastPath {
         Arc::new(FastPath {
             tokens: TokenCache::new(0),
             sessions: RevocationState::new(0, Duration::ZERO),
+            profiles: ProfileCache::new(0, Duration::ZERO),
+            profiles_on: AtomicBool::new(false),
         })
     }
 
@@ -179,8 +200,27 @@ impl FastPath {
         }
     }
 
-    /// A revocation this process just committed (or heard of): refused from
-    /// now on, before any announcement comes back.
+    /// The stored profile `id`: from memory while the announcements are
+    /// trusted, else from the database (see `domain::profile_cache`).
+    pub async fn profile(&self, store: &Store, id: Id) -> Result<Option<Profile>, StoreError> {
+        let on = self.profiles_on.load(Ordering::Relaxed);
+        if on
+            && self.sessions.trusted(Instant::now())
+            && let Some(profile) = self.profiles.get(id, Instant::now())
+        {
+            return Ok(Some(Profile::clone(&profile)));
+        }
+        let ticket = self.profiles.begin(id);
+        let found = store.find_profile(id).await?;
+        if on && let Some(profile) = &found {
+            self.profiles
+                .put(ticket, Arc::new(profile.clone()), Instant::now());
+        }
+        Ok(found)
+    }
+
+    /// A revocation or profile change this process just committed (or
+    /// heard of): in effect from now on, before any announcement comes back.
     pub fn revoked(&self, what: Revoked) {
         let now = Instant::now();
         match what {
@@ -189,7 +229,14 @@ impl FastPath {
                 self.sessions
                     .revoke_profile(profile.0, except.map(|e| e.0), now)
             }
+            Revoked::ProfileChanged(id) => self.profiles.invalidate(id),
         }
+    }
+
+    /// Announcements may have been missed: drop every live answer.
+    fn forget_live(&self) {
+        self.sessions.forget_live();
+        self.profiles.clear();
     }
 
     /// Starts what keeps the memory true: the PostgreSQL listener (or, on
@@ -202,11 +249,15 @@ impl FastPath {
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         match Backend::of_url(database_url) {
-            Some(Backend::Postgres) => tasks.push(tokio::spawn(listen(
-                Arc::clone(self),
-                database_url.to_owned(),
-                settings.revocation_max_staleness,
-            ))),
+            Some(Backend::Postgres) => {
+                self.profiles_on
+                    .store(self.profiles.enabled(), Ordering::Relaxed);
+                tasks.push(tokio::spawn(listen(
+                    Arc::clone(self),
+                    database_url.to_owned(),
+                    settings.revocation_max_staleness,
+                )))
+            }
             _ => self.sessions.trust_always(),
         }
         tasks.push(tokio::spawn(reconcile(
@@ -226,7 +277,7 @@ impl FastPath {
                     event.name = "identity.revocation.unknown_announcement",
                     "unrecognised revocation announcement: forgetting every live session"
                 );
-                self.sessions.forget_live();
+                self.forget_live();
             }
         }
     }
@@ -266,7 +317,7 @@ async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> Str
         return format!("LISTEN: {e}");
     }
     // Announcements sent while nobody listened are lost: start afresh.
-    fast.sessions.forget_live();
+    fast.forget_live();
     tracing::info!(
         event.name = "identity.revocation.listener_up",
         "listening for revocations"

@@ -1,5 +1,5 @@
-//! Revocation announcements. Every transaction that revokes sessions also
-//! announces it on the PostgreSQL channel [`CHANNEL`] (`pg_notify`, a bind
+//! Revocation announcements. Every transaction that revokes sessions or
+//! changes a profile (roles are privileges) also announces it on the PostgreSQL channel [`CHANNEL`] (`pg_notify`, a bind
 //! parameter: delivered at commit, discarded on rollback), so that every
 //! replica's in-memory revocation state learns it at once
 //! (`service::revocation`). SQLite is one node: nothing is sent there.
@@ -18,12 +18,16 @@ pub enum Revoked {
     /// Every session of a profile except `except` (password change keeps
     /// the caller's; profile deletion keeps none).
     Profile { profile: Id, except: Option<Id> },
+    /// A profile was changed or deleted (its roles may have been taken
+    /// away): cached copies must go.
+    ProfileChanged(Id),
 }
 
 impl Revoked {
     pub fn payload(&self) -> String {
         match self {
             Revoked::Session(id) => format!("session:{id}"),
+            Revoked::ProfileChanged(id) => format!("changed:{id}"),
             Revoked::Profile {
                 profile,
                 except: None,
@@ -39,6 +43,7 @@ impl Revoked {
         let mut parts = payload.split(':');
         let revoked = match (parts.next()?, Id::parse(parts.next()?)?) {
             ("session", id) => Revoked::Session(id),
+            ("changed", id) => Revoked::ProfileChanged(id),
             ("profile", profile) => Revoked::Profile {
                 profile,
                 except: match parts.next() {
@@ -62,6 +67,7 @@ mod tests {
         let (a, b) = (Id::new(), Id::new());
         for r in [
             Revoked::Session(a),
+            Revoked::ProfileChanged(a),
             Revoked::Profile {
                 profile: a,
                 except: None,

@@ -482,6 +482,7 @@ pub(super) async fn update_profile(
         if updated != 1 {
             return Ok(false);
         }
+        notify_revoked!(conn, Revoked::ProfileChanged(next.id))?;
         if let Some(email) = &next.email {
             diesel::update(c::table.filter(c::profile_id.eq(next.id)).filter(c::email.ne(email)))
                 .set((c::email.eq(email), c::updated_at.eq(next.updated_at)))
@@ -525,6 +526,7 @@ pub(super) async fn delete_profile(
             // Roll the revocations back with the failed delete.
             return Err(diesel::result::Error::RollbackTransaction);
         }
+        notify_revoked!(conn, Revoked::ProfileChanged(id))?;
         insert_audit(conn, audit).await?;
         Ok(true)
     })
@@ -644,6 +646,7 @@ pub(super) async fn sync_provider_fields(
         if updated != 1 {
             return Ok(None);
         }
+        notify_revoked!(conn, Revoked::ProfileChanged(id))?;
         insert_audit(conn, audit).await?;
         find_profile(conn, id).await
     })
