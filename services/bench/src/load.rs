@@ -31,6 +31,16 @@ where
     F: Fn(C, u64) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send,
 {
+    record(plan, clients, call).await.summarize(plan.duration)
+}
+
+/// As [`drive`], but the raw samples, so that several windows can be merged.
+pub async fn record<C, F, Fut>(plan: Plan, clients: &[C], call: F) -> Recorder
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send,
+{
     assert!(!clients.is_empty() && plan.concurrency > 0);
     let call = Arc::new(call);
     let start = Instant::now() + Duration::from_millis(20);
@@ -97,7 +107,7 @@ where
     for task in tasks {
         all.merge(task.await.expect("load worker"));
     }
-    all.summarize(plan.duration)
+    all
 }
 
 /// The label of a failed call: its gRPC code.

@@ -8,6 +8,7 @@
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
@@ -15,7 +16,7 @@ use identity_bench::echo::EchoRequest;
 use identity_bench::echo::echo_service_client::EchoServiceClient;
 use identity_bench::load::{self, Plan, label};
 use identity_bench::procs::{Database, Machine, Proc, TempDir, check_loopback};
-use identity_bench::stats::{Summary, percentile_ms};
+use identity_bench::stats::{Recorder, Summary, percentile_ms};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ const PASSWORD: &str = "correct horse battery staple";
 /// The bcrypt cost of servers whose measurement runs no bcrypt (it only
 /// makes their set-up logins quick).
 const SETUP_COST: u32 = 4;
+
+/// Measured in alternation, round by round (see `side_by_side`).
+const SIDE_BY_SIDE: &[&str] = &["echo", "validate", "get_profile"];
 
 const ALL: &[&str] = &[
     "echo",
@@ -84,6 +88,10 @@ struct Args {
     /// Scenarios to run (comma-separated) [default: all].
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
+    /// Worker threads of this load generator's runtime [default: one per
+    /// core]. It shares the cores with the server it measures.
+    #[arg(long)]
+    client_threads: Option<usize>,
     /// Where the JSON goes.
     #[arg(long, default_value = "target/bench/results.json")]
     out: PathBuf,
@@ -207,9 +215,11 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.client_threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(run(args))
 }
 
@@ -276,16 +286,58 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     let mut rows: Vec<Row> = Vec::new();
+    let mut ratios = BTreeMap::new();
     let mut propagation = None;
-    for name in &selected {
+    // echo, validate and get_profile run in alternation (their ratios are
+    // the targets); the others one after another.
+    let alternating: Vec<&String> = selected
+        .iter()
+        .filter(|n| SIDE_BY_SIDE.contains(&n.as_str()))
+        .collect();
+    if !alternating.is_empty() {
+        let t = Instant::now();
+        let mut prepared = Vec::new();
+        for name in &alternating {
+            eprintln!("bench: preparing {name} ...");
+            prepared.push(match name.as_str() {
+                "echo" => prepare_echo(&env).await?,
+                "validate" => prepare_validate(&env, Variant::Valid).await?,
+                _ => prepare_get_profile(&env).await?,
+            });
+        }
+        let rounds = if quick { 2 } else { 5 };
+        eprintln!(
+            "bench: {} side by side, {rounds} rounds ...",
+            alternating.len()
+        );
+        let (side_rows, side_ratios) = side_by_side(&env, &prepared, rounds).await;
+        drop(prepared);
+        rows.extend(side_rows);
+        ratios.extend(side_ratios);
+        eprintln!(
+            "bench: side by side done in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    for name in selected
+        .iter()
+        .filter(|n| !SIDE_BY_SIDE.contains(&n.as_str()))
+    {
         eprintln!("bench: {name} ...");
         let t = Instant::now();
         match name.as_str() {
-            "echo" => rows.push(echo(&env).await?),
-            "validate" => rows.push(validate(&env, Variant::Valid).await?),
-            "validate_mixed" => rows.push(validate(&env, Variant::Mixed).await?),
-            "validate_nocache" => rows.push(validate(&env, Variant::NoCache).await?),
-            "get_profile" => rows.push(get_profile(&env).await?),
+            "validate_mixed" => rows.push(
+                prepare_validate(&env, Variant::Mixed)
+                    .await?
+                    .alone(&env)
+                    .await,
+            ),
+            "validate_nocache" => rows.push(
+                prepare_validate(&env, Variant::NoCache)
+                    .await?
+                    .alone(&env)
+                    .await,
+            ),
             "refresh" => rows.push(refresh(&env).await?),
             "login" => rows.push(login(&env).await?),
             "validate_under_login_flood" => {
@@ -306,13 +358,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let find = |name: &str| rows.iter().find(|r| r.scenario == name);
-    let mut ratios = BTreeMap::new();
-    if let (Some(v), Some(e)) = (find("validate"), find("echo")) {
-        ratios.insert("validate_over_echo", v.summary.rps / e.summary.rps);
-    }
-    if let (Some(g), Some(e)) = (find("get_profile"), find("echo")) {
-        ratios.insert("get_profile_over_echo", g.summary.rps / e.summary.rps);
-    }
     if let (Some(l), Some(b)) = (find("login"), &bcrypt) {
         ratios.insert("login_over_bcrypt_ceiling", l.summary.rps / b.ceiling_per_s);
     }
@@ -385,12 +430,12 @@ async fn connect(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
 }
 
 /// Samples the server's RSS every 100 ms while `f` runs; the peak.
-async fn with_rss<T>(server: &Proc, f: impl std::future::Future<Output = T>) -> (T, Option<f64>) {
+async fn with_rss<T>(pid: u32, f: impl std::future::Future<Output = T>) -> (T, Option<f64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let pid_peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let (stop, peak) = (Arc::clone(&stop), Arc::clone(&pid_peak));
-        let path = format!("/proc/{}/status", server.pid());
+        let path = format!("/proc/{pid}/status");
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 if let Some(kb) = std::fs::read_to_string(&path).ok().and_then(|s| {
@@ -543,7 +588,53 @@ async fn sessions(url: &str, total: usize, users: usize) -> anyhow::Result<Vec<S
     Ok(all)
 }
 
-async fn echo(env: &Env) -> anyhow::Result<Row> {
+/// One window's samples and the server's peak RSS during it.
+type Measured = (Recorder, Option<f64>);
+type Measure = Box<dyn Fn(Plan) -> BoxFuture<'static, Measured> + Send + Sync>;
+
+/// A scenario ready to measure: its server up, its pool made, its clients
+/// connected. Each call of `measure` is one window.
+struct Prepared {
+    name: &'static str,
+    idle_rss_mb: Option<f64>,
+    notes: BTreeMap<String, serde_json::Value>,
+    measure: Measure,
+    /// The server and its database, alive as long as this.
+    _hold: Box<dyn std::any::Any + Send>,
+}
+
+impl Prepared {
+    fn row(&self, env: &Env, summary: Summary, peak: Option<f64>) -> Row {
+        let mut r = row(env, self.name, env.args.concurrency, summary);
+        r.rss_idle_mb = self.idle_rss_mb;
+        r.rss_load_mb = peak;
+        r.notes = self.notes.clone();
+        r
+    }
+
+    /// One window after the full warm-up.
+    async fn alone(&self, env: &Env) -> Row {
+        let plan = env.plan(env.args.concurrency);
+        let (rec, peak) = (self.measure)(plan).await;
+        self.row(env, rec.summarize(plan.duration), peak)
+    }
+}
+
+/// `call` under each plan it is given, over `clients`, sampling `pid`'s RSS.
+fn measure_with<C, F, Fut>(pid: u32, clients: Vec<C>, call: F) -> Measure
+where
+    C: Clone + Send + Sync + 'static,
+    F: Fn(C, u64) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = load::Outcome> + Send + 'static,
+{
+    let clients = Arc::new(clients);
+    Box::new(move |plan| {
+        let (clients, call) = (Arc::clone(&clients), call.clone());
+        Box::pin(async move { with_rss(pid, load::record(plan, &clients, call)).await })
+    })
+}
+
+async fn prepare_echo(env: &Env) -> anyhow::Result<Prepared> {
     let server = Proc::echo(&env.echo)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let idle = server.rss_mb();
@@ -554,23 +645,22 @@ async fn echo(env: &Env) -> anyhow::Result<Row> {
         .collect();
     // About the size of an access token.
     let payload: Arc<str> = Arc::from("x".repeat(600));
-    let (summary, peak) = with_rss(
-        &server,
-        load::drive(env.plan(env.args.concurrency), &clients, move |mut c, _| {
-            let payload = payload.to_string();
-            async move {
-                c.echo(EchoRequest { payload })
-                    .await
-                    .map(drop)
-                    .map_err(|s| label(&s))
-            }
-        }),
-    )
-    .await;
-    let mut r = row(env, "echo", env.args.concurrency, summary);
-    r.rss_idle_mb = idle;
-    r.rss_load_mb = peak;
-    Ok(r)
+    let measure = measure_with(server.pid(), clients, move |mut c, _| {
+        let payload = payload.to_string();
+        async move {
+            c.echo(EchoRequest { payload })
+                .await
+                .map(drop)
+                .map_err(|s| label(&s))
+        }
+    });
+    Ok(Prepared {
+        name: "echo",
+        idle_rss_mb: idle,
+        notes: BTreeMap::new(),
+        measure,
+        _hold: Box::new(server),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -591,7 +681,7 @@ fn tamper(token: &str) -> String {
     t
 }
 
-async fn validate(env: &Env, variant: Variant) -> anyhow::Result<Row> {
+async fn prepare_validate(env: &Env, variant: Variant) -> anyhow::Result<Prepared> {
     let extra = match variant {
         Variant::NoCache => vec![
             ("IDENTITY_TOKEN_CACHE_SIZE", "0".to_owned()),
@@ -624,37 +714,34 @@ async fn validate(env: &Env, variant: Variant) -> anyhow::Result<Row> {
         .into_iter()
         .map(AuthServiceClient::new)
         .collect();
-    let (summary, peak) = with_rss(
-        &stack.server,
-        load::drive(env.plan(env.args.concurrency), &clients, move |mut c, n| {
-            let tokens = Arc::clone(&tokens);
-            async move {
-                let (token, expected) = &tokens[n as usize % tokens.len()];
-                let r = c
-                    .validate_token(ValidateTokenRequest {
-                        access_token: token.clone(),
-                    })
-                    .await
-                    .map_err(|s| label(&s))?;
-                if r.get_ref().active == *expected {
-                    Ok(())
-                } else {
-                    Err("wrong_answer".into())
-                }
+    let measure = measure_with(stack.server.pid(), clients, move |mut c, n| {
+        let tokens = Arc::clone(&tokens);
+        async move {
+            let (token, expected) = &tokens[n as usize % tokens.len()];
+            let r = c
+                .validate_token(ValidateTokenRequest {
+                    access_token: token.clone(),
+                })
+                .await
+                .map_err(|s| label(&s))?;
+            if r.get_ref().active == *expected {
+                Ok(())
+            } else {
+                Err("wrong_answer".into())
             }
-        }),
-    )
-    .await;
-    let name = match variant {
-        Variant::Valid => "validate",
-        Variant::Mixed => "validate_mixed",
-        Variant::NoCache => "validate_nocache",
-    };
-    let mut r = row(env, name, env.args.concurrency, summary);
-    r.rss_idle_mb = stack.idle_rss_mb;
-    r.rss_load_mb = peak;
-    r.notes.insert("tokens".into(), pool.len().into());
-    Ok(r)
+        }
+    });
+    Ok(Prepared {
+        name: match variant {
+            Variant::Valid => "validate",
+            Variant::Mixed => "validate_mixed",
+            Variant::NoCache => "validate_nocache",
+        },
+        idle_rss_mb: stack.idle_rss_mb,
+        notes: BTreeMap::from([("tokens".into(), pool.len().into())]),
+        measure,
+        _hold: Box::new(stack),
+    })
 }
 
 fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
@@ -665,7 +752,7 @@ fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     request
 }
 
-async fn get_profile(env: &Env) -> anyhow::Result<Row> {
+async fn prepare_get_profile(env: &Env) -> anyhow::Result<Prepared> {
     let stack = Stack::start(env, SETUP_COST, &[]).await?;
     let pool = sessions(&stack.server.url(), env.sessions, env.sessions / 20).await?;
     let tokens: Arc<Vec<String>> = Arc::new(pool.iter().map(|s| s.access.clone()).collect());
@@ -674,29 +761,115 @@ async fn get_profile(env: &Env) -> anyhow::Result<Row> {
         .into_iter()
         .map(ProfileServiceClient::new)
         .collect();
-    let (summary, peak) = with_rss(
-        &stack.server,
-        load::drive(env.plan(env.args.concurrency), &clients, move |mut c, n| {
-            let token = tokens[n as usize % tokens.len()].clone();
-            async move {
-                let p = c
-                    .get_profile(bearer(&token, GetProfileRequest { id: "me".into() }))
-                    .await
-                    .map_err(|s| label(&s))?;
-                if p.get_ref().id.is_empty() {
-                    Err("wrong_answer".into())
-                } else {
-                    Ok(())
-                }
+    let measure = measure_with(stack.server.pid(), clients, move |mut c, n| {
+        let token = tokens[n as usize % tokens.len()].clone();
+        async move {
+            let p = c
+                .get_profile(bearer(&token, GetProfileRequest { id: "me".into() }))
+                .await
+                .map_err(|s| label(&s))?;
+            if p.get_ref().id.is_empty() {
+                Err("wrong_answer".into())
+            } else {
+                Ok(())
             }
-        }),
-    )
-    .await;
-    let mut r = row(env, "get_profile", env.args.concurrency, summary);
-    r.rss_idle_mb = stack.idle_rss_mb;
-    r.rss_load_mb = peak;
-    r.notes.insert("tokens".into(), pool.len().into());
-    Ok(r)
+        }
+    });
+    Ok(Prepared {
+        name: "get_profile",
+        idle_rss_mb: stack.idle_rss_mb,
+        notes: BTreeMap::from([("tokens".into(), pool.len().into())]),
+        measure,
+        _hold: Box::new(stack),
+    })
+}
+
+/// The scenarios whose ratios matter, measured in alternation: every round
+/// runs each for a slice of the window, in a rotating order, so that
+/// whatever else the machine does hits them alike. Each ratio is the median
+/// of the per-round ratios; each row merges its rounds.
+async fn side_by_side(
+    env: &Env,
+    prepared: &[Prepared],
+    rounds: usize,
+) -> (Vec<Row>, BTreeMap<&'static str, f64>) {
+    let slice = env.duration.div_f64(rounds as f64);
+    let mut samples: Vec<Vec<Recorder>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut rps: Vec<Vec<f64>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut peaks: Vec<Option<f64>> = vec![None; prepared.len()];
+    for round in 0..rounds {
+        for k in 0..prepared.len() {
+            let i = (round + k) % prepared.len();
+            let plan = Plan {
+                // The first round warms each server up fully; later ones
+                // only refill the pipes.
+                warmup: if round == 0 {
+                    env.warmup
+                } else {
+                    env.warmup.min(Duration::from_millis(300))
+                },
+                duration: slice,
+                ..env.plan(env.args.concurrency)
+            };
+            let (rec, peak) = (prepared[i].measure)(plan).await;
+            rps[i].push(rec.ok_count() as f64 / slice.as_secs_f64());
+            samples[i].push(rec);
+            peaks[i] = match (peaks[i], peak) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    let index = |name: &str| prepared.iter().position(|p| p.name == name);
+    let mut ratios = BTreeMap::new();
+    let per_round = |a: usize, b: usize| {
+        median(
+            rps[a]
+                .iter()
+                .zip(&rps[b])
+                .map(|(x, y)| x / y.max(1e-9))
+                .collect(),
+        )
+    };
+    if let (Some(v), Some(e)) = (index("validate"), index("echo")) {
+        ratios.insert("validate_over_echo", per_round(v, e));
+    }
+    if let (Some(g), Some(e)) = (index("get_profile"), index("echo")) {
+        ratios.insert("get_profile_over_echo", per_round(g, e));
+    }
+    let rows = prepared
+        .iter()
+        .zip(samples)
+        .zip(rps)
+        .zip(peaks)
+        .map(|(((p, recs), rps), peak)| {
+            let mut all = Recorder::default();
+            for r in recs {
+                all.merge(r);
+            }
+            let mut row = p.row(env, all.summarize(slice * rounds as u32), peak);
+            row.notes.insert("rounds".into(), rounds.into());
+            row.notes.insert(
+                "req_per_s_by_round".into(),
+                rps.iter().map(|r| (r * 10.0).round() / 10.0).collect(),
+            );
+            row
+        })
+        .collect();
+    (rows, ratios)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 async fn refresh(env: &Env) -> anyhow::Result<Row> {
@@ -715,7 +888,7 @@ async fn refresh(env: &Env) -> anyhow::Result<Row> {
         .map(AuthServiceClient::new)
         .collect();
     let (summary, peak) = with_rss(
-        &stack.server,
+        stack.server.pid(),
         load::drive(env.plan(concurrency), &clients, move |mut c, n| {
             let current = Arc::clone(&current);
             async move {
@@ -758,7 +931,7 @@ async fn login(env: &Env) -> anyhow::Result<Row> {
     // something to stand on.
     plan.duration = env.duration.mul_f64(1.5);
     let (summary, peak) = with_rss(
-        &stack.server,
+        stack.server.pid(),
         load::drive(plan, &clients, move |mut c, n| {
             let email = emails[n as usize % emails.len()].clone();
             async move {
@@ -829,7 +1002,7 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
             }
         })
     };
-    let (quiet, quiet_peak) = with_rss(&server, validate_at_rate(Arc::clone(&tokens))).await;
+    let (quiet, quiet_peak) = with_rss(server.pid(), validate_at_rate(Arc::clone(&tokens))).await;
 
     // The flood: its own connection, `flood_logins` logins in flight; shed
     // calls wait as long as the server's RetryInfo asks (capped at 1s).
@@ -884,7 +1057,7 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
     tokio::time::sleep(Duration::from_secs(1)).await;
     let flood_started = Instant::now();
     let ok_before = ok.load(Ordering::Relaxed);
-    let (flooded, flood_peak) = with_rss(&server, validate_at_rate(tokens)).await;
+    let (flooded, flood_peak) = with_rss(server.pid(), validate_at_rate(tokens)).await;
     let flood_secs = flood_started.elapsed().as_secs_f64();
     let logins_done = ok.load(Ordering::Relaxed) - ok_before;
     stop.store(true, Ordering::Relaxed);

@@ -22,6 +22,11 @@ impl Recorder {
         *self.errors.entry(label.to_owned()).or_default() += 1;
     }
 
+    /// Successful calls recorded.
+    pub fn ok_count(&self) -> usize {
+        self.latencies_us.len()
+    }
+
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_us.extend(other.latencies_us);
         for (label, n) in other.errors {
