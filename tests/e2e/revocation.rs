@@ -181,21 +181,26 @@ async fn cached_tokens_of_revoked_sessions_are_refused_at_once(backend: Backend)
     assert!(!active(&mut auth, &fifth.access_token).await);
 }
 
+/// Runs `sql` on the test's PostgreSQL database, behind the service's back.
+fn psql(db: &TestDb, sql: &str) {
+    let status = std::process::Command::new("psql")
+        .arg(&db.url)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .status()
+        .unwrap();
+    assert!(status.success(), "psql failed: {sql}");
+}
+
 /// Revokes a session behind the service's back (no announcement).
 fn revoke_with_sql(db: &TestDb, backend: Backend, session_id: &str) {
     let session = uuid::Uuid::parse_str(session_id).unwrap();
     match backend {
-        Backend::Postgres => {
-            let status = std::process::Command::new("psql")
-                .arg(&db.url)
-                .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
-                .arg(format!(
-                    "UPDATE sessions SET revoked_at = now(), revoke_reason = 'test' WHERE id = '{session}'"
-                ))
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
+        Backend::Postgres => psql(
+            db,
+            &format!(
+                "UPDATE sessions SET revoked_at = now(), revoke_reason = 'test' WHERE id = '{session}'"
+            ),
+        ),
         Backend::Sqlite => {
             use diesel::{Connection as _, RunQueryDsl as _};
             let path = db.url.strip_prefix("sqlite://").unwrap();
@@ -594,15 +599,10 @@ async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interva
 
     // Behind the service's back: no announcement.
     let root_id = uuid::Uuid::parse_str(&root_profile.id).unwrap();
-    let status = std::process::Command::new("psql")
-        .arg(&db.url)
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c"])
-        .arg(format!(
-            "UPDATE profiles SET roles = '' WHERE id = '{root_id}'"
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    psql(
+        &db,
+        &format!("UPDATE profiles SET roles = '' WHERE id = '{root_id}'"),
+    );
     let took = admin_withdrawn_within(
         &mut profiles,
         &root.access_token,
