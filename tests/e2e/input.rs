@@ -107,9 +107,28 @@ async fn each_invalid_field_is_named_and_nothing_is_stored(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(login.code(), Code::Unauthenticated);
-    auth.register(register(&good, PASSWORD, "Ann"))
+    let tokens = auth
+        .register(register(&good, PASSWORD, "Ann"))
         .await
-        .expect("the email is still free");
+        .expect("the email is still free")
+        .into_inner()
+        .tokens
+        .unwrap();
+
+    // No stored password is longer than 72 bytes, so a longer current
+    // password is named, not run through bcrypt, and changes nothing.
+    let status = auth
+        .change_password(crate::support::bearer(
+            &tokens.access_token,
+            ChangePasswordRequest {
+                current_password: "p".repeat(73),
+                new_password: "a different long passphrase".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["current_password"]);
 
     // Refresh, validate and login inputs are bounded too.
     let status = auth
@@ -126,6 +145,12 @@ async fn each_invalid_field_is_named_and_nothing_is_stored(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(violated_fields(&status), ["refresh_token"]);
+    auth.login(LoginRequest {
+        email: good.clone(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .expect("the password did not change");
     let status = auth
         .login(LoginRequest {
             email: good,

@@ -176,14 +176,18 @@ pub async fn run(
     let store =
         Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
     if config.mode == Mode::Dev || !config.limits.enabled {
-        // The insecure start is part of the audit trail too (best effort:
-        // the database may not be reachable yet).
+        // The insecure start is part of the audit trail too (best effort,
+        // in the background: an unreachable database must not hold up the
+        // start by its connection timeout).
         let event = crate::store::AuditEvent::new("identity.config.insecure")
             .detail("dev_mode", config.mode == Mode::Dev)
             .detail("rate_limits", config.limits.enabled);
-        if let Err(e) = store.record_audit(&event).await {
-            tracing::warn!(error = %e, "could not record identity.config.insecure in the audit trail");
-        }
+        let audit_store = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit_store.record_audit(&event).await {
+                tracing::warn!(error = %e, "could not record identity.config.insecure in the audit trail");
+            }
+        });
     }
     let reporter = tonic_health::server::HealthReporter::new();
     let limits = Limiter::new(&config.limits, &reporter)

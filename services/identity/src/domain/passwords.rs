@@ -149,8 +149,11 @@ impl Hasher {
         let queued = Arc::clone(&self.queued);
         queued.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move || {
-            let _ = tx.send(f());
+            let result = f();
+            // Before the answer: once sent, the caller may read the depth
+            // (metrics) while this idle-class thread is already preempted.
             queued.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(result);
         });
         match self.jobs.try_send(job) {
             Ok(()) => rx.await.map_err(|_| HashError::Failed),

@@ -626,6 +626,16 @@ impl Auth {
         let mut violations = Violations::new();
         if current.expose_secret().is_empty() {
             violations.check::<()>("current_password", Err("is required".into()));
+        } else if current.expose_secret().len() > passwords::MAX_PASSWORD_BYTES {
+            // No stored password is longer (they are refused, not truncated),
+            // so this one cannot match: say which field, skip bcrypt.
+            violations.check::<()>(
+                "current_password",
+                Err(format!(
+                    "must be at most {} bytes in UTF-8",
+                    passwords::MAX_PASSWORD_BYTES
+                )),
+            );
         }
         let profile_email = self
             .store
