@@ -308,3 +308,57 @@ async fn jwks_publishes_the_signing_key(backend: Backend) {
         );
     }
 }
+
+/// Refreshing rotates the tokens but never extends the session: it ends at
+/// login + IDENTITY_REFRESH_TOKEN_TTL (here the 1 minute floor), and the
+/// access token minted by the last refresh dies with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    use std::time::{Duration, Instant};
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        crate::support::ServerOptions::default()
+            .env("IDENTITY_ACCESS_TOKEN_TTL", "1m")
+            .env("IDENTITY_REFRESH_TOKEN_TTL", "1m"),
+    );
+    let mut auth = server.auth().await;
+    let lifetime = Duration::from_secs(60);
+    let started = Instant::now();
+    let mut tokens = register(&mut auth, &email("lifetime")).await;
+    let mut refreshes = 0;
+    let ended = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        match auth
+            .refresh(RefreshRequest {
+                refresh_token: tokens.refresh_token.clone(),
+            })
+            .await
+        {
+            Ok(answer) => {
+                assert!(
+                    started.elapsed() < lifetime + Duration::from_secs(5),
+                    "refreshed {:?} after login",
+                    started.elapsed()
+                );
+                tokens = answer.into_inner().tokens.unwrap();
+                refreshes += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+                break started.elapsed();
+            }
+        }
+    };
+    assert!(
+        ended >= lifetime - Duration::from_secs(1),
+        "the session ended early, after {ended:?}"
+    );
+    assert!(refreshes >= 25, "only {refreshes} refreshes");
+    assert!(
+        !validate(&mut auth, &tokens.access_token).await.active,
+        "the last access token is not yet expired, but its session is"
+    );
+    println!("session refused after {ended:?} and {refreshes} refreshes");
+}

@@ -985,3 +985,98 @@ async fn es256_rs256_and_ps256_providers_work_only_when_allowed() {
         assert_refused(exchange(&mut default.auth().await, &jwt).await, alg);
     }
 }
+
+/// Serves `upstream` (plain HTTP) over TLS with `leaf`, on loopback.
+async fn tls_front(upstream: std::net::SocketAddr, leaf: &crate::support::pki::Leaf) -> u16 {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_slice_iter(leaf.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// The JWKS decides which tokens are believed, so it is fetched only from a
+/// server whose certificate chains to a trusted root: the system's, or the
+/// bundle an operator names with SSL_CERT_FILE (e.g. a private CA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_server_with_an_untrusted_certificate_is_never_believed() {
+    let provider = BetterAuth::start();
+    let user = signed_up(&provider, "Behind TLS").await;
+    let jwt = provider.token(&user).await;
+    let upstream: std::net::SocketAddr = provider
+        .jwks_url()
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ca = crate::support::pki::Ca::new("private provider CA");
+    let port = tls_front(upstream, &ca.server()).await;
+    let options = || {
+        ServerOptions::default()
+            .env(
+                "IDENTITY_PROVIDER_JWKS_URL",
+                format!("https://localhost:{port}/api/auth/jwks"),
+            )
+            .env("IDENTITY_PROVIDER_ISSUER", ISSUER)
+            .env("IDENTITY_PROVIDER_AUDIENCE", AUDIENCE)
+            .env("IDENTITY_PROVIDER_JWKS_MIN_REFRESH_INTERVAL", "1s")
+            .env("IDENTITY_PROVIDER_JWKS_TIMEOUT", "2s")
+    };
+
+    // The private CA is not among the system's roots.
+    let db = TestDb::new(Backend::Sqlite);
+    let untrusting = Server::start_with(&db.url, db.dir.path(), options());
+    let status = exchange(&mut untrusting.auth().await, &jwt)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let logs = untrusting.logs();
+    assert!(
+        logs.contains("certificate") || logs.contains("UnknownIssuer"),
+        "the log says why the keys could not be fetched:\n{logs}"
+    );
+    drop(untrusting);
+
+    // Trusted once the operator names the CA bundle.
+    let db = TestDb::new(Backend::Sqlite);
+    let bundle = db.dir.path().join("provider-ca.pem");
+    std::fs::write(&bundle, &ca.pem).unwrap();
+    let trusting = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        options().env("SSL_CERT_FILE", bundle.display().to_string()),
+    );
+    let done = exchange(&mut trusting.auth().await, &jwt)
+        .await
+        .unwrap_or_else(|s| panic!("{s:?}\n{}", trusting.logs()));
+    assert_eq!(done.profile.unwrap().auth_id, user.id);
+}
