@@ -5,6 +5,7 @@ mod support;
 
 mod auth_flow;
 mod cli;
+mod database_tls;
 mod exchange;
 mod forgery;
 mod grpcurl;

@@ -9,6 +9,7 @@ import json
 import pytest
 import template
 from chart_helpers import HEALTH_PORT, Rendered
+from test_lint_and_values import with_overrides
 
 NONROOT = 65532
 
@@ -310,6 +311,27 @@ def test_tls_secret_is_mounted_and_wired(full):
     assert data["IDENTITY_TLS_CLIENT_CA_FILE"] == mounts["client-ca"] + "/ca.crt"
     assert vols["tls"]["secret"]["secretName"] == "identity-tls"
     assert vols["client-ca"]["secret"]["secretName"] == "identity-client-ca"
+
+
+def test_the_database_ca_is_mounted_where_the_url_can_name_it(minimal_values, minimal):
+    values = with_overrides(minimal_values, databaseTLS__caSecret="pg-ca", databaseTLS__caKey="root.pem")
+    rendered = Rendered(values)
+    owners = set()
+    for owner, spec in rendered.pod_specs():
+        vols = {v["name"]: v for v in spec.get("volumes", [])}
+        if "database-ca" not in vols:
+            continue
+        owners.add(owner)
+        assert vols["database-ca"]["secret"]["secretName"] == "pg-ca"
+        assert vols["database-ca"]["secret"]["items"] == [{"key": "root.pem", "path": "ca.crt"}]
+        mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["database-ca"]["mountPath"] == "/etc/identity/database-ca"
+        assert mounts["database-ca"]["readOnly"] is True
+    assert {o.split("/")[0] for o in owners} == {"Deployment", "Job"}, owners
+    # Nothing is mounted unless asked.
+    assert not any(
+        v["name"] == "database-ca" for _, spec in minimal.pod_specs() for v in spec.get("volumes", [])
+    )
 
 
 def test_plaintext_default_is_explicit_and_warned(minimal):

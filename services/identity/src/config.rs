@@ -259,6 +259,12 @@ impl Config {
                 "must start with postgres://, postgresql:// or sqlite://",
             )
         })?;
+        if backend == Backend::Postgres {
+            let (_, security) = crate::store::pg_tls::parse(&database_url)
+                .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
+            crate::store::pg_tls::client_config(&security)
+                .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
+        }
         if production && backend == Backend::Sqlite && !settings.allow_sqlite {
             return Err(refuse(
                 "IDENTITY_DATABASE_URL",

@@ -6,6 +6,7 @@
 pub mod better_auth;
 pub mod pki;
 pub mod proxy;
+pub mod tls_postgres;
 
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use std::io::{BufRead, BufReader};

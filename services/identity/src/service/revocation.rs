@@ -305,9 +305,10 @@ async fn listen(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
 
 /// One listening connection; returns why it ended.
 async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> String {
-    use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnection as _};
+    use diesel_async::SimpleAsyncConnection as _;
     let limit = max_staleness.max(Duration::from_secs(1));
-    let mut conn = match tokio::time::timeout(limit * 5, AsyncPgConnection::establish(url)).await {
+    let mut conn = match tokio::time::timeout(limit * 5, crate::store::pg_tls::establish(url)).await
+    {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return format!("connect: {e}"),
         Err(_) => return "connect: timed out".into(),

@@ -2,6 +2,7 @@
 //! trail, on PostgreSQL (production) or SQLite (embedded default).
 
 pub mod notify;
+pub mod pg_tls;
 mod postgres;
 mod sqlite;
 pub mod types;

@@ -2,8 +2,8 @@
 //! tokio-postgres; no libpq).
 
 use diesel_async::AsyncPgConnection;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
 
 pub(super) type Conn = AsyncPgConnection;
@@ -100,7 +100,10 @@ macro_rules! notify_revoked {
 include!("queries.rs");
 
 pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {
-    let manager = AsyncDieselConnectionManager::<Conn>::new(url);
+    use futures_util::FutureExt as _;
+    let mut config = ManagerConfig::<Conn>::default();
+    config.custom_setup = Box::new(|url| super::pg_tls::establish(url).boxed());
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url, config);
     DeadPool::builder(manager)
         .max_size(settings.max_size)
         .wait_timeout(Some(settings.timeout))
@@ -112,14 +115,15 @@ pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, St
 }
 
 pub(super) async fn migrate(url: String) -> Result<Vec<String>, String> {
-    use diesel::Connection as _;
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     use diesel_migrations::MigrationHarness;
+    let conn = super::pg_tls::establish(&url)
+        .await
+        .map_err(|e| e.to_string())?;
     // The migration harness is synchronous; run it on a blocking thread
     // through the async connection (no libpq involved).
     tokio::task::spawn_blocking(move || {
-        let mut conn =
-            AsyncConnectionWrapper::<Conn>::establish(&url).map_err(|e| e.to_string())?;
+        let mut conn = AsyncConnectionWrapper::<Conn>::from(conn);
         // One migrator at a time across replicas and jobs.
         diesel::RunQueryDsl::execute(
             diesel::sql_query("SELECT pg_advisory_lock(7242019)"),
