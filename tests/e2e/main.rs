@@ -13,5 +13,6 @@ mod hardening;
 mod input;
 mod outage;
 mod profiles;
+mod redis_tls;
 mod revocation;
 mod telemetry;

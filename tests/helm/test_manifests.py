@@ -334,6 +334,25 @@ def test_the_database_ca_is_mounted_where_the_url_can_name_it(minimal_values, mi
     )
 
 
+def test_the_redis_ca_is_mounted_and_named_only_with_shared_limits(minimal_values):
+    values = with_overrides(
+        minimal_values,
+        rateLimit__redis__enabled=True,
+        rateLimit__redis__caSecret="redis-ca",
+    )
+    rendered = Rendered(values)
+    assert rendered.configmap_data()["IDENTITY_RATE_LIMIT_REDIS_CA_FILE"] == "/etc/identity/redis-ca/ca.crt"
+    spec = rendered.one("Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert mounts["redis-ca"] == "/etc/identity/redis-ca"
+    assert vols["redis-ca"]["secret"]["secretName"] == "redis-ca"
+    # Without shared limits there is nothing to verify.
+    off = Rendered(with_overrides(minimal_values, rateLimit__redis__caSecret="redis-ca"))
+    assert "IDENTITY_RATE_LIMIT_REDIS_CA_FILE" not in off.configmap_data()
+    assert "redis-ca" not in {v["name"] for v in off.one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+
+
 def test_plaintext_default_is_explicit_and_warned(minimal):
     assert minimal.configmap_data()["IDENTITY_ALLOW_PLAINTEXT"] == "true"
     assert "TLS is off" in minimal.notes

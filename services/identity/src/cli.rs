@@ -282,9 +282,16 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_RATE_LIMIT_EXCHANGE", default_value = "30/1m")]
     pub rate_limit_exchange: String,
 
-    /// redis://host:6379/0 — counters shared by every replica (one global limit).
+    /// redis://host:6379/0 — counters shared by every replica (one global
+    /// limit). rediss:// for TLS, the server's certificate and host name
+    /// checked against the system roots or IDENTITY_RATE_LIMIT_REDIS_CA_FILE.
     #[arg(long, env = "IDENTITY_RATE_LIMIT_REDIS_URL", hide_env_values = true)]
     pub rate_limit_redis_url: Option<String>,
+
+    /// PEM bundle of the CA that signed the Redis server's certificate
+    /// (rediss:// only); without it, the system roots.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_REDIS_CA_FILE")]
+    pub rate_limit_redis_ca_file: Option<std::path::PathBuf>,
 
     /// Proxies (CIDRs, comma-separated) whose x-forwarded-for is believed.
     #[arg(long, env = "IDENTITY_TRUSTED_PROXIES", value_delimiter = ',')]

@@ -453,17 +453,56 @@ impl Config {
             .rate_limit_redis_url
             .filter(|u| !u.trim().is_empty())
         {
-            Some(url) if url.starts_with("redis://") || url.starts_with("redis+unix://") => {
-                Some(SecretString::from(url))
+            Some(url)
+                if url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://") =>
+            {
+                if url.contains("#insecure") {
+                    return Err(refuse(
+                        "IDENTITY_RATE_LIMIT_REDIS_URL",
+                        "#insecure (no certificate check) is refused; name the CA with IDENTITY_RATE_LIMIT_REDIS_CA_FILE",
+                    ));
+                }
+                Some(url)
             }
             Some(_) => {
                 return Err(refuse(
                     "IDENTITY_RATE_LIMIT_REDIS_URL",
-                    "must start with redis://",
+                    "must start with redis:// or rediss:// (TLS)",
                 ));
             }
             None => None,
         };
+        let redis_ca_pem = match &settings.rate_limit_redis_ca_file {
+            None => None,
+            Some(path) => {
+                const SETTING: &str = "IDENTITY_RATE_LIMIT_REDIS_CA_FILE";
+                if !redis_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("rediss://"))
+                {
+                    return Err(refuse(
+                        SETTING,
+                        "needs a rediss:// IDENTITY_RATE_LIMIT_REDIS_URL",
+                    ));
+                }
+                let pem = std::fs::read(path)
+                    .map_err(|e| refuse(SETTING, format!("{}: {e}", path.display())))?;
+                use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject as _};
+                let certs = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| refuse(SETTING, format!("{}: {e}", path.display())))?;
+                if certs.is_empty() {
+                    return Err(refuse(
+                        SETTING,
+                        format!("{}: no certificate in it", path.display()),
+                    ));
+                }
+                Some(pem)
+            }
+        };
+        let redis_url = redis_url.map(SecretString::from);
         let mut trusted_proxies = Vec::new();
         for cidr in settings
             .trusted_proxies
@@ -586,6 +625,7 @@ impl Config {
                 per_address,
                 per_account,
                 redis_url,
+                redis_ca_pem,
             },
             trusted_proxies,
             password_min_score: settings.password_min_score,

@@ -25,6 +25,8 @@ pub struct LimitSettings {
     pub per_address: HashMap<Action, Quota>,
     pub per_account: HashMap<Action, Quota>,
     pub redis_url: Option<SecretString>,
+    /// Root certificates (PEM) for a `rediss://` URL; None: the system's.
+    pub redis_ca_pem: Option<Vec<u8>>,
 }
 
 /// Which counter refused a call.
@@ -179,8 +181,17 @@ impl Limiter {
             .collect();
         let shared = match (&settings.redis_url, settings.enabled) {
             (Some(url), true) => {
-                let client = redis::Client::open(url.expose_secret())
-                    .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
+                let client = match &settings.redis_ca_pem {
+                    Some(pem) => redis::Client::build_with_tls(
+                        url.expose_secret(),
+                        redis::TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(pem.clone()),
+                        },
+                    ),
+                    None => redis::Client::open(url.expose_secret()),
+                }
+                .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(500)))
                     .set_response_timeout(Some(Duration::from_millis(250)))
