@@ -96,6 +96,21 @@ async fn the_database_is_reached_over_verified_tls_only() {
         "says why: {text}"
     );
 
+    // The right CA but another name than the certificate's (it names
+    // localhost only): the host name is checked, not just the chain.
+    let text = refused_start(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        postgres.port,
+        bundle.display()
+    ));
+    assert!(text.contains("IDENTITY_DATABASE_URL"), "{text}");
+    assert!(text.contains("certificate"), "says why: {text}");
+
+    // `require` verifies as well (unlike libpq's).
+    let text =
+        refused_start(&postgres.url(&format!("?sslmode=require&sslrootcert={}", wrong.display())));
+    assert!(text.contains("certificate"), "says why: {text}");
+
     // Settings that would weaken the check are refused before connecting.
     for params in [
         "?sslmode=verify-ca",

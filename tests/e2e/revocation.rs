@@ -583,12 +583,33 @@ async fn a_role_taken_away_on_one_replica_is_withdrawn_on_the_other_within_the_b
 async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interval() {
     let db = TestDb::new(Backend::Postgres);
     let root_email = email("root");
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
-        with_root_admin(ServerOptions::default(), &root_email)
-            .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "300ms"),
-    );
+    let start = async |interval: &str| {
+        let server = Server::start_with(
+            &db.url,
+            db.dir.path(),
+            with_root_admin(ServerOptions::default(), &root_email)
+                .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", interval),
+        );
+        // Memory answers only once the listener is up (and trusted).
+        assert!(
+            crate::support::eventually(Duration::from_secs(10), || async {
+                server.logs().contains("identity.revocation.listener_up")
+            })
+            .await
+        );
+        server
+    };
+    let set_roles_by_sql = |id: &str, roles: &str| {
+        // Behind the service's back: no announcement.
+        let id = uuid::Uuid::parse_str(id).unwrap();
+        psql(
+            &db,
+            &format!("UPDATE profiles SET roles = '{roles}' WHERE id = '{id}'"),
+        );
+    };
+
+    // Entries live an hour: what the server answers shows the cache serves.
+    let server = start("1h").await;
     let mut auth = server.auth().await;
     let mut profiles = ProfileServiceClient::new(server.channel().await);
     let (root_profile, root) = register(&mut auth, &root_email).await;
@@ -596,19 +617,29 @@ async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interva
     get_profile(&mut profiles, &root.access_token, &carol.id)
         .await
         .unwrap();
-
-    // Behind the service's back: no announcement.
-    let root_id = uuid::Uuid::parse_str(&root_profile.id).unwrap();
-    psql(
-        &db,
-        &format!("UPDATE profiles SET roles = '' WHERE id = '{root_id}'"),
+    set_roles_by_sql(&root_profile.id, "");
+    assert!(
+        get_profile(&mut profiles, &root.access_token, &carol.id)
+            .await
+            .is_ok(),
+        "authorization is answered from memory (the SQL edit waits for the entry to age)"
     );
+    drop(server);
+
+    // Entries live 300 ms: the edit is seen within that, plus the poll.
+    set_roles_by_sql(&root_profile.id, "admin");
+    let server = start("300ms").await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    get_profile(&mut profiles, &root.access_token, &carol.id)
+        .await
+        .unwrap();
+    set_roles_by_sql(&root_profile.id, "");
     let took = admin_withdrawn_within(
         &mut profiles,
         &root.access_token,
         &carol.id,
         Instant::now(),
-        Duration::from_secs(10),
+        Duration::from_millis(300) + SLACK,
     )
     .await;
     println!("a role taken away by SQL was withdrawn after {took:?}");

@@ -6,10 +6,10 @@
 //! RESOURCE_EXHAUSTED) instead of piling up behind a login flood.
 
 use secrecy::{ExposeSecret, SecretString};
+use std::collections::VecDeque;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use tokio::sync::oneshot;
 
 /// bcrypt reads at most 72 bytes; longer passwords are refused, never
@@ -79,10 +79,68 @@ pub enum HashError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Jobs waiting for a bcrypt thread. A condition variable rather than a
+/// channel behind a mutex: a thread waiting for work must not hold a lock,
+/// or a job could sit behind a thread pinned to a busy core while another
+/// bcrypt thread's core is idle. Every waiter is woken; whichever runs
+/// first takes the job.
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Condvar,
+    /// Jobs that may wait beyond the idle threads ready to take them.
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    idle: usize,
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// False when full: the caller sheds.
+    fn push(&self, job: Job) -> bool {
+        let mut state = self.lock();
+        if state.jobs.len() >= self.capacity + state.idle {
+            return false;
+        }
+        state.jobs.push_back(job);
+        drop(state);
+        self.ready.notify_all();
+        true
+    }
+
+    /// The next job, or None once the hasher is gone.
+    fn take(&self) -> Option<Job> {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            if state.closed {
+                return None;
+            }
+            state.idle += 1;
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.idle -= 1;
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
 /// Hashes and verifies passwords off the async runtime.
 pub struct Hasher {
     cost: u32,
-    jobs: SyncSender<Job>,
+    jobs: Arc<Queue>,
     queued: Arc<AtomicUsize>,
     /// Verified when the account does not exist, so that an unknown email
     /// costs the same time as a wrong password.
@@ -101,14 +159,17 @@ impl Hasher {
     /// Starts `threads` workers with room for `queue` waiting jobs. Blocks
     /// for one hash (the dummy), so call it before serving.
     pub fn start(cost: u32, threads: usize, queue: usize) -> Result<Self, String> {
-        let (jobs, rx) = sync_channel::<Job>(queue);
-        let rx = Arc::new(Mutex::new(rx));
+        let jobs = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            ready: Condvar::new(),
+            capacity: queue,
+        });
         let threads = threads.max(1);
         for n in 0..threads {
-            let rx = Arc::clone(&rx);
+            let jobs = Arc::clone(&jobs);
             std::thread::Builder::new()
                 .name(format!("bcrypt-{n}"))
-                .spawn(move || worker(n, threads, rx))
+                .spawn(move || worker(n, threads, &jobs))
                 .map_err(|e| e.to_string())?;
         }
         let mut random = [0u8; 32];
@@ -149,25 +210,26 @@ impl Hasher {
         let queued = Arc::clone(&self.queued);
         queued.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move || {
+            if tx.is_closed() {
+                // The caller gave up (deadline, disconnect): under load,
+                // abandoned work must not keep live logins waiting.
+                queued.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
             let result = f();
             // Before the answer: once sent, the caller may read the depth
             // (metrics) while this idle-class thread is already preempted.
             queued.fetch_sub(1, Ordering::Relaxed);
             let _ = tx.send(result);
         });
-        match self.jobs.try_send(job) {
-            Ok(()) => rx.await.map_err(|_| HashError::Failed),
-            Err(TrySendError::Full(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                crate::telemetry::metrics::metrics()
-                    .bcrypt_shed
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(HashError::Busy)
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                Err(HashError::Failed)
-            }
+        if self.jobs.push(job) {
+            rx.await.map_err(|_| HashError::Failed)
+        } else {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            crate::telemetry::metrics::metrics()
+                .bcrypt_shed
+                .fetch_add(1, Ordering::Relaxed);
+            Err(HashError::Busy)
         }
     }
 
@@ -207,7 +269,9 @@ impl Hasher {
 /// once. So a login flood delays token validation and every other RPC as
 /// little as the machine allows. A niceness of 10 was tried first: it does
 /// not preempt on wake-up, and validation p99 under a login flood stayed
-/// about 3× the quiet p99.
+/// about 3× the quiet p99. The price: while other work keeps every core
+/// busy, logins wait; a caller that gives up (IDENTITY_REQUEST_TIMEOUT,
+/// disconnect) takes its job with it, so abandoned work never piles up.
 ///
 /// The load balancer counts `SCHED_IDLE` threads as almost no load, so it
 /// may leave two of them on one core while another idles (measured: login
@@ -247,17 +311,16 @@ fn lower_priority(index: usize, threads: usize) {
     let _ = (index, threads);
 }
 
-fn worker(index: usize, threads: usize, rx: Arc<Mutex<Receiver<Job>>>) {
+fn worker(index: usize, threads: usize, jobs: &Queue) {
     lower_priority(index, threads);
-    loop {
-        let job = match rx.lock() {
-            Ok(guard) => match guard.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-            Err(_) => return,
-        };
+    while let Some(job) = jobs.take() {
         job();
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.jobs.close();
     }
 }
 
@@ -364,6 +427,39 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_gave_up_is_skipped() {
+        use std::sync::atomic::AtomicBool;
+        let hasher = Arc::new(Hasher::start(4, 1, 4).unwrap());
+        // Occupy the only thread until released.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let hasher = Arc::clone(&hasher);
+            tokio::spawn(async move { hasher.run(move || wait.recv().is_ok()).await })
+        };
+        while hasher.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let abandoned = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            hasher.run(move || flag.store(true, Ordering::SeqCst)),
+        )
+        .await;
+        assert!(
+            abandoned.is_err(),
+            "the caller gave up while the job waited"
+        );
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap().unwrap());
+        // Jobs run in order: once this one is done, the abandoned one was
+        // taken, and skipped.
+        hasher.run(|| ()).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst));
+        assert_eq!(hasher.queued(), 0);
     }
 
     #[tokio::test]

@@ -24,7 +24,12 @@ const SHARDS: usize = 16;
 
 /// Proof of when a database read began; see [`ProfileCache::put`].
 #[derive(Debug, Clone, Copy)]
-pub struct Ticket(u64);
+pub struct Ticket {
+    epoch: u64,
+    /// The entry's age counts from here, not from when the answer came:
+    /// the row may have changed (by SQL, unannounced) while the read waited.
+    began: Instant,
+}
 
 #[derive(Debug)]
 struct Shard {
@@ -79,19 +84,23 @@ impl ProfileCache {
 
     /// Call before reading `id` from the database.
     pub fn begin(&self, id: Id) -> Ticket {
-        Ticket(self.shard(id).epoch)
+        Ticket {
+            epoch: self.shard(id).epoch,
+            began: Instant::now(),
+        }
     }
 
     /// Stores what a read begun with `ticket` found, unless an invalidation
     /// came in between (then the read may predate the change).
     pub fn put(&self, ticket: Ticket, profile: Arc<Profile>, now: Instant) {
+        let stamp = ticket.began.min(now);
         if !self.enabled() {
             return;
         }
         let ttl = self.ttl;
         let capacity = self.capacity_per_shard;
         let mut shard = self.shard(profile.id);
-        if shard.epoch != ticket.0 {
+        if shard.epoch != ticket.epoch {
             return;
         }
         if shard.entries.len() >= capacity && !shard.entries.contains_key(&profile.id) {
@@ -105,7 +114,7 @@ impl ProfileCache {
                 }
             }
         }
-        shard.entries.insert(profile.id, (profile, now));
+        shard.entries.insert(profile.id, (profile, stamp));
     }
 
     /// The profile changed or is gone.

@@ -396,12 +396,13 @@ impl Profiles {
         let updated = self
             .store
             .update_profile(&next, current.revision, &audit)
-            .await?;
-        // Also after a lost race: this replica's copy is stale either way.
+            .await;
+        // Whatever the outcome (a lost race, an error after an ambiguous
+        // commit), this replica's copy may be stale: drop it first.
         self.fast
             .load()
             .revoked(Revoked::ProfileChanged(current.id));
-        if !updated {
+        if !updated? {
             return Err(Error::StaleEtag);
         }
         Ok(next)
@@ -424,9 +425,9 @@ impl Profiles {
             .profile(id)
             .client(principal.client_addr.as_deref())
             .detail("actor", caller.id.to_string());
-        let deleted = self.store.delete_profile(id, expected, &audit).await?;
+        let deleted = self.store.delete_profile(id, expected, &audit).await;
         self.fast.load().revoked(Revoked::ProfileChanged(id));
-        if !deleted {
+        if !deleted? {
             return Err(if expected.is_some() {
                 Error::StaleEtag
             } else {

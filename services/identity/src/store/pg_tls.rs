@@ -37,9 +37,16 @@ pub enum Security {
 /// Splits our TLS parameters off `url`: what tokio-postgres gets, and how to
 /// secure it. Errors name the parameter.
 pub fn parse(url: &str) -> Result<(String, Security), String> {
-    let Some((base, query)) = url.split_once('?') else {
+    // The query starts after the credentials: a raw `?` in a password
+    // must not be read as one.
+    let after_credentials = url.rfind('@').map_or(0, |at| at + 1);
+    let Some(split) = url[after_credentials..].find('?') else {
         return Ok((url.to_owned(), Security::Plaintext));
     };
+    let (base, query) = (
+        &url[..after_credentials + split],
+        &url[after_credentials + split + 1..],
+    );
     let mut kept = Vec::new();
     let mut mode = None;
     let mut root_cert = None;
@@ -295,6 +302,10 @@ mod tests {
                 .contains("verify-full")
         );
         assert!(parse("postgres://db/x?sslmode=verify-full&sslrootcert=%zz").is_err());
+        // A `?` inside the password is not the query.
+        let (url, s) = parse("postgres://u:pa?ss@db/x?sslmode=verify-full").unwrap();
+        assert_eq!(url, "postgres://u:pa?ss@db/x?sslmode=require");
+        assert_eq!(s, Security::Verified { root_cert: None });
     }
 
     #[test]
