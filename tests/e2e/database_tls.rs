@@ -6,7 +6,7 @@
 
 use crate::support::pki::Ca;
 use crate::support::tls_postgres::TlsPostgres;
-use crate::support::{Server, ServerOptions, TempDir, email, login, register};
+use crate::support::{Server, ServerOptions, TempDir, active, email, login, register};
 use identity::proto::v1::*;
 
 /// `identity serve --dev` against `url`, expected to stop: its output.
@@ -54,20 +54,8 @@ async fn the_database_is_reached_over_verified_tls_only() {
     })
     .await
     .unwrap();
-    let active = |token: String| {
-        let mut auth = auth.clone();
-        async move {
-            auth.validate_token(ValidateTokenRequest {
-                access_token: token,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .active
-        }
-    };
-    assert!(!active(first.access_token.clone()).await);
-    assert!(active(second.access_token.clone()).await);
+    assert!(!active(&mut auth, &first.access_token).await);
+    assert!(active(&mut auth, &second.access_token).await);
     assert!(
         crate::support::eventually(std::time::Duration::from_secs(10), || async {
             server.logs().contains("identity.revocation.listener_up")

@@ -6,7 +6,7 @@
 
 use crate::on_both_backends;
 use crate::support::proxy::Proxy;
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email};
+use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, active, email};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
@@ -32,16 +32,6 @@ fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
-}
-
-async fn active(auth: &mut Auth, token: &str) -> bool {
-    auth.validate_token(ValidateTokenRequest {
-        access_token: token.into(),
-    })
-    .await
-    .expect("ValidateToken answers")
-    .into_inner()
-    .active
 }
 
 async fn register(auth: &mut Auth, address: &str) -> (UserProfile, TokenPair) {

@@ -351,6 +351,17 @@ pub async fn login(
     .expect("a token pair")
 }
 
+/// What ValidateToken says of `token`.
+pub async fn active(auth: &mut AuthServiceClient<Channel>, token: &str) -> bool {
+    auth.validate_token(identity::proto::v1::ValidateTokenRequest {
+        access_token: token.to_owned(),
+    })
+    .await
+    .expect("ValidateToken answers")
+    .into_inner()
+    .active
+}
+
 /// A request carrying `authorization: Bearer <token>`.
 pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
