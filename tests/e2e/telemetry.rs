@@ -71,6 +71,26 @@ impl Collector {
         (collector, addr)
     }
 
+    /// The same collector behind TLS, presenting `leaf` (issued for
+    /// localhost); its port.
+    async fn start_tls(leaf: &crate::support::pki::Leaf) -> (Collector, u16) {
+        let collector = Collector::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let service = collector.clone();
+        let identity = tonic::transport::Identity::from_pem(&leaf.cert_pem, &leaf.key_pem);
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .unwrap()
+                .add_service(TraceServiceServer::new(service.clone()))
+                .add_service(MetricsServiceServer::new(service))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+        });
+        (collector, port)
+    }
+
     fn spans(&self) -> Vec<Span> {
         self.traces
             .lock()
@@ -562,4 +582,90 @@ async fn a_refused_authorization_is_logged_and_audited_though_the_caller_sees_no
     })
     .await;
     assert!(audited, "and an audit row");
+}
+
+/// Traces go to an `https://` collector only when its certificate checks
+/// out against OTEL_EXPORTER_OTLP_CERTIFICATE; otherwise nothing is sent
+/// and every RPC still succeeds. An unreadable bundle stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_reach_a_tls_collector_only_when_its_certificate_checks_out() {
+    use crate::support::TempDir;
+    use crate::support::pki::Ca;
+    let ca = Ca::new("collector CA");
+    let files = TempDir::new();
+    let trusted = files.path().join("collector-ca.pem");
+    std::fs::write(&trusted, &ca.pem).unwrap();
+    let untrusted = files.path().join("other-ca.pem");
+    std::fs::write(&untrusted, Ca::new("someone else's CA").pem).unwrap();
+    let traced = |port: u16, bundle: &std::path::Path| {
+        let db = TestDb::new(Backend::Sqlite);
+        let server = Server::start_with(
+            &db.url,
+            db.dir.path(),
+            ServerOptions::default()
+                .env(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    format!("https://localhost:{port}"),
+                )
+                .env(
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                    bundle.display().to_string(),
+                )
+                .env("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        );
+        (server, db)
+    };
+    async fn register(server: &Server) {
+        identity::proto::v1::auth_service_client::AuthServiceClient::new(server.channel().await)
+            .register(RegisterRequest {
+                email: email("otlp-tls"),
+                password: PASSWORD.into(),
+                display_name: String::new(),
+            })
+            .await
+            .expect("the RPC succeeds whatever the collector");
+    }
+
+    let (collector, port) = Collector::start_tls(&ca.server()).await;
+    let (server, _db) = traced(port, &trusted);
+    register(&server).await;
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || async {
+            collector
+                .spans()
+                .iter()
+                .any(|s| s.name == "identity.v1.AuthService/Register")
+        })
+        .await,
+        "spans arrive over TLS:\n{}",
+        server.logs()
+    );
+    drop(server);
+
+    let (collector, port) = Collector::start_tls(&ca.server()).await;
+    let (server, _db) = traced(port, &untrusted);
+    register(&server).await;
+    // Shutting down flushes what is queued: the export is attempted now.
+    assert!(server.terminate().success());
+    assert!(
+        collector.spans().is_empty(),
+        "a collector with an unchecked certificate received spans"
+    );
+
+    let dir = TempDir::new();
+    let output = std::process::Command::new(crate::support::binary())
+        .args(["serve", "--dev"])
+        .env_clear()
+        .env("IDENTITY_DATA_DIR", dir.path())
+        .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4317")
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+        "{stderr}"
+    );
 }

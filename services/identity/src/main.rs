@@ -29,6 +29,10 @@ fn main() -> ExitCode {
                         return Ok(ExitCode::from(2));
                     }
                 };
+                if let Err(e) = identity::telemetry::otlp_tls() {
+                    eprintln!("identity: refusing to start: {e}");
+                    return Ok(ExitCode::from(2));
+                }
                 let telemetry = identity::telemetry::init(config.log_format, &config.log_filter);
                 let result = server::run(config, server::shutdown_signal()).await;
                 // Flush queued spans before exit (bounded).

@@ -42,6 +42,45 @@ pub fn otlp_enabled() -> bool {
         && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// TLS for an `https://` collector: the CA bundle named by the standard
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (or `..._TRACES_CERTIFICATE`), else the
+/// system roots; the certificate and host name are always checked. `None`
+/// for a plaintext endpoint. An error names the variable, and the server
+/// refuses to start on it.
+pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        .unwrap_or_default();
+    if !endpoint.trim().to_ascii_lowercase().starts_with("https://") {
+        return Ok(None);
+    }
+    let tls = tonic::transport::ClientTlsConfig::new();
+    let named = [
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    ]
+    .into_iter()
+    .find_map(|name| var(name).map(|path| (name, path)));
+    match named {
+        Some((name, path)) => {
+            let pem = std::fs::read(&path).map_err(|e| format!("{name}: {path}: {e}"))?;
+            let parsed = {
+                use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject as _};
+                CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>()
+            };
+            match parsed {
+                Ok(certs) if !certs.is_empty() => {}
+                _ => return Err(format!("{name}: {path}: no PEM certificate in it")),
+            }
+            Ok(Some(tls.ca_certificate(
+                tonic::transport::Certificate::from_pem(pem),
+            )))
+        }
+        None => Ok(Some(tls.with_native_roots())),
+    }
+}
+
 fn resource() -> Resource {
     let builder = Resource::builder();
     if env_set("OTEL_SERVICE_NAME") {
@@ -96,11 +135,14 @@ pub fn init(format: LogFormat, filter: &str) -> Telemetry {
             .boxed(),
     };
     let mut telemetry = Telemetry::default();
+    let tls = otlp_tls().ok().flatten();
     let traces = if otlp_enabled() {
-        match opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-        {
+        use opentelemetry_otlp::WithTonicConfig as _;
+        let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+        if let Some(tls) = &tls {
+            builder = builder.with_tls_config(tls.clone());
+        }
+        match builder.build() {
             Ok(exporter) => {
                 let processor =
                     export::BoundedBatchProcessor::new(exporter, export::BatchSettings::from_env());
@@ -113,10 +155,11 @@ pub fn init(format: LogFormat, filter: &str) -> Telemetry {
                 opentelemetry::global::set_text_map_propagator(
                     opentelemetry_sdk::propagation::TraceContextPropagator::new(),
                 );
-                if let Ok(exporter) = opentelemetry_otlp::MetricExporter::builder()
-                    .with_tonic()
-                    .build()
-                {
+                let mut metrics = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+                if let Some(tls) = &tls {
+                    metrics = metrics.with_tls_config(tls.clone());
+                }
+                if let Ok(exporter) = metrics.build() {
                     let reader =
                         opentelemetry_sdk::metrics::PeriodicReader::builder(exporter).build();
                     let provider = SdkMeterProvider::builder()
