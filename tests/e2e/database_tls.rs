@@ -11,22 +11,14 @@ use identity::proto::v1::*;
 
 /// `identity serve --dev` against `url`, expected to stop: its output.
 fn refused_start(url: &str) -> String {
-    let dir = TempDir::new();
-    let output = std::process::Command::new(crate::support::binary())
-        .args(["serve", "--dev"])
-        .env_clear()
-        .env("IDENTITY_DATABASE_URL", url)
-        .env("IDENTITY_DATA_DIR", dir.path())
-        .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
-        .env("IDENTITY_DATABASE_TIMEOUT", "2s")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    let (code, text) = crate::support::refused_start(&[
+        ("IDENTITY_DATABASE_URL", url),
+        ("IDENTITY_DATABASE_TIMEOUT", "2s"),
+    ]);
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "started against {url}:\n{text}"
     );
-    assert!(!output.status.success(), "started against {url}:\n{text}");
     text
 }
 

@@ -843,7 +843,6 @@ async fn the_sign_up_hook_provisions_profiles_with_a_provisioner_token() {
 
 #[test]
 fn a_misconfigured_provider_stops_start_up_naming_the_setting() {
-    let dir = crate::support::TempDir::new();
     for (key, value, setting) in [
         (
             "IDENTITY_PROVIDER_ALGORITHMS",
@@ -866,22 +865,16 @@ fn a_misconfigured_provider_stops_start_up_naming_the_setting() {
             "IDENTITY_PROVIDER_JWKS_URL",
         ),
     ] {
-        let mut command = std::process::Command::new(crate::support::binary());
-        command
-            .args(["serve", "--dev"])
-            .env_clear()
-            .env("IDENTITY_DATA_DIR", dir.path())
-            .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
-            .env(
+        let (code, stderr) = crate::support::refused_start(&[
+            (
                 "IDENTITY_PROVIDER_JWKS_URL",
                 "http://127.0.0.1:9/api/auth/jwks",
-            )
-            .env("IDENTITY_PROVIDER_ISSUER", ISSUER)
-            .env("IDENTITY_PROVIDER_AUDIENCE", AUDIENCE)
-            .env(key, value);
-        let output = command.output().unwrap();
-        assert_eq!(output.status.code(), Some(2), "{key}={value}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+            ),
+            ("IDENTITY_PROVIDER_ISSUER", ISSUER),
+            ("IDENTITY_PROVIDER_AUDIENCE", AUDIENCE),
+            (key, value),
+        ]);
+        assert_eq!(code, Some(2), "{key}={value}");
         assert!(stderr.contains(setting), "{key}={value}: {stderr}");
     }
 }

@@ -188,19 +188,13 @@ fn redis_tls_settings_that_would_skip_the_check_stop_the_start() {
             "IDENTITY_RATE_LIMIT_REDIS_CA_FILE",
         ),
     ] {
-        let mut command = Command::new(crate::support::binary());
-        command
-            .args(["serve", "--dev"])
-            .env_clear()
-            .env("IDENTITY_DATA_DIR", dir.path())
-            .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
-            .env("IDENTITY_RATE_LIMIT_REDIS_URL", url);
-        if let Some(ca_file) = ca_file {
-            command.env("IDENTITY_RATE_LIMIT_REDIS_CA_FILE", ca_file);
+        let ca_file = ca_file.map(|p| p.display().to_string());
+        let mut env = vec![("IDENTITY_RATE_LIMIT_REDIS_URL", url)];
+        if let Some(ca_file) = &ca_file {
+            env.push(("IDENTITY_RATE_LIMIT_REDIS_CA_FILE", ca_file));
         }
-        let output = command.output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        let (code, stderr) = crate::support::refused_start(&env);
+        assert_eq!(code, Some(2), "{url}: {stderr}");
         assert!(stderr.contains(setting), "{url}: {stderr}");
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::on_both_backends;
 use crate::support::proxy::Proxy;
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, active, email};
+use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, active, bearer, email};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
@@ -25,14 +25,6 @@ const MAX_STALENESS: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_millis(500);
 
 type Auth = AuthServiceClient<Channel>;
-
-fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
 
 async fn register(auth: &mut Auth, address: &str) -> (UserProfile, TokenPair) {
     let r = auth

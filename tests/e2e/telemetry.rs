@@ -24,6 +24,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
+/// The security events of the full flow, in spans and in the audit trail.
+const FLOW_EVENTS: [&str; 6] = [
+    "identity.register.succeeded",
+    "identity.login.failed",
+    "identity.login.succeeded",
+    "identity.refresh.reused",
+    "identity.session.revoked",
+    "identity.rate_limited",
+];
+
 /// A real OTLP/gRPC collector that keeps what it receives.
 #[derive(Clone, Default)]
 struct Collector {
@@ -348,14 +358,7 @@ async fn a_full_flow_is_traced_counted_and_audited_without_leaking_a_secret() {
         .flat_map(|s| s.events.iter())
         .filter_map(|e| string_attr(&e.attributes, "event.name"))
         .collect();
-    for expected in [
-        "identity.register.succeeded",
-        "identity.login.failed",
-        "identity.login.succeeded",
-        "identity.refresh.reused",
-        "identity.session.revoked",
-        "identity.rate_limited",
-    ] {
+    for expected in FLOW_EVENTS {
         assert!(
             events.iter().any(|e| e == expected),
             "no {expected} event in {events:?}"
@@ -387,14 +390,7 @@ async fn a_full_flow_is_traced_counted_and_audited_without_leaking_a_secret() {
         .output()
         .unwrap();
     let audit = String::from_utf8_lossy(&audit.stdout).into_owned();
-    for expected in [
-        "identity.register.succeeded",
-        "identity.login.failed",
-        "identity.login.succeeded",
-        "identity.refresh.reused",
-        "identity.session.revoked",
-        "identity.rate_limited",
-    ] {
+    for expected in FLOW_EVENTS {
         assert!(
             audit.contains(expected),
             "no {expected} audit row in:\n{audit}"
@@ -562,11 +558,16 @@ async fn a_refused_authorization_is_logged_and_audited_though_the_caller_sees_no
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
+    // The log line is read from the server's stdout by another thread:
+    // it may land a moment after the answer.
     assert!(
-        server
-            .logs()
-            .lines()
-            .any(|l| l.contains("identity.access.denied") && l.contains(&bob_id)),
+        crate::support::eventually(Duration::from_secs(5), || async {
+            server
+                .logs()
+                .lines()
+                .any(|l| l.contains("identity.access.denied") && l.contains(&bob_id))
+        })
+        .await,
         "the refusal is a security event"
     );
     let audited = crate::support::eventually(Duration::from_secs(5), || async {
@@ -652,20 +653,63 @@ async fn traces_reach_a_tls_collector_only_when_its_certificate_checks_out() {
         "a collector with an unchecked certificate received spans"
     );
 
-    let dir = TempDir::new();
-    let output = std::process::Command::new(crate::support::binary())
-        .args(["serve", "--dev"])
-        .env_clear()
-        .env("IDENTITY_DATA_DIR", dir.path())
-        .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://localhost:4317")
-        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("OTEL_EXPORTER_OTLP_CERTIFICATE"),
-        "{stderr}"
+    // An unreadable bundle, or credentials in the endpoint (start-up
+    // errors print it), stop the start naming the variable.
+    for (endpoint, certificate, named) in [
+        (
+            "https://localhost:4317",
+            Some("/nonexistent/ca.pem"),
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ),
+        (
+            "https://user:api-key@localhost:4317",
+            None,
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+    ] {
+        let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)];
+        if let Some(certificate) = certificate {
+            env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", certificate));
+        }
+        let (code, stderr) = crate::support::refused_start(&env);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(named), "{stderr}");
+        assert!(!stderr.contains("api-key"), "{stderr}");
+    }
+}
+
+/// A caller can send any path; paths the server does not serve are counted
+/// as one `unknown` method, so made-up paths cannot grow the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_rpc_paths_are_counted_as_one_unknown_method() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default().env("IDENTITY_METRICS_ADDR", "127.0.0.1:0"),
     );
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    for i in 0..3 {
+        grpc.ready().await.unwrap();
+        let path = http::uri::PathAndQuery::try_from(format!("/made.Up/Method{i}")).unwrap();
+        let status = grpc
+            .unary(
+                tonic::Request::new(GetJwksRequest {}),
+                path,
+                tonic_prost::ProstCodec::<GetJwksRequest, GetJwksResponse>::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented);
+    }
+    let text = scrape(metrics_addr(&server)).await;
+    assert_eq!(
+        metric(
+            &text,
+            "identity_rpc_requests_total{method=\"unknown\",code=\"UNIMPLEMENTED\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(!text.contains("made.Up"), "{text}");
 }

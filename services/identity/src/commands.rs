@@ -1,6 +1,6 @@
 //! The subcommands other than `serve`, and logging set-up.
 
-use crate::cli::{AuditCommand, HealthcheckArgs, KeygenArgs, LogFormat};
+use crate::cli::{AuditCommand, HealthcheckArgs, KeygenArgs};
 use crate::domain::tokens::{Ed25519Key, generate_ed25519_pem};
 use crate::store::{Id, PoolSettings, Store};
 use anyhow::Context as _;
@@ -9,22 +9,6 @@ use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tracing_subscriber::EnvFilter;
-
-pub fn init_logging(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let pem = generate_ed25519_pem().map_err(anyhow::Error::msg)?;

@@ -487,19 +487,8 @@ impl Config {
                         "needs a rediss:// IDENTITY_RATE_LIMIT_REDIS_URL",
                     ));
                 }
-                let pem = std::fs::read(path)
-                    .map_err(|e| refuse(SETTING, format!("{}: {e}", path.display())))?;
-                use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject as _};
-                let certs = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| refuse(SETTING, format!("{}: {e}", path.display())))?;
-                if certs.is_empty() {
-                    return Err(refuse(
-                        SETTING,
-                        format!("{}: no certificate in it", path.display()),
-                    ));
-                }
-                Some(pem)
+                let bundle = crate::pem::read_certificates(path).map_err(|e| refuse(SETTING, e))?;
+                Some(bundle.pem)
             }
         };
         let redis_url = redis_url.map(SecretString::from);

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod pem;
 pub mod proto;
 pub mod provider;
 pub mod server;

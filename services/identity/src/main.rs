@@ -29,11 +29,15 @@ fn main() -> ExitCode {
                         return Ok(ExitCode::from(2));
                     }
                 };
-                if let Err(e) = identity::telemetry::otlp_tls() {
-                    eprintln!("identity: refusing to start: {e}");
-                    return Ok(ExitCode::from(2));
-                }
-                let telemetry = identity::telemetry::init(config.log_format, &config.log_filter);
+                let otlp_tls = match identity::telemetry::otlp_tls() {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        eprintln!("identity: refusing to start: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                };
+                let telemetry =
+                    identity::telemetry::init(config.log_format, &config.log_filter, otlp_tls);
                 let result = server::run(config, server::shutdown_signal()).await;
                 // Flush queued spans before exit (bounded).
                 telemetry.shutdown().await;

@@ -116,6 +116,39 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_identity")
 }
 
+/// Runs `identity serve --dev` with only `env` (and a fresh data folder),
+/// expecting it to stop before serving: its exit code and its output
+/// (stdout then stderr). A server that starts anyway is killed after 60 s.
+pub fn refused_start(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = TempDir::new();
+    let mut command = Command::new(binary());
+    command
+        .args(["serve", "--dev"])
+        .env_clear()
+        .env("IDENTITY_DATA_DIR", dir.path())
+        .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the identity binary starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
 /// A running `identity serve`, killed on drop.
 pub struct Server {
     child: Child,

@@ -17,15 +17,33 @@ use tokio::sync::oneshot;
 pub const MAX_PASSWORD_BYTES: usize = 72;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
+fn too_long() -> String {
+    format!(
+        "must be at most {MAX_PASSWORD_BYTES} bytes in UTF-8 (bcrypt's limit; longer passwords are refused, not truncated)"
+    )
+}
+
+/// A password presented to be compared with a stored hash (Login, the
+/// current one of ChangePassword): required and within bcrypt's limit,
+/// nothing more. No stored password is longer, so a longer one is named
+/// without running bcrypt.
+pub fn check_presented(password: &str) -> Result<(), String> {
+    if password.is_empty() {
+        return Err("is required".into());
+    }
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(too_long());
+    }
+    Ok(())
+}
+
 /// Checks what bcrypt itself needs; the guessability policy comes on top.
 pub fn check_length(password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         return Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"));
     }
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(format!(
-            "must be at most {MAX_PASSWORD_BYTES} bytes in UTF-8 (bcrypt's limit; longer passwords are refused, not truncated)"
-        ));
+        return Err(too_long());
     }
     if password.chars().any(char::is_control) {
         return Err("must not contain control characters".into());

@@ -31,18 +31,26 @@ pub struct Ticket {
     began: Instant,
 }
 
-#[derive(Debug)]
 struct Shard {
     /// Bumped by every invalidation of this shard.
     epoch: u64,
     entries: HashMap<Id, (Arc<Profile>, Instant)>,
 }
 
-#[derive(Debug)]
 pub struct ProfileCache {
     capacity_per_shard: usize,
     ttl: Duration,
     shards: Vec<Mutex<Shard>>,
+}
+
+/// Sizes only: the entries hold emails.
+impl std::fmt::Debug for ProfileCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileCache")
+            .field("capacity_per_shard", &self.capacity_per_shard)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProfileCache {

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, watch};
@@ -103,7 +103,6 @@ pub struct JwksCache {
     state: RwLock<State>,
     /// Held for the whole of a fetch: fetches are single-flight.
     fetch: Arc<Mutex<()>>,
-    fetches: AtomicU64,
     reachable: watch::Sender<Option<bool>>,
     rescheduled: Notify,
 }
@@ -168,7 +167,6 @@ impl JwksCache {
                 failures: 0,
             }),
             fetch: Arc::new(Mutex::new(())),
-            fetches: AtomicU64::new(0),
             reachable,
             rescheduled: Notify::new(),
         })
@@ -177,11 +175,6 @@ impl JwksCache {
     /// Whether the last fetch reached the provider (`None` before the first).
     pub fn reachable(&self) -> watch::Receiver<Option<bool>> {
         self.reachable.subscribe()
-    }
-
-    /// Fetches made so far (successful or not).
-    pub fn fetch_count(&self) -> u64 {
-        self.fetches.load(Ordering::Relaxed)
     }
 
     fn cached(&self, kid: &str) -> Option<Arc<ProviderKey>> {
@@ -232,7 +225,6 @@ impl JwksCache {
 
     /// One fetch; the caller holds `self.fetch`.
     async fn fetch_locked(&self, reason: Reason) -> Result<(), FetchError> {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         crate::telemetry::metrics::metrics()
             .jwks_refetches
             .fetch_add(1, Ordering::Relaxed);
@@ -392,6 +384,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     /// A loopback HTTP server answering request n with `responses[n]` (the

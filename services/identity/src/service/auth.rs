@@ -101,11 +101,6 @@ impl Auth {
         self.audit.clone()
     }
 
-    /// Records an event that describes no stored change (a refusal).
-    pub fn audit(&self, event: AuditEvent) {
-        self.audit.record(event);
-    }
-
     /// This process changed profile `id`: drop what memory holds of it.
     pub fn profile_changed(&self, id: Id) {
         self.fast.load().revoked(Revoked::ProfileChanged(id));
@@ -335,15 +330,10 @@ impl Auth {
     ) -> Result<IssuedTokens, Error> {
         let mut violations = Violations::new();
         let email = violations.check("email", validation::email(email));
-        let password_len = password.expose_secret().len();
-        if password_len == 0 {
-            violations.check::<()>("password", Err("is required".into()));
-        } else if password_len > passwords::MAX_PASSWORD_BYTES {
-            violations.check(
-                "password",
-                passwords::check_length(password.expose_secret()),
-            );
-        }
+        violations.check(
+            "password",
+            passwords::check_presented(password.expose_secret()),
+        );
         violations.into_result()?;
         let email = email.unwrap_or_default();
         self.limit(Action::Login, caller, Some(&email)).await?;
@@ -624,19 +614,10 @@ impl Auth {
         new: SecretString,
     ) -> Result<(), Error> {
         let mut violations = Violations::new();
-        if current.expose_secret().is_empty() {
-            violations.check::<()>("current_password", Err("is required".into()));
-        } else if current.expose_secret().len() > passwords::MAX_PASSWORD_BYTES {
-            // No stored password is longer (they are refused, not truncated),
-            // so this one cannot match: say which field, skip bcrypt.
-            violations.check::<()>(
-                "current_password",
-                Err(format!(
-                    "must be at most {} bytes in UTF-8",
-                    passwords::MAX_PASSWORD_BYTES
-                )),
-            );
-        }
+        violations.check(
+            "current_password",
+            passwords::check_presented(current.expose_secret()),
+        );
         let profile_email = self
             .store
             .find_profile(principal.profile_id)

@@ -150,6 +150,10 @@ impl FastPath {
         store: &Store,
         token: &str,
     ) -> Result<Result<AccessClaims, Refusal>, Error> {
+        // The size bound of `TokenKeys::verify`, before hashing for the cache.
+        if token.is_empty() || token.len() > crate::domain::tokens::MAX_TOKEN_BYTES {
+            return Ok(Err(Refusal::Malformed));
+        }
         let now_unix = chrono::Utc::now().timestamp();
         let verified = if self.tokens.enabled() {
             let key = token_cache::key_of(token);
@@ -210,9 +214,12 @@ impl FastPath {
         {
             return Ok(Some(Profile::clone(&profile)));
         }
+        if !on {
+            return store.find_profile(id).await;
+        }
         let ticket = self.profiles.begin(id);
         let found = store.find_profile(id).await?;
-        if on && let Some(profile) = &found {
+        if let Some(profile) = &found {
             self.profiles
                 .put(ticket, Arc::new(profile.clone()), Instant::now());
         }

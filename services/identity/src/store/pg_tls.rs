@@ -22,7 +22,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::ServerName;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
 
 /// What the URL asks of the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,15 +116,12 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
     let mut roots = rustls::RootCertStore::empty();
     match root_cert {
         Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| format!("sslrootcert {path}: {e}"))?;
-            for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("sslrootcert {path}: {e}"))?;
+            let bundle = crate::pem::read_certificates(std::path::Path::new(path))
+                .map_err(|e| format!("sslrootcert {e}"))?;
+            for cert in bundle.certificates {
                 roots
                     .add(cert)
                     .map_err(|e| format!("sslrootcert {path}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("sslrootcert {path}: no certificate in it"));
             }
         }
         None => {
@@ -149,12 +145,27 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
     Ok(Some(Arc::new(config)))
 }
 
+/// [`client_config`] once per process for each setting: every pool
+/// connection and listener reconnect would otherwise re-read the bundle
+/// (or the system roots).
+fn cached_client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    type Built = Vec<(Security, Option<Arc<rustls::ClientConfig>>)>;
+    static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, config)) = built.iter().find(|(s, _)| s == security) {
+        return Ok(config.clone());
+    }
+    let config = client_config(security)?;
+    built.push((security.clone(), config.clone()));
+    Ok(config)
+}
+
 /// Opens one connection as `url` says (see the module docs).
 pub async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectionError> {
     let (url, security) = parse(url).map_err(ConnectionError::BadConnection)?;
     let config = tokio_postgres::Config::from_str(&url)
         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-    let tls = client_config(&security).map_err(ConnectionError::BadConnection)?;
+    let tls = cached_client_config(&security).map_err(ConnectionError::BadConnection)?;
     // With its causes: "error performing TLS handshake" alone does not say
     // that the certificate was refused.
     let map = |e: tokio_postgres::Error| {

@@ -116,16 +116,6 @@ impl Metrics {
             .push((name, help, source));
     }
 
-    pub fn rpc_count(&self, method: &str, code: &str) -> u64 {
-        self.rpc
-            .lock()
-            .expect("metrics lock")
-            .iter()
-            .filter(|((m, c), _)| m == method && *c == code)
-            .map(|(_, h)| h.count)
-            .sum()
-    }
-
     pub fn snapshot_counters(&self) -> Vec<Sample> {
         let mut out = Vec::new();
         for ((method, code), h) in self.rpc.lock().expect("metrics lock").iter() {

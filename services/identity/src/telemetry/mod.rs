@@ -52,6 +52,15 @@ pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
         .unwrap_or_default();
+    // Start-up errors print the endpoint: it must not carry credentials
+    // (OTEL_EXPORTER_OTLP_HEADERS is the place for them).
+    let authority = endpoint.split("://").nth(1).unwrap_or("").split('/').next();
+    if authority.is_some_and(|a| a.contains('@')) {
+        return Err(
+            "OTEL_EXPORTER_OTLP_ENDPOINT: credentials in the URL are refused; use OTEL_EXPORTER_OTLP_HEADERS"
+                .into(),
+        );
+    }
     if !endpoint.trim().to_ascii_lowercase().starts_with("https://") {
         return Ok(None);
     }
@@ -64,17 +73,10 @@ pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     .find_map(|name| var(name).map(|path| (name, path)));
     match named {
         Some((name, path)) => {
-            let pem = std::fs::read(&path).map_err(|e| format!("{name}: {path}: {e}"))?;
-            let parsed = {
-                use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject as _};
-                CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>()
-            };
-            match parsed {
-                Ok(certs) if !certs.is_empty() => {}
-                _ => return Err(format!("{name}: {path}: no PEM certificate in it")),
-            }
+            let bundle = crate::pem::read_certificates(std::path::Path::new(&path))
+                .map_err(|e| format!("{name}: {e}"))?;
             Ok(Some(tls.ca_certificate(
-                tonic::transport::Certificate::from_pem(pem),
+                tonic::transport::Certificate::from_pem(bundle.pem),
             )))
         }
         None => Ok(Some(tls.with_native_roots())),
@@ -120,7 +122,12 @@ fn register_otlp_metrics(provider: &SdkMeterProvider) {
 
 /// Installs logging and, when configured, OTLP export. Call inside the
 /// Tokio runtime.
-pub fn init(format: LogFormat, filter: &str) -> Telemetry {
+/// `tls`: what [`otlp_tls`] said (checked before, at start-up).
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> Telemetry {
     let filter = || EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -135,7 +142,6 @@ pub fn init(format: LogFormat, filter: &str) -> Telemetry {
             .boxed(),
     };
     let mut telemetry = Telemetry::default();
-    let tls = otlp_tls().ok().flatten();
     let traces = if otlp_enabled() {
         use opentelemetry_otlp::WithTonicConfig as _;
         let mut builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();

@@ -140,7 +140,11 @@ where
                     if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
                         record_span.set_status(opentelemetry::trace::Status::error(""));
                     }
-                    metrics().record_rpc(&path, code, started.elapsed());
+                    // UNIMPLEMENTED is how tonic answers a path it does not
+                    // serve: counting those by path would let any caller
+                    // grow the metrics without bound.
+                    let method = if code == 12 { "unknown" } else { path.as_str() };
+                    metrics().record_rpc(method, code, started.elapsed());
                 }
                 result
             }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::PrivateKeyDer;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
@@ -19,15 +19,9 @@ use tokio_stream::wrappers::ReceiverStream;
 /// Builds a server configuration from the files; errors name the setting.
 pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .and_then(|iter| iter.collect::<Result<_, _>>())
-        .map_err(|e| format!("IDENTITY_TLS_CERT_FILE {}: {e}", files.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "IDENTITY_TLS_CERT_FILE {}: no certificate",
-            files.cert.display()
-        ));
-    }
+    let certs = crate::pem::read_certificates(&files.cert)
+        .map_err(|e| format!("IDENTITY_TLS_CERT_FILE {e}"))?
+        .certificates;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| format!("IDENTITY_TLS_KEY_FILE {}: {e}", files.key.display()))?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
@@ -36,11 +30,10 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
     let mut config = match &files.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(ca)
-                .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()))?
+            for cert in crate::pem::read_certificates(ca)
+                .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {e}"))?
+                .certificates
             {
-                let cert =
-                    cert.map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()))?;
                 roots
                     .add(cert)
                     .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()))?;
