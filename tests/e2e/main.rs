@@ -15,4 +15,5 @@ mod outage;
 mod profiles;
 mod redis_tls;
 mod revocation;
+mod takeover;
 mod telemetry;

@@ -9,6 +9,7 @@ pub mod provider;
 pub mod rate_limit;
 pub mod refresh;
 pub mod revocations;
+pub mod roles;
 pub mod throttle;
 pub mod token_cache;
 pub mod tokens;

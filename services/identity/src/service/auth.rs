@@ -246,12 +246,12 @@ impl Auth {
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
         self.limit(Action::Register, caller, Some(&email)).await?;
-        let admin = self.settings.bootstrap_admins.contains(&email);
+        let listed = self.settings.bootstrap_admins.contains(&email);
 
         let password_hash = self.hasher.hash(password).await.map_err(busy)?;
         let now = Utc::now().trunc_subsecs(6);
         let id = Id::new();
-        let profile = Profile {
+        let mut profile = Profile {
             id,
             auth_provider: LOCAL_PROVIDER.into(),
             auth_id: id.to_string(),
@@ -259,11 +259,7 @@ impl Auth {
             display_name,
             avatar_url: String::new(),
             locale: String::new(),
-            roles: if admin {
-                vec![ADMIN_ROLE.to_owned()]
-            } else {
-                Vec::new()
-            },
+            roles: Vec::new(),
             revision: 1,
             created_at: now,
             updated_at: now,
@@ -273,24 +269,24 @@ impl Auth {
             .profile(id)
             .session(session.id)
             .client(caller.addr());
+        // Listed emails become admin only while no admin exists: decided by
+        // the store inside the insert's transaction.
+        let bootstrap_admin = listed.then(|| {
+            AuditEvent::new("identity.role.changed")
+                .profile(id)
+                .client(caller.addr())
+                .detail("roles", ADMIN_ROLE)
+                .detail("reason", "IDENTITY_BOOTSTRAP_ADMINS")
+        });
         let account = NewAccount {
             profile: profile.clone(),
             email,
             password_hash,
             session: session.clone(),
+            bootstrap_admin,
         };
-        let mut audit = vec![audit];
-        if admin {
-            audit.push(
-                AuditEvent::new("identity.role.changed")
-                    .profile(id)
-                    .client(caller.addr())
-                    .detail("roles", ADMIN_ROLE)
-                    .detail("reason", "IDENTITY_BOOTSTRAP_ADMINS"),
-            );
-        }
-        match self.store.create_local_account(&account, &audit).await {
-            Ok(()) => {}
+        let admin = match self.store.create_local_account(&account, &[audit]).await {
+            Ok(granted) => granted,
             Err(e) => {
                 let e = Error::from(e);
                 if matches!(e, Error::AlreadyExists(_)) {
@@ -308,9 +304,18 @@ impl Auth {
                 }
                 return Err(e);
             }
-        }
+        };
         if admin {
+            profile.roles.push(ADMIN_ROLE.to_owned());
             security_event!("identity.role.changed", profile.id = %id, roles = ADMIN_ROLE, reason = "bootstrap");
+        } else if listed {
+            security_event!(
+                "identity.role.refused",
+                profile.id = %id,
+                roles = ADMIN_ROLE,
+                reason = "bootstrap_admin_exists",
+                client.address = caller.addr()
+            );
         }
         security_event!(
             "identity.register.succeeded",
@@ -370,7 +375,7 @@ impl Auth {
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
         let ok = self
             .hasher
-            .verify(password.clone(), stored_hash.clone())
+            .verify(password.clone(), stored_hash)
             .await
             .map_err(busy)?;
         let account = match account {
@@ -400,14 +405,40 @@ impl Auth {
         };
 
         self.throttle.succeeded(&throttle_key, &throttle_addr);
-        let profile = account.profile;
-        if let Some(old_hash) = stored_hash.filter(|h| self.hasher.needs_rehash(h)) {
+        let (profile, verified_hash) = (account.profile, account.password_hash);
+        let now = Utc::now();
+        let (session, refresh_token) = self.new_session(profile.id, now);
+        let audit = AuditEvent::new("identity.login.succeeded")
+            .profile(profile.id)
+            .session(session.id)
+            .client(caller.addr());
+        if !self
+            .store
+            .start_session(&session, Some(&verified_hash), &audit)
+            .await?
+        {
+            // The password changed between verification and now: what was
+            // verified is no longer the credential.
+            security_event!(
+                "identity.login.failed",
+                reason = "credential_changed",
+                subject = %profile.id,
+                client.address = caller.addr()
+            );
+            crate::telemetry::metrics::metrics().login_failed("credential_changed");
+            return Err(Error::InvalidCredentials);
+        }
+        if self.hasher.needs_rehash(&verified_hash) {
             // The cost setting rose since this hash was made: upgrade it now
-            // that we hold the plaintext. Best effort, off the response path.
+            // that we hold the plaintext. Best effort, off the response path,
+            // and after the session exists (the upgrade changes the hash).
             let (store, hasher, id) = (self.store.clone(), Arc::clone(&self.hasher), profile.id);
             tokio::spawn(async move {
                 if let Ok(new_hash) = hasher.hash(password).await {
-                    match store.upgrade_password_hash(id, &old_hash, &new_hash).await {
+                    match store
+                        .upgrade_password_hash(id, &verified_hash, &new_hash)
+                        .await
+                    {
                         Ok(true) => {
                             tracing::info!(profile.id = %id, cost = hasher.cost(), "password rehashed at the configured cost")
                         }
@@ -419,14 +450,6 @@ impl Auth {
                 }
             });
         }
-
-        let now = Utc::now();
-        let (session, refresh_token) = self.new_session(profile.id, now);
-        let audit = AuditEvent::new("identity.login.succeeded")
-            .profile(profile.id)
-            .session(session.id)
-            .client(caller.addr());
-        self.store.start_session(&session, &audit).await?;
         security_event!(
             "identity.login.succeeded",
             profile.id = %profile.id,
@@ -521,7 +544,23 @@ impl Auth {
         token: &str,
     ) -> Result<Option<AccessClaims>, Error> {
         self.limit(Action::Validate, caller, None).await?;
-        self.check_token(caller, token).await
+        let Some(mut claims) = self.check_token(caller, token).await? else {
+            return Ok(None);
+        };
+        // The roles the profile holds now, not those signed into the token:
+        // a role an admin took away must not be reported until the token
+        // expires. Read like every authorization check (the profile cache,
+        // fresh within the revocation bound).
+        let Some(id) = Id::parse(&claims.sub) else {
+            return Ok(None);
+        };
+        match self.fast.load().profile(&self.store, id).await? {
+            Some(profile) => {
+                claims.roles = profile.roles;
+                Ok(Some(claims))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Verification with the refusal logged, without the ValidateToken rate

@@ -121,7 +121,10 @@ impl TokenExchange {
             .client(caller.client_addr.as_deref())
             .detail("provider", self.provider.as_str())
             .detail("created", created);
-        self.auth.store().start_session(&session, &audit).await?;
+        self.auth
+            .store()
+            .start_session(&session, None, &audit)
+            .await?;
         security_event!(
             "identity.exchange.succeeded",
             profile.id = %profile.id,

@@ -14,7 +14,7 @@ use crate::store::{AuditEvent, Id, Profile, Store};
 use chrono::{SubsecRound, Utc};
 use std::sync::Arc;
 
-pub const ADMIN_ROLE: &str = "admin";
+pub use crate::domain::roles::ADMIN_ROLE;
 pub const DEFAULT_PAGE_SIZE: i32 = 50;
 pub const MAX_PAGE_SIZE: i32 = 100;
 

@@ -142,7 +142,7 @@ pub async fn issue(
         .session(session.id)
         .detail("role", role)
         .detail("ttl_secs", ttl.as_secs());
-    store.start_session(&session, &audit).await?;
+    store.start_session(&session, None, &audit).await?;
     let claims = AccessClaims {
         iss: keys.issuer().to_owned(),
         aud: keys.audience().to_owned(),

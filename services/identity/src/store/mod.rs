@@ -201,20 +201,26 @@ impl Store {
         on_backend!(self, ping())
     }
 
+    /// True when the bootstrap admin role was granted (see
+    /// [`NewAccount::bootstrap_admin`]).
     pub async fn create_local_account(
         &self,
         account: &NewAccount,
         audit: &[AuditEvent],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         on_backend!(self, create_local_account(account, audit))
     }
 
+    /// False when the password hash is no longer `verified_hash` (it was
+    /// changed since it was verified): no session is started then. `None`
+    /// for sessions that no password started (provider and service tokens).
     pub async fn start_session(
         &self,
         session: &NewSession,
+        verified_hash: Option<&str>,
         audit: &AuditEvent,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, start_session(session, audit))
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, start_session(session, verified_hash, audit))
     }
 
     pub async fn find_profile(&self, id: Id) -> Result<Option<Profile>, StoreError> {

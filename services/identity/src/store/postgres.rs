@@ -97,6 +97,17 @@ macro_rules! notify_revoked {
     };
 }
 
+/// Serialises the bootstrap-admin decision: under READ COMMITTED two
+/// registrations could each see no admin and both take the role.
+macro_rules! lock_admin_grant {
+    ($conn:expr) => {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(7242020)")
+            .execute($conn)
+            .await
+            .map(drop)
+    };
+}
+
 include!("queries.rs");
 
 pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {

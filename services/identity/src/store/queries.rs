@@ -13,6 +13,7 @@ use super::types::{
     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
     ProfileRow, SessionRow, SpendOutcome,
 };
+use crate::domain::roles::ADMIN_ROLE;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::QueryResult;
@@ -156,14 +157,46 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> QueryResult<()> {
         .map(drop)
 }
 
+/// Whether any profile holds `role` (roles are stored space-separated).
+async fn role_held(conn: &mut Conn, role: &str) -> QueryResult<bool> {
+    use schema::profiles as p;
+    let (first, last, inner) = (format!("{role} %"), format!("% {role}"), format!("% {role} %"));
+    diesel::select(diesel::dsl::exists(
+        p::table.filter(
+            p::roles
+                .eq(role)
+                .or(p::roles.like(first))
+                .or(p::roles.like(last))
+                .or(p::roles.like(inner)),
+        ),
+    ))
+    .get_result(conn)
+    .await
+}
+
+/// Creates profile, credential and first session; returns whether the
+/// bootstrap admin role was granted. It is granted only while nobody holds
+/// it, decided under a lock inside this transaction: a listed email that is
+/// free again later (the operator moved or left) is an ordinary account.
 pub(super) async fn create_local_account(
     conn: &mut Conn,
     account: &NewAccount,
     audit: &[AuditEvent],
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
         use schema::credentials as c;
-        insert_profile(conn, &account.profile).await?;
+        let mut granted = false;
+        if account.bootstrap_admin.is_some() {
+            lock_admin_grant!(conn)?;
+            granted = !role_held(conn, ADMIN_ROLE).await?;
+        }
+        if granted {
+            let mut profile = account.profile.clone();
+            profile.roles.push(ADMIN_ROLE.to_owned());
+            insert_profile(conn, &profile).await?;
+        } else {
+            insert_profile(conn, &account.profile).await?;
+        }
         diesel::insert_into(c::table)
             .values((
                 c::profile_id.eq(account.profile.id),
@@ -178,18 +211,43 @@ pub(super) async fn create_local_account(
         for event in audit {
             insert_audit(conn, event).await?;
         }
-        Ok(())
+        if let Some(event) = account.bootstrap_admin.as_ref().filter(|_| granted) {
+            insert_audit(conn, event).await?;
+        }
+        Ok(granted)
     })
 }
 
+/// Starts a session. For a password that was verified against
+/// `verified_hash`, only if that is still the stored hash; returns whether
+/// it did. The conditional update takes the credential's row lock, so a
+/// concurrent ChangePassword either commits first (and this refuses) or
+/// waits for this commit and then revokes the new session with the others.
 pub(super) async fn start_session(
     conn: &mut Conn,
     session: &NewSession,
+    verified_hash: Option<&str>,
     audit: &AuditEvent,
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
+        use schema::credentials as c;
+        if let Some(verified_hash) = verified_hash {
+            let unchanged = diesel::update(
+            c::table
+                .filter(c::profile_id.eq(session.profile_id))
+                .filter(c::password_hash.eq(verified_hash)),
+        )
+            .set(c::updated_at.eq(c::updated_at))
+            .execute(conn)
+            .await?
+                == 1;
+            if !unchanged {
+                return Ok(false);
+            }
+        }
         insert_session(conn, session).await?;
-        insert_audit(conn, audit).await
+        insert_audit(conn, audit).await?;
+        Ok(true)
     })
 }
 

@@ -96,6 +96,14 @@ macro_rules! notify_revoked {
     }};
 }
 
+/// BEGIN IMMEDIATE already makes writers take turns.
+macro_rules! lock_admin_grant {
+    ($conn:expr) => {{
+        let _ = &$conn;
+        diesel::result::QueryResult::Ok(())
+    }};
+}
+
 include!("queries.rs");
 
 /// `sqlite://path`, `sqlite:path` or a bare path → the file path.

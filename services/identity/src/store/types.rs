@@ -183,6 +183,9 @@ pub struct NewAccount {
     pub email: String,
     pub password_hash: String,
     pub session: NewSession,
+    /// Set when the email is a bootstrap admin's: the role granted, with
+    /// this audit row, if and only if no profile holds it at insert time.
+    pub bootstrap_admin: Option<AuditEvent>,
 }
 
 /// What happened when a refresh token was presented.

@@ -1,0 +1,327 @@
+//! Account and privilege takeover, tried as an attacker would: the
+//! bootstrap-admin email taken by a stranger, a login with the old password
+//! racing ChangePassword, and roles that ValidateToken reports after an
+//! admin took them away.
+
+use crate::on_both_backends;
+use crate::support::{
+    Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, login, register,
+};
+use identity::proto::v1::auth_service_client::AuthServiceClient;
+use identity::proto::v1::profile_service_client::ProfileServiceClient;
+use identity::proto::v1::*;
+use prost_types::FieldMask;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+on_both_backends!(
+    a_stranger_registering_the_bootstrap_email_after_the_operator_moved_is_not_admin,
+    a_listed_email_registering_while_an_admin_exists_is_not_admin,
+    concurrent_registrations_of_listed_emails_make_exactly_one_admin,
+    a_login_racing_change_password_never_keeps_a_session,
+    validate_token_answers_the_roles_the_profile_has_now,
+);
+
+const ADMIN: &str = "admin";
+
+fn server_with_admins(db: &TestDb, admins: &[&str]) -> Server {
+    Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admins.join(",")),
+    )
+}
+
+async fn register_profile(
+    auth: &mut AuthServiceClient<Channel>,
+    address: &str,
+) -> RegisterResponse {
+    auth.register(RegisterRequest {
+        email: address.to_owned(),
+        password: PASSWORD.into(),
+        display_name: String::new(),
+    })
+    .await
+    .expect("registration succeeds")
+    .into_inner()
+}
+
+fn is_admin(registered: &RegisterResponse) -> bool {
+    registered
+        .profile
+        .as_ref()
+        .expect("a profile")
+        .roles
+        .iter()
+        .any(|r| r == ADMIN)
+}
+
+fn access(registered: &RegisterResponse) -> String {
+    registered
+        .tokens
+        .as_ref()
+        .expect("tokens")
+        .access_token
+        .clone()
+}
+
+async fn update_profile(
+    profiles: &mut ProfileServiceClient<Channel>,
+    token: &str,
+    profile: UserProfile,
+    paths: &[&str],
+) -> Result<UserProfile, tonic::Status> {
+    profiles
+        .update_profile(bearer(
+            token,
+            UpdateProfileRequest {
+                profile: Some(profile),
+                update_mask: Some(FieldMask {
+                    paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+                }),
+            },
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn can_list_profiles(profiles: &mut ProfileServiceClient<Channel>, token: &str) -> Code {
+    match profiles
+        .list_profiles(bearer(token, ListProfilesRequest::default()))
+        .await
+    {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+async fn a_stranger_registering_the_bootstrap_email_after_the_operator_moved_is_not_admin(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend);
+    let ops = email("ops");
+    let server = server_with_admins(&db, &[&ops]);
+    let mut auth = server.auth().await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+
+    let operator = register_profile(&mut auth, &ops).await;
+    assert!(is_admin(&operator), "the operator is the first admin");
+    let profile = operator.profile.clone().unwrap();
+    let moved = update_profile(
+        &mut profiles,
+        &access(&operator),
+        UserProfile {
+            id: profile.id.clone(),
+            etag: profile.etag.clone(),
+            email: email("ops-new"),
+            ..Default::default()
+        },
+        &["email"],
+    )
+    .await
+    .expect("an admin moves to a new email");
+    assert_ne!(moved.email, ops);
+
+    // The listed address is free again: a stranger takes it.
+    let stranger = register_profile(&mut auth, &ops).await;
+    assert!(
+        !is_admin(&stranger),
+        "a listed email registered while an admin exists must not be admin"
+    );
+    assert_eq!(
+        can_list_profiles(&mut profiles, &access(&stranger)).await,
+        Code::PermissionDenied,
+        "the stranger cannot list profiles"
+    );
+    assert_eq!(
+        can_list_profiles(&mut profiles, &access(&operator)).await,
+        Code::Ok,
+        "the operator still can"
+    );
+}
+
+async fn a_listed_email_registering_while_an_admin_exists_is_not_admin(backend: Backend) {
+    let db = TestDb::new(backend);
+    let (first, second) = (email("ops-a"), email("ops-b"));
+    let server = server_with_admins(&db, &[&first, &second]);
+    let mut auth = server.auth().await;
+    assert!(is_admin(&register_profile(&mut auth, &first).await));
+    assert!(
+        !is_admin(&register_profile(&mut auth, &second).await),
+        "only the first listed email to register becomes admin; grant-role adds more"
+    );
+}
+
+async fn concurrent_registrations_of_listed_emails_make_exactly_one_admin(backend: Backend) {
+    let db = TestDb::new(backend);
+    let listed: Vec<String> = (0..8).map(|i| email(&format!("ops{i}"))).collect();
+    let refs: Vec<&str> = listed.iter().map(String::as_str).collect();
+    let server = server_with_admins(&db, &refs);
+    let channel = server.channel().await;
+    let racers = listed.iter().cloned().map(|address| {
+        let mut auth = AuthServiceClient::new(channel.clone());
+        tokio::spawn(async move { register_profile(&mut auth, &address).await })
+    });
+    let mut admins = 0;
+    for racer in racers.collect::<Vec<_>>() {
+        if is_admin(&racer.await.unwrap()) {
+            admins += 1;
+        }
+    }
+    assert_eq!(admins, 1, "racing listed emails make exactly one admin");
+}
+
+/// The attacker knows the old password and logs in again and again while
+/// the owner changes it. Whatever the interleaving, once ChangePassword has
+/// answered no session made with the old password may still work.
+async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        // A real cost, so that verification takes long enough to race.
+        ServerOptions::default().env("IDENTITY_BCRYPT_COST", "10"),
+    );
+    let channel = server.channel().await;
+    let mut owner = AuthServiceClient::new(channel.clone());
+    let mut attacker_sessions = Vec::new();
+    for round in 0..3 {
+        let address = email(&format!("racer{round}"));
+        let owner_tokens = register(&mut owner, &address).await;
+        let change = {
+            let mut owner = owner.clone();
+            let token = owner_tokens.access_token.clone();
+            tokio::spawn(async move {
+                owner
+                    .change_password(bearer(
+                        &token,
+                        ChangePasswordRequest {
+                            current_password: PASSWORD.into(),
+                            new_password: "a brand new passphrase for round".into(),
+                        },
+                    ))
+                    .await
+            })
+        };
+        let logins: Vec<_> = (0..12u64)
+            .map(|i| {
+                let mut attacker = AuthServiceClient::new(channel.clone());
+                let address = address.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(i * 25)).await;
+                    attacker
+                        .login(LoginRequest {
+                            email: address,
+                            password: PASSWORD.into(),
+                        })
+                        .await
+                })
+            })
+            .collect();
+        change
+            .await
+            .unwrap()
+            .expect("the owner changes the password");
+        for attempt in logins {
+            if let Ok(answer) = attempt.await.unwrap() {
+                attacker_sessions.push(answer.into_inner().tokens.expect("tokens"));
+            }
+        }
+        // The changed password is in force: the old one no longer logs in.
+        let late = owner
+            .login(LoginRequest {
+                email: address.clone(),
+                password: PASSWORD.into(),
+            })
+            .await;
+        assert!(
+            late.is_err(),
+            "the old password is refused after the change"
+        );
+    }
+    assert!(
+        !attacker_sessions.is_empty(),
+        "some logins ran before the change: the race was run, not skipped"
+    );
+    let mut auth = AuthServiceClient::new(channel);
+    for tokens in &attacker_sessions {
+        assert!(
+            !crate::support::active(&mut auth, &tokens.access_token).await,
+            "a session made with the old password outlived ChangePassword"
+        );
+        let refreshed = auth
+            .refresh(RefreshRequest {
+                refresh_token: tokens.refresh_token.clone(),
+            })
+            .await;
+        assert_eq!(
+            refreshed.map(|_| ()).unwrap_err().code(),
+            Code::Unauthenticated,
+            "a session made with the old password refreshes after ChangePassword"
+        );
+    }
+}
+
+async fn validate_token_answers_the_roles_the_profile_has_now(backend: Backend) {
+    let db = TestDb::new(backend);
+    let ops = email("ops");
+    let server = server_with_admins(&db, &[&ops]);
+    let mut auth = server.auth().await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let operator = register_profile(&mut auth, &ops).await;
+    let admin_token = access(&operator);
+
+    let ann_email = email("ann");
+    let ann = register_profile(&mut auth, &ann_email).await;
+    let ann_profile = ann.profile.clone().unwrap();
+    let granted = update_profile(
+        &mut profiles,
+        &admin_token,
+        UserProfile {
+            id: ann_profile.id.clone(),
+            etag: ann_profile.etag.clone(),
+            roles: vec!["billing".into()],
+            ..Default::default()
+        },
+        &["roles"],
+    )
+    .await
+    .expect("the admin grants a role");
+    let ann_token = login(&mut auth, &ann_email).await.access_token;
+    let roles = |answer: ValidateTokenResponse| {
+        assert!(answer.active);
+        answer.roles
+    };
+    let validate = |token: String| {
+        let mut auth = auth.clone();
+        async move {
+            auth.validate_token(ValidateTokenRequest {
+                access_token: token,
+            })
+            .await
+            .expect("ValidateToken answers")
+            .into_inner()
+        }
+    };
+    assert_eq!(roles(validate(ann_token.clone()).await), ["billing"]);
+
+    update_profile(
+        &mut profiles,
+        &admin_token,
+        UserProfile {
+            id: granted.id.clone(),
+            etag: granted.etag.clone(),
+            roles: vec![],
+            ..Default::default()
+        },
+        &["roles"],
+    )
+    .await
+    .expect("the admin takes the role away");
+    assert_eq!(
+        roles(validate(ann_token).await),
+        Vec::<String>::new(),
+        "ValidateToken must not report a role the profile no longer has"
+    );
+}
