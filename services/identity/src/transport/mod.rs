@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod authn;
 pub mod client_addr;
+pub mod codec;
 pub mod convert;
 pub mod metadata;
 pub mod profile;
@@ -126,6 +127,39 @@ pub fn message_too_large_is_resource_exhausted<B>(
     response
 }
 
+/// tonic's own INTERNAL answers to a request that is not a well-formed gRPC
+/// message (before any codec runs: a truncated or empty frame, a
+/// compression flag without an encoding) and tonic-prost's INTERNAL for an
+/// undecodable message of the services we do not generate (health). They
+/// are the caller's fault, and INTERNAL is what operators page on. Our own
+/// INTERNAL answers never carry these texts.
+const MALFORMED_REQUEST: [&str; 4] = [
+    "Unexpected EOF decoding stream",
+    "Missing request message",
+    "protocol error: received message with",
+    "failed to decode Protobuf message",
+];
+
+pub fn malformed_request_is_invalid_argument<B>(
+    mut response: http::Response<B>,
+) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let malformed = headers.get("grpc-status").is_some_and(|s| s == "13")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .map(|m| m.replace("%20", " "))
+            .is_some_and(|m| MALFORMED_REQUEST.iter().any(|text| m.starts_with(text)));
+    if malformed {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("request is not a well-formed gRPC message"),
+        );
+    }
+    response
+}
+
 /// What the API port serves.
 pub struct Api {
     pub auth: Arc<Auth>,
@@ -226,6 +260,9 @@ where
         }))
         .layer(tower::util::MapResponseLayer::new(
             message_too_large_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _,
+        ))
+        .layer(tower::util::MapResponseLayer::new(
+            malformed_request_is_invalid_argument::<tonic::body::Body> as fn(_) -> _,
         ))
         .option_layer(web.then(|| cors(&http.grpc_web_origins)))
         .option_layer(web.then(tonic_web::GrpcWebLayer::new))
