@@ -224,8 +224,11 @@ fn mutate(valid: &[u8], rng: &mut Rng, kind: usize) -> (String, Vec<u8>) {
     (name.to_owned(), bytes)
 }
 
-/// Broken gRPC framing around a valid message: name, extra headers, body.
-fn framings(valid: &[u8]) -> Vec<(&'static str, Option<(&'static str, &'static str)>, Vec<u8>)> {
+/// A case name, an extra header, the request body.
+type Framing = (&'static str, Option<(&'static str, &'static str)>, Vec<u8>);
+
+/// Broken gRPC framing around a valid message.
+fn framings(valid: &[u8]) -> Vec<Framing> {
     let framed = frame(valid);
     let mut compressed = framed.clone();
     compressed[0] = 1;
