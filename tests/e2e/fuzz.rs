@@ -92,6 +92,14 @@ pub async fn raw_call(
         if found.is_none() {
             let collected = body.collect().await.map_err(|e| format!("{e:?}"))?;
             found = collected.trailers().and_then(status_in);
+            if found.is_none() {
+                let text = parts
+                    .headers
+                    .get("content-type")
+                    .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web-text"));
+                let trailers = grpc_web_trailers(&collected.to_bytes(), text);
+                found = status_in(&trailers);
+            }
         }
         Ok(Answer {
             http: parts.status,
@@ -102,6 +110,43 @@ pub async fn raw_call(
     tokio::time::timeout(std::time::Duration::from_secs(20), call)
         .await
         .map_err(|_| "no answer within 20 s".to_owned())?
+}
+
+/// The trailers frame of a gRPC-Web answer body (base64 when `text`: in
+/// padded 4-character groups, which concatenated chunks keep).
+fn grpc_web_trailers(body: &[u8], text: bool) -> http::HeaderMap {
+    use base64::Engine as _;
+    let decoded: Vec<u8> = if text {
+        body.chunks(4)
+            .flat_map(|group| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(group)
+                    .unwrap_or_default()
+            })
+            .collect()
+    } else {
+        body.to_vec()
+    };
+    let mut rest = &decoded[..];
+    let mut trailers = http::HeaderMap::new();
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let data = &rest[5..(5 + len).min(rest.len())];
+        if rest[0] & 0x80 != 0 {
+            for line in String::from_utf8_lossy(data).split("\r\n") {
+                if let Some((name, value)) = line.split_once(':')
+                    && let (Ok(name), Ok(value)) = (
+                        http::HeaderName::from_bytes(name.trim().as_bytes()),
+                        HeaderValue::from_str(value.trim()),
+                    )
+                {
+                    trailers.append(name, value);
+                }
+            }
+        }
+        rest = &rest[(5 + len).min(rest.len())..];
+    }
+    trailers
 }
 
 /// A gRPC length-prefixed message, uncompressed.
@@ -268,6 +313,47 @@ fn framings(valid: &[u8]) -> Vec<Framing> {
             "garbage grpc-timeout",
             Some(("grpc-timeout", "99999999999H")),
             framed,
+        ),
+    ]
+}
+
+/// The same service through the gRPC-Web layer, binary and base64 text:
+/// name, content type, body.
+fn grpc_web(valid: &[u8], rng: &mut Rng) -> Vec<(String, &'static str, Vec<u8>)> {
+    use base64::Engine as _;
+    let base64 = |bytes: &[u8]| {
+        base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into_bytes()
+    };
+    let kind = 3 + rng.below(7);
+    let (case, mutated) = mutate(valid, rng, kind);
+    let framed = frame(valid);
+    vec![
+        (
+            format!("gRPC-Web, {case}"),
+            "application/grpc-web+proto",
+            frame(&mutated),
+        ),
+        (
+            format!("gRPC-Web text, {case}"),
+            "application/grpc-web-text+proto",
+            base64(&frame(&mutated)),
+        ),
+        (
+            "gRPC-Web text, not base64".into(),
+            "application/grpc-web-text+proto",
+            b"!!not*base64??".to_vec(),
+        ),
+        (
+            "gRPC-Web text, a cut frame".into(),
+            "application/grpc-web-text+proto",
+            base64(&framed[..framed.len().saturating_sub(1).max(3)]),
+        ),
+        (
+            "gRPC-Web, trailers frame as the request".into(),
+            "application/grpc-web+proto",
+            [&[0x80, 0, 0, 0, 4][..], b"a:b\n"].concat(),
         ),
     ]
 }
@@ -453,7 +539,11 @@ async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) 
     println!("fuzz seed: {seed} (set IDENTITY_FUZZ_SEED to replay another)");
     let mut rng = Rng(seed);
     let db = TestDb::new(backend);
-    let server = Server::start(&db);
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default().env("IDENTITY_GRPC_WEB_ORIGINS", "https://app.example.com"),
+    );
     let mut auth = server.auth().await;
     let registered = auth
         .register(RegisterRequest {
@@ -502,6 +592,15 @@ async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) 
             }
             let answer = raw_call(&channel, Method::POST, path, &metadata, body).await;
             check(path, case, answer);
+        }
+        for (case, content_type, body) in grpc_web(&valid, &mut rng) {
+            let metadata = [
+                authorized[0].clone(),
+                ("content-type", HeaderValue::from_static(content_type)),
+                ("x-grpc-web", HeaderValue::from_static("1")),
+            ];
+            let answer = raw_call(&channel, Method::POST, path, &metadata, body).await;
+            check(path, &case, answer);
         }
         for (case, lines) in hostile_bearers(&access) {
             let metadata: Vec<_> = lines.into_iter().map(|v| ("authorization", v)).collect();
