@@ -1,5 +1,6 @@
 //! Hostile bytes over the wire: seeded random and mutated protobuf, broken
-//! gRPC framing and hostile bearer metadata, sent to every unary method.
+//! gRPC framing and hostile bearer metadata, sent to every unary method
+//! (and to reflection).
 //! INTERNAL and UNKNOWN are what operators page on, so no caller may earn
 //! one with a bad request; and the server must stay SERVING. Also the
 //! x-forwarded-for forgery through a proxy that adds a header line of its
@@ -12,6 +13,7 @@ use identity::proto::v1::*;
 use prost::Message as _;
 use tonic::Code;
 use tonic::transport::Channel;
+use tonic_reflection::pb::v1 as reflection;
 use tower::ServiceExt as _;
 
 /// Fixed so that a failure reproduces; IDENTITY_FUZZ_SEED explores others.
@@ -523,6 +525,19 @@ fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
             "/grpc.health.v1.Health/Check",
             tonic_health::pb::HealthCheckRequest {
                 service: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        // Streaming, but one request and the end of the stream make a call.
+        (
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            reflection::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(
+                    reflection::server_reflection_request::MessageRequest::FileContainingSymbol(
+                        "identity.v1.AuthService".into(),
+                    ),
+                ),
             }
             .encode_to_vec(),
         ),
