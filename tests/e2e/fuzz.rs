@@ -546,6 +546,22 @@ fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
 
 const MUTATIONS_PER_METHOD: usize = 20;
 
+/// A channel to the health-only port (IDENTITY_HEALTH_LISTEN_ADDR).
+async fn health_port_channel(server: &Server) -> Channel {
+    let logs = server.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("serving grpc.health.v1 (plaintext)"))
+        .expect("the health port is logged before the API port");
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    let addr = json["address"].as_str().unwrap();
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) {
     let seed = std::env::var("IDENTITY_FUZZ_SEED")
         .ok()
@@ -557,7 +573,9 @@ async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) 
     let server = Server::start_with(
         &db.url,
         db.dir.path(),
-        ServerOptions::default().env("IDENTITY_GRPC_WEB_ORIGINS", "https://app.example.com"),
+        ServerOptions::default()
+            .env("IDENTITY_GRPC_WEB_ORIGINS", "https://app.example.com")
+            .env("IDENTITY_HEALTH_LISTEN_ADDR", "127.0.0.1:0"),
     );
     let mut auth = server.auth().await;
     let registered = auth
@@ -593,11 +611,22 @@ async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) 
             other => failures.push(format!("{path} ({case}): {other:?}")),
         }
     };
-    for (path, valid) in templates(&access, &profile_id) {
+    let health_port = health_port_channel(&server).await;
+    let mut targets: Vec<_> = templates(&access, &profile_id)
+        .into_iter()
+        .map(|(path, valid)| (&channel, path, valid))
+        .collect();
+    let check_template = targets
+        .iter()
+        .find(|(_, path, _)| path.starts_with("/grpc.health"))
+        .map(|(_, path, valid)| (&health_port, *path, valid.clone()))
+        .unwrap();
+    targets.push(check_template);
+    for (channel, path, valid) in targets {
         let authorized = [("authorization", bearer.clone())];
         for round in 0..MUTATIONS_PER_METHOD {
             let (case, payload) = mutate(&valid, &mut rng, round % 10);
-            let answer = raw_call(&channel, Method::POST, path, &authorized, frame(&payload)).await;
+            let answer = raw_call(channel, Method::POST, path, &authorized, frame(&payload)).await;
             check(path, &case, answer);
         }
         for (case, header, body) in framings(&valid) {
@@ -605,7 +634,7 @@ async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) 
             if let Some((name, value)) = header {
                 metadata.push((name, HeaderValue::from_static(value)));
             }
-            let answer = raw_call(&channel, Method::POST, path, &metadata, body).await;
+            let answer = raw_call(channel, Method::POST, path, &metadata, body).await;
             check(path, case, answer);
         }
         for (case, content_type, body) in grpc_web(&valid, &mut rng) {
@@ -614,12 +643,12 @@ async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) 
                 ("content-type", HeaderValue::from_static(content_type)),
                 ("x-grpc-web", HeaderValue::from_static("1")),
             ];
-            let answer = raw_call(&channel, Method::POST, path, &metadata, body).await;
+            let answer = raw_call(channel, Method::POST, path, &metadata, body).await;
             check(path, &case, answer);
         }
         for (case, lines) in hostile_bearers(&access) {
             let metadata: Vec<_> = lines.into_iter().map(|v| ("authorization", v)).collect();
-            let answer = raw_call(&channel, Method::POST, path, &metadata, frame(&valid)).await;
+            let answer = raw_call(channel, Method::POST, path, &metadata, frame(&valid)).await;
             check(path, case, answer);
         }
     }

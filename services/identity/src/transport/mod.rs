@@ -295,9 +295,17 @@ where
         .await
 }
 
-/// Plain HTTP/2 settings for the health-only port.
-pub fn health_server_builder() -> tonic::transport::Server {
+type Fixup = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// Plain HTTP/2 settings for the health-only port, which answers a
+/// malformed request as the API port does.
+pub fn health_server_builder() -> tonic::transport::Server<
+    tower::layer::util::Stack<tower::util::MapResponseLayer<Fixup>, tower::layer::util::Identity>,
+> {
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(5))
         .max_concurrent_streams(Some(16))
+        .layer(tower::util::MapResponseLayer::new(
+            malformed_request_is_invalid_argument as Fixup,
+        ))
 }
