@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A request that does not decode is the caller's INVALID_ARGUMENT,
+        // not tonic-prost's INTERNAL (src/transport/codec.rs).
+        .codec_path("crate::transport::codec::Codec")
         // Messages that carry secrets get a hand-written, redacting Debug
         // (see src/proto.rs) so that a stray `{:?}` can never log them.
         .skip_debug([

@@ -8,6 +8,7 @@ mod cli;
 mod database_tls;
 mod exchange;
 mod forgery;
+mod fuzz;
 mod grpcurl;
 mod hardening;
 mod input;

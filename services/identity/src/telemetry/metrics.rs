@@ -26,7 +26,9 @@ type GaugeSource = Box<dyn Fn() -> Vec<(String, f64)> + Send + Sync>;
 
 #[derive(Default)]
 pub struct Metrics {
-    rpc: Mutex<BTreeMap<(String, &'static str), Histogram>>,
+    /// By method label — static, so only a fixed set (see
+    /// `rpc::method_label`), never a caller's path — and status code.
+    rpc: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
     login_failures: Mutex<BTreeMap<&'static str, u64>>,
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
     pub bcrypt_shed: AtomicU64,
@@ -76,10 +78,10 @@ fn escape(value: &str) -> String {
 }
 
 impl Metrics {
-    pub fn record_rpc(&self, method: &str, code: i32, elapsed: Duration) {
+    pub fn record_rpc(&self, method: &'static str, code: i32, elapsed: Duration) {
         let seconds = elapsed.as_secs_f64();
         let mut rpc = self.rpc.lock().expect("metrics lock");
-        let h = rpc.entry((method.to_owned(), code_name(code))).or_default();
+        let h = rpc.entry((method, code_name(code))).or_default();
         h.count += 1;
         h.sum += seconds;
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -122,7 +124,7 @@ impl Metrics {
             out.push((
                 "identity.rpc.requests",
                 vec![
-                    ("rpc.method".into(), method.clone()),
+                    ("rpc.method".into(), (*method).into()),
                     ("rpc.grpc.status_code".into(), (*code).into()),
                 ],
                 h.count as f64,

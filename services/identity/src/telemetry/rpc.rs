@@ -6,8 +6,12 @@ use super::metrics::metrics;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use prost::Message as _;
+use prost_types::FileDescriptorSet;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::Instrument as _;
@@ -48,6 +52,51 @@ fn record_ids(span: &tracing::Span) {
     ];
     span.record_all(&fields.value_set(&values));
 }
+
+/// The methods the API port serves, as `package.Service/Method`, read from
+/// the descriptors it serves (the same ones reflection lists).
+fn served_methods() -> &'static HashSet<String> {
+    static METHODS: OnceLock<HashSet<String>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        [
+            crate::proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        // Compiled in: a set that does not decode is a build defect, which
+        // the unit test below catches.
+        .filter_map(|bytes| FileDescriptorSet::decode(bytes).ok())
+        .flat_map(|set| set.file)
+        .flat_map(|file| {
+            let package = file.package().to_owned();
+            file.service.into_iter().flat_map(move |service| {
+                let prefix = format!("{package}.{}/", service.name());
+                service
+                    .method
+                    .into_iter()
+                    .map(move |method| format!("{prefix}{}", method.name()))
+            })
+        })
+        .collect()
+    })
+}
+
+/// What names an RPC in metrics and spans: a served method, or `unknown`.
+/// Anything a caller can make up (a path no service routes, a path under a
+/// service that refuses it before routing, a CORS preflight) would
+/// otherwise mint a new metric series or span name with each request.
+pub fn method_label(method: &http::Method, path: &str) -> &'static str {
+    if method != http::Method::POST {
+        return UNKNOWN;
+    }
+    path.strip_prefix('/')
+        .and_then(|path| served_methods().get(path))
+        .map_or(UNKNOWN, String::as_str)
+}
+
+const UNKNOWN: &str = "unknown";
 
 #[derive(Clone, Default)]
 pub struct RpcSpanLayer;
@@ -91,8 +140,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let path = request.uri().path().trim_start_matches('/').to_owned();
-        let (service, method) = path.split_once('/').unwrap_or((path.as_str(), ""));
+        let label = method_label(request.method(), request.uri().path());
+        let (service, method) = label.split_once('/').unwrap_or((label, ""));
         let client = request
             .extensions()
             .get::<crate::transport::client_addr::ClientAddr>()
@@ -108,7 +157,7 @@ where
             .to_owned();
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %path,
+            otel.name = label,
             otel.kind = "server",
             rpc.system = "grpc",
             rpc.service = %service,
@@ -140,15 +189,39 @@ where
                     if matches!(code, 2 | 4 | 12 | 13 | 14 | 15) {
                         record_span.set_status(opentelemetry::trace::Status::error(""));
                     }
-                    // UNIMPLEMENTED is how tonic answers a path it does not
-                    // serve: counting those by path would let any caller
-                    // grow the metrics without bound.
-                    let method = if code == 12 { "unknown" } else { path.as_str() };
-                    metrics().record_rpc(method, code, started.elapsed());
+                    metrics().record_rpc(label, code, started.elapsed());
                 }
                 result
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    #[test]
+    fn only_served_methods_name_an_rpc() {
+        for path in [
+            "/identity.v1.AuthService/Login",
+            "/identity.v1.ProfileService/ListProfiles",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(method_label(&Method::POST, path), &path[1..]);
+        }
+        for (method, path) in [
+            (Method::POST, "/identity.v1.ProfileService/made-up"),
+            (Method::POST, "/identity.v1.AuthService/Login/"),
+            (Method::POST, "identity.v1.AuthService/Login"),
+            (Method::POST, "/made.Up/Method"),
+            (Method::OPTIONS, "/identity.v1.AuthService/Login"),
+            (Method::GET, "/identity.v1.AuthService/Login"),
+        ] {
+            assert_eq!(method_label(&method, path), "unknown", "{method} {path}");
+        }
     }
 }

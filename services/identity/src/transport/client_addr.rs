@@ -13,23 +13,26 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
-/// Resolves `x-forwarded-for` against the trusted proxy list: walk from the
-/// right (the hop nearest us), skip trusted proxies, take the first other.
-pub fn resolve(
-    peer: Option<IpAddr>,
-    forwarded_for: Option<&str>,
-    trusted: &[IpNet],
-) -> Option<IpAddr> {
+/// Resolves `x-forwarded-for` against the trusted proxy list: all the
+/// header's lines, in order, are one list (a proxy may add a line of its own
+/// rather than append to the client's); walk it from the right (the hop
+/// nearest us), skip trusted proxies, take the first other.
+pub fn resolve<'a, L>(peer: Option<IpAddr>, forwarded_for: L, trusted: &[IpNet]) -> Option<IpAddr>
+where
+    L: IntoIterator<Item = &'a str>,
+    L::IntoIter: DoubleEndedIterator,
+{
     let peer = peer?;
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return Some(peer);
     }
-    let Some(header) = forwarded_for else {
-        return Some(peer);
-    };
     let mut nearest = peer;
-    for hop in header.rsplit(',') {
+    for hop in forwarded_for
+        .into_iter()
+        .rev()
+        .flat_map(|line| line.rsplit(','))
+    {
         match hop.trim().parse::<IpAddr>() {
             Ok(ip) if is_trusted(&ip) => nearest = ip,
             Ok(ip) => return Some(ip),
@@ -92,10 +95,12 @@ where
                     .and_then(|info| info.get_ref().remote_addr())
             })
             .map(|addr| addr.ip());
+        // A line that is not text is malformed: it ends the walk there.
         let forwarded = request
             .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.to_str().unwrap_or_default());
         let client = resolve(peer, forwarded, &self.trusted);
         request.extensions_mut().insert(ClientAddr(client));
         self.inner.call(request)
@@ -115,30 +120,62 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         // Untrusted peer: the header is ignored.
         assert_eq!(
-            resolve(Some(ip("198.51.100.7")), Some("203.0.113.1"), &trusted),
+            resolve(Some(ip("198.51.100.7")), ["203.0.113.1"], &trusted),
             Some(ip("198.51.100.7"))
         );
         // Trusted peer: the nearest untrusted hop.
         assert_eq!(
             resolve(
                 Some(ip("10.0.0.2")),
-                Some("203.0.113.9, 203.0.113.1, 10.0.0.5"),
+                ["203.0.113.9, 203.0.113.1, 10.0.0.5"],
                 &trusted
             ),
             Some(ip("203.0.113.1"))
         );
         // A client cannot spoof past the nearest untrusted hop.
         assert_eq!(
-            resolve(Some(ip("10.0.0.2")), Some("garbage, 203.0.113.1"), &trusted),
+            resolve(Some(ip("10.0.0.2")), ["garbage, 203.0.113.1"], &trusted),
             Some(ip("203.0.113.1"))
         );
         assert_eq!(
-            resolve(Some(ip("10.0.0.2")), Some("203.0.113.1, garbage"), &trusted),
+            resolve(Some(ip("10.0.0.2")), ["203.0.113.1, garbage"], &trusted),
             Some(ip("10.0.0.2"))
         );
         assert_eq!(
-            resolve(Some(ip("10.0.0.2")), None, &trusted),
+            resolve(Some(ip("10.0.0.2")), [], &trusted),
             Some(ip("10.0.0.2"))
+        );
+    }
+
+    #[test]
+    fn every_forwarded_for_line_is_one_list_in_order() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        // The client forged the first line; the proxy added the second.
+        assert_eq!(
+            resolve(
+                Some(ip("10.0.0.2")),
+                ["203.0.113.66", "198.51.100.23"],
+                &trusted
+            ),
+            Some(ip("198.51.100.23"))
+        );
+        // Trusted hops are skipped across lines too.
+        assert_eq!(
+            resolve(
+                Some(ip("10.0.0.2")),
+                ["203.0.113.66, 198.51.100.23", "10.0.0.7", "10.0.0.5"],
+                &trusted
+            ),
+            Some(ip("198.51.100.23"))
+        );
+        // An unreadable line stops the walk where it stands.
+        assert_eq!(
+            resolve(
+                Some(ip("10.0.0.2")),
+                ["203.0.113.66", "", "10.0.0.7"],
+                &trusted
+            ),
+            Some(ip("10.0.0.7"))
         );
     }
 }

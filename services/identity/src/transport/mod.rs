@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod authn;
 pub mod client_addr;
+pub mod codec;
 pub mod convert;
 pub mod metadata;
 pub mod profile;
@@ -126,6 +127,41 @@ pub fn message_too_large_is_resource_exhausted<B>(
     response
 }
 
+/// tonic's own INTERNAL answers to a request that is not a well-formed gRPC
+/// message (before any codec runs: a truncated or empty frame, a
+/// compression flag without an encoding, gRPC-Web text that is not base64)
+/// and tonic-prost's INTERNAL for an undecodable message of the services we
+/// do not generate (health). They are the caller's fault, and INTERNAL is
+/// what operators page on. Our own INTERNAL answers never carry these texts;
+/// tests/e2e/fuzz.rs notices if a tonic upgrade changes them.
+const MALFORMED_REQUEST: [&str; 5] = [
+    "Unexpected EOF decoding stream",
+    "Missing request message",
+    "protocol error: received message with",
+    "failed to decode Protobuf message",
+    "tonic-web: ",
+];
+
+pub fn malformed_request_is_invalid_argument<B>(
+    mut response: http::Response<B>,
+) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let malformed = headers.get("grpc-status").is_some_and(|s| s == "13")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .map(|m| m.replace("%20", " "))
+            .is_some_and(|m| MALFORMED_REQUEST.iter().any(|text| m.starts_with(text)));
+    if malformed {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static("request is not a well-formed gRPC message"),
+        );
+    }
+    response
+}
+
 /// What the API port serves.
 pub struct Api {
     pub auth: Arc<Auth>,
@@ -227,6 +263,9 @@ where
         .layer(tower::util::MapResponseLayer::new(
             message_too_large_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _,
         ))
+        .layer(tower::util::MapResponseLayer::new(
+            malformed_request_is_invalid_argument::<tonic::body::Body> as fn(_) -> _,
+        ))
         .option_layer(web.then(|| cors(&http.grpc_web_origins)))
         .option_layer(web.then(tonic_web::GrpcWebLayer::new))
         .into_inner();
@@ -256,9 +295,17 @@ where
         .await
 }
 
-/// Plain HTTP/2 settings for the health-only port.
-pub fn health_server_builder() -> tonic::transport::Server {
+type Fixup = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;
+
+/// Plain HTTP/2 settings for the health-only port, which answers a
+/// malformed request as the API port does.
+pub fn health_server_builder() -> tonic::transport::Server<
+    tower::layer::util::Stack<tower::util::MapResponseLayer<Fixup>, tower::layer::util::Identity>,
+> {
     tonic::transport::Server::builder()
         .timeout(Duration::from_secs(5))
         .max_concurrent_streams(Some(16))
+        .layer(tower::util::MapResponseLayer::new(
+            malformed_request_is_invalid_argument as Fixup,
+        ))
 }
