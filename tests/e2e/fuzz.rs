@@ -509,6 +509,7 @@ fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
             DeleteProfileRequest {
                 id: uuid::Uuid::new_v4().to_string(),
                 etag: String::new(),
+                current_password: String::new(),
             }
             .encode_to_vec(),
         ),

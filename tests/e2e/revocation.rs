@@ -155,6 +155,7 @@ async fn cached_tokens_of_revoked_sessions_are_refused_at_once(backend: Backend)
             DeleteProfileRequest {
                 id: "me".into(),
                 etag: String::new(),
+                current_password: new_password.clone(),
             },
         ))
         .await
@@ -327,6 +328,7 @@ async fn a_session_revoked_on_one_replica_is_refused_by_the_other_within_the_bou
             DeleteProfileRequest {
                 id: "me".into(),
                 etag: String::new(),
+                current_password: new_password.clone(),
             },
         ))
         .await

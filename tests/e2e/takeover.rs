@@ -21,6 +21,10 @@ on_both_backends!(
     concurrent_registrations_of_listed_emails_make_exactly_one_admin,
     a_login_racing_change_password_never_keeps_a_session,
     validate_token_answers_the_roles_the_profile_has_now,
+    an_access_token_alone_cannot_change_the_login_email,
+    change_email_needs_the_password_and_ends_every_other_session,
+    change_email_is_throttled_and_tells_taken_emails_only_to_the_owner,
+    self_deletion_needs_the_current_password_and_admins_delete_without_it,
 );
 
 const ADMIN: &str = "admin";
@@ -324,4 +328,207 @@ async fn validate_token_answers_the_roles_the_profile_has_now(backend: Backend) 
         Vec::<String>::new(),
         "ValidateToken must not report a role the profile no longer has"
     );
+}
+
+async fn change_email(
+    auth: &mut AuthServiceClient<Channel>,
+    token: &str,
+    current_password: &str,
+    new_email: &str,
+) -> Result<(), tonic::Status> {
+    auth.change_email(bearer(
+        token,
+        ChangeEmailRequest {
+            current_password: current_password.into(),
+            new_email: new_email.into(),
+        },
+    ))
+    .await
+    .map(drop)
+}
+
+async fn logs_in(auth: &mut AuthServiceClient<Channel>, address: &str) -> bool {
+    auth.login(LoginRequest {
+        email: address.to_owned(),
+        password: PASSWORD.into(),
+    })
+    .await
+    .is_ok()
+}
+
+/// A stolen access token must not be enough to take the account over by
+/// moving its login to the attacker's address (nor to probe which
+/// addresses are taken).
+async fn an_access_token_alone_cannot_change_the_login_email(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let victim_email = email("victim");
+    let victim = register_profile(&mut auth, &victim_email).await;
+    let taken = email("taken");
+    register_profile(&mut auth, &taken).await;
+    let stolen = access(&victim);
+    let profile = victim.profile.clone().unwrap();
+    for target in [email("attacker"), taken] {
+        let refused = update_profile(
+            &mut profiles,
+            &stolen,
+            UserProfile {
+                id: profile.id.clone(),
+                etag: profile.etag.clone(),
+                email: target,
+                ..Default::default()
+            },
+            &["email"],
+        )
+        .await
+        .expect_err("UpdateProfile must not rename the login");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(
+            refused.message().contains("ChangeEmail"),
+            "the answer names the way that works: {refused:?}"
+        );
+    }
+    assert!(
+        logs_in(&mut auth, &victim_email).await,
+        "the login is unchanged"
+    );
+}
+
+async fn change_email_needs_the_password_and_ends_every_other_session(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let old = email("mover");
+    let first = register(&mut auth, &old).await;
+    let second = login(&mut auth, &old).await;
+    let new = email("moved");
+
+    let wrong = change_email(&mut auth, &second.access_token, "not the password", &new)
+        .await
+        .expect_err("a wrong password changes nothing");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let invalid = change_email(&mut auth, &second.access_token, PASSWORD, "not an email")
+        .await
+        .expect_err("a malformed email is refused");
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert!(invalid.message().contains("new_email"), "{invalid:?}");
+
+    change_email(&mut auth, &second.access_token, PASSWORD, &new)
+        .await
+        .expect("the owner changes the email with the password");
+    assert!(logs_in(&mut auth, &new).await, "the new email logs in");
+    assert!(
+        !logs_in(&mut auth, &old).await,
+        "the old email no longer does"
+    );
+    assert!(
+        crate::support::active(&mut auth, &second.access_token).await,
+        "the session that changed the email stays"
+    );
+    assert!(
+        !crate::support::active(&mut auth, &first.access_token).await,
+        "every other session ends"
+    );
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let me = profiles
+        .get_profile(bearer(
+            &second.access_token,
+            GetProfileRequest { id: "me".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.email, new, "the profile shows the new email");
+    assert!(
+        server.logs().contains("\"identity.email.changed\""),
+        "the change is a security event"
+    );
+}
+
+async fn change_email_is_throttled_and_tells_taken_emails_only_to_the_owner(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let owner = email("owner");
+    let token = register(&mut auth, &owner).await.access_token;
+    let taken = email("taken");
+    register_profile(&mut auth, &taken).await;
+
+    // Guessing the password through ChangeEmail: like Login, a few free
+    // failures, then RESOURCE_EXHAUSTED with RetryInfo. A taken address is
+    // never revealed without the password.
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let status = change_email(&mut auth, &token, "wrong guess", &taken)
+            .await
+            .expect_err("a wrong password never succeeds");
+        assert_ne!(status.code(), Code::AlreadyExists, "{status:?}");
+        if status.code() == Code::ResourceExhausted {
+            use tonic_types::StatusExt as _;
+            assert!(status.get_details_retry_info().is_some(), "{status:?}");
+        }
+        codes.push(status.code());
+    }
+    assert!(
+        codes.contains(&Code::ResourceExhausted),
+        "12 wrong passwords in a row are throttled: {codes:?}"
+    );
+}
+
+async fn self_deletion_needs_the_current_password_and_admins_delete_without_it(backend: Backend) {
+    let db = TestDb::new(backend);
+    let ops = email("ops");
+    let server = server_with_admins(&db, &[&ops]);
+    let mut auth = server.auth().await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let admin = register_profile(&mut auth, &ops).await;
+    let delete = |token: String, id: String, current_password: &str| {
+        let mut profiles = profiles.clone();
+        let current_password = current_password.to_owned();
+        async move {
+            profiles
+                .delete_profile(bearer(
+                    &token,
+                    DeleteProfileRequest {
+                        id,
+                        etag: String::new(),
+                        current_password,
+                    },
+                ))
+                .await
+                .map(drop)
+        }
+    };
+
+    let ann = register_profile(&mut auth, &email("ann")).await;
+    let ann_id = ann.profile.clone().unwrap().id;
+    let missing = delete(access(&ann), "me".into(), "").await.unwrap_err();
+    assert_eq!(missing.code(), Code::InvalidArgument, "{missing:?}");
+    assert!(
+        missing.message().contains("current_password"),
+        "{missing:?}"
+    );
+    let wrong = delete(access(&ann), "me".into(), "not the password")
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated, "{wrong:?}");
+    delete(access(&ann), "me".into(), PASSWORD)
+        .await
+        .expect("the owner deletes the account with the password");
+    assert_eq!(
+        profiles
+            .clone()
+            .get_profile(bearer(&access(&admin), GetProfileRequest { id: ann_id }))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+
+    let bob = register_profile(&mut auth, &email("bob")).await;
+    delete(access(&admin), bob.profile.unwrap().id, "")
+        .await
+        .expect("an admin deletes a profile without its password");
 }

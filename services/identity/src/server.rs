@@ -228,6 +228,7 @@ pub async fn run(
         store.clone(),
         Arc::clone(&keys),
         auth.audit_sink(),
+        Arc::clone(&auth),
     ));
     let fast = crate::service::revocation::FastPath::new(
         &config.revocation,

@@ -30,6 +30,10 @@ pub enum Error {
     AlreadyExists(&'static str),
     #[error("stale etag")]
     StaleEtag,
+    /// The request is well formed but this RPC will not do it; the text
+    /// says what will (it reaches the caller).
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(&'static str),
     /// Shed under load; the caller may retry after the delay.
     #[error("resource exhausted")]
     Busy { retry_after: Duration },

@@ -646,6 +646,127 @@ impl Auth {
         Ok(())
     }
 
+    /// Verifies the signed-in user's current password before a sensitive
+    /// change (email, deletion): Login's per-address quota and throttle,
+    /// keyed by the profile, so a stolen access token is no password oracle.
+    /// Answers the verified hash, for the change to compare under its lock.
+    pub async fn reverify(
+        &self,
+        principal: &Principal,
+        field: &'static str,
+        current: SecretString,
+    ) -> Result<String, Error> {
+        passwords::check_presented(current.expose_secret())
+            .map_err(|d| Error::invalid(field, d))?;
+        let caller = Caller {
+            client_addr: principal.client_addr.clone(),
+        };
+        let account = format!("profile:{}", principal.profile_id);
+        self.limit(Action::Login, &caller, Some(&account)).await?;
+        let throttle_addr = caller.addr().unwrap_or("unknown").to_owned();
+        if let Err(wait) = self
+            .throttle
+            .check(&account, &throttle_addr, Instant::now())
+        {
+            security_event!(
+                "identity.reauthentication.failed",
+                reason = "throttled",
+                profile.id = %principal.profile_id,
+                client.address = caller.addr()
+            );
+            return Err(Error::Busy {
+                retry_after: wait.duration().max(Duration::from_millis(1)),
+            });
+        }
+        // Accounts from an external provider have no password here.
+        let stored = self.store.password_hash_of(principal.profile_id).await?;
+        let ok = self
+            .hasher
+            .verify(current, stored.clone())
+            .await
+            .map_err(busy)?;
+        match stored.filter(|_| ok) {
+            Some(hash) => {
+                self.throttle.succeeded(&account, &throttle_addr);
+                Ok(hash)
+            }
+            None => {
+                self.throttle
+                    .failed(&account, &throttle_addr, Instant::now());
+                security_event!(
+                    "identity.reauthentication.failed",
+                    reason = "bad_password",
+                    profile.id = %principal.profile_id,
+                    client.address = caller.addr()
+                );
+                self.audit.record(
+                    AuditEvent::new("identity.reauthentication.failed")
+                        .profile(principal.profile_id)
+                        .session(principal.session_id)
+                        .client(caller.addr())
+                        .detail("reason", "bad_password"),
+                );
+                Err(Error::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Moves the login to `new_email` after the password was verified again,
+    /// and ends every other session: whoever holds them lost the account's
+    /// old address.
+    pub async fn change_email(
+        &self,
+        principal: &Principal,
+        current: SecretString,
+        new_email: &str,
+    ) -> Result<(), Error> {
+        let mut violations = Violations::new();
+        violations.check(
+            "current_password",
+            passwords::check_presented(current.expose_secret()),
+        );
+        let new_email = violations.check("new_email", validation::email(new_email));
+        violations.into_result()?;
+        let new_email = new_email.unwrap_or_default();
+        let verified = self
+            .reverify(principal, "current_password", current)
+            .await?;
+        let (profile, session) = (principal.profile_id, principal.session_id);
+        let audit = AuditEvent::new("identity.email.changed")
+            .profile(profile)
+            .session(session)
+            .client(principal.client_addr.as_deref())
+            .detail("email_pseudonym", self.keys.pseudonym(&new_email));
+        let changed = self
+            .store
+            .change_email(profile, &verified, &new_email, session, &audit)
+            .await;
+        // Whatever the outcome, this replica's copy may be stale.
+        self.fast.load().revoked(Revoked::ProfileChanged(profile));
+        match changed {
+            Ok(true) => {}
+            // The password changed since it was verified: retry.
+            Ok(false) => return Err(Error::StaleEtag),
+            Err(e) => {
+                return Err(match Error::from(e) {
+                    Error::AlreadyExists(_) => Error::AlreadyExists("new_email"),
+                    other => other,
+                });
+            }
+        }
+        self.fast.load().revoked(Revoked::Profile {
+            profile,
+            except: Some(session),
+        });
+        security_event!(
+            "identity.email.changed",
+            profile.id = %profile,
+            session.id = %session,
+            client.address = principal.client_addr.as_deref()
+        );
+        Ok(())
+    }
+
     pub async fn change_password(
         &self,
         principal: &Principal,

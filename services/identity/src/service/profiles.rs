@@ -9,9 +9,11 @@
 use crate::domain::tokens::{AccessClaims, TokenKeys};
 use crate::domain::{Error, Violations, page_token, validation};
 use crate::service::audit::AuditSink;
+use crate::service::auth::{Auth, LOCAL_PROVIDER};
 use crate::store::notify::Revoked;
 use crate::store::{AuditEvent, Id, Profile, Store};
 use chrono::{SubsecRound, Utc};
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
 pub use crate::domain::roles::ADMIN_ROLE;
@@ -60,6 +62,7 @@ pub struct Profiles {
     store: Store,
     keys: Arc<TokenKeys>,
     audit: AuditSink,
+    reauth: Arc<Auth>,
     fast: arc_swap::ArcSwap<crate::service::revocation::FastPath>,
 }
 
@@ -97,11 +100,13 @@ fn parse_filter(filter: &str) -> Result<Option<String>, Error> {
 }
 
 impl Profiles {
-    pub fn new(store: Store, keys: Arc<TokenKeys>, audit: AuditSink) -> Self {
+    /// `reauth` verifies the password of owners deleting their account.
+    pub fn new(store: Store, keys: Arc<TokenKeys>, audit: AuditSink, reauth: Arc<Auth>) -> Self {
         Profiles {
             store,
             keys,
             audit,
+            reauth,
             fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
         }
     }
@@ -352,6 +357,15 @@ impl Profiles {
             self.denied(&caller, "change_roles", Some(id), principal);
             return Err(Error::PermissionDenied);
         }
+        // A local profile's email is its login: renaming it with an access
+        // token alone would hand the account to whoever stole the token (and
+        // ALREADY_EXISTS would enumerate accounts). Owners use ChangeEmail.
+        if paths.contains(&"email") && !admin && current.auth_provider == LOCAL_PROVIDER {
+            return Err(Error::FailedPrecondition(
+                "the login email of a password account changes only through \
+                 AuthService.ChangeEmail, with the current password",
+            ));
+        }
         if expected != Some(current.revision) {
             return Err(Error::StaleEtag);
         }
@@ -408,11 +422,30 @@ impl Profiles {
         Ok(next)
     }
 
-    pub async fn delete(&self, principal: &Principal, id: &str, etag: &str) -> Result<(), Error> {
+    pub async fn delete(
+        &self,
+        principal: &Principal,
+        id: &str,
+        etag: &str,
+        current_password: SecretString,
+    ) -> Result<(), Error> {
         let id = target(principal, id, "id")?;
         let caller = self.caller(principal).await?;
         self.visible(principal, &caller, id, "delete").await?;
         let current = self.stored(id).await?;
+        // A stolen access token must not be enough to destroy a password
+        // account; admins deleting profiles (their own included) need none.
+        if id == caller.id && !Self::is_admin(&caller) && current.auth_provider == LOCAL_PROVIDER {
+            if current_password.expose_secret().is_empty() {
+                return Err(Error::invalid(
+                    "current_password",
+                    "is required to delete your own account",
+                ));
+            }
+            self.reauth
+                .reverify(principal, "current_password", current_password)
+                .await?;
+        }
         let expected = if etag.is_empty() {
             None
         } else {

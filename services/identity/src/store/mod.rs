@@ -302,6 +302,24 @@ impl Store {
         )
     }
 
+    /// Renames the login (and the profile's email) if the password hash is
+    /// still `verified_hash`, revoking every session but `keep`; false when
+    /// the credential changed meanwhile.
+    pub async fn change_email(
+        &self,
+        profile: Id,
+        verified_hash: &str,
+        new_email: &str,
+        keep_session: Id,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        on_backend!(
+            self,
+            change_email(profile, verified_hash, new_email, keep_session, now, audit)
+        )
+    }
+
     pub async fn create_profile(
         &self,
         profile: &Profile,

@@ -487,6 +487,55 @@ pub(super) async fn change_password(
     })
 }
 
+pub(super) async fn change_email(
+    conn: &mut Conn,
+    profile: Id,
+    verified_hash: &str,
+    new_email: &str,
+    keep: Id,
+    now: DateTime<Utc>,
+    audit: &AuditEvent,
+) -> QueryResult<bool> {
+    write_tx!(conn, async |conn| {
+        use schema::{credentials as c, profiles as p, sessions as s};
+        let renamed = diesel::update(
+            c::table
+                .filter(c::profile_id.eq(profile))
+                .filter(c::password_hash.eq(verified_hash)),
+        )
+        .set((c::email.eq(new_email), c::updated_at.eq(now)))
+        .execute(conn)
+        .await?
+            == 1;
+        if !renamed {
+            return Ok(false);
+        }
+        diesel::update(p::table.filter(p::id.eq(profile)))
+            .set((
+                p::email.eq(new_email),
+                p::revision.eq(p::revision + 1),
+                p::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        notify_revoked!(conn, Revoked::ProfileChanged(profile))?;
+        let revoked = diesel::update(
+            s::table
+                .filter(s::profile_id.eq(profile))
+                .filter(s::id.ne(keep))
+                .filter(s::revoked_at.is_null()),
+        )
+        .set((s::revoked_at.eq(now), s::revoke_reason.eq("email_changed")))
+        .execute(conn)
+        .await?;
+        if revoked > 0 {
+            notify_revoked!(conn, Revoked::Profile { profile, except: Some(keep) })?;
+        }
+        insert_audit(conn, audit).await?;
+        Ok(true)
+    })
+}
+
 pub(super) async fn create_profile(conn: &mut Conn, profile: &Profile, audit: &AuditEvent) -> QueryResult<()> {
     write_tx!(conn, async |conn| {
         insert_profile(conn, profile).await?;

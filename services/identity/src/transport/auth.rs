@@ -139,6 +139,22 @@ impl AuthService for AuthApi {
         Ok(Response::new(ChangePasswordResponse {}))
     }
 
+    async fn change_email(
+        &self,
+        request: Request<ChangeEmailRequest>,
+    ) -> Result<Response<ChangeEmailResponse>, Status> {
+        let principal = super::authn::principal(&request)?;
+        let r = request.into_inner();
+        self.auth
+            .change_email(
+                &principal,
+                SecretString::from(r.current_password),
+                &r.new_email,
+            )
+            .await?;
+        Ok(Response::new(ChangeEmailResponse {}))
+    }
+
     async fn get_jwks(
         &self,
         _request: Request<GetJwksRequest>,

@@ -30,8 +30,8 @@ pub const AUTH_SERVICE: &str = <AuthServiceServer<auth::AuthApi> as NamedService
 
 pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as NamedService>::NAME;
 
-/// AuthService: only ChangePassword requires a caller (Logout takes an
-/// optional bearer token and checks it itself).
+/// AuthService: ChangePassword and ChangeEmail require a caller (Logout
+/// takes an optional bearer token and checks it itself).
 pub fn auth_service(
     auth: Arc<Auth>,
     max_message_bytes: usize,
@@ -42,7 +42,10 @@ pub fn auth_service(
             .max_decoding_message_size(max_message_bytes)
             .max_encoding_message_size(4 * max_message_bytes.max(MAX_MESSAGE_BYTES));
     authn::RequireBearer::new(server, auth, |path| {
-        path == "/identity.v1.AuthService/ChangePassword"
+        matches!(
+            path,
+            "/identity.v1.AuthService/ChangePassword" | "/identity.v1.AuthService/ChangeEmail"
+        )
     })
 }
 

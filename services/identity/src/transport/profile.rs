@@ -5,6 +5,7 @@ use super::{authn, convert};
 use crate::proto::v1::profile_service_server::ProfileService;
 use crate::proto::v1::*;
 use crate::service::profiles::{NewProfile, ProfilePatch, Profiles};
+use secrecy::SecretString;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -87,8 +88,15 @@ impl ProfileService for ProfileApi {
         request: Request<DeleteProfileRequest>,
     ) -> Result<Response<()>, Status> {
         let principal = authn::principal(&request)?;
-        let r = request.get_ref();
-        self.profiles.delete(&principal, &r.id, &r.etag).await?;
+        let r = request.into_inner();
+        self.profiles
+            .delete(
+                &principal,
+                &r.id,
+                &r.etag,
+                SecretString::from(r.current_password),
+            )
+            .await?;
         Ok(Response::new(()))
     }
 

@@ -35,6 +35,7 @@ impl From<Error> for Status {
             Error::StaleEtag => {
                 Status::aborted("the resource changed since it was read; read it again and retry")
             }
+            Error::FailedPrecondition(what) => Status::failed_precondition(what),
             Error::Busy { retry_after } => Status::with_error_details(
                 Code::ResourceExhausted,
                 "too many requests; retry later",
