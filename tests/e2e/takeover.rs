@@ -482,7 +482,7 @@ async fn self_deletion_needs_the_current_password_and_admins_delete_without_it(b
     let ops = email("ops");
     let server = server_with_admins(&db, &[&ops]);
     let mut auth = server.auth().await;
-    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let profiles = ProfileServiceClient::new(server.channel().await);
     let admin = register_profile(&mut auth, &ops).await;
     let delete = |token: String, id: String, current_password: &str| {
         let mut profiles = profiles.clone();
