@@ -376,6 +376,7 @@ pub async fn login(
     auth.login(identity::proto::v1::LoginRequest {
         email: email.to_owned(),
         password: PASSWORD.into(),
+        ..Default::default()
     })
     .await
     .expect("login succeeds")

@@ -64,6 +64,7 @@ impl AuthService for AuthApi {
             .await?;
         Ok(Response::new(LoginResponse {
             tokens: Some(convert::tokens(tokens)),
+            device_token: String::new(),
         }))
     }
 
