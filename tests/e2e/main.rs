@@ -16,3 +16,4 @@ mod profiles;
 mod redis_tls;
 mod revocation;
 mod telemetry;
+mod throttle;
