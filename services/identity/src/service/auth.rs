@@ -2,7 +2,8 @@
 
 use crate::domain::passwords::{self, HashError, Hasher};
 use crate::domain::rate_limit::Action;
-use crate::domain::throttle::{Throttle, ThrottlePolicy, Wait};
+use crate::domain::client_key::client_key;
+use crate::domain::throttle::{Attempt, Throttle, ThrottlePolicy, Wait};
 use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use crate::domain::{Error, Violations, refresh, validation};
 use crate::service::audit::AuditSink;
@@ -29,6 +30,16 @@ impl Caller {
     }
 }
 
+/// Presented device tokens longer than this are refused without hashing.
+pub const MAX_DEVICE_TOKEN_BYTES: usize = 256;
+
+/// A successful Login: the tokens, and the device token that marks this
+/// device as known to the account next time.
+pub struct LoggedIn {
+    pub tokens: IssuedTokens,
+    pub device_token: SecretString,
+}
+
 /// A token pair as issued.
 pub struct IssuedTokens {
     pub access_token: SecretString,
@@ -46,6 +57,9 @@ pub struct AuthSettings {
     pub bootstrap_admins: Vec<String>,
     /// Smallest zxcvbn score a new password needs.
     pub password_min_score: u8,
+    /// IPv6 clients are limited per prefix of this length (see
+    /// domain::client_key).
+    pub ipv6_prefix: u8,
 }
 
 pub struct Auth {
@@ -65,6 +79,13 @@ fn busy(e: HashError) -> Error {
             retry_after: Duration::from_secs(1),
         },
         HashError::Failed => Error::Internal("password hashing failed".into()),
+    }
+}
+
+/// The answer to a throttled attempt: RESOURCE_EXHAUSTED with RetryInfo.
+fn throttled(wait: Wait) -> Error {
+    Error::Busy {
+        retry_after: wait.duration().max(Duration::from_millis(1)),
     }
 }
 
@@ -112,6 +133,13 @@ impl Auth {
         self.fast.store(fast);
     }
 
+    /// The key the caller's address is limited and throttled under.
+    fn client_key(&self, caller: &Caller) -> Option<String> {
+        caller
+            .addr()
+            .map(|a| client_key(a, self.settings.ipv6_prefix))
+    }
+
     /// Applies the rate limits of `action` to the caller's address and, if
     /// given, to an account (keyed by pseudonym: emails never become keys).
     pub async fn limit(
@@ -120,12 +148,20 @@ impl Auth {
         caller: &Caller,
         account: Option<&str>,
     ) -> Result<(), Error> {
-        let account = account.map(|a| self.keys.pseudonym(a));
-        match self
-            .limits
-            .check(action, caller.addr(), account.as_deref())
+        let client = self.client_key(caller);
+        self.limit_keys(action, caller, client.as_deref(), account)
             .await
-        {
+    }
+
+    async fn limit_keys(
+        &self,
+        action: Action,
+        caller: &Caller,
+        client: Option<&str>,
+        account: Option<&str>,
+    ) -> Result<(), Error> {
+        let account = account.map(|a| self.keys.pseudonym(a));
+        match self.limits.check(action, client, account.as_deref()).await {
             Ok(()) => Ok(()),
             Err(limited) => {
                 let scope = match limited.scope {
@@ -327,52 +363,74 @@ impl Auth {
         caller: &Caller,
         email: &str,
         password: SecretString,
-    ) -> Result<IssuedTokens, Error> {
+        device_token: &str,
+    ) -> Result<LoggedIn, Error> {
         let mut violations = Violations::new();
         let email = violations.check("email", validation::email(email));
         violations.check(
             "password",
             passwords::check_presented(password.expose_secret()),
         );
+        if device_token.len() > MAX_DEVICE_TOKEN_BYTES {
+            violations.check::<()>(
+                "device_token",
+                Err(format!("must be at most {MAX_DEVICE_TOKEN_BYTES} bytes")),
+            );
+        }
         violations.into_result()?;
         let email = email.unwrap_or_default();
-        self.limit(Action::Login, caller, Some(&email)).await?;
+        let client = self.client_key(caller);
+        self.limit_keys(Action::Login, caller, client.as_deref(), None)
+            .await?;
         let throttle_key = self.keys.pseudonym(&email);
-        let throttle_addr = caller.addr().unwrap_or("unknown").to_owned();
-        if let Err(wait) = self
-            .throttle
-            .check(&throttle_key, &throttle_addr, Instant::now())
-        {
-            let scope = match wait {
-                Wait::Address(_) => "address",
-                Wait::Account(_) => "account",
-            };
-            crate::telemetry::metrics::metrics().login_failed("throttled");
-            self.audit.record(
-                AuditEvent::new("identity.login.failed")
-                    .client(caller.addr())
-                    .detail("reason", "throttled")
-                    .detail("email_pseudonym", throttle_key.clone()),
-            );
-            security_event!(
-                "identity.login.failed",
-                reason = "throttled",
-                scope = scope,
-                subject = %format!("email:{throttle_key}"),
-                client.address = caller.addr()
-            );
-            return Err(Error::Busy {
-                retry_after: wait.duration().max(Duration::from_millis(1)),
-            });
-        }
+        // A device this account has logged in from before is exempt from the
+        // account-wide limits that any stranger can exhaust.
+        let device_hash = (!device_token.is_empty()).then(|| refresh::hash(device_token));
+        let known_device = match &device_hash {
+            Some(hash) => self.store.is_device_of(hash, &email).await?,
+            None => false,
+        };
+        let attempt = match &device_hash {
+            Some(token_hash) if known_device => Attempt::Device { token_hash },
+            _ => {
+                self.limit_keys(Action::Login, caller, None, Some(&email))
+                    .await?;
+                Attempt::Unknown {
+                    client: client.as_deref().unwrap_or("unknown"),
+                }
+            }
+        };
+        let reservation = match self.throttle.reserve(&throttle_key, attempt, Instant::now()) {
+            Ok(reservation) => reservation,
+            Err(wait) => {
+                crate::telemetry::metrics::metrics().login_failed("throttled");
+                self.audit.record(
+                    AuditEvent::new("identity.login.failed")
+                        .client(caller.addr())
+                        .detail("reason", "throttled")
+                        .detail("scope", wait.scope())
+                        .detail("email_pseudonym", throttle_key.clone()),
+                );
+                security_event!(
+                    "identity.login.failed",
+                    reason = "throttled",
+                    scope = wait.scope(),
+                    subject = %format!("email:{throttle_key}"),
+                    client.address = caller.addr()
+                );
+                return Err(throttled(wait));
+            }
+        };
 
-        let account = self.store.find_credential(&email).await?;
+        let (account, ok) = match self.check_password(&email, password.clone()).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                // Never evaluated: not a failure of the owner's account.
+                self.throttle.release(reservation);
+                return Err(e);
+            }
+        };
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-        let ok = self
-            .hasher
-            .verify(password.clone(), stored_hash.clone())
-            .await
-            .map_err(busy)?;
         let account = match account {
             Some(account) if ok => account,
             account => {
@@ -392,14 +450,14 @@ impl Auth {
                     Some(a) => audit.profile(a.profile.id),
                     None => audit.detail("email_pseudonym", self.keys.pseudonym(&email)),
                 };
-                self.throttle
-                    .failed(&throttle_key, &throttle_addr, Instant::now());
+                // The reservation stands as this failure.
+                drop(reservation);
                 self.store.record_audit(&audit).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
 
-        self.throttle.succeeded(&throttle_key, &throttle_addr);
+        self.throttle.succeeded(reservation);
         let profile = account.profile;
         if let Some(old_hash) = stored_hash.filter(|h| self.hasher.needs_rehash(h)) {
             // The cost setting rose since this hash was made: upgrade it now
@@ -433,7 +491,55 @@ impl Auth {
             session.id = %session.id,
             client.address = caller.addr()
         );
-        self.issue(&profile, session.id, session.expires_at, refresh_token, now)
+        let tokens = self.issue(&profile, session.id, session.expires_at, refresh_token, now)?;
+        let device_token = self
+            .remember_device(profile.id, device_token, known_device)
+            .await?;
+        Ok(LoggedIn {
+            tokens,
+            device_token,
+        })
+    }
+
+    /// Reads the credential of `email` and checks `password` against it (or
+    /// against a dummy hash: unknown emails take as long).
+    async fn check_password(
+        &self,
+        email: &str,
+        password: SecretString,
+    ) -> Result<(Option<crate::store::CredentialRow>, bool), Error> {
+        let account = self.store.find_credential(email).await?;
+        let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
+        let ok = self
+            .hasher
+            .verify(password, stored_hash)
+            .await
+            .map_err(busy)?;
+        Ok((account, ok))
+    }
+
+    /// The device token to hand back: the presented one while it is still
+    /// valid, else a new one (stored hashed, tied to the profile).
+    async fn remember_device(
+        &self,
+        profile: Id,
+        presented: &str,
+        known: bool,
+    ) -> Result<SecretString, Error> {
+        let now = Utc::now();
+        if known
+            && self
+                .store
+                .touch_device_token(&refresh::hash(presented), now)
+                .await?
+        {
+            return Ok(SecretString::from(presented.to_owned()));
+        }
+        let fresh = refresh::generate();
+        self.store
+            .add_device_token(&fresh.hash, profile, now)
+            .await?;
+        Ok(fresh.token)
     }
 
     pub async fn refresh(
@@ -645,17 +751,43 @@ impl Auth {
         let caller = Caller {
             client_addr: principal.client_addr.clone(),
         };
+        // The current password is guessed here as at Login: the same
+        // per-address quota and throttle, keyed by the profile.
+        let client = self.client_key(&caller);
+        self.limit_keys(Action::Login, &caller, client.as_deref(), None)
+            .await?;
+        let attempt = Attempt::Unknown {
+            client: client.as_deref().unwrap_or("unknown"),
+        };
+        let reservation = self
+            .throttle
+            .reserve(&format!("profile:{profile}"), attempt, Instant::now())
+            .map_err(|wait| {
+                security_event!("identity.password.change_refused", profile.id = %profile, reason = "throttled", scope = wait.scope(), client.address = caller.addr());
+                self.audit.record(
+                    AuditEvent::new("identity.password.change_refused")
+                        .profile(profile)
+                        .client(caller.addr())
+                        .detail("reason", "throttled"),
+                );
+                throttled(wait)
+            })?;
         // Accounts from an external provider have no password here.
         let stored = self.store.password_hash_of(profile).await?;
-        let ok = self
-            .hasher
-            .verify(current, stored.clone())
-            .await
-            .map_err(busy)?;
+        let ok = match self.hasher.verify(current, stored.clone()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.throttle.release(reservation);
+                return Err(busy(e));
+            }
+        };
         let Some(stored) = stored.filter(|_| ok) else {
+            // The reservation stands as this failure.
+            drop(reservation);
             security_event!("identity.password.change_refused", profile.id = %profile, reason = "bad_password", client.address = caller.addr());
             return Err(Error::InvalidCredentials);
         };
+        self.throttle.succeeded(reservation);
         let new_hash = self.hasher.hash(new).await.map_err(busy)?;
         let audit = AuditEvent::new("identity.password.changed")
             .profile(profile)

@@ -388,7 +388,7 @@ pub(super) async fn session_of_refresh_token(
 }
 
 /// Sets a new password hash and revokes every session of the user but
-/// `keep`, in one transaction.
+/// `keep`, and every device token of the user, in one transaction.
 pub(super) async fn change_password(
     conn: &mut Conn,
     profile: Id,
@@ -424,6 +424,10 @@ pub(super) async fn change_password(
         if revoked > 0 {
             notify_revoked!(conn, Revoked::Profile { profile, except: Some(keep) })?;
         }
+        // Devices known under the old password are strangers again.
+        diesel::delete(schema::device_tokens::table.filter(schema::device_tokens::profile_id.eq(profile)))
+            .execute(conn)
+            .await?;
         insert_audit(conn, audit).await?;
         Ok(true)
     })
@@ -655,4 +659,51 @@ pub(super) async fn sync_provider_fields(
 pub(super) async fn delete_audit_before(conn: &mut Conn, cutoff: DateTime<Utc>) -> QueryResult<usize> {
     use schema::audit_events as a;
     diesel::delete(a::table.filter(a::occurred_at.lt(cutoff))).execute(conn).await
+}
+
+// ---------------------------------------------------------------------------
+// Known devices (Login's device tokens), stored only as SHA-256 hashes.
+
+/// Whether `token_hash` is a device token of the local account `email`.
+pub(super) async fn is_device_of(conn: &mut Conn, token_hash: &str, email: &str) -> QueryResult<bool> {
+    use schema::{credentials as c, device_tokens as d};
+    d::table
+        .inner_join(c::table)
+        .filter(d::token_hash.eq(token_hash))
+        .filter(c::email.eq(email))
+        .select(d::token_hash)
+        .first::<String>(conn)
+        .await
+        .optional()
+        .map(|found| found.is_some())
+}
+
+pub(super) async fn add_device_token(
+    conn: &mut Conn,
+    token_hash: &str,
+    profile: Id,
+    now: DateTime<Utc>,
+) -> QueryResult<()> {
+    use schema::device_tokens as d;
+    diesel::insert_into(d::table)
+        .values((
+            d::token_hash.eq(token_hash),
+            d::profile_id.eq(profile),
+            d::created_at.eq(now),
+            d::last_used_at.eq(now),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Marks a device token used; false when it is gone (revoked meanwhile):
+/// an update, never an upsert, so a revoked token cannot come back.
+pub(super) async fn touch_device_token(conn: &mut Conn, token_hash: &str, now: DateTime<Utc>) -> QueryResult<bool> {
+    use schema::device_tokens as d;
+    diesel::update(d::table.filter(d::token_hash.eq(token_hash)))
+        .set(d::last_used_at.eq(now))
+        .execute(conn)
+        .await
+        .map(|n| n == 1)
 }
