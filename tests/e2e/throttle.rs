@@ -117,9 +117,12 @@ async fn addresses_of_one_ipv6_slash_64_are_throttled_as_one_client() {
         refused >= 10,
         "only {refused} of 20 guesses from one /64 were throttled"
     );
-    auth.login(forwarded_for("2001:db8:7:a::1", login(&victim, PASSWORD, "")))
-        .await
-        .expect("the owner, in another /64, is not slowed down");
+    auth.login(forwarded_for(
+        "2001:db8:7:a::1",
+        login(&victim, PASSWORD, ""),
+    ))
+    .await
+    .expect("the owner, in another /64, is not slowed down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,11 +204,7 @@ async fn after_240_wrong_attempts_from_60_addresses_the_owner_logs_in_from_his_d
         .login(forwarded_for(home, login(&owner, PASSWORD, "")))
         .await
         .expect_err("without the device token the account's limits apply");
-    assert!(
-        throttled(&unknown_device),
-        "{:?}",
-        unknown_device.message()
-    );
+    assert!(throttled(&unknown_device), "{:?}", unknown_device.message());
 }
 
 /// With a tiny per-account quota, only a valid device token of this account
@@ -239,7 +238,10 @@ async fn only_a_live_device_token_of_the_account_is_exempt(backend: Backend) {
             .unwrap_err();
         throttled(&answer);
     }
-    for (what, token) in [("bob's", bobs.as_str()), ("an unknown", "not-a-device-token")] {
+    for (what, token) in [
+        ("bob's", bobs.as_str()),
+        ("an unknown", "not-a-device-token"),
+    ] {
         let answer = auth
             .login(forwarded_for(home, login(&alice, PASSWORD, token)))
             .await
@@ -247,12 +249,19 @@ async fn only_a_live_device_token_of_the_account_is_exempt(backend: Backend) {
         assert!(throttled(&answer), "{what} device token is no exemption");
     }
     let oversized = auth
-        .login(forwarded_for(home, login(&alice, PASSWORD, &"d".repeat(257))))
+        .login(forwarded_for(
+            home,
+            login(&alice, PASSWORD, &"d".repeat(257)),
+        ))
         .await
         .unwrap_err();
     assert_eq!(oversized.code(), Code::InvalidArgument);
     assert_eq!(
-        oversized.get_details_bad_request().unwrap().field_violations[0].field,
+        oversized
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
         "device_token"
     );
     auth.login(forwarded_for(home, login(&alice, PASSWORD, &alices)))

@@ -720,7 +720,10 @@ mod tests {
 
     #[test]
     fn the_ipv6_prefix_is_bounded() {
-        for bad in ["--rate-limit-ipv6-prefix=31", "--rate-limit-ipv6-prefix=129"] {
+        for bad in [
+            "--rate-limit-ipv6-prefix=31",
+            "--rate-limit-ipv6-prefix=129",
+        ] {
             let err = load(&["--dev", "--data-dir=/tmp/identity-test", bad]).unwrap_err();
             assert_eq!(err.setting, "IDENTITY_RATE_LIMIT_IPV6_PREFIX", "{bad}");
         }

@@ -120,7 +120,9 @@ mod tests {
         };
         let printed = format!("{request:?}");
         assert!(
-            !printed.contains("hunter2") && !printed.contains("ann@") && !printed.contains("d3v1c3"),
+            !printed.contains("hunter2")
+                && !printed.contains("ann@")
+                && !printed.contains("d3v1c3"),
             "{printed}"
         );
         let response = LoginResponse {

@@ -17,9 +17,7 @@ pub fn client_key(addr: &str, ipv6_prefix: u8) -> String {
             Some(v4) => v4.to_string(),
             None => {
                 let prefix = ipv6_prefix.min(128);
-                let mask = u128::MAX
-                    .checked_shl(u32::from(128 - prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
                 format!("{}/{prefix}", Ipv6Addr::from(u128::from(v6) & mask))
             }
         },

@@ -121,8 +121,13 @@ impl<K: Hash + Eq + Clone> Table<K> {
                 f.last = now;
             }
             None => {
-                self.entries
-                    .insert(key.clone(), Failures { count: 1, last: now });
+                self.entries.insert(
+                    key.clone(),
+                    Failures {
+                        count: 1,
+                        last: now,
+                    },
+                );
                 self.queue.push_back((key.clone(), now));
             }
         }
@@ -355,7 +360,9 @@ mod tests {
     }
 
     fn fail(throttle: &Throttle, account: &str, attempt: Attempt<'_>, at: Instant) {
-        let _failed = throttle.reserve(account, attempt, at).expect("not throttled");
+        let _failed = throttle
+            .reserve(account, attempt, at)
+            .expect("not throttled");
     }
 
     #[test]

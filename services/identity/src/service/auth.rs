@@ -1,8 +1,8 @@
 //! Registration, login, refresh, logout, validation and password change.
 
+use crate::domain::client_key::client_key;
 use crate::domain::passwords::{self, HashError, Hasher};
 use crate::domain::rate_limit::Action;
-use crate::domain::client_key::client_key;
 use crate::domain::throttle::{Attempt, Throttle, ThrottlePolicy, Wait};
 use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use crate::domain::{Error, Violations, refresh, validation};
@@ -400,7 +400,10 @@ impl Auth {
                 }
             }
         };
-        let reservation = match self.throttle.reserve(&throttle_key, attempt, Instant::now()) {
+        let reservation = match self
+            .throttle
+            .reserve(&throttle_key, attempt, Instant::now())
+        {
             Ok(reservation) => reservation,
             Err(wait) => {
                 crate::telemetry::metrics::metrics().login_failed("throttled");
