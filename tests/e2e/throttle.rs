@@ -155,14 +155,22 @@ async fn wrong_current_passwords_in_change_password_are_throttled_with_retry_inf
     );
 }
 
+/// Both account-wide limits a stranger can trip, one at a time: the
+/// per-account quota (100 calls, refilled too slowly to matter here, so the
+/// outcome does not depend on timing), and the pause after 100 failures
+/// (rate limits off).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_240_wrong_attempts_from_60_addresses_the_owner_logs_in_from_his_device() {
+    let quota = ServerOptions::default()
+        .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
+        .env("IDENTITY_RATE_LIMIT_LOGIN_ACCOUNT", "100/1h");
+    owner_outlasts_240_guesses(quota).await;
+    owner_outlasts_240_guesses(ServerOptions::default()).await;
+}
+
+async fn owner_outlasts_240_guesses(options: ServerOptions) {
     let db = TestDb::new(Backend::Postgres);
-    // The production limits (default quotas) are on.
-    let server = behind_proxy(
-        &db,
-        ServerOptions::default().env("IDENTITY_RATE_LIMIT_ENABLED", "true"),
-    );
+    let server = behind_proxy(&db, options);
     let mut auth = server.auth().await;
     let owner = email("owner");
     register(&mut auth, &owner).await;
@@ -286,3 +294,44 @@ async fn only_a_live_device_token_of_the_account_is_exempt(backend: Backend) {
 }
 
 on_both_backends!(only_a_live_device_token_of_the_account_is_exempt);
+
+/// Logging in again and again without the token must not grow the stored
+/// devices without bound: the least recently used are forgotten (a known
+/// device gets its own token back; a forgotten one is handed a new one).
+async fn a_profile_keeps_only_its_20_most_recent_device_tokens(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let owner = email("devices");
+    register(&mut auth, &owner).await;
+    let mut tokens = Vec::new();
+    for _ in 0..21 {
+        let done = auth.login(login(&owner, PASSWORD, "")).await.unwrap();
+        tokens.push(done.into_inner().device_token);
+    }
+    let again = |token: String| {
+        let mut auth = auth.clone();
+        let owner = owner.clone();
+        async move {
+            auth.login(login(&owner, PASSWORD, &token))
+                .await
+                .unwrap()
+                .into_inner()
+                .device_token
+        }
+    };
+    let newest = tokens[20].clone();
+    assert_eq!(
+        again(newest.clone()).await,
+        newest,
+        "a kept device is known"
+    );
+    let oldest = tokens[0].clone();
+    assert_ne!(
+        again(oldest.clone()).await,
+        oldest,
+        "the oldest was forgotten"
+    );
+}
+
+on_both_backends!(a_profile_keeps_only_its_20_most_recent_device_tokens);

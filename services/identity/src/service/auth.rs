@@ -33,6 +33,10 @@ impl Caller {
 /// Presented device tokens longer than this are refused without hashing.
 pub const MAX_DEVICE_TOKEN_BYTES: usize = 256;
 
+/// Device tokens a profile keeps; logging in from more devices forgets the
+/// least recently used (they become unknown devices again).
+pub const MAX_DEVICES_PER_PROFILE: usize = 20;
+
 /// A successful Login: the tokens, and the device token that marks this
 /// device as known to the account next time.
 pub struct LoggedIn {
@@ -540,7 +544,7 @@ impl Auth {
         }
         let fresh = refresh::generate();
         self.store
-            .add_device_token(&fresh.hash, profile, now)
+            .add_device_token(&fresh.hash, profile, now, MAX_DEVICES_PER_PROFILE)
             .await?;
         Ok(fresh.token)
     }

@@ -403,13 +403,16 @@ impl Store {
         on_backend!(self, is_device_of(token_hash, email))
     }
 
+    /// Adds a device token; the profile keeps only its `keep` most
+    /// recently used ones.
     pub async fn add_device_token(
         &self,
         token_hash: &str,
         profile: Id,
         now: DateTime<Utc>,
+        keep: usize,
     ) -> Result<(), StoreError> {
-        on_backend!(self, add_device_token(token_hash, profile, now))
+        on_backend!(self, add_device_token(token_hash, profile, now, keep))
     }
 
     /// False when the token is gone (a password change revoked it).

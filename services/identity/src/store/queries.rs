@@ -678,23 +678,42 @@ pub(super) async fn is_device_of(conn: &mut Conn, token_hash: &str, email: &str)
         .map(|found| found.is_some())
 }
 
+/// Stores a new device token and forgets the profile's least recently used
+/// ones beyond `keep`, so logins without a token cannot grow the table
+/// without bound. (Sorted here, not in SQL: SQLite holds times as text.)
 pub(super) async fn add_device_token(
     conn: &mut Conn,
     token_hash: &str,
     profile: Id,
     now: DateTime<Utc>,
+    keep: usize,
 ) -> QueryResult<()> {
-    use schema::device_tokens as d;
-    diesel::insert_into(d::table)
-        .values((
-            d::token_hash.eq(token_hash),
-            d::profile_id.eq(profile),
-            d::created_at.eq(now),
-            d::last_used_at.eq(now),
-        ))
-        .execute(conn)
-        .await
-        .map(drop)
+    write_tx!(conn, async |conn| {
+        use schema::device_tokens as d;
+        diesel::insert_into(d::table)
+            .values((
+                d::token_hash.eq(token_hash),
+                d::profile_id.eq(profile),
+                d::created_at.eq(now),
+                d::last_used_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        let mut held = d::table
+            .filter(d::profile_id.eq(profile))
+            .select((d::token_hash, d::last_used_at))
+            .load::<(String, DateTime<Utc>)>(conn)
+            .await?;
+        if held.len() > keep {
+            // Newest first; the token just added wins a tie.
+            held.sort_by_key(|(hash, used)| (std::cmp::Reverse(*used), hash != token_hash));
+            let stale: Vec<String> = held.split_off(keep).into_iter().map(|(hash, _)| hash).collect();
+            diesel::delete(d::table.filter(d::token_hash.eq_any(&stale)))
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    })
 }
 
 /// Marks a device token used; false when it is gone (revoked meanwhile):
