@@ -763,6 +763,8 @@ impl Auth {
         let client = self.client_key(&caller);
         self.limit_keys(Action::Login, &caller, client.as_deref(), None)
             .await?;
+        // Accounts from an external provider have no password here.
+        let stored = self.store.password_hash_of(profile).await?;
         let attempt = Attempt::Unknown {
             client: client.as_deref().unwrap_or("unknown"),
         };
@@ -779,8 +781,6 @@ impl Auth {
                 );
                 throttled(wait)
             })?;
-        // Accounts from an external provider have no password here.
-        let stored = self.store.password_hash_of(profile).await?;
         let ok = match self.hasher.verify(current, stored.clone()).await {
             Ok(ok) => ok,
             Err(e) => {
