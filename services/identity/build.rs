@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip_debug([
             ".identity.v1.RegisterRequest",
             ".identity.v1.LoginRequest",
+            ".identity.v1.LoginResponse",
             ".identity.v1.RefreshRequest",
             ".identity.v1.LogoutRequest",
             ".identity.v1.ValidateTokenRequest",

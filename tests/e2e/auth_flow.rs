@@ -141,6 +141,7 @@ async fn login_with_wrong_password_is_indistinguishable_from_unknown_email(backe
         .login(LoginRequest {
             email: address,
             password: "not the right one".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -148,6 +149,7 @@ async fn login_with_wrong_password_is_indistinguishable_from_unknown_email(backe
         .login(LoginRequest {
             email: email("nobody"),
             password: "not the right one".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -243,6 +245,7 @@ async fn change_password_revokes_every_other_session(backend: Backend) {
         .login(LoginRequest {
             email: address.clone(),
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -250,6 +253,7 @@ async fn change_password_revokes_every_other_session(backend: Backend) {
     auth.login(LoginRequest {
         email: address,
         password: new_password.into(),
+        ..Default::default()
     })
     .await
     .unwrap();

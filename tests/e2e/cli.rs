@@ -319,6 +319,7 @@ async fn admin_grant_role_makes_an_admin_without_default_credentials() {
             auth.login(LoginRequest {
                 email: address,
                 password: crate::support::PASSWORD.into(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -420,6 +420,7 @@ fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
             LoginRequest {
                 email: email("nobody"),
                 password: "not the password at all".into(),
+                ..Default::default()
             }
             .encode_to_vec(),
         ),

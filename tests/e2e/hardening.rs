@@ -27,6 +27,7 @@ fn login(address: &str, password: &str) -> LoginRequest {
     LoginRequest {
         email: address.into(),
         password: password.into(),
+        ..Default::default()
     }
 }
 

@@ -103,6 +103,7 @@ async fn each_invalid_field_is_named_and_nothing_is_stored(backend: Backend) {
         .login(LoginRequest {
             email: good.clone(),
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -148,6 +149,7 @@ async fn each_invalid_field_is_named_and_nothing_is_stored(backend: Backend) {
     auth.login(LoginRequest {
         email: good.clone(),
         password: PASSWORD.into(),
+        ..Default::default()
     })
     .await
     .expect("the password did not change");
@@ -155,6 +157,7 @@ async fn each_invalid_field_is_named_and_nothing_is_stored(backend: Backend) {
         .login(LoginRequest {
             email: good,
             password: "p".repeat(73),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -213,6 +216,7 @@ async fn non_ascii_passphrases_register_and_log_in(backend: Backend) {
     auth.login(LoginRequest {
         email: address.clone(),
         password: passphrase.into(),
+        ..Default::default()
     })
     .await
     .expect("and logs in byte for byte");
@@ -220,6 +224,7 @@ async fn non_ascii_passphrases_register_and_log_in(backend: Backend) {
         .login(LoginRequest {
             email: address,
             password: passphrase.replace('ё', "е"),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -18,3 +18,4 @@ mod redis_tls;
 mod revocation;
 mod takeover;
 mod telemetry;
+mod throttle;

@@ -79,6 +79,7 @@ async fn database_outage_turns_health_off_and_back_on_without_losing_registratio
         .login(LoginRequest {
             email: acknowledged[0].clone(),
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -104,6 +105,7 @@ async fn database_outage_turns_health_off_and_back_on_without_losing_registratio
                 .login(LoginRequest {
                     email: address.clone(),
                     password: PASSWORD.into(),
+                    ..Default::default()
                 })
                 .await
             {

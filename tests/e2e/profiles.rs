@@ -330,6 +330,7 @@ impl World {
             .login(LoginRequest {
                 email: address.into(),
                 password: password.into(),
+                ..Default::default()
             })
             .await?;
         Ok(response.into_inner().tokens.expect("login returns tokens"))

@@ -83,6 +83,7 @@ async fn login_code(
         .login(LoginRequest {
             email: address.into(),
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
     {

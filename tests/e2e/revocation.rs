@@ -43,6 +43,7 @@ async fn login(auth: &mut Auth, address: &str, password: &str) -> TokenPair {
     auth.login(LoginRequest {
         email: address.into(),
         password: password.into(),
+        ..Default::default()
     })
     .await
     .unwrap()

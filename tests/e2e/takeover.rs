@@ -218,6 +218,7 @@ async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) 
                         .login(LoginRequest {
                             email: address,
                             password: PASSWORD.into(),
+                            ..Default::default()
                         })
                         .await
                 })
@@ -237,6 +238,7 @@ async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) 
             .login(LoginRequest {
                 email: address.clone(),
                 password: PASSWORD.into(),
+                ..Default::default()
             })
             .await;
         assert!(
@@ -351,6 +353,7 @@ async fn logs_in(auth: &mut AuthServiceClient<Channel>, address: &str) -> bool {
     auth.login(LoginRequest {
         email: address.to_owned(),
         password: PASSWORD.into(),
+        ..Default::default()
     })
     .await
     .is_ok()

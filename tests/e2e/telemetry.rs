@@ -203,6 +203,7 @@ async fn a_full_flow_is_traced_counted_and_audited_without_leaking_a_secret() {
         .login(LoginRequest {
             email: address.clone(),
             password: wrong.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -216,6 +217,7 @@ async fn a_full_flow_is_traced_counted_and_audited_without_leaking_a_secret() {
             LoginRequest {
                 email: address.clone(),
                 password: PASSWORD.into(),
+                ..Default::default()
             },
             &traceparent,
         ))
@@ -249,6 +251,7 @@ async fn a_full_flow_is_traced_counted_and_audited_without_leaking_a_secret() {
         .login(LoginRequest {
             email: address.clone(),
             password: PASSWORD.into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

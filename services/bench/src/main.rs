@@ -564,6 +564,7 @@ async fn sessions(url: &str, total: usize, users: usize) -> anyhow::Result<Vec<S
                         .login(LoginRequest {
                             email: email.clone(),
                             password: PASSWORD.into(),
+                            ..Default::default()
                         })
                         .await
                         .context("Login")?
@@ -938,6 +939,7 @@ async fn login(env: &Env) -> anyhow::Result<Row> {
                 c.login(LoginRequest {
                     email,
                     password: PASSWORD.into(),
+                    ..Default::default()
                 })
                 .await
                 .map(drop)
@@ -1029,6 +1031,7 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
                     .login(LoginRequest {
                         email: email.clone(),
                         password: PASSWORD.into(),
+                        ..Default::default()
                     })
                     .await
                 {

@@ -293,6 +293,11 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_RATE_LIMIT_REDIS_CA_FILE")]
     pub rate_limit_redis_ca_file: Option<std::path::PathBuf>,
 
+    /// IPv6 clients are rate-limited and throttled per prefix of this many
+    /// bits (32-128): one subscriber usually holds a whole /64.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_IPV6_PREFIX", default_value_t = 64)]
+    pub rate_limit_ipv6_prefix: u8,
+
     /// Proxies (CIDRs, comma-separated) whose x-forwarded-for is believed.
     #[arg(long, env = "IDENTITY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,

@@ -77,6 +77,8 @@ pub struct Config {
     pub bootstrap_admins: Vec<String>,
     pub limits: LimitSettings,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// IPv6 clients are limited per prefix of this length.
+    pub rate_limit_ipv6_prefix: u8,
     pub password_min_score: u8,
     pub tls_reload_interval: Duration,
     pub grpc_web_origins: Vec<http::HeaderValue>,
@@ -514,6 +516,12 @@ impl Config {
                 })?;
             trusted_proxies.push(net);
         }
+        if !(32..=128).contains(&settings.rate_limit_ipv6_prefix) {
+            return Err(refuse(
+                "IDENTITY_RATE_LIMIT_IPV6_PREFIX",
+                "must be between 32 and 128 (bits of an IPv6 address that name one client)",
+            ));
+        }
         if settings.password_min_score > 4 {
             return Err(refuse(
                 "IDENTITY_PASSWORD_MIN_SCORE",
@@ -617,6 +625,7 @@ impl Config {
                 redis_ca_pem,
             },
             trusted_proxies,
+            rate_limit_ipv6_prefix: settings.rate_limit_ipv6_prefix,
             password_min_score: settings.password_min_score,
             tls_reload_interval: settings.tls_reload_interval,
             grpc_web_origins,
@@ -707,6 +716,19 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.setting, "IDENTITY_BCRYPT_COST");
+    }
+
+    #[test]
+    fn the_ipv6_prefix_is_bounded() {
+        for bad in [
+            "--rate-limit-ipv6-prefix=31",
+            "--rate-limit-ipv6-prefix=129",
+        ] {
+            let err = load(&["--dev", "--data-dir=/tmp/identity-test", bad]).unwrap_err();
+            assert_eq!(err.setting, "IDENTITY_RATE_LIMIT_IPV6_PREFIX", "{bad}");
+        }
+        let config = load(&["--dev", "--data-dir=/tmp/identity-test"]).unwrap();
+        assert_eq!(config.rate_limit_ipv6_prefix, 64);
     }
 
     #[test]

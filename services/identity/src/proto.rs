@@ -38,6 +38,16 @@ impl fmt::Debug for LoginRequest {
         f.debug_struct("LoginRequest")
             .field("email", &presence(&self.email))
             .field("password", &presence(&self.password))
+            .field("device_token", &presence(&self.device_token))
+            .finish()
+    }
+}
+
+impl fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("tokens", &self.tokens)
+            .field("device_token", &presence(&self.device_token))
             .finish()
     }
 }
@@ -106,12 +116,21 @@ mod tests {
         let request = LoginRequest {
             email: "ann@example.com".into(),
             password: "hunter2hunter2".into(),
+            device_token: "d3v1c3".into(),
         };
         let printed = format!("{request:?}");
         assert!(
-            !printed.contains("hunter2") && !printed.contains("ann@"),
+            !printed.contains("hunter2")
+                && !printed.contains("ann@")
+                && !printed.contains("d3v1c3"),
             "{printed}"
         );
+        let response = LoginResponse {
+            tokens: None,
+            device_token: "d3v1c3".into(),
+        };
+        let printed = format!("{response:?}");
+        assert!(!printed.contains("d3v1c3"), "{printed}");
         let pair = TokenPair {
             access_token: "eyJhbGciOi.secret".into(),
             refresh_token: "r3fr3sh".into(),

@@ -376,6 +376,7 @@ pub async fn login(
     auth.login(identity::proto::v1::LoginRequest {
         email: email.to_owned(),
         password: PASSWORD.into(),
+        ..Default::default()
     })
     .await
     .expect("login succeeds")
@@ -403,6 +404,18 @@ pub fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
         format!("Bearer {token}")
             .parse()
             .expect("a token is a valid header value"),
+    );
+    request
+}
+
+/// A request as a trusted proxy forwards it for client `addr`
+/// (`x-forwarded-for`; the server must list 127.0.0.1 in
+/// IDENTITY_TRUSTED_PROXIES).
+pub fn forwarded_for<T>(addr: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "x-forwarded-for",
+        addr.parse().expect("an address is a valid header value"),
     );
     request
 }

@@ -1,6 +1,7 @@
 //! Pure rules: tokens, passwords, refresh tokens, input validation. No
 //! database or network here (the bcrypt pool is threads, not I/O).
 
+pub mod client_key;
 pub mod error;
 pub mod page_token;
 pub mod passwords;

@@ -1,8 +1,9 @@
 //! Registration, login, refresh, logout, validation and password change.
 
+use crate::domain::client_key::client_key;
 use crate::domain::passwords::{self, HashError, Hasher};
 use crate::domain::rate_limit::Action;
-use crate::domain::throttle::{Throttle, ThrottlePolicy, Wait};
+use crate::domain::throttle::{Attempt, Throttle, ThrottlePolicy, Wait};
 use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use crate::domain::{Error, Violations, refresh, validation};
 use crate::service::audit::AuditSink;
@@ -29,6 +30,45 @@ impl Caller {
     }
 }
 
+/// Presented device tokens longer than this are refused without hashing.
+pub const MAX_DEVICE_TOKEN_BYTES: usize = 256;
+
+/// Device tokens a profile keeps; logging in from more devices forgets the
+/// least recently used (they become unknown devices again).
+pub const MAX_DEVICES_PER_PROFILE: usize = 20;
+
+/// A successful Login: the tokens, and the device token that marks this
+/// device as known to the account next time.
+pub struct LoggedIn {
+    pub tokens: IssuedTokens,
+    pub device_token: SecretString,
+}
+
+/// Why a signed-in user's password is checked again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reauth {
+    ChangePassword,
+    ChangeEmail,
+    DeleteAccount,
+}
+
+impl Reauth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reauth::ChangePassword => "change_password",
+            Reauth::ChangeEmail => "change_email",
+            Reauth::DeleteAccount => "delete_account",
+        }
+    }
+
+    fn refused_event(self) -> &'static str {
+        match self {
+            Reauth::ChangePassword => "identity.password.change_refused",
+            _ => "identity.reauthentication.failed",
+        }
+    }
+}
+
 /// A token pair as issued.
 pub struct IssuedTokens {
     pub access_token: SecretString,
@@ -46,6 +86,9 @@ pub struct AuthSettings {
     pub bootstrap_admins: Vec<String>,
     /// Smallest zxcvbn score a new password needs.
     pub password_min_score: u8,
+    /// IPv6 clients are limited per prefix of this length (see
+    /// domain::client_key).
+    pub ipv6_prefix: u8,
 }
 
 pub struct Auth {
@@ -65,6 +108,13 @@ fn busy(e: HashError) -> Error {
             retry_after: Duration::from_secs(1),
         },
         HashError::Failed => Error::Internal("password hashing failed".into()),
+    }
+}
+
+/// The answer to a throttled attempt: RESOURCE_EXHAUSTED with RetryInfo.
+fn throttled(wait: Wait) -> Error {
+    Error::Busy {
+        retry_after: wait.duration().max(Duration::from_millis(1)),
     }
 }
 
@@ -112,6 +162,13 @@ impl Auth {
         self.fast.store(fast);
     }
 
+    /// The key the caller's address is limited and throttled under.
+    fn client_key(&self, caller: &Caller) -> Option<String> {
+        caller
+            .addr()
+            .map(|a| client_key(a, self.settings.ipv6_prefix))
+    }
+
     /// Applies the rate limits of `action` to the caller's address and, if
     /// given, to an account (keyed by pseudonym: emails never become keys).
     pub async fn limit(
@@ -120,12 +177,20 @@ impl Auth {
         caller: &Caller,
         account: Option<&str>,
     ) -> Result<(), Error> {
-        let account = account.map(|a| self.keys.pseudonym(a));
-        match self
-            .limits
-            .check(action, caller.addr(), account.as_deref())
+        let client = self.client_key(caller);
+        self.limit_keys(action, caller, client.as_deref(), account)
             .await
-        {
+    }
+
+    async fn limit_keys(
+        &self,
+        action: Action,
+        caller: &Caller,
+        client: Option<&str>,
+        account: Option<&str>,
+    ) -> Result<(), Error> {
+        let account = account.map(|a| self.keys.pseudonym(a));
+        match self.limits.check(action, client, account.as_deref()).await {
             Ok(()) => Ok(()),
             Err(limited) => {
                 let scope = match limited.scope {
@@ -332,52 +397,76 @@ impl Auth {
         caller: &Caller,
         email: &str,
         password: SecretString,
-    ) -> Result<IssuedTokens, Error> {
+        device_token: &str,
+    ) -> Result<LoggedIn, Error> {
         let mut violations = Violations::new();
         let email = violations.check("email", validation::email(email));
         violations.check(
             "password",
             passwords::check_presented(password.expose_secret()),
         );
+        if device_token.len() > MAX_DEVICE_TOKEN_BYTES {
+            violations.check::<()>(
+                "device_token",
+                Err(format!("must be at most {MAX_DEVICE_TOKEN_BYTES} bytes")),
+            );
+        }
         violations.into_result()?;
         let email = email.unwrap_or_default();
-        self.limit(Action::Login, caller, Some(&email)).await?;
+        let client = self.client_key(caller);
+        self.limit_keys(Action::Login, caller, client.as_deref(), None)
+            .await?;
         let throttle_key = self.keys.pseudonym(&email);
-        let throttle_addr = caller.addr().unwrap_or("unknown").to_owned();
-        if let Err(wait) = self
+        // A device this account has logged in from before is exempt from the
+        // account-wide limits that any stranger can exhaust.
+        let device_hash = (!device_token.is_empty()).then(|| refresh::hash(device_token));
+        let known_device = match &device_hash {
+            Some(hash) => self.store.is_device_of(hash, &email).await?,
+            None => false,
+        };
+        let attempt = match &device_hash {
+            Some(token_hash) if known_device => Attempt::Device { token_hash },
+            _ => {
+                self.limit_keys(Action::Login, caller, None, Some(&email))
+                    .await?;
+                Attempt::Unknown {
+                    client: client.as_deref().unwrap_or("unknown"),
+                }
+            }
+        };
+        let reservation = match self
             .throttle
-            .check(&throttle_key, &throttle_addr, Instant::now())
+            .reserve(&throttle_key, attempt, Instant::now())
         {
-            let scope = match wait {
-                Wait::Address(_) => "address",
-                Wait::Account(_) => "account",
-            };
-            crate::telemetry::metrics::metrics().login_failed("throttled");
-            self.audit.record(
-                AuditEvent::new("identity.login.failed")
-                    .client(caller.addr())
-                    .detail("reason", "throttled")
-                    .detail("email_pseudonym", throttle_key.clone()),
-            );
-            security_event!(
-                "identity.login.failed",
-                reason = "throttled",
-                scope = scope,
-                subject = %format!("email:{throttle_key}"),
-                client.address = caller.addr()
-            );
-            return Err(Error::Busy {
-                retry_after: wait.duration().max(Duration::from_millis(1)),
-            });
-        }
+            Ok(reservation) => reservation,
+            Err(wait) => {
+                crate::telemetry::metrics::metrics().login_failed("throttled");
+                self.audit.record(
+                    AuditEvent::new("identity.login.failed")
+                        .client(caller.addr())
+                        .detail("reason", "throttled")
+                        .detail("scope", wait.scope())
+                        .detail("email_pseudonym", throttle_key.clone()),
+                );
+                security_event!(
+                    "identity.login.failed",
+                    reason = "throttled",
+                    scope = wait.scope(),
+                    subject = %format!("email:{throttle_key}"),
+                    client.address = caller.addr()
+                );
+                return Err(throttled(wait));
+            }
+        };
 
-        let account = self.store.find_credential(&email).await?;
-        let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-        let ok = self
-            .hasher
-            .verify(password.clone(), stored_hash)
-            .await
-            .map_err(busy)?;
+        let (account, ok) = match self.check_password(&email, password.clone()).await {
+            Ok(checked) => checked,
+            Err(e) => {
+                // Never evaluated: not a failure of the owner's account.
+                self.throttle.release(reservation);
+                return Err(e);
+            }
+        };
         let account = match account {
             Some(account) if ok => account,
             account => {
@@ -397,14 +486,14 @@ impl Auth {
                     Some(a) => audit.profile(a.profile.id),
                     None => audit.detail("email_pseudonym", self.keys.pseudonym(&email)),
                 };
-                self.throttle
-                    .failed(&throttle_key, &throttle_addr, Instant::now());
+                // The reservation stands as this failure.
+                drop(reservation);
                 self.store.record_audit(&audit).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
 
-        self.throttle.succeeded(&throttle_key, &throttle_addr);
+        self.throttle.succeeded(reservation);
         let (profile, verified_hash) = (account.profile, account.password_hash);
         let now = Utc::now();
         let (session, refresh_token) = self.new_session(profile.id, now);
@@ -456,7 +545,55 @@ impl Auth {
             session.id = %session.id,
             client.address = caller.addr()
         );
-        self.issue(&profile, session.id, session.expires_at, refresh_token, now)
+        let tokens = self.issue(&profile, session.id, session.expires_at, refresh_token, now)?;
+        let device_token = self
+            .remember_device(profile.id, device_token, known_device)
+            .await?;
+        Ok(LoggedIn {
+            tokens,
+            device_token,
+        })
+    }
+
+    /// Reads the credential of `email` and checks `password` against it (or
+    /// against a dummy hash: unknown emails take as long).
+    async fn check_password(
+        &self,
+        email: &str,
+        password: SecretString,
+    ) -> Result<(Option<crate::store::CredentialRow>, bool), Error> {
+        let account = self.store.find_credential(email).await?;
+        let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
+        let ok = self
+            .hasher
+            .verify(password, stored_hash)
+            .await
+            .map_err(busy)?;
+        Ok((account, ok))
+    }
+
+    /// The device token to hand back: the presented one while it is still
+    /// valid, else a new one (stored hashed, tied to the profile).
+    async fn remember_device(
+        &self,
+        profile: Id,
+        presented: &str,
+        known: bool,
+    ) -> Result<SecretString, Error> {
+        let now = Utc::now();
+        if known
+            && self
+                .store
+                .touch_device_token(&refresh::hash(presented), now)
+                .await?
+        {
+            return Ok(SecretString::from(presented.to_owned()));
+        }
+        let fresh = refresh::generate();
+        self.store
+            .add_device_token(&fresh.hash, profile, now, MAX_DEVICES_PER_PROFILE)
+            .await?;
+        Ok(fresh.token)
     }
 
     pub async fn refresh(
@@ -647,68 +784,69 @@ impl Auth {
     }
 
     /// Verifies the signed-in user's current password before a sensitive
-    /// change (email, deletion): Login's per-address quota and throttle,
-    /// keyed by the profile, so a stolen access token is no password oracle.
-    /// Answers the verified hash, for the change to compare under its lock.
+    /// change (password, email, deletion): Login's per-address quota and
+    /// throttle, keyed by the profile, so a stolen access token is no
+    /// password oracle. Answers the verified hash, for the change to compare
+    /// under its lock.
     pub async fn reverify(
         &self,
         principal: &Principal,
-        field: &'static str,
+        purpose: Reauth,
         current: SecretString,
     ) -> Result<String, Error> {
         passwords::check_presented(current.expose_secret())
-            .map_err(|d| Error::invalid(field, d))?;
+            .map_err(|d| Error::invalid("current_password", d))?;
+        let profile = principal.profile_id;
         let caller = Caller {
             client_addr: principal.client_addr.clone(),
         };
-        let account = format!("profile:{}", principal.profile_id);
-        self.limit(Action::Login, &caller, Some(&account)).await?;
-        let throttle_addr = caller.addr().unwrap_or("unknown").to_owned();
-        if let Err(wait) = self
-            .throttle
-            .check(&account, &throttle_addr, Instant::now())
-        {
-            security_event!(
-                "identity.reauthentication.failed",
-                reason = "throttled",
-                profile.id = %principal.profile_id,
-                client.address = caller.addr()
+        let refused = |reason: &'static str| {
+            match purpose {
+                Reauth::ChangePassword => {
+                    security_event!("identity.password.change_refused", profile.id = %profile, reason = reason, client.address = caller.addr())
+                }
+                _ => {
+                    security_event!("identity.reauthentication.failed", profile.id = %profile, purpose = purpose.as_str(), reason = reason, client.address = caller.addr())
+                }
+            }
+            self.audit.record(
+                AuditEvent::new(purpose.refused_event())
+                    .profile(profile)
+                    .session(principal.session_id)
+                    .client(caller.addr())
+                    .detail("reason", reason),
             );
-            return Err(Error::Busy {
-                retry_after: wait.duration().max(Duration::from_millis(1)),
-            });
-        }
+        };
+        let client = self.client_key(&caller);
+        self.limit_keys(Action::Login, &caller, client.as_deref(), None)
+            .await?;
         // Accounts from an external provider have no password here.
-        let stored = self.store.password_hash_of(principal.profile_id).await?;
-        let ok = self
-            .hasher
-            .verify(current, stored.clone())
-            .await
-            .map_err(busy)?;
-        match stored.filter(|_| ok) {
-            Some(hash) => {
-                self.throttle.succeeded(&account, &throttle_addr);
-                Ok(hash)
+        let stored = self.store.password_hash_of(profile).await?;
+        let attempt = Attempt::Unknown {
+            client: client.as_deref().unwrap_or("unknown"),
+        };
+        let reservation = self
+            .throttle
+            .reserve(&format!("profile:{profile}"), attempt, Instant::now())
+            .map_err(|wait| {
+                refused("throttled");
+                throttled(wait)
+            })?;
+        let ok = match self.hasher.verify(current, stored.clone()).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                self.throttle.release(reservation);
+                return Err(busy(e));
             }
-            None => {
-                self.throttle
-                    .failed(&account, &throttle_addr, Instant::now());
-                security_event!(
-                    "identity.reauthentication.failed",
-                    reason = "bad_password",
-                    profile.id = %principal.profile_id,
-                    client.address = caller.addr()
-                );
-                self.audit.record(
-                    AuditEvent::new("identity.reauthentication.failed")
-                        .profile(principal.profile_id)
-                        .session(principal.session_id)
-                        .client(caller.addr())
-                        .detail("reason", "bad_password"),
-                );
-                Err(Error::InvalidCredentials)
-            }
-        }
+        };
+        let Some(stored) = stored.filter(|_| ok) else {
+            // The reservation stands as this failure.
+            drop(reservation);
+            refused("bad_password");
+            return Err(Error::InvalidCredentials);
+        };
+        self.throttle.succeeded(reservation);
+        Ok(stored)
     }
 
     /// Moves the login to `new_email` after the password was verified again,
@@ -729,7 +867,7 @@ impl Auth {
         violations.into_result()?;
         let new_email = new_email.unwrap_or_default();
         let verified = self
-            .reverify(principal, "current_password", current)
+            .reverify(principal, Reauth::ChangeEmail, current)
             .await?;
         let (profile, session) = (principal.profile_id, principal.session_id);
         let audit = AuditEvent::new("identity.email.changed")
@@ -805,17 +943,9 @@ impl Auth {
         let caller = Caller {
             client_addr: principal.client_addr.clone(),
         };
-        // Accounts from an external provider have no password here.
-        let stored = self.store.password_hash_of(profile).await?;
-        let ok = self
-            .hasher
-            .verify(current, stored.clone())
-            .await
-            .map_err(busy)?;
-        let Some(stored) = stored.filter(|_| ok) else {
-            security_event!("identity.password.change_refused", profile.id = %profile, reason = "bad_password", client.address = caller.addr());
-            return Err(Error::InvalidCredentials);
-        };
+        let stored = self
+            .reverify(principal, Reauth::ChangePassword, current)
+            .await?;
         let new_hash = self.hasher.hash(new).await.map_err(busy)?;
         let audit = AuditEvent::new("identity.password.changed")
             .profile(profile)

@@ -9,7 +9,7 @@
 use crate::domain::tokens::{AccessClaims, TokenKeys};
 use crate::domain::{Error, Violations, page_token, validation};
 use crate::service::audit::AuditSink;
-use crate::service::auth::{Auth, LOCAL_PROVIDER};
+use crate::service::auth::{Auth, LOCAL_PROVIDER, Reauth};
 use crate::store::notify::Revoked;
 use crate::store::{AuditEvent, Id, Profile, Store};
 use chrono::{SubsecRound, Utc};
@@ -443,7 +443,7 @@ impl Profiles {
                 ));
             }
             self.reauth
-                .reverify(principal, "current_password", current_password)
+                .reverify(principal, Reauth::DeleteAccount, current_password)
                 .await?;
         }
         let expected = if etag.is_empty() {

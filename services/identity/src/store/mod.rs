@@ -421,4 +421,30 @@ impl Store {
             sync_provider_fields(id, expected_revision, email, display_name, now, audit)
         )
     }
+
+    /// Whether `token_hash` is a device token of the local account `email`.
+    pub async fn is_device_of(&self, token_hash: &str, email: &str) -> Result<bool, StoreError> {
+        on_backend!(self, is_device_of(token_hash, email))
+    }
+
+    /// Adds a device token; the profile keeps only its `keep` most
+    /// recently used ones.
+    pub async fn add_device_token(
+        &self,
+        token_hash: &str,
+        profile: Id,
+        now: DateTime<Utc>,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, add_device_token(token_hash, profile, now, keep))
+    }
+
+    /// False when the token is gone (a password change revoked it).
+    pub async fn touch_device_token(
+        &self,
+        token_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, touch_device_token(token_hash, now))
+    }
 }

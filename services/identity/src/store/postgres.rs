@@ -66,15 +66,25 @@ pub(super) mod schema {
             detail -> Text,
         }
     }
+    diesel::table! {
+        device_tokens (token_hash) {
+            token_hash -> Text,
+            profile_id -> Uuid,
+            created_at -> Timestamptz,
+            last_used_at -> Timestamptz,
+        }
+    }
     diesel::joinable!(credentials -> profiles (profile_id));
     diesel::joinable!(sessions -> profiles (profile_id));
     diesel::joinable!(refresh_tokens -> sessions (session_id));
+    diesel::joinable!(device_tokens -> credentials (profile_id));
     diesel::allow_tables_to_appear_in_same_query!(
         profiles,
         credentials,
         sessions,
         refresh_tokens,
-        audit_events
+        audit_events,
+        device_tokens
     );
 }
 

@@ -446,7 +446,7 @@ pub(super) async fn session_of_refresh_token(
 }
 
 /// Sets a new password hash and revokes every session of the user but
-/// `keep`, in one transaction.
+/// `keep`, and every device token of the user, in one transaction.
 pub(super) async fn change_password(
     conn: &mut Conn,
     profile: Id,
@@ -482,6 +482,10 @@ pub(super) async fn change_password(
         if revoked > 0 {
             notify_revoked!(conn, Revoked::Profile { profile, except: Some(keep) })?;
         }
+        // Devices known under the old password are strangers again.
+        diesel::delete(schema::device_tokens::table.filter(schema::device_tokens::profile_id.eq(profile)))
+            .execute(conn)
+            .await?;
         insert_audit(conn, audit).await?;
         Ok(true)
     })
@@ -762,4 +766,70 @@ pub(super) async fn sync_provider_fields(
 pub(super) async fn delete_audit_before(conn: &mut Conn, cutoff: DateTime<Utc>) -> QueryResult<usize> {
     use schema::audit_events as a;
     diesel::delete(a::table.filter(a::occurred_at.lt(cutoff))).execute(conn).await
+}
+
+// ---------------------------------------------------------------------------
+// Known devices (Login's device tokens), stored only as SHA-256 hashes.
+
+/// Whether `token_hash` is a device token of the local account `email`.
+pub(super) async fn is_device_of(conn: &mut Conn, token_hash: &str, email: &str) -> QueryResult<bool> {
+    use schema::{credentials as c, device_tokens as d};
+    d::table
+        .inner_join(c::table)
+        .filter(d::token_hash.eq(token_hash))
+        .filter(c::email.eq(email))
+        .select(d::token_hash)
+        .first::<String>(conn)
+        .await
+        .optional()
+        .map(|found| found.is_some())
+}
+
+/// Stores a new device token and forgets the profile's least recently used
+/// ones beyond `keep`, so logins without a token cannot grow the table
+/// without bound. (Sorted here, not in SQL: SQLite holds times as text.)
+pub(super) async fn add_device_token(
+    conn: &mut Conn,
+    token_hash: &str,
+    profile: Id,
+    now: DateTime<Utc>,
+    keep: usize,
+) -> QueryResult<()> {
+    write_tx!(conn, async |conn| {
+        use schema::device_tokens as d;
+        diesel::insert_into(d::table)
+            .values((
+                d::token_hash.eq(token_hash),
+                d::profile_id.eq(profile),
+                d::created_at.eq(now),
+                d::last_used_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        let mut held = d::table
+            .filter(d::profile_id.eq(profile))
+            .select((d::token_hash, d::last_used_at))
+            .load::<(String, DateTime<Utc>)>(conn)
+            .await?;
+        if held.len() > keep {
+            // Newest first; the token just added wins a tie.
+            held.sort_by_key(|(hash, used)| (std::cmp::Reverse(*used), hash != token_hash));
+            let stale: Vec<String> = held.split_off(keep).into_iter().map(|(hash, _)| hash).collect();
+            diesel::delete(d::table.filter(d::token_hash.eq_any(&stale)))
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    })
+}
+
+/// Marks a device token used; false when it is gone (revoked meanwhile):
+/// an update, never an upsert, so a revoked token cannot come back.
+pub(super) async fn touch_device_token(conn: &mut Conn, token_hash: &str, now: DateTime<Utc>) -> QueryResult<bool> {
+    use schema::device_tokens as d;
+    diesel::update(d::table.filter(d::token_hash.eq(token_hash)))
+        .set(d::last_used_at.eq(now))
+        .execute(conn)
+        .await
+        .map(|n| n == 1)
 }

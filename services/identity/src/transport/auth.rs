@@ -5,7 +5,7 @@ use crate::proto::v1::auth_service_server::AuthService;
 use crate::proto::v1::*;
 use crate::service::Auth;
 use crate::service::exchange::TokenExchange;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -58,12 +58,18 @@ impl AuthService for AuthApi {
     ) -> Result<Response<LoginResponse>, Status> {
         let caller = metadata::caller(&request);
         let r = request.into_inner();
-        let tokens = self
+        let done = self
             .auth
-            .login(&caller, &r.email, SecretString::from(r.password))
+            .login(
+                &caller,
+                &r.email,
+                SecretString::from(r.password),
+                &r.device_token,
+            )
             .await?;
         Ok(Response::new(LoginResponse {
-            tokens: Some(convert::tokens(tokens)),
+            tokens: Some(convert::tokens(done.tokens)),
+            device_token: done.device_token.expose_secret().to_owned(),
         }))
     }
 
