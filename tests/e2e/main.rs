@@ -4,6 +4,7 @@
 mod support;
 
 mod auth_flow;
+mod bcrypt;
 mod cli;
 mod database_tls;
 mod exchange;

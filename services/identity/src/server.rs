@@ -208,6 +208,7 @@ pub async fn run(
             refresh_token_ttl: config.refresh_token_ttl,
             bootstrap_admins: config.bootstrap_admins.clone(),
             password_min_score: config.password_min_score,
+            request_timeout: config.request_timeout,
         },
         Arc::new(limits),
         AuditSink::start(store.clone(), 4096),

@@ -46,6 +46,9 @@ pub struct AuthSettings {
     pub bootstrap_admins: Vec<String>,
     /// Smallest zxcvbn score a new password needs.
     pub password_min_score: u8,
+    /// The server's deadline for one call (IDENTITY_REQUEST_TIMEOUT):
+    /// password hashing that cannot finish within it is refused at once.
+    pub request_timeout: Duration,
 }
 
 pub struct Auth {
@@ -91,6 +94,13 @@ impl Auth {
             audit,
             fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
         }
+    }
+
+    /// The latest a password hash of this call may finish. The caller's
+    /// own grpc-timeout does not reach the service (the transport does not
+    /// pass it); the server's bound does, and tonic ends the call there.
+    fn hash_deadline(&self) -> Option<Instant> {
+        Instant::now().checked_add(self.settings.request_timeout)
     }
 
     pub fn bcrypt_queued(&self) -> usize {
@@ -248,7 +258,11 @@ impl Auth {
         self.limit(Action::Register, caller, Some(&email)).await?;
         let admin = self.settings.bootstrap_admins.contains(&email);
 
-        let password_hash = self.hasher.hash(password).await.map_err(busy)?;
+        let password_hash = self
+            .hasher
+            .hash(password, self.hash_deadline())
+            .await
+            .map_err(busy)?;
         let now = Utc::now().trunc_subsecs(6);
         let id = Id::new();
         let profile = Profile {
@@ -370,7 +384,7 @@ impl Auth {
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
         let ok = self
             .hasher
-            .verify(password.clone(), stored_hash.clone())
+            .verify(password.clone(), stored_hash.clone(), self.hash_deadline())
             .await
             .map_err(busy)?;
         let account = match account {
@@ -406,7 +420,7 @@ impl Auth {
             // that we hold the plaintext. Best effort, off the response path.
             let (store, hasher, id) = (self.store.clone(), Arc::clone(&self.hasher), profile.id);
             tokio::spawn(async move {
-                if let Ok(new_hash) = hasher.hash(password).await {
+                if let Ok(new_hash) = hasher.hash(password, None).await {
                     match store.upgrade_password_hash(id, &old_hash, &new_hash).await {
                         Ok(true) => {
                             tracing::info!(profile.id = %id, cost = hasher.cost(), "password rehashed at the configured cost")
@@ -649,14 +663,18 @@ impl Auth {
         let stored = self.store.password_hash_of(profile).await?;
         let ok = self
             .hasher
-            .verify(current, stored.clone())
+            .verify(current, stored.clone(), self.hash_deadline())
             .await
             .map_err(busy)?;
         let Some(stored) = stored.filter(|_| ok) else {
             security_event!("identity.password.change_refused", profile.id = %profile, reason = "bad_password", client.address = caller.addr());
             return Err(Error::InvalidCredentials);
         };
-        let new_hash = self.hasher.hash(new).await.map_err(busy)?;
+        let new_hash = self
+            .hasher
+            .hash(new, self.hash_deadline())
+            .await
+            .map_err(busy)?;
         let audit = AuditEvent::new("identity.password.changed")
             .profile(profile)
             .session(session)
