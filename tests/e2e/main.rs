@@ -11,6 +11,7 @@ mod exchange;
 mod forgery;
 mod grpcurl;
 mod hardening;
+mod housekeeping;
 mod input;
 mod outage;
 mod profiles;

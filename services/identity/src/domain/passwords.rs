@@ -284,9 +284,7 @@ impl Hasher {
         // never counts it down below zero; undone below when refused.
         self.queued.fetch_add(1, Ordering::Relaxed);
         let admit = |waiting: usize| {
-            deadline.is_none_or(|deadline| {
-                Instant::now() + self.expected_done(waiting) <= deadline
-            })
+            deadline.is_none_or(|deadline| Instant::now() + self.expected_done(waiting) <= deadline)
         };
         if self.jobs.push(job, admit) {
             rx.await.map_err(|_| HashError::Failed)
@@ -395,7 +393,12 @@ mod tests {
     #[cfg(target_os = "linux")]
     fn stat_field(stat: &str, field: usize) -> i64 {
         let (_, fields) = stat.rsplit_once(')').unwrap();
-        fields.split_whitespace().nth(field - 3).unwrap().parse().unwrap()
+        fields
+            .split_whitespace()
+            .nth(field - 3)
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     #[cfg(target_os = "linux")]
@@ -540,7 +543,11 @@ mod tests {
             .unwrap();
         assert!(
             hasher
-                .verify(SecretString::from("correct horse"), Some(hash.clone()), None)
+                .verify(
+                    SecretString::from("correct horse"),
+                    Some(hash.clone()),
+                    None
+                )
                 .await
                 .unwrap()
         );

@@ -397,4 +397,14 @@ impl Store {
             sync_provider_fields(id, expected_revision, email, display_name, now, audit)
         )
     }
+
+    /// Deletes up to `limit` sessions that ended before `ended_before`, and
+    /// their refresh tokens: (sessions, refresh tokens) deleted.
+    pub async fn purge_ended_sessions(
+        &self,
+        ended_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<(usize, usize), StoreError> {
+        on_backend!(self, purge_ended_sessions(ended_before, limit))
+    }
 }
