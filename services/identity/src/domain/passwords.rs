@@ -357,17 +357,12 @@ pub const BCRYPT_NICE: i32 = 5;
 
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: plain system calls without pointers. On Linux the niceness
-    // is per thread and `gettid` names this bcrypt thread only; raising
-    // one's own niceness needs no privilege, and a failure leaves the
-    // thread at the process's niceness.
+    // SAFETY: a plain system call without pointers. Under Linux (NPTL) the
+    // niceness is per thread, so only this bcrypt thread becomes nicer,
+    // relative to the thread that started it; raising one's own niceness
+    // needs no privilege, and a failure leaves the thread as it was.
     unsafe {
-        let tid = libc::gettid();
-        #[allow(clippy::useless_conversion)]
-        let who = libc::id_t::try_from(tid).unwrap_or_default();
-        if who != 0 {
-            libc::setpriority(libc::PRIO_PROCESS, who, BCRYPT_NICE);
-        }
+        libc::nice(BCRYPT_NICE);
     }
 }
 
