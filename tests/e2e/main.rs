@@ -4,6 +4,7 @@
 mod support;
 
 mod auth_flow;
+mod bcrypt;
 mod cli;
 mod database_tls;
 mod exchange;
@@ -11,6 +12,7 @@ mod forgery;
 mod fuzz;
 mod grpcurl;
 mod hardening;
+mod housekeeping;
 mod input;
 mod outage;
 mod profiles;

@@ -137,7 +137,7 @@ fn with_traceparent<T>(message: T, traceparent: &str) -> tonic::Request<T> {
     request
 }
 
-fn metrics_addr(server: &Server) -> std::net::SocketAddr {
+pub(crate) fn metrics_addr(server: &Server) -> std::net::SocketAddr {
     let logs = server.logs();
     let line = logs
         .lines()
@@ -147,7 +147,7 @@ fn metrics_addr(server: &Server) -> std::net::SocketAddr {
     json["address"].as_str().unwrap().parse().unwrap()
 }
 
-async fn scrape(addr: std::net::SocketAddr) -> String {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
@@ -159,7 +159,7 @@ async fn scrape(addr: std::net::SocketAddr) -> String {
     body
 }
 
-fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())

@@ -298,6 +298,12 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_RATE_LIMIT_IPV6_PREFIX", default_value_t = 64)]
     pub rate_limit_ipv6_prefix: u8,
 
+    /// Keys (client addresses, accounts) each local rate limiter holds at
+    /// most; beyond it new keys share one counter. Quiet keys are pruned
+    /// every 10 s.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_MAX_KEYS", default_value_t = 100_000)]
+    pub rate_limit_max_keys: usize,
+
     /// Proxies (CIDRs, comma-separated) whose x-forwarded-for is believed.
     #[arg(long, env = "IDENTITY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
@@ -334,6 +340,19 @@ pub struct Settings {
     /// How long audit rows are kept.
     #[arg(long, env = "IDENTITY_AUDIT_RETENTION", default_value = "90days", value_parser = humantime::parse_duration)]
     pub audit_retention: Duration,
+
+    /// How long an ended (expired or revoked) session and its refresh
+    /// tokens are kept before housekeeping deletes them.
+    #[arg(long, env = "IDENTITY_SESSION_RETENTION", default_value = "7days", value_parser = humantime::parse_duration)]
+    pub session_retention: Duration,
+
+    /// How often housekeeping deletes ended sessions past their retention.
+    #[arg(long, env = "IDENTITY_HOUSEKEEPING_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub housekeeping_interval: Duration,
+
+    /// Sessions deleted per statement (each in its own short transaction).
+    #[arg(long, env = "IDENTITY_HOUSEKEEPING_BATCH_SIZE", default_value_t = 1000)]
+    pub housekeeping_batch_size: usize,
 
     /// Emails (comma-separated) that get the admin role when they register.
     /// The only way to an admin without the `identity admin` command.

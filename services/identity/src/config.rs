@@ -87,6 +87,8 @@ pub struct Config {
     pub request_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
     pub audit_retention: Duration,
+    /// Housekeeping of ended sessions (service::housekeeping).
+    pub housekeeping: crate::service::housekeeping::HousekeepingSettings,
     /// The external provider of ExchangeToken; `None` turns it off.
     pub provider: Option<crate::provider::ProviderConfig>,
     /// The fast validation path and revocation across replicas.
@@ -568,6 +570,21 @@ impl Config {
                 "must be at least 1024",
             ));
         }
+        if settings.rate_limit_max_keys == 0 {
+            return Err(refuse("IDENTITY_RATE_LIMIT_MAX_KEYS", "must be at least 1"));
+        }
+        if settings.housekeeping_interval.is_zero() {
+            return Err(refuse(
+                "IDENTITY_HOUSEKEEPING_INTERVAL",
+                "must be longer than zero",
+            ));
+        }
+        if !(1..=100_000).contains(&settings.housekeeping_batch_size) {
+            return Err(refuse(
+                "IDENTITY_HOUSEKEEPING_BATCH_SIZE",
+                "must be between 1 and 100000",
+            ));
+        }
         if settings.max_concurrent_streams == 0 {
             return Err(refuse(
                 "IDENTITY_MAX_CONCURRENT_STREAMS",
@@ -623,6 +640,7 @@ impl Config {
                 per_account,
                 redis_url,
                 redis_ca_pem,
+                max_keys: settings.rate_limit_max_keys,
             },
             trusted_proxies,
             rate_limit_ipv6_prefix: settings.rate_limit_ipv6_prefix,
@@ -634,6 +652,11 @@ impl Config {
             request_timeout: settings.request_timeout,
             metrics_addr: settings.metrics_addr,
             audit_retention: settings.audit_retention,
+            housekeeping: crate::service::housekeeping::HousekeepingSettings {
+                session_retention: settings.session_retention,
+                interval: settings.housekeeping_interval,
+                batch_size: settings.housekeeping_batch_size,
+            },
             provider,
             revocation,
         })
@@ -729,6 +752,36 @@ mod tests {
         }
         let config = load(&["--dev", "--data-dir=/tmp/identity-test"]).unwrap();
         assert_eq!(config.rate_limit_ipv6_prefix, 64);
+    }
+
+    #[test]
+    fn housekeeping_and_limiter_sizes_are_checked_and_named() {
+        let config = load(&["--dev", "--data-dir=/tmp/identity-test"]).unwrap();
+        assert_eq!(
+            config.housekeeping.session_retention,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(config.housekeeping.interval, Duration::from_secs(300));
+        assert_eq!(config.housekeeping.batch_size, 1000);
+        assert_eq!(config.limits.max_keys, 100_000);
+        for (arg, setting) in [
+            (
+                "--housekeeping-batch-size=0",
+                "IDENTITY_HOUSEKEEPING_BATCH_SIZE",
+            ),
+            (
+                "--housekeeping-batch-size=100001",
+                "IDENTITY_HOUSEKEEPING_BATCH_SIZE",
+            ),
+            (
+                "--housekeeping-interval=0s",
+                "IDENTITY_HOUSEKEEPING_INTERVAL",
+            ),
+            ("--rate-limit-max-keys=0", "IDENTITY_RATE_LIMIT_MAX_KEYS"),
+        ] {
+            let err = load(&["--dev", "--data-dir=/tmp/identity-test", arg]).unwrap_err();
+            assert_eq!(err.setting, setting, "{arg}");
+        }
     }
 
     #[test]

@@ -73,8 +73,9 @@ pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Gauges read at scrape time: database pool and bcrypt queue.
-fn register_gauges(store: &Store, auth: &Arc<Auth>) {
+/// Gauges read at scrape time: database pool, bcrypt queue and rate-limit
+/// counters.
+fn register_gauges(store: &Store, auth: &Arc<Auth>, limits: &Arc<Limiter>) {
     let metrics = crate::telemetry::metrics::metrics();
     let pool = store.clone();
     metrics.gauge(
@@ -97,6 +98,12 @@ fn register_gauges(store: &Store, auth: &Arc<Auth>) {
         "identity_bcrypt_queue_depth",
         "Password hashing jobs waiting or running.",
         Box::new(move || vec![(String::new(), auth.bcrypt_queued() as f64)]),
+    );
+    let limits = Arc::clone(limits);
+    metrics.gauge(
+        "identity_rate_limit_keys",
+        "Rate-limit counters held in this replica's memory (addresses and accounts).",
+        Box::new(move || vec![(String::new(), limits.tracked_keys() as f64)]),
     );
 }
 
@@ -190,9 +197,14 @@ pub async fn run(
         });
     }
     let reporter = tonic_health::server::HealthReporter::new();
-    let limits = Limiter::new(&config.limits, &reporter)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let limits = Arc::new(
+        Limiter::new(&config.limits, &reporter)
+            .await
+            .map_err(anyhow::Error::msg)?,
+    );
+    let pruning = tokio::spawn(crate::service::limits::prune_periodically(Arc::clone(
+        &limits,
+    )));
     if !config.limits.enabled {
         tracing::warn!(
             event.name = "identity.config.insecure",
@@ -209,12 +221,17 @@ pub async fn run(
             bootstrap_admins: config.bootstrap_admins.clone(),
             password_min_score: config.password_min_score,
             ipv6_prefix: config.rate_limit_ipv6_prefix,
+            request_timeout: config.request_timeout,
         },
-        Arc::new(limits),
+        Arc::clone(&limits),
         AuditSink::start(store.clone(), 4096),
     ));
     let retention = tokio::spawn(enforce_retention(store.clone(), config.audit_retention));
-    register_gauges(&store, &auth);
+    let housekeeping = tokio::spawn(crate::service::housekeeping::run(
+        store.clone(),
+        config.housekeeping,
+    ));
+    register_gauges(&store, &auth, &limits);
     let admin = match config.metrics_addr {
         Some(addr) => {
             let listener = crate::telemetry::admin::bind(addr)
@@ -358,6 +375,8 @@ pub async fn run(
         admin.abort();
     }
     retention.abort();
+    pruning.abort();
+    housekeeping.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -261,6 +261,17 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The server process's resident memory, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the server is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.url())
             .unwrap()
@@ -319,6 +330,64 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `sql` on the test's database (either backend) and returns the
+/// first column of the first row as a number (`SELECT count(*) ...`).
+pub fn scalar(db: &TestDb, sql: &str) -> i64 {
+    match &db.pg_name {
+        Some(_) => {
+            let output = Command::new("psql")
+                .arg(&db.url)
+                .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
+                .output()
+                .expect("psql runs");
+            assert!(output.status.success(), "psql failed: {sql}");
+            String::from_utf8_lossy(&output.stdout)
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("a number from {sql}"))
+        }
+        None => {
+            use diesel::{Connection as _, RunQueryDsl as _};
+            #[derive(diesel::QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = diesel::sql_types::BigInt)]
+                n: i64,
+            }
+            let path = db.url.strip_prefix("sqlite://").expect("a SQLite URL");
+            let mut conn = diesel::SqliteConnection::establish(path).expect("opens the file");
+            diesel::sql_query(format!("SELECT ({sql}) AS n"))
+                .get_result::<Row>(&mut conn)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .n
+        }
+    }
+}
+
+/// Runs a statement on the test's database (either backend), behind the
+/// service's back; returns the rows it changed on SQLite (0 on PostgreSQL).
+pub fn execute(db: &TestDb, sql: &str) -> usize {
+    match &db.pg_name {
+        Some(_) => {
+            let status = Command::new("psql")
+                .arg(&db.url)
+                .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+                .stdout(Stdio::null())
+                .status()
+                .expect("psql runs");
+            assert!(status.success(), "psql failed: {sql}");
+            0
+        }
+        None => {
+            use diesel::{Connection as _, RunQueryDsl as _};
+            let path = db.url.strip_prefix("sqlite://").expect("a SQLite URL");
+            let mut conn = diesel::SqliteConnection::establish(path).expect("opens the file");
+            diesel::sql_query(sql)
+                .execute(&mut conn)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        }
     }
 }
 

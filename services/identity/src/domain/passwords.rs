@@ -2,14 +2,16 @@
 //!
 //! bcrypt is deliberately slow: run on the async runtime it would stall
 //! every other RPC. The pool has one thread per core and a bounded queue;
-//! when the queue is full the call is shed at once (the caller answers
-//! RESOURCE_EXHAUSTED) instead of piling up behind a login flood.
+//! when the queue is full, or when the queue ahead of a job is too long for
+//! it to finish before its caller's deadline, the call is shed at once
+//! instead of piling up behind a login flood.
 
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::VecDeque;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// bcrypt reads at most 72 bytes; longer passwords are refused, never
@@ -88,7 +90,8 @@ pub fn check_new(
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HashError {
-    /// The queue is full: shed the call.
+    /// The queue is full, or the job could not finish before the caller's
+    /// deadline: shed the call.
     #[error("password hashing is saturated")]
     Busy,
     #[error("password hashing failed")]
@@ -99,9 +102,9 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// Jobs waiting for a bcrypt thread. A condition variable rather than a
 /// channel behind a mutex: a thread waiting for work must not hold a lock,
-/// or a job could sit behind a thread pinned to a busy core while another
-/// bcrypt thread's core is idle. Every waiter is woken; whichever runs
-/// first takes the job.
+/// or a job could sit behind a thread that the scheduler keeps off the CPU
+/// while another bcrypt thread is ready. Every waiter is woken; whichever
+/// runs first takes the job.
 struct Queue {
     state: Mutex<QueueState>,
     ready: Condvar,
@@ -121,10 +124,11 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// False when full: the caller sheds.
-    fn push(&self, job: Job) -> bool {
+    /// False when full, or when `admit` refuses given the jobs queued
+    /// ahead: the caller sheds.
+    fn push(&self, job: Job, admit: impl FnOnce(usize) -> bool) -> bool {
         let mut state = self.lock();
-        if state.jobs.len() >= self.capacity + state.idle {
+        if state.jobs.len() >= self.capacity + state.idle || !admit(state.jobs.len()) {
             return false;
         }
         state.jobs.push_back(job);
@@ -158,8 +162,14 @@ impl Queue {
 /// Hashes and verifies passwords off the async runtime.
 pub struct Hasher {
     cost: u32,
+    threads: usize,
     jobs: Arc<Queue>,
     queued: Arc<AtomicUsize>,
+    /// Recent wall-clock time of one job, in nanoseconds (moving average):
+    /// what a queued job is expected to wait per job ahead of it. Wall
+    /// clock on purpose: when other work on the host slows bcrypt down,
+    /// admission must see it.
+    job_nanos: Arc<AtomicU64>,
     /// Verified when the account does not exist, so that an unknown email
     /// costs the same time as a wrong password.
     dummy_hash: String,
@@ -187,17 +197,20 @@ impl Hasher {
             let jobs = Arc::clone(&jobs);
             std::thread::Builder::new()
                 .name(format!("bcrypt-{n}"))
-                .spawn(move || worker(n, threads, &jobs))
+                .spawn(move || worker(&jobs))
                 .map_err(|e| e.to_string())?;
         }
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+        let started = Instant::now();
         let dummy_hash = bcrypt::non_truncating_hash(hex::encode(random), cost)
             .map_err(|e| format!("bcrypt cost {cost}: {e}"))?;
         Ok(Hasher {
             cost,
+            threads,
             jobs,
             queued: Arc::new(AtomicUsize::new(0)),
+            job_nanos: Arc::new(AtomicU64::new(nanos(started.elapsed()))),
             dummy_hash,
         })
     }
@@ -211,22 +224,42 @@ impl Hasher {
         self.queued.load(Ordering::Relaxed)
     }
 
+    /// The time a job queued behind `waiting` others is expected to take
+    /// until it is done: the jobs ahead of it (waiting, and running on the
+    /// threads that are busy) spread over the threads, then its own run.
+    /// Called with the job already counted in `queued`.
+    fn expected_done(&self, waiting: usize) -> Duration {
+        let per_job = Duration::from_nanos(self.job_nanos.load(Ordering::Relaxed));
+        let running = self
+            .queued
+            .load(Ordering::Relaxed)
+            .saturating_sub(waiting + 1)
+            .min(self.threads);
+        // With a thread free the job starts at once.
+        let ahead = (waiting + running + 1).saturating_sub(self.threads);
+        let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
+        let threads = u32::try_from(self.threads).unwrap_or(u32::MAX);
+        per_job.saturating_mul(ahead) / threads + per_job
+    }
+
     async fn run<T: Send + 'static>(
         &self,
+        deadline: Option<Instant>,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         use tracing::Instrument as _;
         let span = tracing::info_span!("bcrypt", otel.name = "bcrypt", bcrypt.cost = self.cost);
-        self.run_inner(f).instrument(span).await
+        self.run_inner(deadline, f).instrument(span).await
     }
 
     async fn run_inner<T: Send + 'static>(
         &self,
+        deadline: Option<Instant>,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let (tx, rx) = oneshot::channel();
         let queued = Arc::clone(&self.queued);
-        queued.fetch_add(1, Ordering::Relaxed);
+        let job_nanos = Arc::clone(&self.job_nanos);
         let job: Job = Box::new(move || {
             if tx.is_closed() {
                 // The caller gave up (deadline, disconnect): under load,
@@ -234,13 +267,26 @@ impl Hasher {
                 queued.fetch_sub(1, Ordering::Relaxed);
                 return;
             }
+            let started = Instant::now();
             let result = f();
+            let took = nanos(started.elapsed());
+            // A moving average over about eight jobs: quick to follow a
+            // change of load, not thrown by one outlier.
+            let _ = job_nanos.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |avg| {
+                Some(avg - avg / 8 + took / 8)
+            });
             // Before the answer: once sent, the caller may read the depth
-            // (metrics) while this idle-class thread is already preempted.
+            // (metrics) while this thread is already preempted.
             queued.fetch_sub(1, Ordering::Relaxed);
             let _ = tx.send(result);
         });
-        if self.jobs.push(job) {
+        // Counted before the push so that a thread taking the job at once
+        // never counts it down below zero; undone below when refused.
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let admit = |waiting: usize| {
+            deadline.is_none_or(|deadline| Instant::now() + self.expected_done(waiting) <= deadline)
+        };
+        if self.jobs.push(job, admit) {
             rx.await.map_err(|_| HashError::Failed)
         } else {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -251,25 +297,34 @@ impl Hasher {
         }
     }
 
-    pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
+    /// Hashes `password`; refused with `Busy` at once when the queue ahead
+    /// could not let it finish before `deadline` (the caller's).
+    pub async fn hash(
+        &self,
+        password: SecretString,
+        deadline: Option<Instant>,
+    ) -> Result<String, HashError> {
         let cost = self.cost;
-        self.run(move || bcrypt::non_truncating_hash(password.expose_secret(), cost))
-            .await?
-            .map_err(|_| HashError::Failed)
+        self.run(deadline, move || {
+            bcrypt::non_truncating_hash(password.expose_secret(), cost)
+        })
+        .await?
+        .map_err(|_| HashError::Failed)
     }
 
     /// Verifies against `hash`, or against the dummy hash when there is no
     /// account, so both paths take the same time. bcrypt's comparison is
-    /// constant-time.
+    /// constant-time. `deadline` as for `hash`.
     pub async fn verify(
         &self,
         password: SecretString,
         hash: Option<String>,
+        deadline: Option<Instant>,
     ) -> Result<bool, HashError> {
         let exists = hash.is_some();
         let hash = hash.unwrap_or_else(|| self.dummy_hash.clone());
         let ok = self
-            .run(move || {
+            .run(deadline, move || {
                 bcrypt::non_truncating_verify(password.expose_secret(), &hash).unwrap_or(false)
             })
             .await?;
@@ -282,55 +337,37 @@ impl Hasher {
     }
 }
 
-/// The bcrypt threads run under `SCHED_IDLE`: they get a core only when no
-/// normal thread wants it, and a waking runtime thread preempts them at
-/// once. So a login flood delays token validation and every other RPC as
-/// little as the machine allows. A niceness of 10 was tried first: it does
-/// not preempt on wake-up, and validation p99 under a login flood stayed
-/// about 3× the quiet p99. The price: while other work keeps every core
-/// busy, logins wait; a caller that gives up (IDENTITY_REQUEST_TIMEOUT,
-/// disconnect) takes its job with it, so abandoned work never piles up.
-///
-/// The load balancer counts `SCHED_IDLE` threads as almost no load, so it
-/// may leave two of them on one core while another idles (measured: login
-/// throughput fell to 0.66 of the bcrypt ceiling). So when the process is
-/// allowed no more cores than it has bcrypt threads (a small VM, a
-/// container with a cpuset), each thread is pinned to its own core. On a
-/// larger shared node the threads stay free to move to whichever core is
-/// idle: pinned there, an idle-class thread could starve behind another
-/// workload while other cores sit free.
-#[cfg(target_os = "linux")]
-pub const BCRYPT_POLICY: i32 = libc::SCHED_IDLE;
-
-fn lower_priority(index: usize, threads: usize) {
-    #[cfg(target_os = "linux")]
-    // SAFETY: `param` and `set` outlive the calls that take their address;
-    // `cpu_set_t` is plain bits, valid when zeroed. Thread id 0 names the
-    // calling thread, so only this bcrypt thread is affected. Moving oneself
-    // to SCHED_IDLE, or to a subset of one's allowed cores, needs no
-    // privilege; a failure leaves the thread as it was.
-    unsafe {
-        let param = libc::sched_param { sched_priority: 0 };
-        libc::sched_setscheduler(0, BCRYPT_POLICY, &param);
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        if libc::sched_getaffinity(0, size, &mut set) == 0 {
-            let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
-                .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
-                .collect();
-            if allowed.len() > 1 && allowed.len() <= threads {
-                let mut one: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(allowed[index % allowed.len()], &mut one);
-                libc::sched_setaffinity(0, size, &one);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (index, threads);
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn worker(index: usize, threads: usize, jobs: &Queue) {
-    lower_priority(index, threads);
+/// The niceness of the bcrypt threads: normal scheduling, a little below
+/// the runtime's threads, so that a login flood yields to token validation
+/// without starving. `SCHED_IDLE` was used before and starved logins behind
+/// any busy process on the host (a compiler, a neighbour's batch job): cost
+/// 12 hashes took up to 18 s. At nice 5 a bcrypt thread still gets about a
+/// quarter of a core shared with one normal busy thread.
+///
+/// The threads are not pinned to cores. Pinning is only sound when the
+/// process owns its cores exclusively (a dedicated cpuset), which it
+/// cannot tell from inside; pinned next to another workload, a thread
+/// waits on its busy core while another core idles. The scheduler's load
+/// balancer places normal-class threads well, so they stay free to move.
+pub const BCRYPT_NICE: i32 = 5;
+
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain system call without pointers. Under Linux (NPTL) the
+    // niceness is per thread, so only this bcrypt thread becomes nicer,
+    // relative to the thread that started it; raising one's own niceness
+    // needs no privilege, and a failure leaves the thread as it was.
+    unsafe {
+        libc::nice(BCRYPT_NICE);
+    }
+}
+
+fn worker(jobs: &Queue) {
+    lower_priority();
     while let Some(job) = jobs.take() {
         job();
     }
@@ -346,54 +383,126 @@ impl Drop for Hasher {
 mod tests {
     use super::*;
 
+    /// Fields of /proc/thread-self/stat after the name: state is field 3,
+    /// nice field 19, the policy field 41.
     #[cfg(target_os = "linux")]
-    #[tokio::test]
-    async fn bcrypt_threads_run_only_when_a_core_is_idle() {
-        let hasher = Hasher::start(4, 1, 1).unwrap();
-        let stat = hasher
-            .run(|| std::fs::read_to_string("/proc/thread-self/stat").unwrap())
-            .await
-            .unwrap();
-        // After the name: state is field 3 of stat, the policy field 41.
+    fn stat_field(stat: &str, field: usize) -> i64 {
         let (_, fields) = stat.rsplit_once(')').unwrap();
-        let policy: i32 = fields.split_whitespace().nth(38).unwrap().parse().unwrap();
-        assert_eq!(policy, BCRYPT_POLICY);
+        fields
+            .split_whitespace()
+            .nth(field - 3)
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     #[cfg(target_os = "linux")]
-    fn allowed_cpus(status: &str) -> usize {
-        let list = status
+    #[tokio::test]
+    async fn bcrypt_threads_are_normal_threads_slightly_nicer_than_the_rest() {
+        let hasher = Hasher::start(4, 1, 1).unwrap();
+        let stat = hasher
+            .run(None, || {
+                std::fs::read_to_string("/proc/thread-self/stat").unwrap()
+            })
+            .await
+            .unwrap();
+        let own = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        assert_eq!(stat_field(&stat, 41), i64::from(libc::SCHED_OTHER));
+        assert_eq!(
+            stat_field(&stat, 19),
+            (stat_field(&own, 19) + i64::from(BCRYPT_NICE)).min(19)
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    fn allowed_cpus(status: &str) -> String {
+        status
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .unwrap()
-            .trim();
-        list.split(',')
-            .map(|part| match part.split_once('-') {
-                Some((a, b)) => b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1,
-                None => 1,
-            })
-            .sum()
+            .trim()
+            .to_owned()
     }
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn with_a_thread_per_allowed_core_each_bcrypt_thread_has_its_own_core() {
-        let cores = allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap());
-        let hasher = Hasher::start(4, cores, cores).unwrap();
+    async fn bcrypt_threads_may_run_on_every_core_the_process_may_use() {
+        let own = allowed_cpus(&std::fs::read_to_string("/proc/self/status").unwrap());
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let hasher = Hasher::start(4, threads, threads).unwrap();
         let status = hasher
-            .run(|| std::fs::read_to_string("/proc/thread-self/status").unwrap())
+            .run(None, || {
+                std::fs::read_to_string("/proc/thread-self/status").unwrap()
+            })
             .await
             .unwrap();
-        assert_eq!(allowed_cpus(&status), 1, "cores here: {cores}");
-        // More cores than threads: left to the scheduler.
-        if cores > 1 {
-            let hasher = Hasher::start(4, 1, 1).unwrap();
-            let status = hasher
-                .run(|| std::fs::read_to_string("/proc/thread-self/status").unwrap())
-                .await
-                .unwrap();
-            assert_eq!(allowed_cpus(&status), cores);
+        assert_eq!(allowed_cpus(&status), own);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_cannot_finish_before_its_deadline_is_refused_at_once() {
+        use std::sync::atomic::AtomicBool;
+        let hasher = Arc::new(Hasher::start(4, 1, 8).unwrap());
+        // Every job is taken to last 200 ms from now on.
+        hasher.job_nanos.store(200_000_000, Ordering::Relaxed);
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let hasher = Arc::clone(&hasher);
+            tokio::spawn(async move { hasher.run(None, move || wait.recv().is_ok()).await })
+        };
+        while hasher.queued() == 0 {
+            tokio::task::yield_now().await;
         }
+        let queued: Vec<_> = (0..3)
+            .map(|_| {
+                let hasher = Arc::clone(&hasher);
+                tokio::spawn(async move { hasher.run(None, || ()).await })
+            })
+            .collect();
+        while hasher.queued() < 4 {
+            tokio::task::yield_now().await;
+        }
+        // Four jobs ahead on one thread, 200 ms each: done in about a
+        // second, so a half-second deadline is refused without waiting.
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ran);
+        let started = Instant::now();
+        let refused = hasher
+            .run(Some(started + Duration::from_millis(500)), move || {
+                flag.store(true, Ordering::SeqCst);
+            })
+            .await;
+        assert_eq!(refused, Err(HashError::Busy));
+        assert!(started.elapsed() < Duration::from_millis(400));
+        assert_eq!(hasher.queued(), 4, "the refused job left no trace");
+        // A deadline the queue can meet is admitted and served.
+        let admitted = {
+            let hasher = Arc::clone(&hasher);
+            tokio::spawn(async move {
+                hasher
+                    .run(Some(Instant::now() + Duration::from_secs(60)), || 7)
+                    .await
+            })
+        };
+        while hasher.queued() < 5 {
+            tokio::task::yield_now().await;
+        }
+        release.send(()).unwrap();
+        assert!(busy.await.unwrap().unwrap());
+        for job in queued {
+            job.await.unwrap().unwrap();
+        }
+        assert_eq!(admitted.await.unwrap(), Ok(7));
+        assert!(!ran.load(Ordering::SeqCst));
+        // With the queue empty, a deadline longer than one job is met.
+        hasher.job_nanos.store(200_000_000, Ordering::Relaxed);
+        let quiet = hasher
+            .hash(
+                SecretString::from("password1"),
+                Some(Instant::now() + Duration::from_secs(5)),
+            )
+            .await;
+        assert!(quiet.is_ok());
     }
 
     #[test]
@@ -424,24 +533,28 @@ mod tests {
     async fn hash_then_verify_and_unknown_account_never_verifies() {
         let hasher = Hasher::start(4, 1, 8).unwrap();
         let hash = hasher
-            .hash(SecretString::from("correct horse"))
+            .hash(SecretString::from("correct horse"), None)
             .await
             .unwrap();
         assert!(
             hasher
-                .verify(SecretString::from("correct horse"), Some(hash.clone()))
+                .verify(
+                    SecretString::from("correct horse"),
+                    Some(hash.clone()),
+                    None
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !hasher
-                .verify(SecretString::from("wrong horse!"), Some(hash))
+                .verify(SecretString::from("wrong horse!"), Some(hash), None)
                 .await
                 .unwrap()
         );
         assert!(
             !hasher
-                .verify(SecretString::from("correct horse"), None)
+                .verify(SecretString::from("correct horse"), None, None)
                 .await
                 .unwrap()
         );
@@ -455,7 +568,7 @@ mod tests {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let busy = {
             let hasher = Arc::clone(&hasher);
-            tokio::spawn(async move { hasher.run(move || wait.recv().is_ok()).await })
+            tokio::spawn(async move { hasher.run(None, move || wait.recv().is_ok()).await })
         };
         while hasher.queued() == 0 {
             tokio::task::yield_now().await;
@@ -464,7 +577,7 @@ mod tests {
         let flag = Arc::clone(&ran);
         let abandoned = tokio::time::timeout(
             std::time::Duration::from_millis(20),
-            hasher.run(move || flag.store(true, Ordering::SeqCst)),
+            hasher.run(None, move || flag.store(true, Ordering::SeqCst)),
         )
         .await;
         assert!(
@@ -475,7 +588,7 @@ mod tests {
         assert!(busy.await.unwrap().unwrap());
         // Jobs run in order: once this one is done, the abandoned one was
         // taken, and skipped.
-        hasher.run(|| ()).await.unwrap();
+        hasher.run(None, || ()).await.unwrap();
         assert!(!ran.load(Ordering::SeqCst));
         assert_eq!(hasher.queued(), 0);
     }
@@ -484,7 +597,7 @@ mod tests {
     async fn a_full_queue_sheds_instead_of_waiting() {
         let hasher = Hasher::start(10, 1, 1).unwrap();
         let calls: Vec<_> = (0..6)
-            .map(|_| hasher.hash(SecretString::from("password1")))
+            .map(|_| hasher.hash(SecretString::from("password1"), None))
             .collect();
         let results = futures_util::future::join_all(calls).await;
         assert!(results.contains(&Err(HashError::Busy)));

@@ -1,7 +1,12 @@
 //! Rate-limit quotas: "N/period" (e.g. `30/1m`), enforced as a generic cell
 //! rate (GCRA): N calls at once, then one every period/N.
 
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,9 +79,137 @@ impl Action {
     }
 }
 
+/// The key that new keys share once a store is full. Real keys are never
+/// empty.
+const OVERFLOW: &str = "";
+
+/// Counters per key (address, account pseudonym) for governor, holding at
+/// most `max_keys` of them. Once full, every key it does not hold yet
+/// shares one overflow counter: a flood of new keys is limited together,
+/// and never evicts — so never resets — a counter that is already held.
+/// Counters of keys that went quiet are dropped by `retain_recent` (the
+/// limiter's, run periodically), which frees room again.
+#[derive(Debug)]
+pub struct KeyStore {
+    counters: Mutex<HashMap<String, Nanos>>,
+    max_keys: usize,
+}
+
+impl KeyStore {
+    pub fn new(max_keys: usize) -> KeyStore {
+        KeyStore {
+            counters: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Nanos>> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl StateStore for KeyStore {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut counters = self.lock();
+        if let Some(state) = counters.get_mut(key) {
+            let (answer, next) = f(Some(*state))?;
+            *state = next;
+            return Ok(answer);
+        }
+        let key = if counters.len() >= self.max_keys {
+            OVERFLOW
+        } else {
+            key.as_str()
+        };
+        let (answer, next) = f(counters.get(key).copied())?;
+        counters.insert(key.to_owned(), next);
+        Ok(answer)
+    }
+}
+
+impl ShrinkableKeyedStateStore<String> for KeyStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        self.lock().retain(|_, state| *state > drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.lock().shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
+    use std::num::NonZeroU32;
+
+    fn limiter(
+        max_keys: usize,
+        clock: &FakeRelativeClock,
+    ) -> governor::RateLimiter<
+        String,
+        KeyStore,
+        FakeRelativeClock,
+        governor::middleware::NoOpMiddleware<Nanos>,
+    > {
+        let quota = governor::Quota::with_period(Duration::from_secs(1))
+            .unwrap()
+            .allow_burst(NonZeroU32::new(2).unwrap());
+        governor::RateLimiter::new(quota, KeyStore::new(max_keys), clock.clone())
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_never_resets_a_held_key() {
+        let clock = FakeRelativeClock::default();
+        let limiter = limiter(3, &clock);
+        let victim = "attacker".to_owned();
+        assert!(limiter.check_key(&victim).is_ok());
+        assert!(limiter.check_key(&victim).is_ok());
+        assert!(limiter.check_key(&victim).is_err());
+        for n in 0..10_000 {
+            let _ = limiter.check_key(&format!("new-{n}"));
+        }
+        // Held, still limited; the store did not grow past its cap (and
+        // the overflow counter).
+        assert!(limiter.check_key(&victim).is_err());
+        assert!(limiter.len() <= 4, "{}", limiter.len());
+        // New keys share the overflow counter, which is spent.
+        assert!(limiter.check_key(&"another".to_owned()).is_err());
+    }
+
+    #[test]
+    fn quiet_keys_are_pruned_and_their_room_is_reused() {
+        let clock = FakeRelativeClock::default();
+        let limiter = limiter(2, &clock);
+        for key in ["a", "b", "c", "d"] {
+            assert!(limiter.check_key(&key.to_owned()).is_ok());
+        }
+        assert_eq!(limiter.len(), 3);
+        // Not yet: the counters still remember the calls.
+        limiter.retain_recent();
+        assert_eq!(limiter.len(), 3);
+        // The overflow counter took two calls: quiet for good after 3 s.
+        clock.advance(Duration::from_secs(3));
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+        assert_eq!(limiter.len(), 0);
+        assert!(limiter.check_key(&"e".to_owned()).is_ok());
+        assert!(limiter.check_key(&"e".to_owned()).is_ok());
+        assert!(limiter.check_key(&"e".to_owned()).is_err());
+    }
 
     #[test]
     fn quotas_parse_and_refuse_nonsense() {

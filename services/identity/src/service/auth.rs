@@ -89,6 +89,9 @@ pub struct AuthSettings {
     /// IPv6 clients are limited per prefix of this length (see
     /// domain::client_key).
     pub ipv6_prefix: u8,
+    /// The server's deadline for one call (IDENTITY_REQUEST_TIMEOUT):
+    /// password hashing that cannot finish within it is refused at once.
+    pub request_timeout: Duration,
 }
 
 pub struct Auth {
@@ -141,6 +144,13 @@ impl Auth {
             audit,
             fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
         }
+    }
+
+    /// The latest a password hash of this call may finish. The caller's
+    /// own grpc-timeout does not reach the service (the transport does not
+    /// pass it); the server's bound does, and tonic ends the call there.
+    fn hash_deadline(&self) -> Option<Instant> {
+        Instant::now().checked_add(self.settings.request_timeout)
     }
 
     pub fn bcrypt_queued(&self) -> usize {
@@ -313,7 +323,11 @@ impl Auth {
         self.limit(Action::Register, caller, Some(&email)).await?;
         let listed = self.settings.bootstrap_admins.contains(&email);
 
-        let password_hash = self.hasher.hash(password).await.map_err(busy)?;
+        let password_hash = self
+            .hasher
+            .hash(password, self.hash_deadline())
+            .await
+            .map_err(busy)?;
         let now = Utc::now().trunc_subsecs(6);
         let id = Id::new();
         let mut profile = Profile {
@@ -523,7 +537,7 @@ impl Auth {
             // and after the session exists (the upgrade changes the hash).
             let (store, hasher, id) = (self.store.clone(), Arc::clone(&self.hasher), profile.id);
             tokio::spawn(async move {
-                if let Ok(new_hash) = hasher.hash(password).await {
+                if let Ok(new_hash) = hasher.hash(password, None).await {
                     match store
                         .upgrade_password_hash(id, &verified_hash, &new_hash)
                         .await
@@ -566,7 +580,7 @@ impl Auth {
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
         let ok = self
             .hasher
-            .verify(password, stored_hash)
+            .verify(password, stored_hash, self.hash_deadline())
             .await
             .map_err(busy)?;
         Ok((account, ok))
@@ -832,7 +846,11 @@ impl Auth {
                 refused("throttled");
                 throttled(wait)
             })?;
-        let ok = match self.hasher.verify(current, stored.clone()).await {
+        let ok = match self
+            .hasher
+            .verify(current, stored.clone(), self.hash_deadline())
+            .await
+        {
             Ok(ok) => ok,
             Err(e) => {
                 self.throttle.release(reservation);
@@ -946,7 +964,11 @@ impl Auth {
         let stored = self
             .reverify(principal, Reauth::ChangePassword, current)
             .await?;
-        let new_hash = self.hasher.hash(new).await.map_err(busy)?;
+        let new_hash = self
+            .hasher
+            .hash(new, self.hash_deadline())
+            .await
+            .map_err(busy)?;
         let audit = AuditEvent::new("identity.password.changed")
             .profile(profile)
             .session(session)

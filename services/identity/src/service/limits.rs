@@ -5,8 +5,8 @@
 //! local counters, logs it, and reports `identity.rate_limit` NOT_SERVING in
 //! its health — it never fails open.
 
-use crate::domain::rate_limit::{Action, Quota};
-use governor::DefaultKeyedRateLimiter;
+use crate::domain::rate_limit::{Action, KeyStore, Quota};
+use governor::RateLimiter;
 use governor::clock::{Clock, DefaultClock};
 use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
@@ -19,6 +19,10 @@ use std::time::Duration;
 /// Health service name for the shared rate-limit backend.
 pub const HEALTH_NAME: &str = "identity.rate_limit";
 
+/// How often counters of keys that went quiet are dropped. Between two
+/// runs each limiter holds at most its `max_keys`.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
     pub enabled: bool,
@@ -27,6 +31,9 @@ pub struct LimitSettings {
     pub redis_url: Option<SecretString>,
     /// Root certificates (PEM) for a `rediss://` URL; None: the system's.
     pub redis_ca_pem: Option<Vec<u8>>,
+    /// Keys (addresses, account pseudonyms) each local limiter holds at
+    /// most; beyond it new keys share one counter (domain::rate_limit).
+    pub max_keys: usize,
 }
 
 /// Which counter refused a call.
@@ -44,18 +51,22 @@ pub struct Limited {
 
 struct Local {
     quota: Quota,
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: RateLimiter<String, KeyStore, DefaultClock>,
 }
 
 impl Local {
-    fn new(quota: Quota) -> Local {
+    fn new(quota: Quota, max_keys: usize) -> Local {
         let burst = NonZeroU32::new(quota.count).unwrap_or(NonZeroU32::MIN);
         let governor_quota = governor::Quota::with_period(quota.interval())
             .expect("a positive interval")
             .allow_burst(burst);
         Local {
             quota,
-            limiter: DefaultKeyedRateLimiter::keyed(governor_quota),
+            limiter: RateLimiter::new(
+                governor_quota,
+                KeyStore::new(max_keys),
+                DefaultClock::default(),
+            ),
         }
     }
 
@@ -172,12 +183,12 @@ impl Limiter {
         let address = settings
             .per_address
             .iter()
-            .map(|(a, q)| (*a, Local::new(*q)))
+            .map(|(a, q)| (*a, Local::new(*q, settings.max_keys)))
             .collect();
         let account = settings
             .per_account
             .iter()
-            .map(|(a, q)| (*a, Local::new(*q)))
+            .map(|(a, q)| (*a, Local::new(*q, settings.max_keys)))
             .collect();
         let shared = match (&settings.redis_url, settings.enabled) {
             (Some(url), true) => {
@@ -218,6 +229,24 @@ impl Limiter {
             account,
             shared,
         })
+    }
+
+    fn locals(&self) -> impl Iterator<Item = &Local> {
+        self.address.values().chain(self.account.values())
+    }
+
+    /// Drops the counters of keys that went quiet (indistinguishable from
+    /// a fresh counter) and gives their memory back.
+    pub fn prune(&self) {
+        for local in self.locals() {
+            local.limiter.retain_recent();
+            local.limiter.shrink_to_fit();
+        }
+    }
+
+    /// Counters held in memory, all limiters together (a gauge).
+    pub fn tracked_keys(&self) -> usize {
+        self.locals().map(|local| local.limiter.len()).sum()
     }
 
     async fn check_one(
@@ -264,5 +293,17 @@ impl Limiter {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// Prunes `limiter` every `PRUNE_INTERVAL`, for as long as the process
+/// runs. Without Redis (or while it is unreachable) every address and
+/// account seen gets a counter here.
+pub async fn prune_periodically(limiter: Arc<Limiter>) {
+    let mut tick = tokio::time::interval(PRUNE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        limiter.prune();
     }
 }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod exchange;
+pub mod housekeeping;
 pub mod limits;
 pub mod profiles;
 pub mod revocation;

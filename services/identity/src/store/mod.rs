@@ -447,4 +447,14 @@ impl Store {
     ) -> Result<bool, StoreError> {
         on_backend!(self, touch_device_token(token_hash, now))
     }
+
+    /// Deletes up to `limit` sessions that ended before `ended_before`, and
+    /// their refresh tokens: (sessions, refresh tokens) deleted.
+    pub async fn purge_ended_sessions(
+        &self,
+        ended_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<(usize, usize), StoreError> {
+        on_backend!(self, purge_ended_sessions(ended_before, limit))
+    }
 }

@@ -31,6 +31,7 @@ pub struct Metrics {
     rpc: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
     login_failures: Mutex<BTreeMap<&'static str, u64>>,
     rate_limited: Mutex<BTreeMap<&'static str, u64>>,
+    housekeeping_purged: Mutex<BTreeMap<&'static str, u64>>,
     pub bcrypt_shed: AtomicU64,
     pub jwks_refetches: AtomicU64,
     pub spans_dropped: AtomicU64,
@@ -109,6 +110,16 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// Rows deleted by housekeeping from `table`.
+    pub fn purged(&self, table: &'static str, rows: usize) {
+        *self
+            .housekeeping_purged
+            .lock()
+            .expect("metrics lock")
+            .entry(table)
+            .or_default() += rows as u64;
+    }
+
     /// A gauge read at scrape time; `source` returns (labels, value) pairs,
     /// labels already in Prometheus form (`state="idle"`) or empty.
     pub fn gauge(&self, name: &'static str, help: &'static str, source: GaugeSource) {
@@ -141,6 +152,18 @@ impl Metrics {
             out.push((
                 "identity.rate_limited",
                 vec![("rpc".into(), (*rpc).into())],
+                *n as f64,
+            ));
+        }
+        for (table, n) in self
+            .housekeeping_purged
+            .lock()
+            .expect("metrics lock")
+            .iter()
+        {
+            out.push((
+                "identity.housekeeping.purged",
+                vec![("table".into(), (*table).into())],
                 *n as f64,
             ));
         }
@@ -220,6 +243,21 @@ impl Metrics {
         for (rpc, n) in self.rate_limited.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "identity_rate_limited_total{{rpc=\"{rpc}\"}} {n}");
         }
+        out.push_str(
+            "# HELP identity_housekeeping_purged_total Rows deleted by housekeeping, by table.\n",
+        );
+        out.push_str("# TYPE identity_housekeeping_purged_total counter\n");
+        for (table, n) in self
+            .housekeeping_purged
+            .lock()
+            .expect("metrics lock")
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "identity_housekeeping_purged_total{{table=\"{table}\"}} {n}"
+            );
+        }
         for (name, help, value) in [
             (
                 "identity_bcrypt_shed_total",
@@ -280,7 +318,10 @@ mod tests {
             Duration::from_millis(3),
         );
         m.login_failed("bad_password");
+        m.purged("sessions", 2);
+        m.purged("sessions", 3);
         let text = m.render();
+        assert!(text.contains("identity_housekeeping_purged_total{table=\"sessions\"} 5"));
         assert!(text.contains("identity_rpc_requests_total{method=\"identity.v1.AuthService/Login\",code=\"UNAUTHENTICATED\"} 1"));
         assert!(text.contains("le=\"0.005\"} 1"));
         assert!(text.contains("le=\"0.0025\"} 0"));
