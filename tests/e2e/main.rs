@@ -15,6 +15,7 @@ mod input;
 mod outage;
 mod profiles;
 mod redis_tls;
+mod register_cost;
 mod revocation;
 mod takeover;
 mod telemetry;
