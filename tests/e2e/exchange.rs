@@ -1073,3 +1073,105 @@ async fn a_jwks_server_with_an_untrusted_certificate_is_never_believed() {
         .unwrap_or_else(|s| panic!("{s:?}\n{}", trusting.logs()));
     assert_eq!(done.profile.unwrap().auth_id, user.id);
 }
+
+/// Serves `body` as JSON to every HTTP/1.1 request; its port.
+async fn static_json_server(body: String) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// A provider that signs with the key this service signs its own access
+/// tokens with (a shared key, or a provider issuing RFC 9068 access tokens
+/// beside its sign-in JWTs): an `at+jwt` is no sign-in, whatever it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_token_signed_by_the_providers_key_is_no_sign_in() {
+    use ed25519_dalek::pkcs8::DecodePrivateKey as _;
+    let db = TestDb::new(Backend::Sqlite);
+    let pem = generate_ed25519_pem().unwrap();
+    let key_file = db.dir.path().join("shared-key.pem");
+    std::fs::write(&key_file, pem.expose_secret()).unwrap();
+    let kid = identity::domain::tokens::Ed25519Key::from_pem(pem.expose_secret(), "shared")
+        .unwrap()
+        .kid()
+        .to_owned();
+    let public = ed25519_dalek::SigningKey::from_pkcs8_pem(pem.expose_secret())
+        .unwrap()
+        .verifying_key();
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                                "kid": kid, "x": B64.encode(public.as_bytes())}]});
+    let port = static_json_server(jwks.to_string()).await;
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default()
+            .env("IDENTITY_SIGNING_KEY_FILE", key_file.display().to_string())
+            .env("IDENTITY_ISSUER", ISSUER)
+            .env("IDENTITY_AUDIENCE", AUDIENCE)
+            .env(
+                "IDENTITY_PROVIDER_JWKS_URL",
+                format!("http://127.0.0.1:{port}/jwks"),
+            )
+            .env("IDENTITY_PROVIDER_ISSUER", ISSUER)
+            .env("IDENTITY_PROVIDER_AUDIENCE", AUDIENCE)
+            .env("IDENTITY_PROVIDER_JWKS_TIMEOUT", "2s"),
+    );
+    provider_serving(&server).await;
+    let mut auth = server.auth().await;
+    let access = crate::support::register(&mut auth, &email("shared"))
+        .await
+        .access_token;
+    assert_eq!(
+        decode_part(access.split('.').next().unwrap())["typ"],
+        "at+jwt"
+    );
+    assert_refused(exchange(&mut auth, &access).await, "an at+jwt access token");
+
+    // The same key and claims as a plain JWT is a sign-in: the refusal above
+    // is the `typ`, nothing else.
+    let n = now();
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(kid);
+    let claims = json!({"sub": claims_of(&access)["sub"], "iss": ISSUER, "aud": AUDIENCE,
+                        "iat": n, "exp": n + 600});
+    let plain = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_ed_pem(pem.expose_secret().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    exchange(&mut auth, &plain)
+        .await
+        .expect("a plain JWT of the provider's key");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server
+                .logs()
+                .lines()
+                .any(|l| l.contains("identity.exchange.refused") && l.contains("wrong_type"))
+        })
+        .await,
+        "the refusal's reason is logged"
+    );
+}

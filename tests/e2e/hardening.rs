@@ -399,7 +399,7 @@ async fn a_login_flood_is_shed_with_retry_info_and_never_fails_token_validation(
     );
 }
 
-async fn write_tls_files(
+pub(crate) async fn write_tls_files(
     dir: &std::path::Path,
     name: &str,
     cert: &str,
@@ -417,7 +417,7 @@ async fn write_tls_files(
     )
 }
 
-async fn tls_channel(
+pub(crate) async fn tls_channel(
     addr: std::net::SocketAddr,
     ca: &str,
     client: Option<(&str, &str)>,

@@ -17,6 +17,7 @@ mod input;
 mod outage;
 mod profiles;
 mod redis_tls;
+mod register_cost;
 mod revocation;
 mod takeover;
 mod telemetry;

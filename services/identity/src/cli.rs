@@ -308,6 +308,12 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
 
+    /// Peers (CIDRs, comma-separated) whose W3C trace context (traceparent,
+    /// tracestate) is continued; anyone else's call starts a new trace that
+    /// only links to theirs. mTLS clients (a verified certificate) always are.
+    #[arg(long, env = "IDENTITY_TRACE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trace_trusted_proxies: Vec<String>,
+
     /// Smallest zxcvbn score (0-4) a new password needs.
     #[arg(long, env = "IDENTITY_PASSWORD_MIN_SCORE", default_value_t = 3)]
     pub password_min_score: u8,

@@ -79,6 +79,8 @@ pub struct Config {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// IPv6 clients are limited per prefix of this length.
     pub rate_limit_ipv6_prefix: u8,
+    /// Peers whose trace context is continued (mTLS clients always are).
+    pub trace_trusted_proxies: Vec<ipnet::IpNet>,
     pub password_min_score: u8,
     pub tls_reload_interval: Duration,
     pub grpc_web_origins: Vec<http::HeaderValue>,
@@ -234,6 +236,21 @@ fn read_file_setting(setting: &'static str, path: &Path) -> Result<(), ConfigErr
     std::fs::metadata(path)
         .map(drop)
         .map_err(|e| refuse(setting, format!("{}: {e}", path.display())))
+}
+
+/// A list of CIDRs or single addresses (empty entries skipped).
+fn networks(setting: &'static str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    entries
+        .iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| refuse(setting, format!("`{entry}` is not an address or CIDR")))
+        })
+        .collect()
 }
 
 impl Config {
@@ -496,28 +513,11 @@ impl Config {
             }
         };
         let redis_url = redis_url.map(SecretString::from);
-        let mut trusted_proxies = Vec::new();
-        for cidr in settings
-            .trusted_proxies
-            .iter()
-            .filter(|c| !c.trim().is_empty())
-        {
-            let net = cidr
-                .trim()
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| {
-                    cidr.trim()
-                        .parse::<std::net::IpAddr>()
-                        .map(ipnet::IpNet::from)
-                })
-                .map_err(|_| {
-                    refuse(
-                        "IDENTITY_TRUSTED_PROXIES",
-                        format!("`{cidr}` is not an address or CIDR"),
-                    )
-                })?;
-            trusted_proxies.push(net);
-        }
+        let trusted_proxies = networks("IDENTITY_TRUSTED_PROXIES", &settings.trusted_proxies)?;
+        let trace_trusted_proxies = networks(
+            "IDENTITY_TRACE_TRUSTED_PROXIES",
+            &settings.trace_trusted_proxies,
+        )?;
         if !(32..=128).contains(&settings.rate_limit_ipv6_prefix) {
             return Err(refuse(
                 "IDENTITY_RATE_LIMIT_IPV6_PREFIX",
@@ -644,6 +644,7 @@ impl Config {
             },
             trusted_proxies,
             rate_limit_ipv6_prefix: settings.rate_limit_ipv6_prefix,
+            trace_trusted_proxies,
             password_min_score: settings.password_min_score,
             tls_reload_interval: settings.tls_reload_interval,
             grpc_web_origins,
@@ -805,6 +806,26 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains(secret), "{printed}");
         assert!(!printed.contains("hunter2pass"), "{printed}");
+    }
+
+    #[test]
+    fn trace_trusted_proxies_are_addresses_or_cidrs() {
+        let config = load(&[
+            "--dev",
+            "--trace-trusted-proxies=10.0.0.0/8, 192.0.2.7,,fd00::/8",
+        ])
+        .unwrap();
+        let expected: Vec<ipnet::IpNet> = ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert_eq!(config.trace_trusted_proxies, expected);
+        assert!(config.trusted_proxies.is_empty(), "a setting of its own");
+        for bad in ["ingress-nginx", "10.0.0.0/33"] {
+            let err = load(&["--dev", &format!("--trace-trusted-proxies={bad}")]).unwrap_err();
+            assert_eq!(err.setting, "IDENTITY_TRACE_TRUSTED_PROXIES", "{bad}");
+            assert!(err.problem.contains(bad), "{err}");
+        }
     }
 
     #[test]

@@ -307,6 +307,8 @@ pub async fn run(
         tls: config.tls.is_some(),
         grpc_web_origins: config.grpc_web_origins.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
+        trace_trusted_proxies: config.trace_trusted_proxies.clone(),
+        listen_addr: local,
         max_message_bytes: config.max_message_bytes,
         max_concurrent_streams: config.max_concurrent_streams,
         request_timeout: config.request_timeout,

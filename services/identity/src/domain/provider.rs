@@ -9,6 +9,8 @@
 //!   set that anyone can download);
 //! - `kid` is required and is only ever looked up in the cached key set;
 //!   `jku`, `x5u`, `jwk` and `x5c` are ignored, `crit` is refused;
+//! - `typ` is absent or `JWT` (any case): an `at+jwt` access token or any
+//!   other kind of token signed by a key the provider publishes is refused;
 //! - the key found pins the algorithm: the header must name the key's own;
 //! - signature, then `iss` equal to the configured issuer, `aud` containing
 //!   the configured audience, `exp` required, `nbf` and `iat` honoured, all
@@ -203,13 +205,15 @@ pub struct TokenHead {
 }
 
 /// Reads the header of a provider token and applies the checks that need
-/// no key: size, shape, algorithm allow-list, `kid` present, no `crit`.
+/// no key: size, shape, algorithm allow-list, no `crit`, `typ` a plain
+/// JWT, `kid` present.
 pub fn inspect(token: &str, allowed: &[Algorithm]) -> Result<TokenHead, Refusal> {
     #[derive(Deserialize)]
     struct RawHeader {
         alg: Option<String>,
         kid: Option<serde_json::Value>,
         crit: Option<serde_json::Value>,
+        typ: Option<serde_json::Value>,
     }
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Err(Refusal::Malformed);
@@ -230,6 +234,13 @@ pub fn inspect(token: &str, allowed: &[Algorithm]) -> Result<TokenHead, Refusal>
         .ok_or(Refusal::WrongAlgorithm)?;
     if header.crit.is_some() {
         return Err(Refusal::Malformed);
+    }
+    // A provider signs more than sign-ins with the same key (RFC 9068 access
+    // tokens, logout tokens, ...): only a plain JWT is a sign-in here.
+    match header.typ {
+        None => {}
+        Some(serde_json::Value::String(typ)) if typ.eq_ignore_ascii_case("JWT") => {}
+        Some(_) => return Err(Refusal::WrongType),
     }
     let kid = match header.kid {
         Some(serde_json::Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_BYTES => {
@@ -491,6 +502,45 @@ mod tests {
         assert_eq!(
             check(&p, &"x".repeat(MAX_TOKEN_BYTES + 1)),
             Err(Refusal::Malformed)
+        );
+    }
+
+    #[test]
+    fn only_a_plain_jwt_typ_is_accepted() {
+        let p = provider();
+        let token_with = |typ: Option<&str>| {
+            let mut header = Header::new(Algorithm::EdDSA);
+            header.kid = Some(p.kid.clone());
+            header.typ = typ.map(str::to_owned);
+            jsonwebtoken::encode(&header, &good(now()), &p.encoding).unwrap()
+        };
+        for typ in [None, Some("JWT"), Some("jwt"), Some("Jwt")] {
+            assert!(check(&p, &token_with(typ)).is_ok(), "{typ:?}");
+        }
+        // This service's own access tokens (RFC 9068), and any other kind of
+        // token the provider's key might sign, are no sign-in.
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "logout+jwt",
+            "JWS",
+            "",
+        ] {
+            assert_eq!(
+                check(&p, &token_with(Some(typ))),
+                Err(Refusal::WrongType),
+                "{typ}"
+            );
+        }
+        let (_, rest) = token_with(None)
+            .split_once('.')
+            .map(|(h, r)| (h.to_owned(), r.to_owned()))
+            .unwrap();
+        let header = json!({"alg": "EdDSA", "kid": p.kid, "typ": 1});
+        assert_eq!(
+            check(&p, &format!("{}.{rest}", B64.encode(header.to_string()))),
+            Err(Refusal::WrongType)
         );
     }
 

@@ -297,12 +297,24 @@ impl Auth {
         let mut violations = Violations::new();
         let email = validation::email(email);
         let display_name = validation::display_name(display_name, false);
-        let password_ok = passwords::check_new(
-            password.expose_secret(),
-            email.as_deref().unwrap_or_default(),
-            display_name.as_deref().unwrap_or_default(),
+        // The quota answers before the password's strength is weighed: zxcvbn
+        // is CPU that a caller over quota must not get for free.
+        self.limit(Action::Register, caller, email.as_deref().ok())
+            .await?;
+        let inputs = (
+            email.as_deref().unwrap_or_default().to_owned(),
+            display_name.as_deref().unwrap_or_default().to_owned(),
             self.settings.password_min_score,
         );
+        // Off the async workers: a long, varied password takes zxcvbn a while.
+        let (password, password_ok) = tokio::task::spawn_blocking(move || {
+            let (email, display_name, min_score) = inputs;
+            let ok =
+                passwords::check_new(password.expose_secret(), &email, &display_name, min_score);
+            (password, ok)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password strength check: {e}")))?;
         let email = violations.check("email", email);
         violations.check("password", password_ok);
         let display_name = violations.check("display_name", display_name);
@@ -320,7 +332,6 @@ impl Auth {
             return Err(e);
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
-        self.limit(Action::Register, caller, Some(&email)).await?;
         let listed = self.settings.bootstrap_admins.contains(&email);
 
         let password_hash = self

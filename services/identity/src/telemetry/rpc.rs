@@ -1,27 +1,53 @@
 //! One server span per RPC, with the OpenTelemetry RPC semantic
-//! conventions, parented on the caller's W3C `traceparent`; and the RPC
-//! count and latency metrics. A tower layer, so no handler can forget it.
+//! conventions; and the RPC count and latency metrics. A tower layer, so no
+//! handler can forget it.
+//!
+//! The caller's W3C trace context (`traceparent`, `tracestate`) is the
+//! span's parent only from a peer we trust to have set it: one of
+//! IDENTITY_TRACE_TRUSTED_PROXIES or an mTLS client. Anyone else's would
+//! decide our sampling (force it on to flood the export queue, or off to
+//! hide a call) and plant a trace id of their choosing in security log
+//! lines: their call starts a trace of its own, linked to theirs.
 
 use super::metrics::metrics;
+use crate::transport::client_addr::{is_mtls_peer, peer};
+use ipnet::IpNet;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::TraceContextExt as _;
+use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceState};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use prost::Message as _;
 use prost_types::FileDescriptorSet;
 use std::collections::HashSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+/// Longest `tracestate` believed, in bytes, and most list members: the W3C
+/// limits (32 members of up to 256 + 256 bytes) allow 16 KB per span.
+const MAX_TRACESTATE_BYTES: usize = 512;
+const MAX_TRACESTATE_MEMBERS: usize = 32;
+
+/// The headers as the propagator sees them: an over-long `tracestate` is
+/// absent (the trace continues without it).
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+fn tracestate_within_bounds(value: &str) -> bool {
+    value.len() <= MAX_TRACESTATE_BYTES
+        && value.split(',').filter(|m| !m.trim().is_empty()).count() <= MAX_TRACESTATE_MEMBERS
+}
 
 impl Extractor for HeaderExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
+        let value = self.0.get(key).and_then(|v| v.to_str().ok())?;
+        if key.eq_ignore_ascii_case("tracestate") && !tracestate_within_bounds(value) {
+            return None;
+        }
+        Some(value)
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
@@ -98,19 +124,81 @@ pub fn method_label(method: &http::Method, path: &str) -> &'static str {
 
 const UNKNOWN: &str = "unknown";
 
-#[derive(Clone, Default)]
-pub struct RpcSpanLayer;
+/// What every RPC span of one listener shares.
+struct Settings {
+    /// Peers whose trace context is continued (mTLS clients always are).
+    trusted: Vec<IpNet>,
+    /// The listen address: `server.address` is never the caller's
+    /// `:authority` or `host` (kilobytes of their choosing, repeated in
+    /// every log line of the span).
+    address: String,
+    port: u16,
+}
+
+impl Settings {
+    fn trusts(&self, extensions: &http::Extensions) -> bool {
+        is_mtls_peer(extensions)
+            || peer(extensions).is_some_and(|ip| {
+                // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+                let ip = ip.to_canonical();
+                self.trusted.iter().any(|net| net.contains(&ip))
+            })
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcSpanLayer {
+    settings: Arc<Settings>,
+}
+
+impl RpcSpanLayer {
+    pub fn new(trusted: Vec<IpNet>, listen: SocketAddr) -> Self {
+        RpcSpanLayer {
+            settings: Arc::new(Settings {
+                trusted,
+                address: listen.ip().to_string(),
+                port: listen.port(),
+            }),
+        }
+    }
+}
 
 impl<S> tower::Layer<S> for RpcSpanLayer {
     type Service = RpcSpan<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RpcSpan { inner }
+        RpcSpan {
+            inner,
+            settings: Arc::clone(&self.settings),
+        }
     }
 }
 
 #[derive(Clone)]
 pub struct RpcSpan<S> {
     inner: S,
+    settings: Arc<Settings>,
+}
+
+/// Parents `span` on the caller's trace context when the peer is trusted;
+/// otherwise the span starts a trace (sampled by our own sampler) and only
+/// links to the caller's, without its `tracestate`.
+fn adopt_remote_context(span: &tracing::Span, headers: &http::HeaderMap, trusted: bool) {
+    let remote = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    let context = remote.span().span_context().clone();
+    if !context.is_valid() {
+        return;
+    }
+    if trusted {
+        let _ = span.set_parent(remote);
+    } else {
+        span.add_link(SpanContext::new(
+            context.trace_id(),
+            context.span_id(),
+            context.trace_flags(),
+            true,
+            TraceState::NONE,
+        ));
+    }
 }
 
 /// The gRPC status of a response: in the headers of a trailers-only answer
@@ -148,13 +236,6 @@ where
             .and_then(|c| c.0)
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        let server_address = request
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(|a| a.as_str()))
-            .unwrap_or_default()
-            .to_owned();
         let span = tracing::info_span!(
             "rpc",
             otel.name = label,
@@ -162,15 +243,14 @@ where
             rpc.system = "grpc",
             rpc.service = %service,
             rpc.method = %method,
-            server.address = %server_address,
+            server.address = %self.settings.address,
+            server.port = self.settings.port,
             client.address = %client,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
+        let trusted = self.settings.trusts(request.extensions());
+        adopt_remote_context(&span, request.headers(), trusted);
         record_ids(&span);
         let started = Instant::now();
         let future = self.inner.call(request);
@@ -202,6 +282,32 @@ where
 mod tests {
     use super::*;
     use http::Method;
+
+    #[test]
+    fn an_over_long_tracestate_is_not_believed() {
+        let mut headers = http::HeaderMap::new();
+        let state = |members: usize, value: usize| {
+            (0..members)
+                .map(|i| format!("k{i}={}", "v".repeat(value)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        for (value, kept) in [
+            (state(2, 10), true),
+            (state(32, 4), true),
+            (state(33, 1), false),
+            (state(3, 250), false),
+        ] {
+            headers.insert("tracestate", value.parse().unwrap());
+            let extractor = HeaderExtractor(&headers);
+            assert_eq!(
+                extractor.get("tracestate").is_some(),
+                kept,
+                "{} bytes",
+                value.len()
+            );
+        }
+    }
 
     #[test]
     fn only_served_methods_name_an_rpc() {

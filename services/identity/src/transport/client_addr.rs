@@ -43,6 +43,29 @@ where
     Some(nearest)
 }
 
+/// The TCP peer of the connection a request came on (plain or TLS).
+pub fn peer(extensions: &http::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|info| info.get_ref().remote_addr())
+        })
+        .map(|addr| addr.ip())
+}
+
+/// Whether the connection presented a client certificate, which the TLS
+/// handshake verified against IDENTITY_TLS_CLIENT_CA_FILE (without it, no
+/// certificate is asked for).
+pub fn is_mtls_peer(extensions: &http::Extensions) -> bool {
+    extensions
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .is_some_and(|certs| !certs.is_empty())
+}
+
 #[derive(Clone)]
 pub struct ClientAddrLayer {
     trusted: Arc<Vec<IpNet>>,
@@ -85,16 +108,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let extensions = request.extensions();
-        let peer = extensions
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
-            .or_else(|| {
-                extensions
-                    .get::<TlsConnectInfo<TcpConnectInfo>>()
-                    .and_then(|info| info.get_ref().remote_addr())
-            })
-            .map(|addr| addr.ip());
+        let peer = peer(request.extensions());
         // A line that is not text is malformed: it ends the walk there.
         let forwarded = request
             .headers()

@@ -179,6 +179,10 @@ pub struct HttpSettings {
     pub tls: bool,
     pub grpc_web_origins: Vec<http::HeaderValue>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Peers whose trace context is continued (mTLS clients always are).
+    pub trace_trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where the API listens: spans name it, never the caller's `:authority`.
+    pub listen_addr: std::net::SocketAddr,
     pub max_message_bytes: usize,
     pub max_concurrent_streams: u32,
     pub request_timeout: Duration,
@@ -190,6 +194,8 @@ impl Default for HttpSettings {
             tls: false,
             grpc_web_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            trace_trusted_proxies: Vec::new(),
+            listen_addr: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
             max_message_bytes: MAX_MESSAGE_BYTES,
             max_concurrent_streams: 256,
             request_timeout: Duration::from_secs(30),
@@ -252,7 +258,10 @@ where
         .layer(client_addr::ClientAddrLayer::new(
             http.trusted_proxies.clone(),
         ))
-        .layer(crate::telemetry::rpc::RpcSpanLayer)
+        .layer(crate::telemetry::rpc::RpcSpanLayer::new(
+            http.trace_trusted_proxies.clone(),
+            http.listen_addr,
+        ))
         .layer(header("x-content-type-options", "nosniff"))
         .layer(header("x-frame-options", "DENY"))
         .layer(header("referrer-policy", "no-referrer"))
