@@ -36,6 +36,7 @@ impl Drop for BusyNeighbours {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_at_production_cost_finish_within_seconds_next_to_two_busy_processes() {
+    let _turn = crate::support::machine_to_myself().await;
     let db = TestDb::new(Backend::Sqlite);
     let server = Server::start_with(
         &db.url,

@@ -122,6 +122,7 @@ async fn an_attacker_failing_50_times_does_not_lock_the_owner_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_sharing_redis_enforce_one_limit_and_fall_back_to_local_limits_without_it() {
+    let _turn = crate::support::machine_to_myself().await;
     let db = TestDb::new(Backend::Postgres);
     let redis = Proxy::start("127.0.0.1:6379".parse().unwrap()).await;
     let options = || {

@@ -58,6 +58,7 @@ fn client_address(range: u16, n: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_100000_addresses_leaves_the_rate_limiters_memory_bounded() {
+    let _turn = crate::support::machine_to_myself().await;
     let db = TestDb::new(Backend::Sqlite);
     let server = Server::start_with(
         &db.url,

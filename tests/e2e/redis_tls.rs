@@ -94,6 +94,7 @@ async fn login_code(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_one_limit_through_a_tls_redis_whose_certificate_is_checked() {
+    let _turn = crate::support::machine_to_myself().await;
     let ca = Ca::new("redis CA");
     let redis = TlsRedis::start(&ca.server());
     let files = TempDir::new();

@@ -315,6 +315,14 @@ impl Drop for Server {
     }
 }
 
+/// Tests that load the machine on purpose (floods, busy loops) or that
+/// need sub-second answers from a backend (Redis's 250 ms budget) take
+/// turns: run side by side, one's load fails the other's timing.
+pub async fn machine_to_myself() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}
+
 /// Polls `check` until it is true or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where
