@@ -20,11 +20,13 @@ on_both_backends!(
     a_listed_email_registering_while_an_admin_exists_is_not_admin,
     concurrent_registrations_of_listed_emails_make_exactly_one_admin,
     a_login_racing_change_password_never_keeps_a_session,
+    a_login_racing_change_email_never_keeps_a_session,
     validate_token_answers_the_roles_the_profile_has_now,
     an_access_token_alone_cannot_change_the_login_email,
     change_email_needs_the_password_and_ends_every_other_session,
     change_email_is_throttled_and_tells_taken_emails_only_to_the_owner,
     self_deletion_needs_the_current_password_and_admins_delete_without_it,
+    guesses_through_login_and_change_password_share_one_budget,
 );
 
 const ADMIN: &str = "admin";
@@ -176,10 +178,27 @@ async fn concurrent_registrations_of_listed_emails_make_exactly_one_admin(backen
     assert_eq!(admins, 1, "racing listed emails make exactly one admin");
 }
 
+/// What the owner changes while the attacker logs in with the old login.
+#[derive(Clone, Copy)]
+enum Change {
+    Password,
+    Email,
+}
+
 /// The attacker knows the old password and logs in again and again while
 /// the owner changes it. Whatever the interleaving, once ChangePassword has
 /// answered no session made with the old password may still work.
 async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) {
+    logins_racing(backend, Change::Password).await
+}
+
+/// The same with ChangeEmail: a login by the old email that was verified
+/// before the change must not outlive it ("every other session ends").
+async fn a_login_racing_change_email_never_keeps_a_session(backend: Backend) {
+    logins_racing(backend, Change::Email).await
+}
+
+async fn logins_racing(backend: Backend, what: Change) {
     let db = TestDb::new(backend);
     let server = Server::start_with(
         &db.url,
@@ -197,15 +216,21 @@ async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) 
             let mut owner = owner.clone();
             let token = owner_tokens.access_token.clone();
             tokio::spawn(async move {
-                owner
-                    .change_password(bearer(
-                        &token,
-                        ChangePasswordRequest {
-                            current_password: PASSWORD.into(),
-                            new_password: "a brand new passphrase for round".into(),
-                        },
-                    ))
-                    .await
+                match what {
+                    Change::Password => owner
+                        .change_password(bearer(
+                            &token,
+                            ChangePasswordRequest {
+                                current_password: PASSWORD.into(),
+                                new_password: "a brand new passphrase for round".into(),
+                            },
+                        ))
+                        .await
+                        .map(drop),
+                    Change::Email => change_email(&mut owner, &token, PASSWORD, &email("moved"))
+                        .await
+                        .map(drop),
+                }
             })
         };
         let logins: Vec<_> = (0..12u64)
@@ -224,16 +249,13 @@ async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) 
                 })
             })
             .collect();
-        change
-            .await
-            .unwrap()
-            .expect("the owner changes the password");
+        change.await.unwrap().expect("the owner's change succeeds");
         for attempt in logins {
             if let Ok(answer) = attempt.await.unwrap() {
                 attacker_sessions.push(answer.into_inner().tokens.expect("tokens"));
             }
         }
-        // The changed password is in force: the old one no longer logs in.
+        // The change is in force: the old login no longer works.
         let late = owner
             .login(LoginRequest {
                 email: address.clone(),
@@ -241,10 +263,7 @@ async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) 
                 ..Default::default()
             })
             .await;
-        assert!(
-            late.is_err(),
-            "the old password is refused after the change"
-        );
+        assert!(late.is_err(), "the old login is refused after the change");
     }
     assert!(
         !attacker_sessions.is_empty(),
@@ -254,7 +273,7 @@ async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) 
     for tokens in &attacker_sessions {
         assert!(
             !crate::support::active(&mut auth, &tokens.access_token).await,
-            "a session made with the old password outlived ChangePassword"
+            "a session made with the old login outlived the change"
         );
         let refreshed = auth
             .refresh(RefreshRequest {
@@ -264,7 +283,7 @@ async fn a_login_racing_change_password_never_keeps_a_session(backend: Backend) 
         assert_eq!(
             refreshed.map(|_| ()).unwrap_err().code(),
             Code::Unauthenticated,
-            "a session made with the old password refreshes after ChangePassword"
+            "a session made with the old login refreshes after the change"
         );
     }
 }
@@ -534,4 +553,40 @@ async fn self_deletion_needs_the_current_password_and_admins_delete_without_it(b
     delete(access(&admin), bob.profile.unwrap().id, "")
         .await
         .expect("an admin deletes a profile without its password");
+}
+
+/// With a stolen access token, an attacker must not double his guesses by
+/// alternating Login and ChangePassword: one account, one budget.
+async fn guesses_through_login_and_change_password_share_one_budget(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let owner = email("budget");
+    let stolen = register(&mut auth, &owner).await.access_token;
+    for n in 0..5 {
+        let refused = auth
+            .login(LoginRequest {
+                email: owner.clone(),
+                password: format!("login guess {n}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated, "free guess {n}");
+    }
+    let sixth = auth
+        .change_password(bearer(
+            &stolen,
+            ChangePasswordRequest {
+                current_password: "the sixth guess".into(),
+                new_password: "an attacker's new passphrase".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sixth.code(),
+        Code::ResourceExhausted,
+        "the sixth guess waits, whichever RPC it comes through: {sixth:?}"
+    );
 }

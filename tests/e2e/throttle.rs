@@ -335,3 +335,34 @@ async fn a_profile_keeps_only_its_20_most_recent_device_tokens(backend: Backend)
 }
 
 on_both_backends!(a_profile_keeps_only_its_20_most_recent_device_tokens);
+
+/// A dual-stack listener (`[::]`) sees IPv4 clients as `::ffff:a.b.c.d`:
+/// the proxy list and every key are plain IPv4, so both must match, or one
+/// attacker behind the proxy throttles everybody behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_dual_stack_listener_the_proxy_is_still_recognised() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = behind_proxy(
+        &db,
+        ServerOptions::default().env("IDENTITY_LISTEN_ADDR", "[::]:0"),
+    );
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{}", server.addr.port()))
+        .unwrap()
+        .connect()
+        .await
+        .expect("an IPv4 client reaches the dual-stack listener");
+    let mut auth = AuthServiceClient::new(channel);
+    let owner = email("dualstack");
+    register(&mut auth, &owner).await;
+    for n in 0..8 {
+        let _ = auth
+            .login(forwarded_for(
+                "203.0.113.66",
+                login(&owner, &format!("guess {n}"), ""),
+            ))
+            .await;
+    }
+    auth.login(forwarded_for("198.51.100.7", login(&owner, PASSWORD, "")))
+        .await
+        .expect("the owner behind the same proxy is not the attacker");
+}

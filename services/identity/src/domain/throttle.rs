@@ -17,8 +17,12 @@
 //! attempt that was never evaluated (the hasher was busy) is released.
 //!
 //! Memory is bounded without scanning on the hot path: each table keeps its
-//! keys in a queue by age and every reservation prunes a few expired ones;
-//! a full table refuses new keys (throttled) and never drops a live one.
+//! keys in a queue by age and every reservation prunes a few expired ones.
+//! A full table makes room by forgetting the oldest keys that impose nothing
+//! yet (fewer failures than the free ones): a flood of made-up accounts is
+//! such keys, so it cannot lock everybody out by filling the table, and a
+//! key that already delays someone is never dropped. Only a table full of
+//! delaying keys refuses new ones.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -61,6 +65,9 @@ struct Failures {
 /// outpaces insertion.
 const PRUNE_STEP: usize = 4;
 
+/// Keys looked at, oldest first, to make room in a full table.
+const EVICT_STEP: usize = 64;
+
 /// Counters by key, forgotten `horizon` after their last attempt. Every key
 /// is in `queue` exactly once, roughly oldest first.
 #[derive(Debug)]
@@ -69,15 +76,19 @@ struct Table<K> {
     queue: VecDeque<(K, Instant)>,
     horizon: Duration,
     capacity: usize,
+    /// Keys with fewer attempts than this impose no wait: a full table may
+    /// forget them.
+    harmless_below: u32,
 }
 
 impl<K: Hash + Eq + Clone> Table<K> {
-    fn new(horizon: Duration, capacity: usize) -> Self {
+    fn new(horizon: Duration, capacity: usize, harmless_below: u32) -> Self {
         Table {
             entries: HashMap::new(),
             queue: VecDeque::new(),
             horizon,
             capacity,
+            harmless_below,
         }
     }
 
@@ -113,6 +124,28 @@ impl<K: Hash + Eq + Clone> Table<K> {
         self.entries.len() < self.capacity || self.entries.contains_key(key)
     }
 
+    /// Room for `key`, forgetting the oldest harmless key if the table is
+    /// full; false only when the oldest keys all delay someone.
+    fn make_room_for(&mut self, key: &K) -> bool {
+        if self.has_room_for(key) {
+            return true;
+        }
+        for _ in 0..EVICT_STEP {
+            let Some((old, at)) = self.queue.pop_front() else {
+                return false;
+            };
+            match self.entries.get(&old) {
+                Some(f) if f.count < self.harmless_below => {
+                    self.entries.remove(&old);
+                    return true;
+                }
+                Some(_) => self.queue.push_back((old, at)),
+                None => {}
+            }
+        }
+        false
+    }
+
     /// Counts one more attempt; the caller checked `has_room_for`.
     fn bump(&mut self, key: &K, now: Instant) {
         match self.entries.get_mut(key) {
@@ -140,9 +173,14 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
+    /// Takes an attempt back; a key that only this attempt made is
+    /// forgotten (shed attempts must not fill the table for free).
     fn unbump(&mut self, key: &K) {
         if let Some(f) = self.entries.get_mut(key) {
             f.count = f.count.saturating_sub(1);
+            if f.count == 0 {
+                self.entries.remove(key);
+            }
         }
     }
 
@@ -224,9 +262,21 @@ impl Default for Throttle {
 impl Throttle {
     pub fn new(policy: ThrottlePolicy) -> Self {
         Throttle {
-            accounts: Mutex::new(Table::new(policy.account_pause, policy.capacity)),
-            pairs: Mutex::new(Table::new(policy.max_delay, policy.capacity)),
-            devices: Mutex::new(Table::new(policy.max_delay, policy.capacity)),
+            accounts: Mutex::new(Table::new(
+                policy.account_pause,
+                policy.capacity,
+                policy.free_failures,
+            )),
+            pairs: Mutex::new(Table::new(
+                policy.max_delay,
+                policy.capacity,
+                policy.free_failures,
+            )),
+            devices: Mutex::new(Table::new(
+                policy.max_delay,
+                policy.capacity,
+                policy.free_failures,
+            )),
             policy,
         }
     }
@@ -263,7 +313,7 @@ impl Throttle {
                 if let Some(wait) = self.pair_wait(devices.get(&key), now) {
                     return Err(Wait::Device(wait));
                 }
-                if !devices.has_room_for(&key) {
+                if !devices.make_room_for(&key) {
                     return Err(full);
                 }
                 devices.bump(&key, now);
@@ -288,7 +338,7 @@ impl Throttle {
                 if let Some(wait) = self.pair_wait(pairs.get(&key), now) {
                     return Err(Wait::Address(wait));
                 }
-                if !accounts.has_room_for(&account) || !pairs.has_room_for(&key) {
+                if !accounts.make_room_for(&account) || !pairs.make_room_for(&key) {
                     return Err(full);
                 }
                 accounts.bump(&account, now);
@@ -479,17 +529,36 @@ mod tests {
             fail(&throttle, &format!("acct-{i}"), unknown("flood"), t0);
         }
         assert_eq!(throttle.sizes().0, 10);
-        assert_eq!(
-            throttle.reserve("new", unknown("flood"), t0).unwrap_err(),
-            Wait::Full(Duration::from_secs(1)),
-            "a full table refuses new keys"
-        );
+        // A flood of made-up accounts must not lock everybody out: a full
+        // table forgets the oldest keys that delay nobody yet.
+        for i in 0..50 {
+            let r = throttle
+                .reserve(&format!("new-{i}"), unknown("flood"), t0)
+                .expect("a full table of harmless keys makes room");
+            throttle.release(r);
+        }
+        assert!(throttle.sizes().0 <= 10 && throttle.sizes().1 <= 10);
         assert!(
             matches!(
                 throttle.reserve("victim", unknown("attacker"), t0),
                 Err(Wait::Address(_))
             ),
             "the flood did not wipe the attacker's counter"
+        );
+        // Only a table whose keys all delay someone refuses a new key.
+        let tight = Throttle::new(ThrottlePolicy {
+            capacity: 2,
+            ..ThrottlePolicy::default()
+        });
+        for account in ["a", "b"] {
+            for _ in 0..5 {
+                fail(&tight, account, unknown("attacker"), t0);
+            }
+        }
+        assert_eq!(
+            tight.reserve("c", unknown("other"), t0).unwrap_err(),
+            Wait::Full(Duration::from_secs(1)),
+            "delaying keys are never dropped to make room"
         );
         // Keys idle past the horizon are pruned a few per reservation:
         // no scan of the whole table.

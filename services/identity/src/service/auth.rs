@@ -10,7 +10,9 @@ use crate::service::audit::AuditSink;
 use crate::service::limits::{Limiter, Scope};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
 use crate::store::notify::Revoked;
-use crate::store::{AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store};
+use crate::store::{
+    AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store, VerifiedLogin,
+};
 use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -22,6 +24,8 @@ pub const LOCAL_PROVIDER: &str = "local";
 #[derive(Debug, Clone, Default)]
 pub struct Caller {
     pub client_addr: Option<String>,
+    /// The caller's own deadline (`grpc-timeout`), if it sent one.
+    pub deadline: Option<Instant>,
 }
 
 impl Caller {
@@ -146,11 +150,16 @@ impl Auth {
         }
     }
 
-    /// The latest a password hash of this call may finish. The caller's
-    /// own grpc-timeout does not reach the service (the transport does not
-    /// pass it); the server's bound does, and tonic ends the call there.
-    fn hash_deadline(&self) -> Option<Instant> {
-        Instant::now().checked_add(self.settings.request_timeout)
+    /// The latest a password hash of this call may finish: the caller's
+    /// own deadline (`grpc-timeout`) or the server's bound, whichever comes
+    /// first. A hash that cannot finish by then is refused before it starts:
+    /// its answer would reach nobody.
+    fn hash_deadline(&self, caller: &Caller) -> Option<Instant> {
+        let server = Instant::now().checked_add(self.settings.request_timeout);
+        match (caller.deadline, server) {
+            (Some(own), Some(server)) => Some(own.min(server)),
+            (own, server) => own.or(server),
+        }
     }
 
     pub fn bcrypt_queued(&self) -> usize {
@@ -336,7 +345,7 @@ impl Auth {
 
         let password_hash = self
             .hasher
-            .hash(password, self.hash_deadline())
+            .hash(password, self.hash_deadline(caller))
             .await
             .map_err(busy)?;
         let now = Utc::now().trunc_subsecs(6);
@@ -484,7 +493,7 @@ impl Auth {
             }
         };
 
-        let (account, ok) = match self.check_password(&email, password.clone()).await {
+        let (account, ok) = match self.check_password(caller, &email, password.clone()).await {
             Ok(checked) => checked,
             Err(e) => {
                 // Never evaluated: not a failure of the owner's account.
@@ -520,6 +529,10 @@ impl Auth {
 
         self.throttle.succeeded(reservation);
         let (profile, verified_hash) = (account.profile, account.password_hash);
+        let verified = VerifiedLogin {
+            email: &email,
+            password_hash: &verified_hash,
+        };
         let now = Utc::now();
         let (session, refresh_token) = self.new_session(profile.id, now);
         let audit = AuditEvent::new("identity.login.succeeded")
@@ -528,7 +541,7 @@ impl Auth {
             .client(caller.addr());
         if !self
             .store
-            .start_session(&session, Some(&verified_hash), &audit)
+            .start_session(&session, Some(&verified), &audit)
             .await?
         {
             // The password changed between verification and now: what was
@@ -542,10 +555,22 @@ impl Auth {
             crate::telemetry::metrics::metrics().login_failed("credential_changed");
             return Err(Error::InvalidCredentials);
         }
+        security_event!(
+            "identity.login.succeeded",
+            profile.id = %profile.id,
+            session.id = %session.id,
+            client.address = caller.addr()
+        );
+        let tokens = self.issue(&profile, session.id, session.expires_at, refresh_token, now)?;
+        let device_token = self
+            .remember_device(profile.id, device_token, known_device, &verified)
+            .await?;
         if self.hasher.needs_rehash(&verified_hash) {
+            let verified_hash = verified_hash.clone();
             // The cost setting rose since this hash was made: upgrade it now
             // that we hold the plaintext. Best effort, off the response path,
-            // and after the session exists (the upgrade changes the hash).
+            // and after the session and the device token exist (the upgrade
+            // changes the hash they are checked against).
             let (store, hasher, id) = (self.store.clone(), Arc::clone(&self.hasher), profile.id);
             tokio::spawn(async move {
                 if let Ok(new_hash) = hasher.hash(password, None).await {
@@ -564,16 +589,6 @@ impl Auth {
                 }
             });
         }
-        security_event!(
-            "identity.login.succeeded",
-            profile.id = %profile.id,
-            session.id = %session.id,
-            client.address = caller.addr()
-        );
-        let tokens = self.issue(&profile, session.id, session.expires_at, refresh_token, now)?;
-        let device_token = self
-            .remember_device(profile.id, device_token, known_device)
-            .await?;
         Ok(LoggedIn {
             tokens,
             device_token,
@@ -584,6 +599,7 @@ impl Auth {
     /// against a dummy hash: unknown emails take as long).
     async fn check_password(
         &self,
+        caller: &Caller,
         email: &str,
         password: SecretString,
     ) -> Result<(Option<crate::store::CredentialRow>, bool), Error> {
@@ -591,7 +607,7 @@ impl Auth {
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
         let ok = self
             .hasher
-            .verify(password, stored_hash, self.hash_deadline())
+            .verify(password, stored_hash, self.hash_deadline(caller))
             .await
             .map_err(busy)?;
         Ok((account, ok))
@@ -604,6 +620,7 @@ impl Auth {
         profile: Id,
         presented: &str,
         known: bool,
+        verified: &VerifiedLogin<'_>,
     ) -> Result<SecretString, Error> {
         let now = Utc::now();
         if known
@@ -615,9 +632,15 @@ impl Auth {
             return Ok(SecretString::from(presented.to_owned()));
         }
         let fresh = refresh::generate();
-        self.store
-            .add_device_token(&fresh.hash, profile, now, MAX_DEVICES_PER_PROFILE)
-            .await?;
+        if !self
+            .store
+            .add_device_token(&fresh.hash, profile, verified, now, MAX_DEVICES_PER_PROFILE)
+            .await?
+        {
+            // The password changed since it was verified: the session just
+            // started is revoked with the others, and no device is known.
+            return Err(Error::InvalidCredentials);
+        }
         Ok(fresh.token)
     }
 
@@ -824,6 +847,7 @@ impl Auth {
         let profile = principal.profile_id;
         let caller = Caller {
             client_addr: principal.client_addr.clone(),
+            ..Caller::default()
         };
         let refused = |reason: &'static str| {
             match purpose {
@@ -850,16 +874,28 @@ impl Auth {
         let attempt = Attempt::Unknown {
             client: client.as_deref().unwrap_or("unknown"),
         };
+        // The same counters as Login's for this account: guesses through
+        // Login and through re-verification add up to one budget.
+        let account = match self
+            .fast
+            .load()
+            .profile(&self.store, profile)
+            .await?
+            .and_then(|p| p.email)
+        {
+            Some(email) => self.keys.pseudonym(&email),
+            None => format!("profile:{profile}"),
+        };
         let reservation = self
             .throttle
-            .reserve(&format!("profile:{profile}"), attempt, Instant::now())
+            .reserve(&account, attempt, Instant::now())
             .map_err(|wait| {
                 refused("throttled");
                 throttled(wait)
             })?;
         let ok = match self
             .hasher
-            .verify(current, stored.clone(), self.hash_deadline())
+            .verify(current, stored.clone(), self.hash_deadline(&caller))
             .await
         {
             Ok(ok) => ok,
@@ -971,13 +1007,14 @@ impl Auth {
         let (profile, session) = (principal.profile_id, principal.session_id);
         let caller = Caller {
             client_addr: principal.client_addr.clone(),
+            ..Caller::default()
         };
         let stored = self
             .reverify(principal, Reauth::ChangePassword, current)
             .await?;
         let new_hash = self
             .hasher
-            .hash(new, self.hash_deadline())
+            .hash(new, self.hash_deadline(&caller))
             .await
             .map_err(busy)?;
         let audit = AuditEvent::new("identity.password.changed")

@@ -211,16 +211,17 @@ impl Store {
         on_backend!(self, create_local_account(account, audit))
     }
 
-    /// False when the password hash is no longer `verified_hash` (it was
-    /// changed since it was verified): no session is started then. `None`
-    /// for sessions that no password started (provider and service tokens).
+    /// False when the verified login (email and password hash) is no longer
+    /// the credential (changed since it was verified): no session is
+    /// started then. `None` for sessions that no password started (provider
+    /// and service tokens).
     pub async fn start_session(
         &self,
         session: &NewSession,
-        verified_hash: Option<&str>,
+        verified: Option<&VerifiedLogin<'_>>,
         audit: &AuditEvent,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, start_session(session, verified_hash, audit))
+        on_backend!(self, start_session(session, verified, audit))
     }
 
     pub async fn find_profile(&self, id: Id) -> Result<Option<Profile>, StoreError> {
@@ -427,16 +428,20 @@ impl Store {
         on_backend!(self, is_device_of(token_hash, email))
     }
 
-    /// Adds a device token; the profile keeps only its `keep` most
-    /// recently used ones.
+    /// Adds a device token while `verified` is still the credential (false
+    /// otherwise); the profile keeps only its `keep` most recently used ones.
     pub async fn add_device_token(
         &self,
         token_hash: &str,
         profile: Id,
+        verified: &VerifiedLogin<'_>,
         now: DateTime<Utc>,
         keep: usize,
-    ) -> Result<(), StoreError> {
-        on_backend!(self, add_device_token(token_hash, profile, now, keep))
+    ) -> Result<bool, StoreError> {
+        on_backend!(
+            self,
+            add_device_token(token_hash, profile, verified, now, keep)
+        )
     }
 
     /// False when the token is gone (a password change revoked it).

@@ -11,7 +11,7 @@
 use super::notify::Revoked;
 use super::types::{
     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
-    ProfileRow, SessionRow, SpendOutcome,
+    ProfileRow, SessionRow, SpendOutcome, VerifiedLogin,
 };
 use crate::domain::roles::ADMIN_ROLE;
 use chrono::{DateTime, Utc};
@@ -218,32 +218,38 @@ pub(super) async fn create_local_account(
     })
 }
 
-/// Starts a session. For a password that was verified against
-/// `verified_hash`, only if that is still the stored hash; returns whether
-/// it did. The conditional update takes the credential's row lock, so a
-/// concurrent ChangePassword either commits first (and this refuses) or
-/// waits for this commit and then revokes the new session with the others.
+/// Whether `verified` is still the credential of `profile`. The no-op
+/// update takes the credential's row lock until commit, so a concurrent
+/// ChangePassword or ChangeEmail either committed first (and this is false)
+/// or waits for this transaction and then revokes what it started.
+async fn still_verified(conn: &mut Conn, profile: Id, verified: &VerifiedLogin<'_>) -> QueryResult<bool> {
+    use schema::credentials as c;
+    diesel::update(
+        c::table
+            .filter(c::profile_id.eq(profile))
+            .filter(c::email.eq(verified.email))
+            .filter(c::password_hash.eq(verified.password_hash)),
+    )
+    .set(c::updated_at.eq(c::updated_at))
+    .execute(conn)
+    .await
+    .map(|n| n == 1)
+}
+
+/// Starts a session; for a password login (`verified`) only while that
+/// login is still the credential (see `still_verified`). Returns whether it
+/// did.
 pub(super) async fn start_session(
     conn: &mut Conn,
     session: &NewSession,
-    verified_hash: Option<&str>,
+    verified: Option<&VerifiedLogin<'_>>,
     audit: &AuditEvent,
 ) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
-        use schema::credentials as c;
-        if let Some(verified_hash) = verified_hash {
-            let unchanged = diesel::update(
-            c::table
-                .filter(c::profile_id.eq(session.profile_id))
-                .filter(c::password_hash.eq(verified_hash)),
-        )
-            .set(c::updated_at.eq(c::updated_at))
-            .execute(conn)
-            .await?
-                == 1;
-            if !unchanged {
-                return Ok(false);
-            }
+        if let Some(verified) = verified
+            && !still_verified(conn, session.profile_id, verified).await?
+        {
+            return Ok(false);
         }
         insert_session(conn, session).await?;
         insert_audit(conn, audit).await?;
@@ -792,11 +798,17 @@ pub(super) async fn add_device_token(
     conn: &mut Conn,
     token_hash: &str,
     profile: Id,
+    verified: &VerifiedLogin<'_>,
     now: DateTime<Utc>,
     keep: usize,
-) -> QueryResult<()> {
+) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
         use schema::device_tokens as d;
+        // A password change that committed since the login was verified
+        // has revoked the profile's device tokens: this one must not follow.
+        if !still_verified(conn, profile, verified).await? {
+            return Ok(false);
+        }
         diesel::insert_into(d::table)
             .values((
                 d::token_hash.eq(token_hash),
@@ -819,7 +831,7 @@ pub(super) async fn add_device_token(
                 .execute(conn)
                 .await?;
         }
-        Ok(())
+        Ok(true)
     })
 }
 

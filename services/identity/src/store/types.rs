@@ -188,6 +188,15 @@ pub struct NewAccount {
     pub bootstrap_admin: Option<AuditEvent>,
 }
 
+/// The login a password was verified for: the email it was found by and
+/// the hash it matched. What it starts (a session, a device token) is
+/// stored only while both are still the credential's.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifiedLogin<'a> {
+    pub email: &'a str,
+    pub password_hash: &'a str,
+}
+
 /// What happened when a refresh token was presented.
 #[derive(Debug, Clone)]
 pub enum SpendOutcome {

@@ -73,6 +73,7 @@ where
                     .get::<super::client_addr::ClientAddr>()
                     .and_then(|c| c.0)
                     .map(|ip| ip.to_string()),
+                ..Caller::default()
             };
             let token = bearer(&request);
             let principal = match auth.authenticate(&caller, token.as_deref()).await {

@@ -1,6 +1,7 @@
 //! What the transport reads from a request besides its message.
 
 use crate::service::Caller;
+use std::time::{Duration, Instant};
 use tonic::Request;
 
 /// The caller's address as resolved by `client_addr::ClientAddrLayer`
@@ -13,7 +14,32 @@ pub fn caller<T>(request: &Request<T>) -> Caller {
         .unwrap_or_else(|| request.remote_addr().map(|a| a.ip()));
     Caller {
         client_addr: resolved.map(|ip| ip.to_string()),
+        deadline: request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(grpc_timeout)
+            .and_then(|t| Instant::now().checked_add(t)),
     }
+}
+
+/// A `grpc-timeout` value: 1 to 8 digits and a unit (gRPC over HTTP/2).
+/// Anything else is no deadline of the caller's (the server's own applies).
+fn grpc_timeout(value: &str) -> Option<Duration> {
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// The token of `authorization: Bearer <token>`, if well-formed.
@@ -22,4 +48,24 @@ pub fn bearer<T>(request: &Request<T>) -> Option<String> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn grpc_timeouts_parse_by_the_spec_and_nothing_else_does() {
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S", "1 S", "１S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
 }
