@@ -33,7 +33,7 @@ where
         .rev()
         .flat_map(|line| line.rsplit(','))
     {
-        match hop.trim().parse::<IpAddr>() {
+        match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
             Ok(ip) if is_trusted(&ip) => nearest = ip,
             Ok(ip) => return Some(ip),
             // A malformed entry ends what we can believe.
@@ -53,7 +53,9 @@ pub fn peer(extensions: &http::Extensions) -> Option<IpAddr> {
                 .get::<TlsConnectInfo<TcpConnectInfo>>()
                 .and_then(|info| info.get_ref().remote_addr())
         })
-        .map(|addr| addr.ip())
+        // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`; the
+        // trusted proxies and every key are written as plain IPv4.
+        .map(|addr| addr.ip().to_canonical())
 }
 
 /// Whether the connection presented a client certificate, which the TLS
@@ -109,13 +111,16 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let peer = peer(request.extensions());
-        // A line that is not text is malformed: it ends the walk there.
-        let forwarded = request
+        // Bytes that are not text spoil only the entry they are in (it
+        // becomes malformed and ends the walk there), never the entries a
+        // trusted proxy appended after it on the same line.
+        let lines: Vec<_> = request
             .headers()
             .get_all("x-forwarded-for")
             .iter()
-            .map(|v| v.to_str().unwrap_or_default());
-        let client = resolve(peer, forwarded, &self.trusted);
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
+            .collect();
+        let client = resolve(peer, lines.iter().map(|l| l.as_ref()), &self.trusted);
         request.extensions_mut().insert(ClientAddr(client));
         self.inner.call(request)
     }
@@ -190,6 +195,25 @@ mod tests {
                 &trusted
             ),
             Some(ip("10.0.0.7"))
+        );
+    }
+
+    #[test]
+    fn a_client_byte_that_is_not_text_does_not_hide_the_address_the_proxy_appended() {
+        let trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        let line = String::from_utf8_lossy(b"\xff, 198.51.100.24").into_owned();
+        assert_eq!(
+            resolve(Some(ip("127.0.0.1")), [line.as_str()], &trusted),
+            Some(ip("198.51.100.24"))
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_hops_match_ipv4_addresses() {
+        let trusted = vec!["127.0.0.1/32".parse().unwrap()];
+        assert_eq!(
+            resolve(Some(ip("127.0.0.1")), ["::ffff:203.0.113.66"], &trusted),
+            Some(ip("203.0.113.66"))
         );
     }
 }
