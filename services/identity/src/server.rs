@@ -211,7 +211,7 @@ pub async fn run(
             ipv6_prefix: config.rate_limit_ipv6_prefix,
         },
         Arc::new(limits),
-        AuditSink::start(store.clone(), 4096),
+        AuditSink::start(store.clone(), 4096, 1024),
     ));
     let retention = tokio::spawn(enforce_retention(store.clone(), config.audit_retention));
     register_gauges(&store, &auth);
@@ -358,6 +358,13 @@ pub async fn run(
         admin.abort();
     }
     retention.abort();
+    // The refusals counted in the running minute are rows too.
+    if tokio::time::timeout(config.shutdown_grace, auth.audit_sink().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: audit rows still queued are lost");
+    }
     tracing::info!("stopped");
     Ok(())
 }
