@@ -68,7 +68,7 @@ async fn flood(channel: tonic::transport::Channel, task: u64, until: Instant) ->
     let mut n = task;
     while Instant::now() < until {
         let from = format!("198.51.100.{}", n % ADDRESSES + 1);
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             let answer = auth
                 .validate_token(forwarded_for(
                     &from,
