@@ -3,6 +3,7 @@
 
 mod support;
 
+mod audit_flood;
 mod auth_flow;
 mod bcrypt;
 mod cli;

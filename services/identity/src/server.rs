@@ -224,7 +224,7 @@ pub async fn run(
             request_timeout: config.request_timeout,
         },
         Arc::clone(&limits),
-        AuditSink::start(store.clone(), 4096),
+        AuditSink::start(store.clone(), 4096, 1024),
     ));
     let retention = tokio::spawn(enforce_retention(store.clone(), config.audit_retention));
     let housekeeping = tokio::spawn(crate::service::housekeeping::run(
@@ -379,6 +379,13 @@ pub async fn run(
     retention.abort();
     pruning.abort();
     housekeeping.abort();
+    // The refusals counted in the running minute are rows too.
+    if tokio::time::timeout(config.shutdown_grace, auth.audit_sink().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: audit rows still queued are lost");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,38 +1,250 @@
-//! The audit trail for events that describe no stored change (refusals,
-//! rate limiting): written off the request path through a bounded queue, so
-//! a flood of refusals can neither slow RPCs nor exhaust memory. Events that
-//! do describe a change are written in that change's transaction instead.
+//! The audit trail for events that describe no stored change (refusals):
+//! written off the request path, so a flood of refusals can neither slow
+//! RPCs nor exhaust memory. Events that do describe a change are written in
+//! that change's transaction instead.
+//!
+//! Anyone can cause refusals without an account, from as many addresses as
+//! they have, so refusals must not compete with the rows an investigation
+//! needs. Hence two paths: security-relevant events (failed logins, denied
+//! access, roles, sessions) have a queue of their own that refusals never
+//! enter; refused tokens and registrations are counted per minute, address
+//! and reason in a bounded map and written as one row carrying
+//! `detail.count` when the minute closes (or at shutdown). Whatever the
+//! flood, they add at most `refusal_keys` (+ a few overflow buckets) rows a
+//! minute.
 
 use crate::store::{AuditEvent, Store};
 use crate::telemetry::metrics::metrics;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Events that callers without an account can cause at will, before any
+/// rate limit applies: aggregated.
+const AGGREGATED: &[&str] = &["identity.token.refused", "identity.register.refused"];
+
+/// The address of the bucket that takes refusals once the map is full.
+pub const OTHER_ADDRESSES: &str = "(other addresses)";
+
+/// Overflow buckets beyond `refusal_keys` (one per event and detail, which
+/// are few); anything past that is only counted as dropped.
+const OVERFLOW_KEYS: usize = 64;
 
 #[derive(Clone)]
 pub struct AuditSink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     queue: mpsc::Sender<AuditEvent>,
+    refusals: Mutex<Refusals>,
+    stop: watch::Sender<bool>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl AuditSink {
-    /// Starts the writer task (inside the Tokio runtime).
-    pub fn start(store: Store, capacity: usize) -> AuditSink {
-        let (queue, mut rx) = mpsc::channel::<AuditEvent>(capacity.max(1));
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                if let Err(e) = store.record_audit(&event).await {
-                    metrics().audit_dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, event = event.event_name, "audit row not written");
-                }
-            }
+    /// Starts the writer task (inside the Tokio runtime): `capacity` queued
+    /// security events, `refusal_keys` aggregated rows at a time.
+    pub fn start(store: Store, capacity: usize, refusal_keys: usize) -> AuditSink {
+        let (queue, rx) = mpsc::channel::<AuditEvent>(capacity.max(1));
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            queue,
+            refusals: Mutex::new(Refusals::new(refusal_keys)),
+            stop,
+            writer: Mutex::new(None),
         });
-        AuditSink { queue }
+        let writer = tokio::spawn(write(store, Arc::clone(&shared), rx, stopped));
+        if let Ok(mut slot) = shared.writer.lock() {
+            *slot = Some(writer);
+        }
+        AuditSink { shared }
     }
 
     pub fn record(&self, event: AuditEvent) {
-        if self.queue.try_send(event).is_err() {
+        if AGGREGATED.contains(&event.event_name) {
+            let added = match self.shared.refusals.lock() {
+                Ok(mut refusals) => refusals.add(event),
+                Err(_) => Added::Dropped,
+            };
+            match added {
+                Added::NewRow => {}
+                Added::Counted => {
+                    metrics().audit_aggregated.fetch_add(1, Ordering::Relaxed);
+                }
+                Added::Dropped => {
+                    metrics().audit_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        } else if self.shared.queue.try_send(event).is_err() {
             metrics().audit_dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Writes what is queued and every aggregate, also of the running
+    /// minute, then stops the writer (at shutdown, after the last call).
+    pub async fn close(&self) {
+        let _ = self.shared.stop.send(true);
+        let writer = self.shared.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(writer) = writer
+            && let Err(e) = writer.await
+        {
+            tracing::warn!(error = %e, "audit writer failed");
+        }
+    }
+}
+
+async fn write(
+    store: Store,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<AuditEvent>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stopped.borrow_and_update() {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            event = rx.recv() => match event {
+                Some(event) => write_one(&store, &event).await,
+                None => break,
+            },
+            _ = tick.tick() => {
+                let closed = take(&shared, Some(minute_of(Utc::now())));
+                write_all(&store, closed).await;
+            }
+        }
+    }
+    while let Ok(event) = rx.try_recv() {
+        write_one(&store, &event).await;
+    }
+    write_all(&store, take(&shared, None)).await;
+}
+
+fn take(shared: &Shared, before: Option<i64>) -> Vec<AuditEvent> {
+    match shared.refusals.lock() {
+        Ok(mut refusals) => refusals.take(before),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn write_all(store: &Store, events: Vec<AuditEvent>) {
+    for event in events {
+        write_one(store, &event).await;
+    }
+}
+
+async fn write_one(store: &Store, event: &AuditEvent) {
+    if let Err(e) = store.record_audit(event).await {
+        metrics().audit_dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, event = event.event_name, "audit row not written");
+    }
+}
+
+fn minute_of(at: DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(60)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Added {
+    /// The first of its kind this minute: it will be a row.
+    NewRow,
+    /// Counted into a row already held.
+    Counted,
+    /// Not even an overflow bucket was left.
+    Dropped,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    minute: i64,
+    event_name: &'static str,
+    client_addr: Option<String>,
+    /// The detail as JSON text (keys sorted): token kind and reason.
+    detail: String,
+}
+
+struct Tally {
+    first: AuditEvent,
+    count: u64,
+    last: DateTime<Utc>,
+}
+
+/// Refusals counted per minute, address, event and detail; at most
+/// `keys` rows (plus a few overflow buckets) held at once.
+struct Refusals {
+    keys: usize,
+    tallies: HashMap<Key, Tally>,
+}
+
+impl Refusals {
+    fn new(keys: usize) -> Refusals {
+        Refusals {
+            keys: keys.max(1),
+            tallies: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, mut event: AuditEvent) -> Added {
+        let mut key = Key {
+            minute: minute_of(event.occurred_at),
+            event_name: event.event_name,
+            client_addr: event.client_addr.clone(),
+            detail: event.detail.to_string(),
+        };
+        if !self.tallies.contains_key(&key) && self.tallies.len() >= self.keys {
+            // Full: one more address must not mean one more row.
+            key.client_addr = Some(OTHER_ADDRESSES.to_owned());
+            event.client_addr = key.client_addr.clone();
+            if !self.tallies.contains_key(&key) && self.tallies.len() >= self.keys + OVERFLOW_KEYS {
+                return Added::Dropped;
+            }
+        }
+        match self.tallies.get_mut(&key) {
+            Some(tally) => {
+                tally.count += 1;
+                tally.last = tally.last.max(event.occurred_at);
+                Added::Counted
+            }
+            None => {
+                let last = event.occurred_at;
+                self.tallies.insert(
+                    key,
+                    Tally {
+                        first: event,
+                        count: 1,
+                        last,
+                    },
+                );
+                Added::NewRow
+            }
+        }
+    }
+
+    /// The rows of the minutes before `before` (all with `None`), removed.
+    fn take(&mut self, before: Option<i64>) -> Vec<AuditEvent> {
+        let closed: Vec<Key> = self
+            .tallies
+            .keys()
+            .filter(|k| before.is_none_or(|b| k.minute < b))
+            .cloned()
+            .collect();
+        let mut rows: Vec<AuditEvent> = closed
+            .iter()
+            .filter_map(|k| self.tallies.remove(k))
+            .map(|tally| {
+                tally
+                    .first
+                    .detail("count", tally.count)
+                    .detail("last_at", tally.last.to_rfc3339())
+            })
+            .collect();
+        rows.sort_by_key(|row| row.occurred_at);
+        rows
     }
 }
 
@@ -48,5 +260,66 @@ pub async fn enforce_retention(store: Store, retention: Duration) {
             Ok(n) => tracing::info!(deleted = n, "audit rows past retention deleted"),
             Err(e) => tracing::warn!(error = %e, "audit retention failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(at: DateTime<Utc>, from: &str, reason: &str) -> AuditEvent {
+        let mut event = AuditEvent::new("identity.token.refused")
+            .client(Some(from))
+            .detail("token.kind", "access")
+            .detail("reason", reason);
+        event.occurred_at = at;
+        event
+    }
+
+    fn minute(m: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(m * 60 + 5, 0).expect("a time")
+    }
+
+    #[test]
+    fn repeated_refusals_become_one_row_per_address_reason_and_minute_with_a_count() {
+        let mut refusals = Refusals::new(100);
+        for _ in 0..50 {
+            refusals.add(refused(minute(1), "198.51.100.1", "malformed"));
+            refusals.add(refused(minute(1), "198.51.100.2", "malformed"));
+            refusals.add(refused(minute(1), "198.51.100.1", "expired"));
+            refusals.add(refused(minute(2), "198.51.100.1", "malformed"));
+        }
+        let closed = refusals.take(Some(2));
+        assert_eq!(closed.len(), 3, "minute 2 is still open");
+        assert!(closed.iter().all(|row| row.detail["count"] == 50));
+        let rest = refusals.take(None);
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].detail["reason"], "malformed");
+        assert_eq!(rest[0].detail["count"], 50);
+        assert!(refusals.take(None).is_empty());
+    }
+
+    #[test]
+    fn a_full_map_folds_new_addresses_into_one_bucket_instead_of_growing() {
+        let mut refusals = Refusals::new(10);
+        for n in 0..10_000 {
+            let from = format!("10.0.{}.{}", n / 256, n % 256);
+            assert_ne!(
+                refusals.add(refused(minute(1), &from, "malformed")),
+                Added::Dropped
+            );
+        }
+        assert_eq!(refusals.tallies.len(), 11);
+        let rows = refusals.take(None);
+        let other = rows
+            .iter()
+            .find(|row| row.client_addr.as_deref() == Some(OTHER_ADDRESSES))
+            .expect("an overflow bucket");
+        assert_eq!(other.detail["count"], 10_000 - 10);
+        let total: u64 = rows
+            .iter()
+            .map(|row| row.detail["count"].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(total, 10_000, "every refusal is counted");
     }
 }

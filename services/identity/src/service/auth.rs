@@ -216,13 +216,10 @@ impl Auth {
                     Scope::Address => "address",
                     Scope::Account => "account",
                 };
+                // No audit row: a limit is hit most by floods, whose rows
+                // would crowd out the ones that matter. The log event and
+                // the metric say enough (service::audit).
                 crate::telemetry::metrics::metrics().rate_limited(action.as_str());
-                self.audit.record(
-                    AuditEvent::new("identity.rate_limited")
-                        .client(caller.addr())
-                        .detail("rpc", action.as_str())
-                        .detail("scope", scope),
-                );
                 security_event!(
                     "identity.rate_limited",
                     rpc = action.as_str(),

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub spans_dropped: AtomicU64,
     pub spans_exported: AtomicU64,
     pub audit_dropped: AtomicU64,
+    /// Refusals counted into an aggregated audit row instead of one of their own.
+    pub audit_aggregated: AtomicU64,
     gauges: Mutex<Vec<(&'static str, &'static str, GaugeSource)>>,
 }
 
@@ -283,6 +285,11 @@ impl Metrics {
                 "identity_audit_dropped_total",
                 "Audit rows dropped because the audit queue was full.",
                 &self.audit_dropped,
+            ),
+            (
+                "identity_audit_aggregated_total",
+                "Refusals counted into an aggregated audit row (one per address, reason and minute) instead of a row of their own.",
+                &self.audit_aggregated,
             ),
         ] {
             let _ = writeln!(
