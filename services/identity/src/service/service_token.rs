@@ -215,6 +215,9 @@ mod tests {
         assert!(!provisioner_may_create(&p, &new("better-auth", &["admin"])));
         assert!(!provisioner_may_create(&p, &new("local", &[])));
         assert!(!provisioner_may_create(&p, &new("service", &[])));
+        for variant in ["Local", "SERVICE", " local ", "sErViCe"] {
+            assert!(!provisioner_may_create(&p, &new(variant, &[])), "{variant}");
+        }
         assert!(!provisioner_may_create(
             &caller(&[]),
             &new("better-auth", &[])

@@ -724,6 +724,7 @@ pub(super) async fn provision_profile(
 /// the one the sync recorded; 1 when none was recorded). Returns the new
 /// profile, or `None` when the profile was edited here, changed meanwhile
 /// or is gone: then the stored values win.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_provider_fields(
     conn: &mut Conn,
     id: Id,

@@ -110,6 +110,15 @@ mod tests {
     }
 
     #[test]
+    fn a_replayed_provider_token_says_so_in_error_info() {
+        let status = Status::from(Error::TokenAlreadyExchanged);
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, TOKEN_ALREADY_EXCHANGED);
+        assert_eq!(info.domain, ERROR_DOMAIN);
+    }
+
+    #[test]
     fn shed_calls_carry_retry_info() {
         let status = Status::from(Error::Busy {
             retry_after: std::time::Duration::from_secs(2),
