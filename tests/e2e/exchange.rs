@@ -1099,6 +1099,23 @@ async fn one_provider_token_exchanges_once(backend: Backend) {
             &format!("replay {attempt}"),
         );
     }
+    // Nor does a replayed older token write its stale claims over newer ones.
+    provider.rename(&user, "Renamed").await;
+    let renamed = exchange(&mut auth, &provider.token(&user).await)
+        .await
+        .expect("a fresh token");
+    assert_eq!(renamed.profile.unwrap().display_name, "Renamed");
+    assert_already_exchanged(exchange(&mut auth, &jwt).await, "older token replayed");
+    let me = profiles(&server)
+        .await
+        .get_profile(bearer(
+            &renamed.tokens.unwrap().access_token,
+            GetProfileRequest { id: "me".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.display_name, "Renamed", "the replay changed nothing");
 
     // Racing: many exchanges of one fresh token at once, exactly one wins.
     let raced = provider.token(&user).await;

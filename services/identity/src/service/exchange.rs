@@ -149,6 +149,12 @@ impl TokenExchange {
             }
         };
 
+        // Refused before provisioning too, so that a replayed older token
+        // cannot write its stale email or name over the profile.
+        let spent = spent_key(&claims, subject_token);
+        if self.auth.store().is_exchanged_token(&spent).await? {
+            return Err(self.refused(caller, "already_exchanged").await);
+        }
         let (profile, created) = self.provision(caller, &claims).await?;
         // The sync may have rewritten email and display name.
         self.auth.profile_changed(profile.id);
@@ -173,12 +179,7 @@ impl TokenExchange {
         let first = self
             .auth
             .store()
-            .start_exchanged_session(
-                &spent_key(&claims, subject_token),
-                remember_until,
-                &session,
-                &audit,
-            )
+            .start_exchanged_session(&spent, remember_until, &session, &audit)
             .await?;
         if !first {
             return Err(self.refused(caller, "already_exchanged").await);

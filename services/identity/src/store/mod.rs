@@ -479,4 +479,9 @@ impl Store {
             start_exchanged_session(token_key, until, session, audit)
         )
     }
+
+    /// Whether the provider token `token_key` was exchanged already.
+    pub async fn is_exchanged_token(&self, token_key: &str) -> Result<bool, StoreError> {
+        on_backend!(self, is_exchanged_token(token_key))
+    }
 }

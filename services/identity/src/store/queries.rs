@@ -891,3 +891,16 @@ pub(super) async fn start_exchanged_session(
         Ok(true)
     })
 }
+
+/// Whether the provider token `token_key` was exchanged already (a cheap
+/// early answer; `start_exchanged_session` is the arbiter).
+pub(super) async fn is_exchanged_token(conn: &mut Conn, token_key: &str) -> QueryResult<bool> {
+    use schema::exchanged_provider_tokens as x;
+    x::table
+        .filter(x::token_key.eq(token_key))
+        .select(x::token_key)
+        .first::<String>(conn)
+        .await
+        .optional()
+        .map(|found| found.is_some())
+}
