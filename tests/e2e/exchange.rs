@@ -26,6 +26,7 @@ use tonic_health::pb::health_client::HealthClient;
 on_both_backends!(
     a_better_auth_user_exchanges_into_an_ordinary_session,
     concurrent_first_exchanges_create_exactly_one_profile,
+    one_provider_token_exchanges_once,
 );
 
 const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
@@ -283,9 +284,14 @@ async fn concurrent_first_exchanges_create_exactly_one_profile(backend: Backend)
     let db = TestDb::new(backend);
     let server = identity(&db, &provider, "1s");
     let user = signed_up(&provider, "Racer").await;
+    // Ten distinct tokens of one user (one token exchanges only once).
     let mut jwts = Vec::new();
-    for _ in 0..10 {
-        jwts.push(provider.token(&user).await);
+    for nonce in 0..10 {
+        jwts.push(
+            provider
+                .sign(json!({"sub": user.id, "email": user.email, "name": "Racer", "nonce": nonce}))
+                .await,
+        );
     }
     provider_serving(&server).await;
     let channel = server.channel().await;
@@ -499,6 +505,7 @@ async fn a_rotated_provider_key_is_fetched_once_without_a_restart() {
     let user = signed_up(&provider, "Rotating").await;
 
     let old = provider.token(&user).await;
+    let old_again = provider.sign(json!({"sub": user.id, "nonce": "old"})).await;
     exchange(&mut auth, &old)
         .await
         .expect("token of the first key");
@@ -519,8 +526,8 @@ async fn a_rotated_provider_key_is_fetched_once_without_a_restart() {
         .expect("the new key is fetched on demand");
     let channel = server.channel().await;
     let mut tokens = Vec::new();
-    for _ in 0..5 {
-        tokens.push(provider.token(&user).await);
+    for nonce in 0..5 {
+        tokens.push(provider.sign(json!({"sub": user.id, "nonce": nonce})).await);
     }
     let results = futures::future::join_all(tokens.into_iter().map(|jwt| {
         let mut auth = AuthServiceClient::new(channel.clone());
@@ -530,7 +537,7 @@ async fn a_rotated_provider_key_is_fetched_once_without_a_restart() {
     for result in results {
         result.expect("new-key tokens keep exchanging");
     }
-    exchange(&mut auth, &old)
+    exchange(&mut auth, &old_again)
         .await
         .expect("the old key is still published");
     assert_eq!(
@@ -672,27 +679,7 @@ async fn the_sign_up_hook_provisions_profiles_with_a_provisioner_token() {
         "{status:?}"
     );
 
-    let output = std::process::Command::new(crate::support::binary())
-        .args([
-            "admin",
-            "issue-service-token",
-            "--role",
-            "provisioner",
-            "--ttl",
-            "10m",
-            "--dev",
-        ])
-        .env_clear()
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_DATA_DIR", db.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let service_token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let service_token = issue_service_token(&db, "provisioner");
     assert_eq!(service_token.split('.').count(), 3, "a JWT on stdout alone");
 
     // The service token is an ordinary, valid access token of role provisioner.
@@ -858,6 +845,12 @@ fn a_misconfigured_provider_stops_start_up_naming_the_setting() {
             "IDENTITY_PROVIDER_AUDIENCE",
             "",
             "IDENTITY_PROVIDER_AUDIENCE",
+        ),
+        ("IDENTITY_PROVIDER_NAME", "Local", "IDENTITY_PROVIDER_NAME"),
+        (
+            "IDENTITY_PROVIDER_NAME",
+            "SERVICE",
+            "IDENTITY_PROVIDER_NAME",
         ),
         (
             "IDENTITY_PROVIDER_JWKS_URL",
@@ -1174,4 +1167,363 @@ async fn an_access_token_signed_by_the_providers_key_is_no_sign_in() {
         .await,
         "the refusal's reason is logged"
     );
+}
+
+/// Asserts the refusal of a provider token exchanged before.
+#[track_caller]
+fn assert_already_exchanged(result: Result<ExchangeTokenResponse, Status>, case: &str) {
+    use tonic_types::StatusExt as _;
+    let status = result
+        .err()
+        .unwrap_or_else(|| panic!("{case}: accepted again"));
+    assert_eq!(status.code(), Code::Unauthenticated, "{case}: {status:?}");
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("{case}: no ErrorInfo in {status:?}"));
+    assert_eq!(info.reason, "TOKEN_ALREADY_EXCHANGED", "{case}");
+}
+
+/// A stolen provider JWT (a log line, a proxy, a browser extension) is worth
+/// one session at most: replayed, sequentially or racing its owner, it is
+/// refused, and a re-signed copy with the same `jti` is the same token.
+async fn one_provider_token_exchanges_once(backend: Backend) {
+    let provider = BetterAuth::start();
+    let db = TestDb::new(backend);
+    let server = identity(&db, &provider, "1s");
+    let mut auth = server.auth().await;
+    let user = signed_up(&provider, "Replayed").await;
+
+    let jwt = provider.token(&user).await;
+    let first = exchange(&mut auth, &jwt).await.expect("the first exchange");
+    for attempt in 0..3 {
+        assert_already_exchanged(
+            exchange(&mut auth, &jwt).await,
+            &format!("replay {attempt}"),
+        );
+    }
+    // Nor does a replayed older token write its stale claims over newer ones.
+    provider.rename(&user, "Renamed").await;
+    let renamed = exchange(&mut auth, &provider.token(&user).await)
+        .await
+        .expect("a fresh token");
+    assert_eq!(renamed.profile.unwrap().display_name, "Renamed");
+    assert_already_exchanged(exchange(&mut auth, &jwt).await, "older token replayed");
+    let me = profiles(&server)
+        .await
+        .get_profile(bearer(
+            &renamed.tokens.unwrap().access_token,
+            GetProfileRequest { id: "me".into() },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.display_name, "Renamed", "the replay changed nothing");
+
+    // Racing: many exchanges of one fresh token at once, exactly one wins.
+    let raced = provider.token(&user).await;
+    let channel = server.channel().await;
+    let results = futures::future::join_all((0..12).map(|_| {
+        let mut auth = AuthServiceClient::new(channel.clone());
+        let jwt = raced.clone();
+        async move { exchange(&mut auth, &jwt).await }
+    }))
+    .await;
+    let (won, lost): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+    assert_eq!(
+        won.len(),
+        1,
+        "exactly one concurrent exchange wins: {lost:?}"
+    );
+    for result in lost {
+        assert_already_exchanged(result, "concurrent replay");
+    }
+
+    // With a jti, the jti is the token: a second signature does not help.
+    let jti = format!("jti-{}", uuid::Uuid::new_v4());
+    let once = provider
+        .sign(json!({"sub": user.id, "jti": jti, "n": 1}))
+        .await;
+    let twice = provider
+        .sign(json!({"sub": user.id, "jti": jti, "n": 2}))
+        .await;
+    assert_ne!(once, twice);
+    exchange(&mut auth, &once)
+        .await
+        .expect("first token of a jti");
+    assert_already_exchanged(exchange(&mut auth, &twice).await, "same jti, new signature");
+
+    // The one session of the first token still works; the replays left
+    // an audit trail, not sessions.
+    auth.refresh(RefreshRequest {
+        refresh_token: first.tokens.unwrap().refresh_token,
+    })
+    .await
+    .expect("the first exchange's session refreshes");
+    let logs = server.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("identity.exchange.refused") && l.contains("already_exchanged")),
+        "{logs}"
+    );
+    assert!(!logs.contains(&jwt), "the provider token is never logged");
+}
+
+/// A session from a provider token ends after IDENTITY_PROVIDER_SESSION_TTL,
+/// not after the local 30 days: a user banned or deleted at the provider
+/// loses access when it ends, as the client must go back to the provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchanged_sessions_end_at_the_provider_session_ttl() {
+    let provider = BetterAuth::start();
+    let db = TestDb::new(Backend::Sqlite);
+    let server = identity_with(
+        &db,
+        &provider,
+        "1s",
+        ServerOptions::default().env("IDENTITY_PROVIDER_SESSION_TTL", "4s"),
+    );
+    let mut auth = server.auth().await;
+    let user = signed_up(&provider, "Short Lived").await;
+    let before = now();
+    let tokens = exchange(&mut auth, &provider.token(&user).await)
+        .await
+        .expect("exchange")
+        .tokens
+        .unwrap();
+    let session_end = tokens.refresh_token_expire_time.unwrap().seconds;
+    assert!(
+        session_end <= now() + 4,
+        "the session ends within the provider TTL, not {}s later",
+        session_end - before
+    );
+    assert!(tokens.access_token_expire_time.unwrap().seconds <= session_end);
+    let refreshed = auth
+        .refresh(RefreshRequest {
+            refresh_token: tokens.refresh_token,
+        })
+        .await
+        .expect("refreshes within the TTL")
+        .into_inner()
+        .tokens
+        .unwrap();
+    assert_eq!(
+        refreshed.refresh_token_expire_time.unwrap().seconds,
+        session_end,
+        "refreshing never extends it"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = auth
+        .refresh(RefreshRequest {
+            refresh_token: refreshed.refresh_token,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(
+        !crate::support::active(&mut auth, &refreshed.access_token).await,
+        "its access token is over too"
+    );
+    // A fresh provider token starts a new session.
+    exchange(&mut auth, &provider.token(&user).await)
+        .await
+        .expect("a fresh provider token");
+}
+
+/// Better-Auth's default audience is its base URL, i.e. every client's:
+/// in production a token it issued for any other app would be accepted.
+#[test]
+fn production_refuses_a_provider_audience_that_is_not_its_own() {
+    let base = [
+        (
+            "IDENTITY_PROVIDER_JWKS_URL",
+            "https://auth.example.com/api/auth/jwks",
+        ),
+        ("IDENTITY_PROVIDER_ISSUER", "https://auth.example.com"),
+    ];
+    for audience in [None, Some("https://auth.example.com")] {
+        let mut env = base.to_vec();
+        if let Some(audience) = audience {
+            env.push(("IDENTITY_PROVIDER_AUDIENCE", audience));
+        }
+        let (code, stderr) = crate::support::refused_production_start(&env);
+        assert_eq!(code, Some(2), "audience {audience:?}: {stderr}");
+        assert!(
+            stderr.contains("IDENTITY_PROVIDER_AUDIENCE"),
+            "audience {audience:?}: {stderr}"
+        );
+    }
+}
+
+/// Runs `identity admin issue-service-token --role <role>` against `db`.
+fn issue_service_token(db: &TestDb, role: &str) -> String {
+    let output = std::process::Command::new(crate::support::binary())
+        .args([
+            "admin",
+            "issue-service-token",
+            "--role",
+            role,
+            "--ttl",
+            "10m",
+            "--dev",
+        ])
+        .env_clear()
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .env("IDENTITY_DATA_DIR", db.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// `Local` or `SERVICE` is not `local` to this service, but it is to a
+/// reader, a dashboard or a consumer that compares without case: a
+/// provisioner (or a provider configuration) must not mint such profiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_provider_names_are_reserved_in_any_case() {
+    let db = TestDb::new(Backend::Sqlite);
+    let admin_email = email("admin");
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
+    );
+    let provisioner = issue_service_token(&db, "provisioner");
+    let admin = crate::support::register(&mut server.auth().await, &admin_email)
+        .await
+        .access_token;
+    let mut client = profiles(&server).await;
+    for name in ["Local", "SERVICE", " local", "lOcAl"] {
+        let profile = || UserProfile {
+            auth_provider: name.into(),
+            auth_id: "x".into(),
+            ..Default::default()
+        };
+        let status = client
+            .create_profile(bearer(
+                &provisioner,
+                CreateProfileRequest {
+                    profile: Some(profile()),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "provisioner {name:?}: {status:?}"
+        );
+        let status = client
+            .create_profile(bearer(
+                &admin,
+                CreateProfileRequest {
+                    profile: Some(profile()),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "admin {name:?}: {status:?}"
+        );
+        assert!(
+            status.message().contains("profile.auth_provider"),
+            "{status:?}"
+        );
+    }
+    client
+        .create_profile(bearer(
+            &provisioner,
+            CreateProfileRequest {
+                profile: Some(UserProfile {
+                    auth_provider: "better-auth".into(),
+                    auth_id: "fine".into(),
+                    ..Default::default()
+                }),
+            },
+        ))
+        .await
+        .expect("an external provider's profile");
+}
+
+/// `emailVerified: false` is the provider's word and must reach the
+/// services that read profiles: a consumer sending mail or linking accounts
+/// by email must not take an unverified address for a verified one, and an
+/// email changed here is nobody's verified address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_email_verification_is_reported_never_invented() {
+    let provider = BetterAuth::start();
+    let db = TestDb::new(Backend::Postgres);
+    let server = identity(&db, &provider, "1s");
+    let mut auth = server.auth().await;
+    let user = signed_up(&provider, "Unverified").await;
+    let jwt = provider.token(&user).await;
+    assert_eq!(
+        claims_of(&jwt)["emailVerified"],
+        false,
+        "Better-Auth's claim"
+    );
+
+    let validated = |auth: &mut AuthServiceClient<Channel>, token: String| {
+        let mut auth = auth.clone();
+        async move {
+            auth.validate_token(ValidateTokenRequest {
+                access_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let done = exchange(&mut auth, &jwt).await.unwrap();
+    assert!(
+        !done.profile.unwrap().email_verified,
+        "unverified at the provider"
+    );
+    let access = done.tokens.unwrap().access_token;
+    let answer = validated(&mut auth, access.clone()).await;
+    assert!(answer.active && !answer.email_verified);
+
+    // The provider verifies the address: the next exchange says so.
+    let verified = provider
+        .sign(json!({"sub": user.id, "email": user.email, "name": "Unverified", "emailVerified": true}))
+        .await;
+    let done = exchange(&mut auth, &verified).await.unwrap();
+    let profile = done.profile.unwrap();
+    assert!(profile.email_verified);
+    assert!(validated(&mut auth, access.clone()).await.email_verified);
+
+    // The owner changes the email here: nobody verified the new one.
+    let changed = profiles(&server)
+        .await
+        .update_profile(bearer(
+            &access,
+            UpdateProfileRequest {
+                profile: Some(UserProfile {
+                    id: "me".into(),
+                    etag: profile.etag,
+                    email: email("unverified-here"),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["email".into()],
+                }),
+            },
+        ))
+        .await
+        .expect("the owner edits the email")
+        .into_inner();
+    assert!(
+        !changed.email_verified,
+        "an email changed here is unverified"
+    );
+    assert!(!validated(&mut auth, access).await.email_verified);
+
+    // Local accounts: this service verifies no address.
+    let local = crate::support::register(&mut auth, &email("local")).await;
+    let answer = validated(&mut auth, local.access_token).await;
+    assert!(answer.active && !answer.email_verified);
 }

@@ -1021,9 +1021,11 @@ async fn stale_etags_abort_and_bad_update_masks_are_invalid(backend: Backend) {
             seconds: 1,
             nanos: 0,
         }),
+        email_verified: true,
     };
     let refused = [
         "id",
+        "email_verified",
         "auth_provider",
         "auth_id",
         "create_time",

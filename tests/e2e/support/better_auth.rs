@@ -77,6 +77,8 @@ pub struct BetterAuth {
     pub base_url: String,
     pub logs: Arc<Mutex<Vec<String>>>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// Tokens [`BetterAuth::token`] returned so far.
+    issued: Mutex<std::collections::HashSet<String>>,
 }
 
 /// A signed-up user: its Better-Auth id and a bearer session token.
@@ -149,6 +151,7 @@ impl BetterAuth {
             base_url: format!("http://127.0.0.1:{port}"),
             logs,
             client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            issued: Mutex::new(Default::default()),
         }
     }
 
@@ -255,12 +258,21 @@ impl BetterAuth {
             .to_owned()
     }
 
-    /// GET /api/auth/token: the JWT that ExchangeToken takes.
+    /// GET /api/auth/token: the JWT that ExchangeToken takes, never one
+    /// returned before. Better-Auth's tokens have no `jti` and a `iat` in
+    /// seconds, so two requests within a second get the same token, which
+    /// ExchangeToken accepts only once; this waits for the next second.
     pub async fn token(&self, user: &User) -> String {
-        let (_, json) = self
-            .expect_ok("GET", "/api/auth/token", Some(&user.session), None)
-            .await;
-        json["token"].as_str().expect("token").to_owned()
+        loop {
+            let (_, json) = self
+                .expect_ok("GET", "/api/auth/token", Some(&user.session), None)
+                .await;
+            let token = json["token"].as_str().expect("token").to_owned();
+            if self.issued.lock().unwrap().insert(token.clone()) {
+                return token;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// POST /api/auth/update-user: changes the user's name there.

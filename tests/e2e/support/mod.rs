@@ -120,10 +120,19 @@ pub fn binary() -> &'static str {
 /// expecting it to stop before serving: its exit code and its output
 /// (stdout then stderr). A server that starts anyway is killed after 60 s.
 pub fn refused_start(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    refused_start_as(&["serve", "--dev"], env)
+}
+
+/// [`refused_start`] without `--dev`: the production checks apply.
+pub fn refused_production_start(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    refused_start_as(&["serve"], env)
+}
+
+fn refused_start_as(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = TempDir::new();
     let mut command = Command::new(binary());
     command
-        .args(["serve", "--dev"])
+        .args(args)
         .env_clear()
         .env("IDENTITY_DATA_DIR", dir.path())
         .env("IDENTITY_LISTEN_ADDR", "127.0.0.1:0");

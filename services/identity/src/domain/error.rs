@@ -22,6 +22,10 @@ pub enum Error {
     /// Missing, invalid, expired or revoked bearer token or refresh token.
     #[error("unauthenticated")]
     Unauthenticated,
+    /// ExchangeToken: this provider token was exchanged before (each one
+    /// starts at most one session).
+    #[error("provider token already exchanged")]
+    TokenAlreadyExchanged,
     #[error("permission denied")]
     PermissionDenied,
     #[error("not found")]

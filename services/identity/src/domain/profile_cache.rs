@@ -171,6 +171,7 @@ mod tests {
             revision: 1,
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            email_verified: false,
         })
     }
 

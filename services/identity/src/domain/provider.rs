@@ -267,6 +267,13 @@ pub struct ProviderClaims {
     pub sub: String,
     pub email: Option<String>,
     pub name: Option<String>,
+    /// `email_verified` (OIDC) or `emailVerified` (Better-Auth); false
+    /// unless the provider says true.
+    pub email_verified: bool,
+    /// The token's id, when it has one (Better-Auth's have none).
+    pub jti: Option<String>,
+    /// Seconds since the epoch.
+    pub exp: i64,
 }
 
 /// Verifies a token whose header passed [`inspect`] with the key its `kid`
@@ -282,8 +289,13 @@ pub fn verify(
     struct Raw {
         sub: serde_json::Value,
         iat: Option<serde_json::Value>,
+        exp: serde_json::Value,
+        jti: Option<serde_json::Value>,
         email: Option<serde_json::Value>,
         name: Option<serde_json::Value>,
+        email_verified: Option<serde_json::Value>,
+        #[serde(rename = "emailVerified")]
+        email_verified_camel: Option<serde_json::Value>,
     }
     if head.alg != key.alg {
         return Err(Refusal::WrongAlgorithm);
@@ -325,10 +337,18 @@ pub fn verify(
         Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Some(s),
         _ => None,
     };
+    let exp = claims.exp.as_f64().ok_or(Refusal::Malformed)? as i64;
+    let email_verified = claims
+        .email_verified
+        .or(claims.email_verified_camel)
+        .is_some_and(|v| v == serde_json::Value::Bool(true));
     Ok(ProviderClaims {
         sub,
         email: text(claims.email),
         name: text(claims.name),
+        email_verified,
+        jti: text(claims.jti),
+        exp,
     })
 }
 

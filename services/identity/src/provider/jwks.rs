@@ -9,6 +9,20 @@
 //!   `min_refresh_interval`, whatever the number of callers: fetches are
 //!   single-flight (one mutex) and rate-limited, so a flood of tokens with
 //!   random kids costs the provider at most one request per interval.
+//! - That slot alone would let one forged token per interval, sent just
+//!   before a genuine rotation, keep the new key out for a whole interval.
+//!   So a kid refused as unknown is remembered (a few hundred at most), and
+//!   when it comes back while the slot is spent it may use a second slot,
+//!   also one per interval. A genuine new kid comes back (every token the
+//!   provider now signs carries it), so it is fetched at its second use;
+//!   a flood of fresh random kids never reaches that slot. The cost stays
+//!   bounded: at most two unknown-kid fetches per interval, whatever the
+//!   traffic. (No rule can tell a forged kid from a genuine one before the
+//!   fetch: an attacker repeating kids can spend both slots, and then a
+//!   rotation waits at most one interval, as before.)
+//! - Cached keys are trusted for at most `max_stale` after the last
+//!   successful fetch: a provider that stays unreachable cannot keep a key
+//!   it has retired (perhaps because it leaked) trusted for ever.
 //! - Bounded: a timeout covers connect, headers and body; the body is read
 //!   up to `max_bytes`; redirects are not followed; the `kid` is only ever a
 //!   map key, never part of a URL.
@@ -21,7 +35,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::Algorithm;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -65,6 +79,8 @@ enum Reason {
     Expired,
     Retry,
     UnknownKid,
+    /// A kid refused as unknown before came back.
+    UnknownKidAgain,
 }
 
 impl Reason {
@@ -74,6 +90,7 @@ impl Reason {
             Reason::Expired => "ttl_expired",
             Reason::Retry => "retry",
             Reason::UnknownKid => "unknown_kid",
+            Reason::UnknownKidAgain => "unknown_kid_again",
         }
     }
 }
@@ -85,7 +102,16 @@ struct State {
     last_attempt: Option<Instant>,
     last_ok: bool,
     failures: u32,
+    /// The last successful fetch: keys older than `max_stale` are not used.
+    fetched_at: Option<Instant>,
+    /// The last fetch through the second slot (kids seen before).
+    last_again: Option<Instant>,
+    /// Kids refused as unknown lately, oldest first.
+    refused: VecDeque<String>,
 }
+
+/// Kids remembered as refused; beyond it the oldest is forgotten.
+const MAX_REFUSED_KIDS: usize = 256;
 
 /// Settings of the cache.
 #[derive(Debug, Clone)]
@@ -95,6 +121,7 @@ pub struct JwksSettings {
     pub min_refresh_interval: Duration,
     pub timeout: Duration,
     pub max_bytes: usize,
+    pub max_stale: Duration,
 }
 
 pub struct JwksCache {
@@ -165,6 +192,9 @@ impl JwksCache {
                 last_attempt: None,
                 last_ok: false,
                 failures: 0,
+                fetched_at: None,
+                last_again: None,
+                refused: VecDeque::new(),
             }),
             fetch: Arc::new(Mutex::new(())),
             reachable,
@@ -179,7 +209,27 @@ impl JwksCache {
 
     fn cached(&self, kid: &str) -> Option<Arc<ProviderKey>> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        state.keys.get(kid).cloned()
+        let fresh = state
+            .fetched_at
+            .is_some_and(|at| at.elapsed() <= self.settings.max_stale);
+        if fresh {
+            state.keys.get(kid).cloned()
+        } else {
+            None
+        }
+    }
+
+    /// Notes `kid` as refused; true when it was refused before.
+    fn refused_before(&self, kid: &str) -> bool {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if state.refused.iter().any(|k| k == kid) {
+            return true;
+        }
+        if state.refused.len() >= MAX_REFUSED_KIDS {
+            state.refused.pop_front();
+        }
+        state.refused.push_back(kid.to_owned());
+        false
     }
 
     /// The key for `kid`, refetching the set once if it is unknown and a
@@ -193,18 +243,27 @@ impl JwksCache {
         if let Some(key) = self.cached(kid) {
             return Lookup::Found(key);
         }
-        let (last_attempt, last_ok) = {
+        let interval = self.settings.min_refresh_interval;
+        let (last_attempt, last_again, last_ok) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            (state.last_attempt, state.last_ok)
+            (state.last_attempt, state.last_again, state.last_ok)
         };
-        if let Some(at) = last_attempt
-            && at.elapsed() < self.settings.min_refresh_interval
-        {
-            return if last_ok {
-                Lookup::Unknown
+        let due = |at: Option<Instant>| at.is_none_or(|at| at.elapsed() >= interval);
+        let mut reason = Reason::UnknownKid;
+        if !due(last_attempt) {
+            // The first slot is spent: only a kid refused before may use
+            // the second one (see the module comment).
+            if self.refused_before(kid) && due(last_again) {
+                reason = Reason::UnknownKidAgain;
+                let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+                state.last_again = Some(Instant::now());
             } else {
-                Lookup::Unavailable
-            };
+                return if last_ok {
+                    Lookup::Unknown
+                } else {
+                    Lookup::Unavailable
+                };
+            }
         }
         // The fetch runs as a task of its own that holds the lock until it
         // is done: a caller that goes away (cancelled RPC) can neither cut
@@ -212,12 +271,18 @@ impl JwksCache {
         let this = Arc::clone(self);
         let fetched = tokio::spawn(async move {
             let _flight = flight;
-            this.fetch_locked(Reason::UnknownKid).await.is_ok()
+            this.fetch_locked(reason).await.is_ok()
         })
         .await
         .unwrap_or(false);
         if fetched {
-            self.cached(kid).map_or(Lookup::Unknown, Lookup::Found)
+            self.cached(kid).map_or_else(
+                || {
+                    self.refused_before(kid);
+                    Lookup::Unknown
+                },
+                Lookup::Found,
+            )
         } else {
             Lookup::Unavailable
         }
@@ -263,6 +328,7 @@ impl JwksCache {
                 state.refresh_at = Instant::now() + ttl;
                 state.last_ok = true;
                 state.failures = 0;
+                state.fetched_at = Some(Instant::now());
                 drop(state);
                 self.reachable.send_replace(Some(true));
                 Ok(())
@@ -288,7 +354,7 @@ impl JwksCache {
                     "provider JWKS fetch failed; cached keys stay in use"
                 );
                 self.reachable.send_replace(Some(false));
-                if reason == Reason::UnknownKid {
+                if matches!(reason, Reason::UnknownKid | Reason::UnknownKidAgain) {
                     self.rescheduled.notify_one();
                 }
                 Err(error)
@@ -434,6 +500,7 @@ mod tests {
             min_refresh_interval: interval,
             timeout: Duration::from_millis(500),
             max_bytes: 2048,
+            max_stale: Duration::from_secs(3600),
         })
     }
 
@@ -511,6 +578,55 @@ mod tests {
         assert!(
             matches!(jwks.key("k1").await, Lookup::Found(_)),
             "cached key still works"
+        );
+    }
+
+    const TWO_KEYS: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"k2","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+
+    /// One forged token spends the unknown-kid slot just before the
+    /// provider rotates: the new kid must not wait out the interval.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_random_kid_does_not_hold_back_a_genuine_rotation() {
+        let (url, hits) = serve(vec![ok(ONE_KEY), ok(TWO_KEYS)], Duration::ZERO).await;
+        let jwks = cache(url, Duration::from_secs(60));
+        assert!(matches!(jwks.key("forged-1").await, Lookup::Unknown));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // The provider rotates to k2; its first token meets the spent slot.
+        assert!(matches!(jwks.key("k2").await, Lookup::Unknown));
+        assert!(
+            matches!(jwks.key("k2").await, Lookup::Found(_)),
+            "the new kid, seen again, is fetched at once"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        // A flood of fresh random kids, and repeated ones, costs nothing more
+        // within the interval.
+        for i in 0..20 {
+            let kid = format!("forged-{}", i % 5);
+            assert!(matches!(jwks.key(&kid).await, Lookup::Unknown), "{kid}");
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "two fetches per interval at most"
+        );
+    }
+
+    /// While the provider stays down, cached keys are trusted only up to
+    /// max_stale after the last good fetch: a retired key does not live on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cached_keys_expire_when_the_provider_stays_unreachable() {
+        let failing = "HTTP/1.1 503 Down\r\ncontent-length: 0\r\n\r\n".to_owned();
+        let (url, _) = serve(vec![ok(ONE_KEY), failing], Duration::ZERO).await;
+        let jwks = JwksCache::new(JwksSettings {
+            max_stale: Duration::from_millis(400),
+            ..cache(url, Duration::from_millis(100)).settings.clone()
+        });
+        assert!(matches!(jwks.key("k1").await, Lookup::Found(_)));
+        assert!(matches!(jwks.key("k1").await, Lookup::Found(_)), "fresh");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(
+            matches!(jwks.key("k1").await, Lookup::Unavailable),
+            "too long since the provider last confirmed its keys"
         );
     }
 

@@ -52,6 +52,7 @@ impl ProviderVerifier {
                 min_refresh_interval: config.min_refresh_interval,
                 timeout: config.timeout,
                 max_bytes: config.max_bytes,
+                max_stale: config.max_stale,
             }),
         }
     }
@@ -134,6 +135,8 @@ pub async fn start(
             Arc::clone(auth),
             verifier,
             config.name.clone(),
+            config.session_ttl,
+            config.leeway,
         )),
         tasks: vec![refresher, health],
     })

@@ -22,8 +22,11 @@ pub struct ProviderSettings {
     #[arg(long, env = "IDENTITY_PROVIDER_ISSUER")]
     pub provider_issuer: Option<String>,
 
-    /// Audience that provider tokens' `aud` must contain (Better-Auth: jwt.audience)
-    /// [default: IDENTITY_PROVIDER_ISSUER, as Better-Auth defaults both to its base URL].
+    /// Audience that provider tokens' `aud` must contain (Better-Auth: jwt.audience).
+    /// Required in production, and different from the issuer: Better-Auth's
+    /// default audience (its base URL) is every client's, so its tokens for
+    /// anything else would be accepted here. Under --dev it defaults to
+    /// IDENTITY_PROVIDER_ISSUER.
     #[arg(long, env = "IDENTITY_PROVIDER_AUDIENCE")]
     pub provider_audience: Option<String>,
 
@@ -62,6 +65,18 @@ pub struct ProviderSettings {
     )]
     pub provider_jwks_max_bytes: usize,
 
+    /// Longest life of a session started by ExchangeToken (capped by
+    /// IDENTITY_REFRESH_TOKEN_TTL); then the client exchanges a fresh
+    /// provider token, so a user banned at the provider is out within it.
+    #[arg(long, env = "IDENTITY_PROVIDER_SESSION_TTL", default_value = "12h", value_parser = humantime::parse_duration)]
+    pub provider_session_ttl: Duration,
+
+    /// How long cached provider keys stay trusted after the last successful
+    /// JWKS fetch; past it (provider unreachable) tokens are UNAVAILABLE, so
+    /// a key the provider retired meanwhile is not trusted for ever.
+    #[arg(long, env = "IDENTITY_PROVIDER_JWKS_MAX_STALE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub provider_jwks_max_stale: Duration,
+
     /// Allow a plain http:// JWKS URL in production (only inside a mesh
     /// that encrypts and authenticates the traffic). Loopback and --dev
     /// never need it.
@@ -81,10 +96,23 @@ pub struct ProviderConfig {
     pub min_refresh_interval: Duration,
     pub timeout: Duration,
     pub max_bytes: usize,
+    pub session_ttl: Duration,
+    pub max_stale: Duration,
 }
 
 /// `auth_provider` values the service itself uses.
 pub const RESERVED_PROVIDER_NAMES: &[&str] = &["local", "service"];
+
+/// Whether `name` is, or passes for, one of [`RESERVED_PROVIDER_NAMES`]:
+/// compared trimmed and without regard to case, so `Local` or ` SERVICE`
+/// cannot be made to look like the service's own accounts to a reader or a
+/// case-insensitive consumer.
+pub fn is_reserved_provider(name: &str) -> bool {
+    let name = name.trim();
+    RESERVED_PROVIDER_NAMES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+}
 
 fn refuse(setting: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -160,8 +188,17 @@ impl ProviderConfig {
                 )
             })?
             .to_owned();
-        // Better-Auth's own default: audience = issuer = its base URL.
+        const AUDIENCE: &str = "IDENTITY_PROVIDER_AUDIENCE";
+        // Better-Auth's own default: audience = issuer = its base URL. Such
+        // a token is meant for every client of the provider, so production
+        // insists on an audience of this service's own.
         let audience = match settings.provider_audience.as_deref().map(str::trim) {
+            None if production => {
+                return Err(refuse(
+                    AUDIENCE,
+                    "is required in production: set Better-Auth's jwt.audience to a value of this service's own (not its base URL) and the same here",
+                ));
+            }
             None => issuer.clone(),
             Some("") => {
                 return Err(refuse(
@@ -169,12 +206,18 @@ impl ProviderConfig {
                     "must not be empty (unset, it is IDENTITY_PROVIDER_ISSUER, as in Better-Auth)",
                 ));
             }
+            Some(audience) if production && audience == issuer => {
+                return Err(refuse(
+                    AUDIENCE,
+                    "must differ from IDENTITY_PROVIDER_ISSUER in production: the issuer is Better-Auth's default audience, shared by every client of the provider",
+                ));
+            }
             Some(audience) => audience.to_owned(),
         };
 
         let name = crate::domain::validation::auth_field(settings.provider_name.trim())
             .map_err(|p| refuse("IDENTITY_PROVIDER_NAME", p))?;
-        if RESERVED_PROVIDER_NAMES.contains(&name.as_str()) {
+        if is_reserved_provider(&name) {
             return Err(refuse(
                 "IDENTITY_PROVIDER_NAME",
                 format!("`{name}` is reserved for the service's own accounts"),
@@ -225,6 +268,21 @@ impl ProviderConfig {
             ));
         }
 
+        let session_ttl = settings.provider_session_ttl;
+        if session_ttl < Duration::from_secs(1) || session_ttl > Duration::from_secs(90 * 86400) {
+            return Err(refuse(
+                "IDENTITY_PROVIDER_SESSION_TTL",
+                "must be between 1s and 90days",
+            ));
+        }
+        let max_stale = settings.provider_jwks_max_stale;
+        if max_stale < Duration::from_secs(60) || max_stale > Duration::from_secs(30 * 86400) {
+            return Err(refuse(
+                "IDENTITY_PROVIDER_JWKS_MAX_STALE",
+                "must be between 1m and 30days",
+            ));
+        }
+
         Ok(Some(ProviderConfig {
             jwks_url,
             issuer,
@@ -235,6 +293,8 @@ impl ProviderConfig {
             min_refresh_interval: interval,
             timeout,
             max_bytes,
+            session_ttl,
+            max_stale,
         }))
     }
 }
@@ -287,6 +347,13 @@ mod tests {
                 "IDENTITY_PROVIDER_ALGORITHMS",
             ),
             ("--provider-name=local", "IDENTITY_PROVIDER_NAME"),
+            ("--provider-name=Local", "IDENTITY_PROVIDER_NAME"),
+            ("--provider-name=SERVICE", "IDENTITY_PROVIDER_NAME"),
+            ("--provider-session-ttl=0s", "IDENTITY_PROVIDER_SESSION_TTL"),
+            (
+                "--provider-jwks-max-stale=1s",
+                "IDENTITY_PROVIDER_JWKS_MAX_STALE",
+            ),
             ("--provider-leeway=10m", "IDENTITY_PROVIDER_LEEWAY"),
             (
                 "--provider-jwks-min-refresh-interval=0s",
@@ -321,8 +388,30 @@ mod tests {
         }
         let err = load(&[GOOD[0], GOOD[2]], false).unwrap_err();
         assert_eq!(err.setting, "IDENTITY_PROVIDER_ISSUER");
-        let config = load(&[GOOD[0], GOOD[1]], false).unwrap().unwrap();
-        assert_eq!(config.audience, config.issuer, "Better-Auth's default");
+        let config = load(&[GOOD[0], GOOD[1]], true).unwrap().unwrap();
+        assert_eq!(
+            config.audience, config.issuer,
+            "Better-Auth's default, --dev only"
+        );
+    }
+
+    #[test]
+    fn production_needs_an_audience_of_its_own() {
+        let err = load(&[GOOD[0], GOOD[1]], false).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_PROVIDER_AUDIENCE", "unset");
+        let same = "--provider-audience=https://auth.example.com";
+        let err = load(&[GOOD[0], GOOD[1], same], false).unwrap_err();
+        assert_eq!(
+            err.setting, "IDENTITY_PROVIDER_AUDIENCE",
+            "equal to the issuer"
+        );
+        assert!(
+            load(&[GOOD[0], GOOD[1], same], true).is_ok(),
+            "--dev allows it"
+        );
+        let config = load(&GOOD, false).unwrap().unwrap();
+        assert_eq!(config.session_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(config.max_stale, Duration::from_secs(24 * 3600));
     }
 
     #[test]

@@ -359,6 +359,7 @@ impl Auth {
             revision: 1,
             created_at: now,
             updated_at: now,
+            email_verified: false,
         };
         let (session, refresh_token) = self.new_session(id, now);
         let audit = AuditEvent::new("identity.register.succeeded")
@@ -719,12 +720,13 @@ impl Auth {
         fast.verify(&self.keys, &self.store, token).await
     }
 
-    /// ValidateToken: `None` means inactive (the reason is logged, not told).
+    /// ValidateToken: `None` means inactive (the reason is logged, not told);
+    /// else the claims and whether the profile's email is verified now.
     pub async fn validate(
         &self,
         caller: &Caller,
         token: &str,
-    ) -> Result<Option<AccessClaims>, Error> {
+    ) -> Result<Option<(AccessClaims, bool)>, Error> {
         self.limit(Action::Validate, caller, None).await?;
         let Some(mut claims) = self.check_token(caller, token).await? else {
             return Ok(None);
@@ -739,7 +741,7 @@ impl Auth {
         match self.fast.load().profile(&self.store, id).await? {
             Some(profile) => {
                 claims.roles = profile.roles;
-                Ok(Some(claims))
+                Ok(Some((claims, profile.email_verified)))
             }
             None => Ok(None),
         }

@@ -12,7 +12,17 @@
 //! the same profile (`created = false`) and copy a changed email or name
 //! from the claims only while the profile is unchanged here since the
 //! provider last wrote it; once it is updated through ProfileService (or
-//! its roles change) the stored values win for good.
+//! its roles change) the stored values win for good. `email_verified`
+//! follows the provider's `emailVerified` claim for the email it names; an
+//! email changed here is unverified.
+//!
+//! One provider token, one session: a token is spent by its first exchange
+//! (keyed by its `jti`, or by its SHA-256 when it has none, remembered
+//! until it could no longer verify anyway), so a stolen or leaked provider
+//! JWT cannot be turned into many sessions. Exchanged sessions end after
+//! IDENTITY_PROVIDER_SESSION_TTL (not IDENTITY_REFRESH_TOKEN_TTL): the user
+//! then goes back to the provider, which may have banned or deleted them
+//! meanwhile.
 
 use crate::domain::provider::{ProviderClaims, TOKEN_TYPE_JWT, profile_fields};
 use crate::domain::tokens::MAX_TOKEN_BYTES;
@@ -21,7 +31,24 @@ use crate::provider::{ProviderVerifier, VerifyFailure};
 use crate::service::{Auth, Caller, IssuedTokens};
 use crate::store::{AuditEvent, Id, Profile};
 use chrono::{SubsecRound, Utc};
+use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Added to `exp` + leeway before a spent token is forgotten: replicas'
+/// clocks may differ a little.
+const REMEMBER_MARGIN_SECS: i64 = 60;
+
+/// The key a provider token is spent under: its `jti` when it has one (a
+/// re-signed copy is then the same token), else the token itself; hashed
+/// either way, so the table holds no token.
+fn spent_key(claims: &ProviderClaims, token: &str) -> String {
+    let material = match &claims.jti {
+        Some(jti) => format!("jti:{jti}"),
+        None => format!("jwt:{token}"),
+    };
+    hex::encode(Sha256::digest(material.as_bytes()))
+}
 
 /// Accepted `subject_token_type` values; empty means a JWT.
 pub const ACCEPTED_TOKEN_TYPES: &[&str] = &["", TOKEN_TYPE_JWT];
@@ -38,14 +65,27 @@ pub struct TokenExchange {
     auth: Arc<Auth>,
     verifier: Arc<ProviderVerifier>,
     provider: String,
+    /// Longest life of an exchanged session.
+    session_ttl: Duration,
+    /// The provider's leeway on `exp`, so a spent token is remembered as
+    /// long as it could still verify.
+    leeway: Duration,
 }
 
 impl TokenExchange {
-    pub fn new(auth: Arc<Auth>, verifier: Arc<ProviderVerifier>, provider: String) -> Self {
+    pub fn new(
+        auth: Arc<Auth>,
+        verifier: Arc<ProviderVerifier>,
+        provider: String,
+        session_ttl: Duration,
+        leeway: Duration,
+    ) -> Self {
         TokenExchange {
             auth,
             verifier,
             provider,
+            session_ttl,
+            leeway,
         }
     }
 
@@ -70,10 +110,10 @@ impl TokenExchange {
         if let Err(e) = self.auth.store().record_audit(&audit).await {
             tracing::warn!(error = %e, "audit row for a refused exchange not written");
         }
-        if reason == "provider_unavailable" {
-            Error::Unavailable
-        } else {
-            Error::Unauthenticated
+        match reason {
+            "provider_unavailable" => Error::Unavailable,
+            "already_exchanged" => Error::TokenAlreadyExchanged,
+            _ => Error::Unauthenticated,
         }
     }
 
@@ -109,22 +149,41 @@ impl TokenExchange {
             }
         };
 
+        // Refused before provisioning too, so that a replayed older token
+        // cannot write its stale email or name over the profile.
+        let spent = spent_key(&claims, subject_token);
+        if self.auth.store().is_exchanged_token(&spent).await? {
+            return Err(self.refused(caller, "already_exchanged").await);
+        }
         let (profile, created) = self.provision(caller, &claims).await?;
         // The sync may have rewritten email and display name.
         self.auth.profile_changed(profile.id);
 
         let now = Utc::now();
-        let (session, refresh_token) = self.auth.new_session(profile.id, now);
+        let (mut session, refresh_token) = self.auth.new_session(profile.id, now);
+        let provider_end = now + chrono::Duration::from_std(self.session_ttl).unwrap_or_default();
+        session.expires_at = session.expires_at.min(provider_end);
+        let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);
+        let remember_until = claims
+            .exp
+            .saturating_add(leeway)
+            .saturating_add(REMEMBER_MARGIN_SECS);
+        let remember_until = chrono::DateTime::from_timestamp(remember_until, 0)
+            .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
         let audit = AuditEvent::new("identity.exchange.succeeded")
             .profile(profile.id)
             .session(session.id)
             .client(caller.client_addr.as_deref())
             .detail("provider", self.provider.as_str())
             .detail("created", created);
-        self.auth
+        let first = self
+            .auth
             .store()
-            .start_session(&session, None, &audit)
+            .start_exchanged_session(&spent, remember_until, &session, &audit)
             .await?;
+        if !first {
+            return Err(self.refused(caller, "already_exchanged").await);
+        }
         security_event!(
             "identity.exchange.succeeded",
             profile.id = %profile.id,
@@ -171,6 +230,7 @@ impl TokenExchange {
                     revision: 1,
                     created_at: now,
                     updated_at: now,
+                    email_verified: claims.email_verified && claimed_email.is_some(),
                 };
                 let audit = AuditEvent::new("identity.profile.created")
                     .profile(candidate.id)
@@ -190,9 +250,15 @@ impl TokenExchange {
             }
         };
         // Absent or unusable claims leave the stored values alone.
-        let email = claimed_email.or_else(|| profile.email.clone());
+        let email = claimed_email.clone().or_else(|| profile.email.clone());
         let display_name = claimed_name.unwrap_or_else(|| profile.display_name.clone());
-        if created || (profile.email == email && profile.display_name == display_name) {
+        // The provider vouches only for the address it names.
+        let email_verified = claims.email_verified && email.is_some() && email == claimed_email;
+        if created
+            || (profile.email == email
+                && profile.display_name == display_name
+                && profile.email_verified == email_verified)
+        {
             return Ok((profile, created));
         }
         let audit = AuditEvent::new("identity.profile.updated")
@@ -205,6 +271,7 @@ impl TokenExchange {
                 profile.id,
                 profile.revision,
                 email.as_deref(),
+                email_verified,
                 &display_name,
                 &audit,
             )

@@ -273,6 +273,15 @@ impl Profiles {
             "profile.auth_provider",
             validation::auth_field(&new.auth_provider),
         );
+        if provider.as_deref().is_some_and(|p| {
+            crate::provider::settings::is_reserved_provider(p)
+                && !crate::provider::settings::RESERVED_PROVIDER_NAMES.contains(&p)
+        }) {
+            violations.check::<()>(
+                "profile.auth_provider",
+                Err("is another spelling of a reserved name (`local`, `service`)".into()),
+            );
+        }
         let auth_id = violations.check("profile.auth_id", validation::auth_field(&new.auth_id));
         let mut paths = vec!["avatar_url", "locale", "email", "roles"];
         if !new.patch.display_name.is_empty() {
@@ -293,6 +302,7 @@ impl Profiles {
             revision: 1,
             created_at: now,
             updated_at: now,
+            email_verified: false,
         };
         let audit = AuditEvent::new("identity.profile.created")
             .profile(profile.id)
@@ -376,7 +386,11 @@ impl Profiles {
                 "display_name" => next.display_name = clean.display_name.clone(),
                 "avatar_url" => next.avatar_url = clean.avatar_url.clone(),
                 "locale" => next.locale = clean.locale.clone(),
-                "email" => next.email = (!clean.email.is_empty()).then(|| clean.email.clone()),
+                "email" => {
+                    next.email = (!clean.email.is_empty()).then(|| clean.email.clone());
+                    // As stored: the provider vouched for the old address only.
+                    next.email_verified &= next.email == current.email;
+                }
                 "roles" => {
                     next.roles = clean.roles.clone();
                     if next.roles != current.roles {

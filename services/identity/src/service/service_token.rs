@@ -11,7 +11,7 @@
 
 use crate::domain::tokens::{AccessClaims, TokenKeys};
 use crate::domain::{Error, refresh, validation};
-use crate::provider::settings::RESERVED_PROVIDER_NAMES;
+use crate::provider::settings::is_reserved_provider;
 use crate::service::profiles::{ADMIN_ROLE, NewProfile};
 use crate::store::{AuditEvent, Id, NewSession, Profile, Store};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -34,7 +34,7 @@ pub const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 pub fn provisioner_may_create(caller: &Profile, new: &NewProfile) -> bool {
     caller.roles.iter().any(|r| r == PROVISIONER_ROLE)
         && new.patch.roles.is_empty()
-        && !RESERVED_PROVIDER_NAMES.contains(&new.auth_provider.trim())
+        && !is_reserved_provider(&new.auth_provider)
 }
 
 /// A minted service token.
@@ -95,6 +95,7 @@ pub async fn issue(
                 revision: 1,
                 created_at: now,
                 updated_at: now,
+                email_verified: false,
             };
             let audit = AuditEvent::new("identity.profile.created")
                 .profile(candidate.id)
@@ -192,6 +193,7 @@ mod tests {
             revision: 1,
             created_at: now,
             updated_at: now,
+            email_verified: false,
         }
     }
 
@@ -213,6 +215,9 @@ mod tests {
         assert!(!provisioner_may_create(&p, &new("better-auth", &["admin"])));
         assert!(!provisioner_may_create(&p, &new("local", &[])));
         assert!(!provisioner_may_create(&p, &new("service", &[])));
+        for variant in ["Local", "SERVICE", " local ", "sErViCe"] {
+            assert!(!provisioner_may_create(&p, &new(variant, &[])), "{variant}");
+        }
         assert!(!provisioner_may_create(
             &caller(&[]),
             &new("better-auth", &[])

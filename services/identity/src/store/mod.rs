@@ -413,13 +413,22 @@ impl Store {
         id: Id,
         expected_revision: i64,
         email: Option<&str>,
+        email_verified: bool,
         display_name: &str,
         audit: &AuditEvent,
     ) -> Result<Option<Profile>, StoreError> {
         let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
         on_backend!(
             self,
-            sync_provider_fields(id, expected_revision, email, display_name, now, audit)
+            sync_provider_fields(
+                id,
+                expected_revision,
+                email,
+                email_verified,
+                display_name,
+                now,
+                audit
+            )
         )
     }
 
@@ -461,5 +470,33 @@ impl Store {
         limit: i64,
     ) -> Result<(usize, usize), StoreError> {
         on_backend!(self, purge_ended_sessions(ended_before, limit))
+    }
+
+    /// Spends the provider token `token_key` (remembered until
+    /// `remember_until`) and starts `session`, atomically; false when the
+    /// token was exchanged before (no session then). Dead entries are
+    /// purged on the way, a bounded number per call.
+    pub async fn start_exchanged_session(
+        &self,
+        token_key: &str,
+        remember_until: DateTime<Utc>,
+        session: &NewSession,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        let now = Utc::now().timestamp();
+        if let Err(e) = on_backend!(self, purge_exchanged_tokens(now)) {
+            // Only housekeeping: the exchange itself does not depend on it.
+            tracing::warn!(error = %e, "purging spent provider tokens failed");
+        }
+        let until = remember_until.timestamp();
+        on_backend!(
+            self,
+            start_exchanged_session(token_key, until, session, audit)
+        )
+    }
+
+    /// Whether the provider token `token_key` was exchanged already.
+    pub async fn is_exchanged_token(&self, token_key: &str) -> Result<bool, StoreError> {
+        on_backend!(self, is_exchanged_token(token_key))
     }
 }

@@ -26,6 +26,7 @@ pub(super) mod schema {
             created_at -> Timestamptz,
             updated_at -> Timestamptz,
             provider_synced_revision -> Nullable<BigInt>,
+            provider_verified_email -> Nullable<Text>,
         }
     }
     diesel::table! {
@@ -72,6 +73,12 @@ pub(super) mod schema {
             profile_id -> Uuid,
             created_at -> Timestamptz,
             last_used_at -> Timestamptz,
+        }
+    }
+    diesel::table! {
+        exchanged_provider_tokens (token_key) {
+            token_key -> Text,
+            expires_at -> BigInt,
         }
     }
     diesel::joinable!(credentials -> profiles (profile_id));

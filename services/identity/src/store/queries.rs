@@ -31,6 +31,7 @@ const PROFILE_COLUMNS: (
     schema::profiles::revision,
     schema::profiles::created_at,
     schema::profiles::updated_at,
+    schema::profiles::provider_verified_email,
 ) = (
     schema::profiles::id,
     schema::profiles::auth_provider,
@@ -43,6 +44,7 @@ const PROFILE_COLUMNS: (
     schema::profiles::revision,
     schema::profiles::created_at,
     schema::profiles::updated_at,
+    schema::profiles::provider_verified_email,
 );
 
 const SESSION_COLUMNS: (
@@ -705,6 +707,8 @@ pub(super) async fn provision_profile(
                 t::created_at.eq(candidate.created_at),
                 t::updated_at.eq(candidate.updated_at),
                 t::provider_synced_revision.eq(Some(candidate.revision)),
+                t::provider_verified_email
+                    .eq(candidate.email.as_deref().filter(|_| candidate.email_verified)),
             ))
             .on_conflict((t::auth_provider, t::auth_id))
             .do_nothing()
@@ -726,11 +730,13 @@ pub(super) async fn provision_profile(
 /// the one the sync recorded; 1 when none was recorded). Returns the new
 /// profile, or `None` when the profile was edited here, changed meanwhile
 /// or is gone: then the stored values win.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn sync_provider_fields(
     conn: &mut Conn,
     id: Id,
     expected_revision: i64,
     email: Option<&str>,
+    email_verified: bool,
     display_name: &str,
     now: DateTime<Utc>,
     audit: &AuditEvent,
@@ -753,6 +759,7 @@ pub(super) async fn sync_provider_fields(
         let updated = diesel::update(p::table.filter(p::id.eq(id)).filter(p::revision.eq(expected_revision)))
             .set((
                 p::email.eq(email),
+                p::provider_verified_email.eq(email.filter(|_| email_verified)),
                 p::display_name.eq(display_name),
                 p::revision.eq(next),
                 p::provider_synced_revision.eq(Some(next)),
@@ -870,4 +877,68 @@ pub(super) async fn purge_ended_sessions(
         let sessions = diesel::delete(s::table.filter(s::id.eq_any(&ids))).execute(conn).await?;
         Ok((sessions, tokens))
     })
+}
+
+// ---------------------------------------------------------------------------
+// Provider tokens spent by ExchangeToken (once each).
+
+/// Forgets up to 100 spent provider tokens that expired before `now`
+/// (seconds since the epoch): each exchange adds one row and removes up to
+/// 100 dead ones, so the table stays about the size of the live tokens.
+pub(super) async fn purge_exchanged_tokens(conn: &mut Conn, now: i64) -> QueryResult<usize> {
+    use schema::exchanged_provider_tokens as x;
+    let dead = x::table
+        .filter(x::expires_at.lt(now))
+        .select(x::token_key)
+        .limit(100)
+        .load::<String>(conn)
+        .await?;
+    if dead.is_empty() {
+        return Ok(0);
+    }
+    diesel::delete(x::table.filter(x::token_key.eq_any(&dead)).filter(x::expires_at.lt(now)))
+        .execute(conn)
+        .await
+}
+
+/// Records the provider token `token_key` as spent until `remember_until`
+/// and starts `session`, in one transaction; false (and nothing written)
+/// when the token was spent before. The primary key arbitrates between
+/// concurrent exchanges of one token: exactly one insert wins.
+pub(super) async fn start_exchanged_session(
+    conn: &mut Conn,
+    token_key: &str,
+    remember_until: i64,
+    session: &NewSession,
+    audit: &AuditEvent,
+) -> QueryResult<bool> {
+    write_tx!(conn, async |conn| {
+        use schema::exchanged_provider_tokens as x;
+        let first = diesel::insert_into(x::table)
+            .values((x::token_key.eq(token_key), x::expires_at.eq(remember_until)))
+            .on_conflict(x::token_key)
+            .do_nothing()
+            .execute(conn)
+            .await?
+            == 1;
+        if !first {
+            return Ok(false);
+        }
+        insert_session(conn, session).await?;
+        insert_audit(conn, audit).await?;
+        Ok(true)
+    })
+}
+
+/// Whether the provider token `token_key` was exchanged already (a cheap
+/// early answer; `start_exchanged_session` is the arbiter).
+pub(super) async fn is_exchanged_token(conn: &mut Conn, token_key: &str) -> QueryResult<bool> {
+    use schema::exchanged_provider_tokens as x;
+    x::table
+        .filter(x::token_key.eq(token_key))
+        .select(x::token_key)
+        .first::<String>(conn)
+        .await
+        .optional()
+        .map(|found| found.is_some())
 }

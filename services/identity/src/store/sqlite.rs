@@ -28,6 +28,7 @@ pub(super) mod schema {
             created_at -> TimestamptzSqlite,
             updated_at -> TimestamptzSqlite,
             provider_synced_revision -> Nullable<BigInt>,
+            provider_verified_email -> Nullable<Text>,
         }
     }
     diesel::table! {
@@ -74,6 +75,12 @@ pub(super) mod schema {
             profile_id -> Text,
             created_at -> TimestamptzSqlite,
             last_used_at -> TimestamptzSqlite,
+        }
+    }
+    diesel::table! {
+        exchanged_provider_tokens (token_key) {
+            token_key -> Text,
+            expires_at -> BigInt,
         }
     }
     diesel::joinable!(credentials -> profiles (profile_id));

@@ -85,6 +85,8 @@ pub struct ProfileRow {
     pub revision: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The email the provider last said it verified.
+    pub provider_verified_email: Option<String>,
 }
 
 /// A stored profile as the service uses it.
@@ -101,6 +103,10 @@ pub struct Profile {
     pub revision: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The external provider said it verified `email`. Always false for
+    /// local accounts (nothing here verifies an address) and for an email
+    /// changed here since the provider vouched for it.
+    pub email_verified: bool,
 }
 
 impl Profile {
@@ -112,7 +118,10 @@ impl Profile {
 
 impl From<ProfileRow> for Profile {
     fn from(row: ProfileRow) -> Self {
+        let email_verified =
+            row.email.is_some() && row.email.as_deref() == row.provider_verified_email.as_deref();
         Profile {
+            email_verified,
             id: row.id,
             auth_provider: row.auth_provider,
             auth_id: row.auth_id,

@@ -104,7 +104,7 @@ impl AuthService for AuthApi {
         request: Request<ValidateTokenRequest>,
     ) -> Result<Response<ValidateTokenResponse>, Status> {
         let caller = metadata::caller(&request);
-        let Some(claims) = self
+        let Some((claims, email_verified)) = self
             .auth
             .validate(&caller, &request.get_ref().access_token)
             .await?
@@ -126,6 +126,7 @@ impl AuthService for AuthApi {
             jti: claims.jti,
             issuer: claims.iss,
             audience: vec![claims.aud],
+            email_verified,
         }))
     }
 

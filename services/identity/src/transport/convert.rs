@@ -26,6 +26,7 @@ pub fn profile(p: &Profile) -> UserProfile {
         create_time: Some(timestamp(p.created_at)),
         update_time: Some(timestamp(p.updated_at)),
         etag: p.etag(),
+        email_verified: p.email_verified,
     }
 }
 

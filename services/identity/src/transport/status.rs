@@ -6,6 +6,11 @@ use crate::domain::Error;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// `google.rpc.ErrorInfo` reason of a replayed provider token.
+pub const TOKEN_ALREADY_EXCHANGED: &str = "TOKEN_ALREADY_EXCHANGED";
+/// `google.rpc.ErrorInfo` domain of this service's reasons.
+pub const ERROR_DOMAIN: &str = "identity.v1";
+
 impl From<Error> for Status {
     fn from(error: Error) -> Status {
         match error {
@@ -29,6 +34,18 @@ impl From<Error> for Status {
             Error::Unauthenticated => {
                 Status::unauthenticated("missing, invalid or expired credentials")
             }
+            // Said plainly: only the token's holder can learn it, and a
+            // legitimate client must know to get a fresh provider token
+            // rather than retry this one.
+            Error::TokenAlreadyExchanged => Status::with_error_details(
+                Code::Unauthenticated,
+                "this provider token was already exchanged; get a fresh one from the provider",
+                ErrorDetails::with_error_info(
+                    TOKEN_ALREADY_EXCHANGED,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                ),
+            ),
             Error::PermissionDenied => Status::permission_denied("permission denied"),
             Error::NotFound => Status::not_found("not found"),
             Error::AlreadyExists(what) => Status::already_exists(format!("{what} already in use")),
@@ -90,6 +107,15 @@ mod tests {
             "relation \"profiles\" does not exist".into(),
         ));
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn a_replayed_provider_token_says_so_in_error_info() {
+        let status = Status::from(Error::TokenAlreadyExchanged);
+        assert_eq!(status.code(), Code::Unauthenticated);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, TOKEN_ALREADY_EXCHANGED);
+        assert_eq!(info.domain, ERROR_DOMAIN);
     }
 
     #[test]
