@@ -204,7 +204,9 @@ async fn logins_racing(backend: Backend, what: Change) {
         &db.url,
         db.dir.path(),
         // A real cost, so that verification takes long enough to race.
-        ServerOptions::default().env("IDENTITY_BCRYPT_COST", "10"),
+        ServerOptions::default()
+            .env("IDENTITY_BCRYPT_COST", "10")
+            .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32"),
     );
     let channel = server.channel().await;
     let mut owner = AuthServiceClient::new(channel.clone());
@@ -239,12 +241,17 @@ async fn logins_racing(backend: Backend, what: Change) {
                 let address = address.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(i * 25)).await;
+                    // From elsewhere: the attacker's attempts in flight
+                    // must not throttle the owner's own change.
                     attacker
-                        .login(LoginRequest {
-                            email: address,
-                            password: PASSWORD.into(),
-                            ..Default::default()
-                        })
+                        .login(crate::support::forwarded_for(
+                            "203.0.113.9",
+                            LoginRequest {
+                                email: address,
+                                password: PASSWORD.into(),
+                                ..Default::default()
+                            },
+                        ))
                         .await
                 })
             })
