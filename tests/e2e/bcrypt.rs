@@ -65,3 +65,39 @@ async fn logins_at_production_cost_finish_within_seconds_next_to_two_busy_proces
         answer.unwrap_or_else(|e| panic!("login {n} failed after {:?}: {e}", started.elapsed()));
     }
 }
+
+/// A login whose caller gives up before its hash could finish is refused at
+/// once (RESOURCE_EXHAUSTED with RetryInfo), not run for nobody: the
+/// caller's own `grpc-timeout` reaches the admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_that_cannot_finish_before_the_callers_deadline_is_refused_at_once() {
+    let db = TestDb::new(Backend::Sqlite);
+    // Cost 13: a hash takes well over the 200 ms the caller allows.
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default().env("IDENTITY_BCRYPT_COST", "13"),
+    );
+    let mut auth = server.auth().await;
+    let address = email("deadline");
+    register(&mut auth, &address).await;
+    let login = || LoginRequest {
+        email: address.clone(),
+        password: PASSWORD.into(),
+        ..Default::default()
+    };
+    let mut hurried = tonic::Request::new(login());
+    hurried.set_timeout(Duration::from_millis(200));
+    let refused = auth.login(hurried).await.unwrap_err();
+    // Not DEADLINE_EXCEEDED: the answer came before the deadline.
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "refused by admission, not left to time out: {refused:?}"
+    );
+    let mut patient = tonic::Request::new(login());
+    patient.set_timeout(Duration::from_secs(30));
+    auth.login(patient)
+        .await
+        .expect("a caller who can wait logs in");
+}
