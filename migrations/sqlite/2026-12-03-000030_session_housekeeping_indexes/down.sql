@@ -1,0 +1,2 @@
+DROP INDEX sessions_revoked_at_idx;
+DROP INDEX sessions_expires_at_idx;
