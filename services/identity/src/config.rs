@@ -721,6 +721,46 @@ mod tests {
     use super::*;
     use crate::cli::Command;
 
+    fn secret_from_file(contents: &str) -> Result<Option<String>, ConfigError> {
+        let path = std::env::temp_dir().join(format!("identity-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, contents).unwrap();
+        let read = secret_setting(
+            "IDENTITY_SECRET_KEY",
+            "IDENTITY_SECRET_KEY_FILE",
+            None,
+            Some(&path),
+        );
+        let _ = std::fs::remove_file(&path);
+        read
+    }
+
+    #[test]
+    fn a_secret_file_loses_one_trailing_line_break_only() {
+        assert_eq!(secret_from_file("abc\n").unwrap().as_deref(), Some("abc"));
+        assert_eq!(secret_from_file("abc\r\n").unwrap().as_deref(), Some("abc"));
+        assert_eq!(secret_from_file("abc").unwrap().as_deref(), Some("abc"));
+        assert_eq!(
+            secret_from_file(" abc \n\n").unwrap().as_deref(),
+            Some(" abc \n")
+        );
+        let empty = secret_from_file("\n").unwrap_err();
+        assert_eq!(empty.setting, "IDENTITY_SECRET_KEY_FILE");
+    }
+
+    #[test]
+    fn an_empty_inline_secret_yields_to_its_file() {
+        let path = std::env::temp_dir().join(format!("identity-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let read = secret_setting(
+            "IDENTITY_SECRET_KEY",
+            "IDENTITY_SECRET_KEY_FILE",
+            Some(String::new()),
+            Some(&path),
+        );
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(read.unwrap().as_deref(), Some("from-file"));
+    }
+
     fn load(args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["identity", "serve"];
         argv.extend_from_slice(args);
