@@ -359,3 +359,265 @@ async fn admin_grant_role_makes_an_admin_without_default_credentials() {
         "the role change is audited"
     );
 }
+
+/// A secret in an environment variable is readable by anyone who can list the
+/// pod spec or /proc/<pid>/environ; a mounted file is not. Its trailing
+/// newline (what `kubectl create secret --from-file` and editors leave) must
+/// not end up in the URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_read_from_files_reach_the_server_without_their_trailing_newline() {
+    let db = TestDb::new(Backend::Postgres);
+    let url_file = db.dir.path().join("database-url");
+    std::fs::write(&url_file, format!("{}\n", db.url)).unwrap();
+    let key_file = db.dir.path().join("secret-key");
+    std::fs::write(&key_file, "kJ7vQ2mX9pL4tR8wZ1nB6yC3fH5dG0sA-hs256\n").unwrap();
+    let server = Server::start_with(
+        // Empty: the URL comes only from the file.
+        "",
+        db.dir.path(),
+        ServerOptions::default()
+            .env("IDENTITY_DATABASE_URL_FILE", url_file.display().to_string())
+            .env("IDENTITY_SECRET_KEY_FILE", key_file.display().to_string()),
+    );
+    // --dev migrates on start: the PostgreSQL database named in the file got
+    // the schema (not the SQLite file --dev falls back to without a URL).
+    assert!(
+        crate::support::scalar(&db, "SELECT count(*) FROM __diesel_schema_migrations") > 0,
+        "{}",
+        server.logs()
+    );
+    // The HS256 secret was taken: --dev generates no Ed25519 key.
+    assert!(
+        !db.dir.path().join("signing-key.pem").exists(),
+        "{}",
+        server.logs()
+    );
+}
+
+#[test]
+fn a_secret_set_twice_or_from_an_unreadable_file_is_refused_naming_the_setting() {
+    let dir = TempDir::new();
+    let missing = dir.path().join("no-such-file").display().to_string();
+    let cases: [(&str, &str); 3] = [
+        (
+            "IDENTITY_DATABASE_URL",
+            "postgres://u:hunter2-db@127.0.0.1:1/x",
+        ),
+        (
+            "IDENTITY_SECRET_KEY",
+            "hunter2-hs-kJ7vQ2mX9pL4tR8wZ1nB6yC3fH5d",
+        ),
+        (
+            "IDENTITY_RATE_LIMIT_REDIS_URL",
+            "redis://:hunter2-redis@127.0.0.1:1/0",
+        ),
+    ];
+    let present = dir.path().join("present");
+    std::fs::write(&present, "hunter2-file\n").unwrap();
+    let present = present.display().to_string();
+    // Each case in its own thread: on a server that ignores the variable,
+    // each would wait out refused_start's 60 s.
+    let runs: Vec<_> = cases
+        .iter()
+        .flat_map(|&(name, value)| {
+            let file_name = format!("{name}_FILE");
+            let twice = {
+                let file_name = file_name.clone();
+                let present = present.clone();
+                std::thread::spawn(move || {
+                    let env = [(name, value), (file_name.as_str(), present.as_str())];
+                    (name, "both", crate::support::refused_start(&env))
+                })
+            };
+            let unreadable = {
+                let missing = missing.clone();
+                std::thread::spawn(move || {
+                    let env = [(file_name.as_str(), missing.as_str())];
+                    (name, "unreadable", crate::support::refused_start(&env))
+                })
+            };
+            [twice, unreadable]
+        })
+        .collect();
+    for run in runs {
+        let (name, case, (code, text)) = run.join().unwrap();
+        assert_ne!(code, Some(0), "{name} {case}: {text}");
+        assert!(code.is_some(), "{name} {case}: the server started: {text}");
+        assert!(
+            text.contains(&format!("{name}_FILE")),
+            "{name} {case}: {text}"
+        );
+        if case == "both" {
+            assert!(
+                text.contains(&format!("{name} and {name}_FILE")),
+                "{name} {case}: {text}"
+            );
+        }
+        assert!(
+            !text.contains("hunter2"),
+            "{name} {case}: a secret echoed: {text}"
+        );
+    }
+}
+
+/// The README's two GRANTs, with the server's role renamed to `runtime`.
+fn readme_role_grants(runtime: &str) -> Vec<String> {
+    let readme = std::fs::read_to_string(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .unwrap();
+    let block = readme
+        .split("```sql database-roles\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has the database-roles block");
+    let grants: Vec<String> = block
+        .lines()
+        .filter(|line| line.starts_with("GRANT "))
+        .map(|line| line.replace(" TO identity;", &format!(" TO {runtime};")))
+        .collect();
+    assert_eq!(grants.len(), 2, "{block}");
+    grants
+}
+
+/// `psql` as `user` on `db`: whether the statement succeeded, and stderr.
+fn psql_as(db: &TestDb, user: &str, sql: &str) -> (bool, String) {
+    let url = db.url.replacen("://postgres@", &format!("://{user}@"), 1);
+    assert!(
+        db.url.contains("://postgres@"),
+        "the test database URL names the postgres user: {}",
+        db.url
+    );
+    let output = Command::new("psql")
+        .arg(&url)
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("psql runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A server that is taken over gets the database user's rights: with the
+/// README's roles it can serve (register, login, refresh, logout,
+/// housekeeping, audit retention) but not rewrite the audit trail, change
+/// the schema, or touch the migrations' bookkeeping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_user_serves_but_cannot_rewrite_the_audit_trail_or_the_schema() {
+    use identity::proto::v1::{LogoutRequest, RefreshRequest};
+    /// Roles outlive a database: dropped after it (declared before it), even
+    /// when the test fails.
+    struct DropRoles([String; 2]);
+    impl Drop for DropRoles {
+        fn drop(&mut self) {
+            let _ = Command::new("psql")
+                .arg(crate::support::pg_admin_url())
+                .args([
+                    "-q",
+                    "-c",
+                    &format!("DROP ROLE IF EXISTS {}", self.0.join(", ")),
+                ])
+                .status();
+        }
+    }
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let (owner, runtime) = (format!("idown_{tag}"), format!("idrt_{tag}"));
+    let _roles = DropRoles([owner.clone(), runtime.clone()]);
+    let db = TestDb::new(Backend::Postgres);
+    let name = db.url.rsplit('/').next().unwrap().to_owned();
+    let admin = |sql: &str| {
+        let (ok, err) = psql_as(&db, "postgres", sql);
+        assert!(ok, "{sql}: {err}");
+    };
+    admin(&format!("CREATE ROLE {owner} LOGIN"));
+    admin(&format!("CREATE ROLE {runtime} LOGIN"));
+    admin(&format!("ALTER DATABASE {name} OWNER TO {owner}"));
+    admin(&format!("ALTER SCHEMA public OWNER TO {owner}"));
+    admin("REVOKE CREATE ON SCHEMA public FROM PUBLIC");
+
+    let owner_url = db.url.replacen("://postgres@", &format!("://{owner}@"), 1);
+    let migrate = Command::new(binary())
+        .arg("migrate")
+        .env("IDENTITY_DATABASE_URL", &owner_url)
+        .output()
+        .unwrap();
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    for grant in readme_role_grants(&runtime) {
+        let (ok, err) = psql_as(&db, &owner, &grant);
+        assert!(ok, "{grant}: {err}");
+    }
+    // An event past the default retention (90 days): the server must be able
+    // to delete it.
+    admin(
+        "INSERT INTO audit_events (id, occurred_at, event_name, detail) \
+         VALUES ('00000000-0000-4000-8000-000000000001', now() - interval '100 days', 'old', '{}')",
+    );
+
+    let runtime_url = db
+        .url
+        .replacen("://postgres@", &format!("://{runtime}@"), 1);
+    let server = Server::start_with(
+        &runtime_url,
+        db.dir.path(),
+        ServerOptions::default()
+            .env("IDENTITY_MIGRATE_ON_START", "false")
+            .env("IDENTITY_HOUSEKEEPING_INTERVAL", "200ms"),
+    );
+    let mut auth = server.auth().await;
+    let address = crate::support::email("roles");
+    crate::support::register(&mut auth, &address).await;
+    let pair = crate::support::login(&mut auth, &address).await;
+    let pair = auth
+        .refresh(RefreshRequest {
+            refresh_token: pair.refresh_token,
+        })
+        .await
+        .expect("refresh works as the server's user")
+        .into_inner()
+        .tokens
+        .expect("a token pair");
+    auth.logout(LogoutRequest {
+        refresh_token: pair.refresh_token,
+    })
+    .await
+    .expect("logout works as the server's user");
+    assert!(
+        crate::support::eventually(std::time::Duration::from_secs(30), || async {
+            crate::support::scalar(
+                &db,
+                "SELECT count(*) FROM audit_events WHERE event_name = 'old'",
+            ) == 0
+        })
+        .await,
+        "audit retention could not delete: {}",
+        server.logs()
+    );
+    assert!(crate::support::scalar(&db, "SELECT count(*) FROM audit_events") > 0);
+    assert!(
+        !server.logs().contains("permission denied"),
+        "{}",
+        server.logs()
+    );
+
+    for attack in [
+        "UPDATE audit_events SET detail = '{}'",
+        "TRUNCATE audit_events",
+        "ALTER TABLE audit_events DISABLE TRIGGER ALL",
+        "DROP TABLE audit_events",
+        "ALTER TABLE profiles ADD COLUMN backdoor text",
+        "CREATE TABLE stash (a text)",
+        "DELETE FROM __diesel_schema_migrations",
+    ] {
+        let (ok, err) = psql_as(&db, &runtime, attack);
+        assert!(!ok, "the server's user could: {attack}");
+        assert!(
+            err.contains("permission denied") || err.contains("must be owner"),
+            "{attack}: {err}"
+        );
+    }
+}

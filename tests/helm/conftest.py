@@ -32,6 +32,7 @@ def hs256_values() -> dict[str, Any]:
         "secrets": {
             "create": {
                 "databaseUrl": "postgres://identity:hs-db-password@db:5432/identity",
+                "migrationDatabaseUrl": "postgres://identity_owner:hs-owner-password@db:5432/identity",
                 "secretKey": "hs256-test-secret-0123456789-abcdefghijkl",
             }
         },

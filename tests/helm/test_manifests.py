@@ -181,7 +181,7 @@ def test_every_object_the_hook_needs_exists_before_it(rendered):
     job = rendered.one("Job", component="migrate")
     spec = job["spec"]["template"]["spec"]
     ref = spec["containers"][0]["env"][0]["valueFrom"]["secretKeyRef"]["name"]
-    existing = rendered.values["secrets"].get("existingSecret")
+    existing = rendered.values.get("migrations", {}).get("existingSecret")
     if existing:
         assert ref == existing
     else:
@@ -209,10 +209,10 @@ def test_migrations_can_be_turned_off(minimal_values):
 
 def secret_strings(values) -> list[str]:
     create = values["secrets"].get("create", {})
-    found = [create.get("databaseUrl"), create.get("redisUrl"), create.get("secretKey")]
+    found = [create.get("databaseUrl"), create.get("migrationDatabaseUrl"), create.get("redisUrl"), create.get("secretKey")]
     found += create.get("signingKeys", [])
     # Also the password part alone of each URL.
-    for url in (create.get("databaseUrl"), create.get("redisUrl")):
+    for url in (create.get("databaseUrl"), create.get("migrationDatabaseUrl"), create.get("redisUrl")):
         if url and "@" in url:
             found.append(url.split("//", 1)[1].split("@", 1)[0].split(":", 1)[-1])
     return [s for s in found if s]
@@ -443,7 +443,8 @@ def test_network_policy_limits_ingress_and_egress(minimal, full):
     assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     ingress_ports = {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]}
     assert ingress_ports == {"grpc", "health"}
-    assert egress_ports(np) == {53, 5432}
+    # Only DNS: the database has no `to` in the defaults, so no rule.
+    assert egress_ports(np) == {53}
     np_full = full.one("NetworkPolicy")
     # DNS, database, Redis, OTLP collector, provider JWKS, and the extra rule.
     assert egress_ports(np_full) == {53, 5432, 6379, 4317, 443, 8443}

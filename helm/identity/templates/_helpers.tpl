@@ -140,6 +140,21 @@ fails the same way.
 {{- fail "identity: secrets.keys.signingKeys must name at least one key of secrets.existingSecret" }}
 {{- end }}
 {{- end }}
+{{- if .Values.migrations.enabled }}
+{{- $m := .Values.migrations }}
+{{- if $m.existingSecret }}
+{{- if and (eq $m.existingSecret $s.existingSecret) (eq $m.databaseUrlKey $s.keys.databaseUrl) }}
+{{- fail "identity: migrations.databaseUrlKey names the server's own database URL: the migration Job needs the migration user's URL (the schema's owner), under another key or in another Secret. See README \"Database roles\"." }}
+{{- end }}
+{{- if $c.migrationDatabaseUrl }}
+{{- fail "identity: set either migrations.existingSecret or secrets.create.migrationDatabaseUrl, not both" }}
+{{- end }}
+{{- else if not $c.migrationDatabaseUrl }}
+{{- fail "identity: migrations need their own database user: set migrations.existingSecret (a Secret holding the migration user's URL under migrations.databaseUrlKey) or secrets.create.migrationDatabaseUrl. See README \"Database roles\"." }}
+{{- else if eq $c.migrationDatabaseUrl $c.databaseUrl }}
+{{- fail "identity: secrets.create.migrationDatabaseUrl equals secrets.create.databaseUrl: the migration user (owner of the schema) must not be the server's user. See README \"Database roles\"." }}
+{{- end }}
+{{- end }}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) }}
 {{- fail "identity: tls.enabled needs tls.existingSecret (a kubernetes.io/tls Secret with tls.crt and tls.key)" }}
 {{- end }}

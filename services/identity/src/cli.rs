@@ -155,6 +155,11 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// File holding IDENTITY_DATABASE_URL (e.g. a mounted Secret), so the
+    /// password is not in the environment; a trailing newline is ignored.
+    #[arg(long, env = "IDENTITY_DATABASE_URL_FILE")]
+    pub database_url_file: Option<PathBuf>,
+
     /// Largest number of pooled database connections.
     #[arg(long, env = "IDENTITY_DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
@@ -180,6 +185,10 @@ pub struct Settings {
     /// set; otherwise it only verifies (for migrating off HS256).
     #[arg(long, env = "IDENTITY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
+
+    /// File holding IDENTITY_SECRET_KEY; a trailing newline is ignored.
+    #[arg(long, env = "IDENTITY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
 
     /// `iss` of issued access tokens, required on verification.
     #[arg(long, env = "IDENTITY_ISSUER", default_value = "identity")]
@@ -287,6 +296,10 @@ pub struct Settings {
     /// checked against the system roots or IDENTITY_RATE_LIMIT_REDIS_CA_FILE.
     #[arg(long, env = "IDENTITY_RATE_LIMIT_REDIS_URL", hide_env_values = true)]
     pub rate_limit_redis_url: Option<String>,
+
+    /// File holding IDENTITY_RATE_LIMIT_REDIS_URL; a trailing newline is ignored.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_REDIS_URL_FILE")]
+    pub rate_limit_redis_url_file: Option<std::path::PathBuf>,
 
     /// PEM bundle of the CA that signed the Redis server's certificate
     /// (rediss:// only); without it, the system roots.

@@ -238,6 +238,39 @@ fn read_file_setting(setting: &'static str, path: &Path) -> Result<(), ConfigErr
         .map_err(|e| refuse(setting, format!("{}: {e}", path.display())))
 }
 
+/// A secret given either inline (`setting`) or as a file (`file_setting`),
+/// e.g. a mounted Kubernetes Secret that keeps it out of the environment.
+/// An empty inline value counts as unset. The file's trailing line break is
+/// dropped: `kubectl create secret --from-file` and editors leave one, and
+/// it would otherwise become part of a password.
+fn secret_setting(
+    setting: &'static str,
+    file_setting: &'static str,
+    value: Option<String>,
+    file: Option<&Path>,
+) -> Result<Option<String>, ConfigError> {
+    let value = value.filter(|v| !v.is_empty());
+    let Some(path) = file else {
+        return Ok(value);
+    };
+    if value.is_some() {
+        return Err(refuse(
+            file_setting,
+            format!("{setting} and {file_setting} are both set: use one"),
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| refuse(file_setting, format!("{}: {e}", path.display())))?;
+    let text = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if text.is_empty() {
+        return Err(refuse(file_setting, format!("{} is empty", path.display())));
+    }
+    Ok(Some(text.to_owned()))
+}
+
 /// A list of CIDRs or single addresses (empty entries skipped).
 fn networks(setting: &'static str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     entries
@@ -261,7 +294,13 @@ impl Config {
         let revocation =
             crate::service::revocation::RevocationSettings::load(&settings.revocation)?;
 
-        let database_url = match (settings.database_url, mode) {
+        let database_url = secret_setting(
+            "IDENTITY_DATABASE_URL",
+            "IDENTITY_DATABASE_URL_FILE",
+            settings.database_url,
+            settings.database_url_file.as_deref(),
+        )?;
+        let database_url = match (database_url, mode) {
             (Some(url), _) if !url.trim().is_empty() => url,
             (_, Mode::Dev) => format!(
                 "sqlite://{}",
@@ -296,7 +335,13 @@ impl Config {
             return Err(refuse("IDENTITY_DATABASE_POOL_SIZE", "must be at least 1"));
         }
 
-        let hs256_secret = match settings.secret_key {
+        let secret_key = secret_setting(
+            "IDENTITY_SECRET_KEY",
+            "IDENTITY_SECRET_KEY_FILE",
+            settings.secret_key,
+            settings.secret_key_file.as_deref(),
+        )?;
+        let hs256_secret = match secret_key {
             Some(secret) if !secret.is_empty() => {
                 if let Some(problem) = weak_secret(&secret) {
                     return Err(refuse("IDENTITY_SECRET_KEY", problem));
@@ -470,10 +515,13 @@ impl Config {
                 )?,
             ),
         ]);
-        let redis_url = match settings
-            .rate_limit_redis_url
-            .filter(|u| !u.trim().is_empty())
-        {
+        let redis_url = secret_setting(
+            "IDENTITY_RATE_LIMIT_REDIS_URL",
+            "IDENTITY_RATE_LIMIT_REDIS_URL_FILE",
+            settings.rate_limit_redis_url,
+            settings.rate_limit_redis_url_file.as_deref(),
+        )?;
+        let redis_url = match redis_url.filter(|u| !u.trim().is_empty()) {
             Some(url)
                 if url.starts_with("redis://")
                     || url.starts_with("rediss://")
@@ -672,6 +720,46 @@ impl Config {
 mod tests {
     use super::*;
     use crate::cli::Command;
+
+    fn secret_from_file(contents: &str) -> Result<Option<String>, ConfigError> {
+        let path = std::env::temp_dir().join(format!("identity-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, contents).unwrap();
+        let read = secret_setting(
+            "IDENTITY_SECRET_KEY",
+            "IDENTITY_SECRET_KEY_FILE",
+            None,
+            Some(&path),
+        );
+        let _ = std::fs::remove_file(&path);
+        read
+    }
+
+    #[test]
+    fn a_secret_file_loses_one_trailing_line_break_only() {
+        assert_eq!(secret_from_file("abc\n").unwrap().as_deref(), Some("abc"));
+        assert_eq!(secret_from_file("abc\r\n").unwrap().as_deref(), Some("abc"));
+        assert_eq!(secret_from_file("abc").unwrap().as_deref(), Some("abc"));
+        assert_eq!(
+            secret_from_file(" abc \n\n").unwrap().as_deref(),
+            Some(" abc \n")
+        );
+        let empty = secret_from_file("\n").unwrap_err();
+        assert_eq!(empty.setting, "IDENTITY_SECRET_KEY_FILE");
+    }
+
+    #[test]
+    fn an_empty_inline_secret_yields_to_its_file() {
+        let path = std::env::temp_dir().join(format!("identity-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "from-file\n").unwrap();
+        let read = secret_setting(
+            "IDENTITY_SECRET_KEY",
+            "IDENTITY_SECRET_KEY_FILE",
+            Some(String::new()),
+            Some(&path),
+        );
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(read.unwrap().as_deref(), Some("from-file"));
+    }
 
     fn load(args: &[&str]) -> Result<Config, ConfigError> {
         let mut argv = vec!["identity", "serve"];
