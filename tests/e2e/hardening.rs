@@ -626,6 +626,33 @@ async fn a_revoked_client_certificate_is_refused_and_the_crl_reloads() {
     assert!(server.logs().contains("identity.tls.reloaded"));
 }
 
+#[test]
+fn a_client_crl_file_that_is_missing_or_holds_no_crl_stops_the_start_naming_it() {
+    let dir = crate::support::TempDir::new();
+    let (ca, clients_ca) = (Ca::new("server CA"), Ca::new("clients CA"));
+    let leaf = ca.server();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(path("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(path("clients-ca.pem"), &clients_ca.pem).unwrap();
+    // A certificate where the CRL should be: an easy slip that would
+    // otherwise revoke nothing.
+    std::fs::write(path("not-a-crl.pem"), &clients_ca.pem).unwrap();
+    for crl in [path("missing.pem"), path("not-a-crl.pem")] {
+        let (code, output) = crate::support::refused_start(&[
+            ("IDENTITY_TLS_CERT_FILE", &path("tls.crt")),
+            ("IDENTITY_TLS_KEY_FILE", &path("tls.key")),
+            ("IDENTITY_TLS_CLIENT_CA_FILE", &path("clients-ca.pem")),
+            ("IDENTITY_TLS_CLIENT_CRL_FILE", &crl),
+        ]);
+        assert_ne!(code, Some(0), "{output}");
+        assert!(
+            output.contains("IDENTITY_TLS_CLIENT_CRL_FILE"),
+            "{crl}: {output}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_client_certificates_with_an_allowed_san_connect() {
     let db = TestDb::new(Backend::Sqlite);
