@@ -2,7 +2,7 @@
 //! shared through Redis), brute-force throttling without lockout, password
 //! policy, load shedding, TLS and mTLS, gRPC-Web with CORS and headers.
 
-use crate::support::pki::Ca;
+use crate::support::pki::{Ca, Leaf};
 use crate::support::proxy::Proxy;
 use crate::support::{
     Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, eventually, register,
@@ -520,12 +520,6 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_configured_ca() {
         .await
         .expect("a client with a certificate from the configured CA is served");
 
-    let refused = |channel: Result<Channel, tonic::transport::Error>| async move {
-        match channel {
-            Err(_) => true,
-            Ok(channel) => jwks_over(channel).await.is_err(),
-        }
-    };
     assert!(
         refused(tls_channel(server.addr, &ca.pem, None).await).await,
         "no client certificate"
@@ -543,6 +537,191 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_configured_ca() {
         .await,
         "a certificate from another CA"
     );
+}
+
+/// The server would not answer over this channel (refused at the handshake
+/// or, with TLS 1.3, on the first request after it).
+async fn refused(channel: Result<Channel, tonic::transport::Error>) -> bool {
+    match channel {
+        Err(_) => true,
+        Ok(channel) => jwks_over(channel).await.is_err(),
+    }
+}
+
+/// Whether a client presenting `leaf` gets an answer.
+async fn served(addr: std::net::SocketAddr, server_ca: &str, leaf: &Leaf) -> bool {
+    !refused(tls_channel(addr, server_ca, Some((&leaf.cert_pem, &leaf.key_pem))).await).await
+}
+
+/// `attempts` connections at once with `leaf`: how many got an answer.
+async fn served_concurrently(
+    addr: std::net::SocketAddr,
+    server_ca: &str,
+    leaf: &Leaf,
+    attempts: usize,
+) -> usize {
+    let tries = (0..attempts).map(|_| served(addr, server_ca, leaf));
+    futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .filter(|&ok| ok)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused_and_the_crl_reloads() {
+    let db = TestDb::new(Backend::Sqlite);
+    let (ca, clients_ca) = (Ca::new("server CA"), Ca::new("clients CA"));
+    let leaf = ca.server();
+    let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
+    let client_ca_file = db.dir.path().join("clients-ca.pem");
+    std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
+    let (stolen, colleague, retired) = (
+        clients_ca.client("billing-service"),
+        clients_ca.client("ledger-service"),
+        clients_ca.client("old-laptop"),
+    );
+    let crl_file = db.dir.path().join("clients.crl.pem");
+    std::fs::write(&crl_file, clients_ca.crl(&[retired.serial])).unwrap();
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default()
+            .env("IDENTITY_TLS_CERT_FILE", cert)
+            .env("IDENTITY_TLS_KEY_FILE", key)
+            .env(
+                "IDENTITY_TLS_CLIENT_CA_FILE",
+                client_ca_file.display().to_string(),
+            )
+            .env(
+                "IDENTITY_TLS_CLIENT_CRL_FILE",
+                crl_file.display().to_string(),
+            )
+            .env("IDENTITY_TLS_RELOAD_INTERVAL", "200ms"),
+    );
+    assert!(served(server.addr, &ca.pem, &stolen).await);
+    assert_eq!(
+        served_concurrently(server.addr, &ca.pem, &retired, 8).await,
+        0,
+        "a certificate revoked before the start is refused"
+    );
+
+    // The key of billing-service leaks: the operator revokes its certificate
+    // and the attacker keeps knocking with it.
+    std::fs::write(&crl_file, clients_ca.crl(&[retired.serial, stolen.serial])).unwrap();
+    let revoked = eventually(Duration::from_secs(20), || async {
+        !served(server.addr, &ca.pem, &stolen).await
+    })
+    .await;
+    assert!(revoked, "the new CRL is picked up without a restart");
+    assert_eq!(
+        served_concurrently(server.addr, &ca.pem, &stolen, 8).await,
+        0,
+        "the revoked certificate never gets an answer again"
+    );
+    assert!(
+        served(server.addr, &ca.pem, &colleague).await,
+        "a certificate not in the CRL still connects"
+    );
+    assert!(server.logs().contains("identity.tls.reloaded"));
+}
+
+#[test]
+fn a_client_crl_file_that_is_missing_or_holds_no_crl_stops_the_start_naming_it() {
+    let dir = crate::support::TempDir::new();
+    let (ca, clients_ca) = (Ca::new("server CA"), Ca::new("clients CA"));
+    let leaf = ca.server();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(path("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(path("clients-ca.pem"), &clients_ca.pem).unwrap();
+    // A certificate where the CRL should be: an easy slip that would
+    // otherwise revoke nothing.
+    std::fs::write(path("not-a-crl.pem"), &clients_ca.pem).unwrap();
+    for crl in [path("missing.pem"), path("not-a-crl.pem")] {
+        let (code, output) = crate::support::refused_start(&[
+            ("IDENTITY_TLS_CERT_FILE", &path("tls.crt")),
+            ("IDENTITY_TLS_KEY_FILE", &path("tls.key")),
+            ("IDENTITY_TLS_CLIENT_CA_FILE", &path("clients-ca.pem")),
+            ("IDENTITY_TLS_CLIENT_CRL_FILE", &crl),
+        ]);
+        assert_ne!(code, Some(0), "{output}");
+        assert!(
+            output.contains("IDENTITY_TLS_CLIENT_CRL_FILE"),
+            "{crl}: {output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_client_certificates_with_an_allowed_san_connect() {
+    let db = TestDb::new(Backend::Sqlite);
+    let (ca, clients_ca) = (Ca::new("server CA"), Ca::new("clients CA"));
+    let leaf = ca.server();
+    let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
+    let client_ca_file = db.dir.path().join("clients-ca.pem");
+    std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
+    let billing = "spiffe://example.org/ns/prod/sa/billing";
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default()
+            .env("IDENTITY_TLS_CERT_FILE", cert)
+            .env("IDENTITY_TLS_KEY_FILE", key)
+            .env(
+                "IDENTITY_TLS_CLIENT_CA_FILE",
+                client_ca_file.display().to_string(),
+            )
+            .env(
+                "IDENTITY_TLS_CLIENT_ALLOWED_SANS",
+                format!("ledger.internal, {billing}"),
+            ),
+    );
+    assert!(
+        served(server.addr, &ca.pem, &clients_ca.client("ledger.internal")).await,
+        "an allowed DNS name"
+    );
+    assert!(
+        served(
+            server.addr,
+            &ca.pem,
+            &clients_ca.client_with("billing", &[], &[billing])
+        )
+        .await,
+        "an allowed SPIFFE ID"
+    );
+    // Every one of these chains to the trusted CA: only the name is wrong.
+    let strangers = [
+        ("another workload", clients_ca.client("intruder.internal")),
+        (
+            "the allowed name only as the common name",
+            clients_ca.client_with("ledger.internal", &["intruder.internal"], &[]),
+        ),
+        (
+            "a SPIFFE ID extending an allowed one",
+            clients_ca.client_with("billing", &[], &[&format!("{billing}-admin")]),
+        ),
+        (
+            "a SPIFFE ID below an allowed one",
+            clients_ca.client_with("billing", &[], &[&format!("{billing}/debug")]),
+        ),
+        (
+            "an allowed DNS name in a sub-domain",
+            clients_ca.client("evil.ledger.internal"),
+        ),
+        (
+            "no subject alternative name at all",
+            clients_ca.client_with("ledger.internal", &[], &[]),
+        ),
+    ];
+    for (what, leaf) in &strangers {
+        assert_eq!(
+            served_concurrently(server.addr, &ca.pem, leaf, 4).await,
+            0,
+            "{what}"
+        );
+    }
+    assert!(server.logs().contains("identity.tls.handshake_failed"));
 }
 
 /// One raw HTTP/1.1 exchange; returns the status line and lower-cased headers.

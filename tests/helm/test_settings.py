@@ -42,6 +42,8 @@ FULL_EXPECTED = {
     "IDENTITY_REQUEST_TIMEOUT": "20s",
     "IDENTITY_TOKEN_LEEWAY": "45s",
     "IDENTITY_TLS_RELOAD_INTERVAL": "1m",
+    "IDENTITY_TLS_CLIENT_CRL_FILE": "/etc/identity/client-crl/ca.crl",
+    "IDENTITY_TLS_CLIENT_ALLOWED_SANS": "spiffe://cluster.local/ns/billing/sa/billing,ledger.billing.svc",
     "IDENTITY_BCRYPT_THREADS": "1",
     "IDENTITY_BCRYPT_QUEUE": "32",
     "IDENTITY_REVOCATION_MAX_STALENESS": "500ms",
@@ -80,6 +82,8 @@ OPTIONAL = [
     "IDENTITY_REQUEST_TIMEOUT",
     "IDENTITY_TOKEN_LEEWAY",
     "IDENTITY_TLS_RELOAD_INTERVAL",
+    "IDENTITY_TLS_CLIENT_CRL_FILE",
+    "IDENTITY_TLS_CLIENT_ALLOWED_SANS",
     "IDENTITY_BCRYPT_THREADS",
     "IDENTITY_BCRYPT_QUEUE",
     "IDENTITY_REVOCATION_MAX_STALENESS",
@@ -189,6 +193,54 @@ def test_a_null_default_leaves_the_setting_to_the_server(minimal_values):
     assert "IDENTITY_AUDIT_RETENTION" not in data
 
 
+MTLS = {
+    "tls__enabled": True,
+    "tls__existingSecret": "identity-tls",
+    "tls__clientCA__enabled": True,
+}
+
+
+def test_the_client_crl_is_mounted_where_the_setting_names_it(full, minimal_values):
+    spec = full.one("Deployment")["spec"]["template"]["spec"]
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert full.configmap_data()["IDENTITY_TLS_CLIENT_CRL_FILE"] == mounts["client-crl"] + "/ca.crl"
+    # Defaults to the client CA's Secret, key ca.crl; no subPath, so updates reach the pod.
+    assert vols["client-crl"]["secret"]["secretName"] == "identity-client-ca"
+    assert vols["client-crl"]["secret"]["items"] == [{"key": "ca.crl", "path": "ca.crl"}]
+    assert not [m for m in spec["containers"][0]["volumeMounts"] if m.get("subPath")]
+
+    values = with_overrides(
+        minimal_values, **MTLS, tls__clientCA__crl__enabled=True, tls__clientCA__crl__existingSecret="crls"
+    )
+    vols = {v["name"]: v for v in Rendered(values).one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert vols["client-crl"]["secret"]["secretName"] == "crls"
+
+
+def test_mtls_without_crl_or_names_renders_neither(minimal_values):
+    rendered = Rendered(with_overrides(minimal_values, **MTLS))
+    data = rendered.configmap_data()
+    assert data["IDENTITY_TLS_CLIENT_CA_FILE"]
+    assert "IDENTITY_TLS_CLIENT_CRL_FILE" not in data
+    assert "IDENTITY_TLS_CLIENT_ALLOWED_SANS" not in data
+    volumes = rendered.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert "client-crl" not in {v["name"] for v in volumes}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tls__clientCA__crl__enabled": True}, "tls.clientCA.crl.enabled needs tls.clientCA.enabled"),
+        ({"tls__clientCA__allowedSANs": ["billing.svc"]}, "tls.clientCA.allowedSANs needs tls.clientCA.enabled"),
+    ],
+)
+def test_crl_and_allowed_sans_need_mtls(overrides, message, minimal_values):
+    values = with_overrides(minimal_values, tls__enabled=True, tls__existingSecret="identity-tls", **overrides)
+    with pytest.raises(helm_python.HelmRenderError) as err:
+        template.render_raw(values)
+    assert message in str(err.value)
+
+
 @pytest.mark.parametrize("name", ["IDENTITY_RATE_LIMIT_ENABLED", "IDENTITY_PASSWORD_MIN_SCORE"])
 def test_extra_env_cannot_override_a_chart_setting(name, minimal_values):
     values = with_overrides(minimal_values, config__extraEnv={name: "false" if "ENABLED" in name else "0"})
@@ -252,6 +304,10 @@ SCHEMA_REFUSALS = {
     "provider-bad-refresh": ({"provider__jwksMinRefreshInterval": "1 minute"}, "/provider/jwksMinRefreshInterval"),
     "provider-huge-jwks": ({"provider__jwksMaxBytes": 10485761}, "/provider/jwksMaxBytes"),
     "provider-tiny-jwks": ({"provider__jwksMaxBytes": 100}, "/provider/jwksMaxBytes"),
+    "san-wildcard": ({"tls__clientCA__allowedSANs": ["*.billing.svc"]}, "/tls/clientCA/allowedSANs/0"),
+    "sans-comma-joined": ({"tls__clientCA__allowedSANs": ["a.svc,b.svc"]}, "/tls/clientCA/allowedSANs/0"),
+    "san-with-space": ({"tls__clientCA__allowedSANs": ["billing svc"]}, "/tls/clientCA/allowedSANs/0"),
+    "sans-as-string": ({"tls__clientCA__allowedSANs": "billing.svc"}, "/tls/clientCA/allowedSANs"),
 }
 
 
@@ -284,6 +340,10 @@ SCHEMA_ACCEPTS = {
     },
     "provider-all-algorithms": {"provider__algorithms": ["EdDSA", "ES256", "RS256", "PS256"]},
     "null-integers": {"config__maxMessageBytes": None, "provider__jwksMaxBytes": None},
+    "allowed-sans": {
+        **MTLS,
+        "tls__clientCA__allowedSANs": ["spiffe://example.org/ns/prod/sa/billing", "ledger.internal", "Billing-1.svc"],
+    },
 }
 
 

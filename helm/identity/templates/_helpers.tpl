@@ -161,6 +161,12 @@ fails the same way.
 {{- if and .Values.tls.clientCA.enabled (not .Values.tls.enabled) }}
 {{- fail "identity: tls.clientCA.enabled needs tls.enabled" }}
 {{- end }}
+{{- if and .Values.tls.clientCA.crl.enabled (not .Values.tls.clientCA.enabled) }}
+{{- fail "identity: tls.clientCA.crl.enabled needs tls.clientCA.enabled" }}
+{{- end }}
+{{- if and .Values.tls.clientCA.allowedSANs (not .Values.tls.clientCA.enabled) }}
+{{- fail "identity: tls.clientCA.allowedSANs needs tls.clientCA.enabled" }}
+{{- end }}
 {{- if and (not .Values.tls.enabled) (not .Values.tls.allowPlaintext) }}
 {{- fail "identity: TLS is off and tls.allowPlaintext is false: set tls.enabled=true with tls.existingSecret, or tls.allowPlaintext=true when a mesh encrypts traffic" }}
 {{- end }}

@@ -242,6 +242,17 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_TLS_CLIENT_CA_FILE")]
     pub tls_client_ca_file: Option<PathBuf>,
 
+    /// Certificate revocation lists (PEM, one per client CA) for mTLS: a
+    /// revoked client certificate is refused at the handshake. Reloaded with
+    /// the certificates.
+    #[arg(long, env = "IDENTITY_TLS_CLIENT_CRL_FILE")]
+    pub tls_client_crl_file: Option<PathBuf>,
+
+    /// mTLS: only client certificates with one of these subject alternative
+    /// names (DNS names or URIs such as spiffe://..., exact match) connect.
+    #[arg(long, env = "IDENTITY_TLS_CLIENT_ALLOWED_SANS", value_delimiter = ',')]
+    pub tls_client_allowed_sans: Vec<String>,
+
     /// How long in-flight calls may finish after SIGTERM/SIGINT.
     #[arg(long, env = "IDENTITY_SHUTDOWN_GRACE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,

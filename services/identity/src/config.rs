@@ -39,6 +39,10 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: Option<PathBuf>,
+    /// Only with `client_ca`.
+    pub client_crl: Option<PathBuf>,
+    /// Only with `client_ca`; empty: any name. DNS names are lower case.
+    pub client_allowed_sans: Vec<String>,
 }
 
 /// Where the signing keys come from.
@@ -271,6 +275,34 @@ fn secret_setting(
     Ok(Some(text.to_owned()))
 }
 
+/// The mTLS name allow-list: DNS names (compared in lower case, no
+/// wildcards) or URIs with a scheme (spiffe://...), compared exactly.
+fn allowed_sans(entries: &[String]) -> Result<Vec<String>, ConfigError> {
+    const SETTING: &str = "IDENTITY_TLS_CLIENT_ALLOWED_SANS";
+    entries
+        .iter()
+        .map(|entry| entry.trim())
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            if entry.contains("://") {
+                Ok(entry.to_owned())
+            } else if entry.contains('*') {
+                Err(refuse(
+                    SETTING,
+                    format!("{entry:?}: wildcards are not supported, list each name"),
+                ))
+            } else if entry.contains(|c: char| c.is_whitespace() || c == '/') {
+                Err(refuse(
+                    SETTING,
+                    format!("{entry:?} is neither a DNS name nor a URI"),
+                ))
+            } else {
+                Ok(entry.to_ascii_lowercase())
+            }
+        })
+        .collect()
+}
+
 /// A list of CIDRs or single addresses (empty entries skipped).
 fn networks(setting: &'static str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     entries
@@ -414,10 +446,30 @@ impl Config {
                 if let Some(ca) = &settings.tls_client_ca_file {
                     read_file_setting("IDENTITY_TLS_CLIENT_CA_FILE", ca)?;
                 }
+                let client_allowed_sans = allowed_sans(&settings.tls_client_allowed_sans)?;
+                if settings.tls_client_ca_file.is_none() {
+                    if settings.tls_client_crl_file.is_some() {
+                        return Err(refuse(
+                            "IDENTITY_TLS_CLIENT_CRL_FILE",
+                            "is only valid with IDENTITY_TLS_CLIENT_CA_FILE (mTLS)",
+                        ));
+                    }
+                    if !client_allowed_sans.is_empty() {
+                        return Err(refuse(
+                            "IDENTITY_TLS_CLIENT_ALLOWED_SANS",
+                            "is only valid with IDENTITY_TLS_CLIENT_CA_FILE (mTLS)",
+                        ));
+                    }
+                }
+                if let Some(crl) = &settings.tls_client_crl_file {
+                    read_file_setting("IDENTITY_TLS_CLIENT_CRL_FILE", crl)?;
+                }
                 Some(TlsFiles {
                     cert,
                     key,
                     client_ca: settings.tls_client_ca_file,
+                    client_crl: settings.tls_client_crl_file,
+                    client_allowed_sans,
                 })
             }
             (Some(_), None) => {
@@ -437,6 +489,17 @@ impl Config {
                     return Err(refuse(
                         "IDENTITY_TLS_CERT_FILE",
                         "is required for mTLS (IDENTITY_TLS_CLIENT_CA_FILE)",
+                    ));
+                }
+                if settings.tls_client_crl_file.is_some()
+                    || settings
+                        .tls_client_allowed_sans
+                        .iter()
+                        .any(|name| !name.trim().is_empty())
+                {
+                    return Err(refuse(
+                        "IDENTITY_TLS_CLIENT_CA_FILE",
+                        "is required with IDENTITY_TLS_CLIENT_CRL_FILE or IDENTITY_TLS_CLIENT_ALLOWED_SANS",
                     ));
                 }
                 None
@@ -939,5 +1002,56 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("isuer"));
+    }
+
+    #[test]
+    fn client_crl_and_allowed_sans_need_the_client_ca_and_are_named_when_wrong() {
+        let dir = std::env::temp_dir().join(format!("identity-mtls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["tls.crt", "tls.key", "ca.pem", "crl.pem"] {
+            std::fs::write(dir.join(name), "").unwrap();
+        }
+        let arg = |flag: &str, file: &str| format!("--{flag}={}", dir.join(file).display());
+        let (cert, key, ca, crl) = (
+            arg("tls-cert-file", "tls.crt"),
+            arg("tls-key-file", "tls.key"),
+            arg("tls-client-ca-file", "ca.pem"),
+            arg("tls-client-crl-file", "crl.pem"),
+        );
+        let base = ["--dev", "--data-dir=/tmp/identity-test"];
+        let with = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            load(&args)
+        };
+        let sans = "--tls-client-allowed-sans=billing.internal,spiffe://example.org/sa/billing";
+
+        let err = with(&[&cert, &key, &crl]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_TLS_CLIENT_CRL_FILE");
+        let err = with(&[&cert, &key, sans]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_TLS_CLIENT_ALLOWED_SANS");
+        let err = with(&[&crl]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_TLS_CLIENT_CA_FILE");
+        let missing = arg("tls-client-crl-file", "missing.pem");
+        let err = with(&[&cert, &key, &ca, &missing]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_TLS_CLIENT_CRL_FILE");
+        let err = with(&[&cert, &key, &ca, "--tls-client-allowed-sans=*.internal"]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_TLS_CLIENT_ALLOWED_SANS");
+
+        let config = with(&[
+            &cert,
+            &key,
+            &ca,
+            &crl,
+            "--tls-client-allowed-sans= Billing.Internal ,spiffe://example.org/sa/billing,",
+        ])
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert!(tls.client_crl.is_some());
+        assert_eq!(
+            tls.client_allowed_sans,
+            ["billing.internal", "spiffe://example.org/sa/billing"]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

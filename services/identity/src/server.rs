@@ -341,6 +341,8 @@ pub async fn run(
         address = %local,
         tls = config.tls.is_some(),
         mtls = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        mtls.crl = config.tls.as_ref().is_some_and(|t| t.client_crl.is_some()),
+        mtls.allowed_sans = config.tls.as_ref().map_or(0, |t| t.client_allowed_sans.len()),
         backend = ?config.backend,
         kid = keys.signing_kid(),
         "serving gRPC"

@@ -1,6 +1,7 @@
 //! TLS (rustls, ring) for the gRPC port, with optional client certificates
-//! (mTLS) and reloading: the certificate files are re-read when they change
-//! (polled) or on SIGHUP, without dropping established connections.
+//! (mTLS: a CA, revocation lists, an allow-list of names) and reloading: the
+//! files are re-read when they change (polled) or on SIGHUP, without
+//! dropping established connections.
 
 use crate::config::TlsFiles;
 use arc_swap::ArcSwap;
@@ -9,12 +10,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::PrivateKeyDer;
+use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime,
+};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
-use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::{
+    self, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use x509_parser::extensions::GeneralName;
 
 /// Builds a server configuration from the files; errors name the setting.
 pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
@@ -38,10 +47,30 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
                     .add(cert)
                     .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if let Some(crl) = &files.client_crl {
+                // rustls' defaults are kept on purpose: every certificate of
+                // the chain is checked and one whose issuer has no CRL in
+                // the file is refused (an incomplete file fails closed).
+                verifier = verifier.with_crls(read_crls(crl)?);
+            }
+            let verifier = verifier.build().map_err(|e| match &files.client_crl {
+                Some(crl) => format!(
+                    "IDENTITY_TLS_CLIENT_CA_FILE {} / IDENTITY_TLS_CLIENT_CRL_FILE {}: {e}",
+                    ca.display(),
+                    crl.display()
+                ),
+                None => format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()),
+            })?;
+            if files.client_allowed_sans.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(AllowedNames {
+                    inner: verifier,
+                    allowed: files.client_allowed_sans.clone(),
+                }))
+            }
         }
         None => builder.with_no_client_auth(),
     }
@@ -51,9 +80,108 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
     Ok(config)
 }
 
+/// A PEM file with at least one CRL (an empty file would silently revoke
+/// nothing).
+fn read_crls(path: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(|e| format!("IDENTITY_TLS_CLIENT_CRL_FILE {shown}: {e}"))?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("IDENTITY_TLS_CLIENT_CRL_FILE {shown}: {e}"))?;
+    if crls.is_empty() {
+        return Err(format!(
+            "IDENTITY_TLS_CLIENT_CRL_FILE {shown}: no X509 CRL in it"
+        ));
+    }
+    Ok(crls)
+}
+
+/// mTLS with IDENTITY_TLS_CLIENT_ALLOWED_SANS: the chain (and revocation)
+/// is checked by webpki first, then the certificate must carry one of the
+/// allowed subject alternative names. The common name is never looked at:
+/// SANs are what a CA vouches for.
+#[derive(Debug)]
+struct AllowedNames {
+    inner: Arc<dyn ClientCertVerifier>,
+    /// DNS names in lower case, URIs as written.
+    allowed: Vec<String>,
+}
+
+impl AllowedNames {
+    fn admits(&self, end_entity: &CertificateDer<'_>) -> bool {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(end_entity.as_ref()) else {
+            return false;
+        };
+        let Ok(Some(sans)) = cert.subject_alternative_name() else {
+            return false;
+        };
+        sans.value.general_names.iter().any(|name| match name {
+            GeneralName::DNSName(dns) => self.allowed.contains(&dns.to_ascii_lowercase()),
+            GeneralName::URI(uri) => self.allowed.iter().any(|allowed| allowed == uri),
+            _ => false,
+        })
+    }
+}
+
+impl ClientCertVerifier for AllowedNames {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.admits(end_entity) {
+            Ok(verified)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 fn modified(files: &TlsFiles) -> Vec<Option<SystemTime>> {
     let mut paths = vec![&files.cert, &files.key];
     paths.extend(files.client_ca.as_ref());
+    paths.extend(files.client_crl.as_ref());
     paths
         .into_iter()
         .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
@@ -159,5 +287,24 @@ impl Reloadable {
             }
         });
         ReceiverStream::new(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crl_file_without_a_crl_is_refused_naming_the_setting() {
+        let dir = std::env::temp_dir().join(format!("identity-crl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let err = read_crls(&empty).unwrap_err();
+        assert!(err.starts_with("IDENTITY_TLS_CLIENT_CRL_FILE"), "{err}");
+        assert!(err.contains("no X509 CRL"), "{err}");
+        let err = read_crls(&dir.join("missing.pem")).unwrap_err();
+        assert!(err.starts_with("IDENTITY_TLS_CLIENT_CRL_FILE"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
