@@ -522,24 +522,49 @@ struct Session {
 }
 
 /// `users` accounts and `total` sessions over them (register, then logins).
+/// Set-up calls as a well-behaved client makes them: a RESOURCE_EXHAUSTED
+/// answer (throttle, shed bcrypt job) is retried after a pause, a few times.
+async fn with_retry<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::ResourceExhausted && tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn sessions(url: &str, total: usize, users: usize) -> anyhow::Result<Vec<Session>> {
     let channel = connect(url, 1).await?.remove(0);
     let users = users.clamp(1, total.max(1));
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let registered: Vec<anyhow::Result<Session>> = futures_util::stream::iter(0..users)
         .map(|u| {
-            let mut auth = AuthServiceClient::new(channel.clone());
+            let auth = AuthServiceClient::new(channel.clone());
             let email = format!("bench{u}.{}@example.com", &tag[..10]);
             async move {
-                let r = auth
-                    .register(RegisterRequest {
-                        email: email.clone(),
-                        password: PASSWORD.into(),
-                        display_name: format!("Bench User {u}"),
-                    })
-                    .await
-                    .context("Register")?
-                    .into_inner();
+                let r = with_retry(|| {
+                    let mut auth = auth.clone();
+                    let email = email.clone();
+                    async move {
+                        auth.register(RegisterRequest {
+                            email,
+                            password: PASSWORD.into(),
+                            display_name: format!("Bench User {u}"),
+                        })
+                        .await
+                    }
+                })
+                .await
+                .context("Register")?
+                .into_inner();
                 let t = r.tokens.context("tokens")?;
                 Ok(Session {
                     email,
@@ -557,20 +582,26 @@ async fn sessions(url: &str, total: usize, users: usize) -> anyhow::Result<Vec<S
     let more: Vec<anyhow::Result<Session>> =
         futures_util::stream::iter(0..total.saturating_sub(users))
             .map(|n| {
-                let mut auth = AuthServiceClient::new(channel.clone());
+                let auth = AuthServiceClient::new(channel.clone());
                 let email = emails[n % emails.len()].clone();
                 async move {
-                    let t = auth
-                        .login(LoginRequest {
-                            email: email.clone(),
-                            password: PASSWORD.into(),
-                            ..Default::default()
-                        })
-                        .await
-                        .context("Login")?
-                        .into_inner()
-                        .tokens
-                        .context("tokens")?;
+                    let t = with_retry(|| {
+                        let mut auth = auth.clone();
+                        let email = email.clone();
+                        async move {
+                            auth.login(LoginRequest {
+                                email,
+                                password: PASSWORD.into(),
+                                ..Default::default()
+                            })
+                            .await
+                        }
+                    })
+                    .await
+                    .context("Login")?
+                    .into_inner()
+                    .tokens
+                    .context("tokens")?;
                     Ok(Session {
                         email,
                         access: t.access_token,
@@ -579,7 +610,11 @@ async fn sessions(url: &str, total: usize, users: usize) -> anyhow::Result<Vec<S
                     })
                 }
             })
-            .buffer_unordered(16)
+            // The throttle counts a login from the time it starts: more
+            // than its free attempts in flight on one account from one
+            // address are held back, however right the password. Emails
+            // go round-robin, so this keeps at most 4 per account.
+            .buffer_unordered((4 * emails.len()).min(16))
             .collect()
             .await;
     let mut all = registered;
