@@ -25,7 +25,11 @@ use tokio::task::JoinHandle;
 
 /// Events that callers without an account can cause at will, before any
 /// rate limit applies: aggregated.
-const AGGREGATED: &[&str] = &["identity.token.refused", "identity.register.refused"];
+const AGGREGATED: &[&str] = &[
+    "identity.token.refused",
+    "identity.register.refused",
+    "identity.exchange.refused",
+];
 
 /// The address of the bucket that takes refusals once the map is full.
 pub const OTHER_ADDRESSES: &str = "(other addresses)";

@@ -40,12 +40,16 @@ use std::time::Duration;
 const REMEMBER_MARGIN_SECS: i64 = 60;
 
 /// The key a provider token is spent under: its `jti` when it has one (a
-/// re-signed copy is then the same token), else the token itself; hashed
+/// re-signed copy is then the same token), else what was signed; hashed
 /// either way, so the table holds no token.
 fn spent_key(claims: &ProviderClaims, token: &str) -> String {
+    // Without a jti, what was signed (header and claims), not the token
+    // text: ECDSA signatures are malleable ((r, s) and (r, n - s) both
+    // verify), so hashing the signature too let one token exchange twice.
+    let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
     let material = match &claims.jti {
         Some(jti) => format!("jti:{jti}"),
-        None => format!("jwt:{token}"),
+        None => format!("jwt:{signed}"),
     };
     hex::encode(Sha256::digest(material.as_bytes()))
 }
@@ -105,11 +109,10 @@ impl TokenExchange {
             .client(caller.client_addr.as_deref())
             .detail("reason", reason)
             .detail("provider", self.provider.as_str());
-        // Best effort: a refused token is refused whether or not the
-        // audit row can be written.
-        if let Err(e) = self.auth.store().record_audit(&audit).await {
-            tracing::warn!(error = %e, "audit row for a refused exchange not written");
-        }
+        // Anyone can cause this without an account: aggregated per address,
+        // reason and minute like the other such refusals (service::audit),
+        // never a row per call.
+        self.auth.audit_sink().record(audit);
         match reason {
             "provider_unavailable" => Error::Unavailable,
             "already_exchanged" => Error::TokenAlreadyExchanged,
@@ -280,5 +283,31 @@ impl TokenExchange {
             Some(synced) => Ok((synced, false)),
             None => Ok((profile, false)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_signature_over_the_same_claims_is_the_same_spent_token() {
+        let claims = ProviderClaims {
+            sub: "user".into(),
+            email: None,
+            name: None,
+            email_verified: false,
+            jti: None,
+            exp: 0,
+        };
+        assert_eq!(
+            spent_key(&claims, "aGVhZGVy.Y2xhaW1z.c2lnLW9uZQ"),
+            spent_key(&claims, "aGVhZGVy.Y2xhaW1z.c2lnLXR3bw"),
+            "an ECDSA signature's malleated twin must not exchange again"
+        );
+        assert_ne!(
+            spent_key(&claims, "aGVhZGVy.Y2xhaW1z.c2ln"),
+            spent_key(&claims, "aGVhZGVy.b3RoZXI.c2ln")
+        );
     }
 }
