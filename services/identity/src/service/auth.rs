@@ -28,6 +28,17 @@ pub struct Caller {
     pub deadline: Option<Instant>,
 }
 
+/// The caller behind an authenticated request, as far as the service knows
+/// it (the authentication layer passes on no deadline).
+impl From<&Principal> for Caller {
+    fn from(principal: &Principal) -> Self {
+        Caller {
+            client_addr: principal.client_addr.clone(),
+            deadline: None,
+        }
+    }
+}
+
 impl Caller {
     fn addr(&self) -> Option<&str> {
         self.client_addr.as_deref()
@@ -844,10 +855,7 @@ impl Auth {
         passwords::check_presented(current.expose_secret())
             .map_err(|d| Error::invalid("current_password", d))?;
         let profile = principal.profile_id;
-        let caller = Caller {
-            client_addr: principal.client_addr.clone(),
-            ..Caller::default()
-        };
+        let caller = Caller::from(principal);
         let refused = |reason: &'static str| {
             match purpose {
                 Reauth::ChangePassword => {
@@ -1004,10 +1012,7 @@ impl Auth {
         violations.into_result()?;
 
         let (profile, session) = (principal.profile_id, principal.session_id);
-        let caller = Caller {
-            client_addr: principal.client_addr.clone(),
-            ..Caller::default()
-        };
+        let caller = Caller::from(principal);
         let stored = self
             .reverify(principal, Reauth::ChangePassword, current)
             .await?;
