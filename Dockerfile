@@ -16,13 +16,16 @@
 #   runtime  -> distroless cc (glibc, libgcc_s, CA certificates; no shell, no
 #               package manager) running as the fixed non-root UID/GID 65532
 #
-# For reproducible builds pin the bases by digest, e.g.
-#   --build-arg RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:...
+# Both bases are pinned by digest: a tag can be moved to other content, a
+# digest cannot, so the same Dockerfile always builds on the same bases.
+# Renovate proposes new digests (renovate.json); to check one by hand:
+#   docker buildx imagetools inspect docker.io/library/rust:1.95-slim-bookworm
+#   docker buildx imagetools inspect gcr.io/distroless/cc-debian12:nonroot
 
-ARG RUST_VERSION=1.95
-# Build on Debian 12 (bookworm): the runtime's glibc is Debian 12's.
-ARG BUILDER_IMAGE=docker.io/library/rust:${RUST_VERSION}-slim-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# Build on Debian 12 (bookworm): the runtime's glibc is Debian 12's. The
+# Rust version moves together with rust-toolchain.toml.
+ARG BUILDER_IMAGE=docker.io/library/rust:1.95-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 # ---------------------------------------------------------------------------
 FROM ${BUILDER_IMAGE} AS chef

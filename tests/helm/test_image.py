@@ -111,6 +111,32 @@ def test_no_latest_base_images():
             assert ":" in tail or "@" in ref, ref
 
 
+def test_every_base_image_is_pinned_by_digest():
+    """A tag can be re-pointed at other content; a digest cannot."""
+    text = DOCKERFILE.read_text()
+    stage_names = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", text, re.M | re.I))
+    defaults = dict(re.findall(r"^ARG (\w+_IMAGE)=(\S+)", text, re.M))
+    assert set(defaults) == {"BUILDER_IMAGE", "RUNTIME_IMAGE"}
+    for ref in re.findall(r"^FROM\s+(\S+)", text, re.M):
+        if ref in stage_names:
+            continue
+        ref = defaults.get(ref.strip("${}"), ref)
+        assert re.fullmatch(r"[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}", ref), ref
+
+
+def test_renovate_keeps_every_pinned_base_current():
+    config = json.loads((REPO / "renovate.json").read_text())
+    patterns = [
+        m for manager in config["customManagers"] for m in manager["matchStrings"]
+    ]
+    text = DOCKERFILE.read_text()
+    for line in re.findall(r"^ARG \w+_IMAGE=\S+$", text, re.M):
+        found = [
+            re.search(p.replace("(?<", "(?P<"), line) for p in patterns
+        ]
+        assert any(f and f.group("currentDigest") for f in found), line
+
+
 @pytest.mark.parametrize(
     "label",
     [
