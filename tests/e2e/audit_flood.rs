@@ -253,3 +253,118 @@ async fn a_flood_of_refused_tokens_from_many_addresses_leaves_a_bounded_trail_an
         "and every refused registration"
     );
 }
+
+/// Refused accesses one signed-in attacker causes in the flood below.
+const SIGNED_IN_TASKS: usize = 8;
+const SIGNED_IN_FLOOD: Duration = Duration::from_secs(4);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_in_user_flooding_refused_accesses_cannot_push_other_users_denials_out() {
+    let db = TestDb::new(Backend::Postgres);
+    let server = Server::start_with(&db.url, db.dir.path(), ServerOptions::default());
+    let mut auth = server.auth().await;
+    let attacker = register(&mut auth, &email("attacker")).await;
+    let owner = register(&mut auth, &email("owner")).await;
+    let neighbour = register(&mut auth, &email("neighbour")).await;
+    let id_of = |token: String| {
+        let mut auth = auth.clone();
+        async move {
+            auth.validate_token(ValidateTokenRequest {
+                access_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .profile_id
+        }
+    };
+    let attacker_id = id_of(attacker.access_token.clone()).await;
+    let owner_id = id_of(owner.access_token.clone()).await;
+    let neighbour_id = id_of(neighbour.access_token.clone()).await;
+
+    let until = Instant::now() + SIGNED_IN_FLOOD;
+    let mut flooders = JoinSet::new();
+    for _ in 0..SIGNED_IN_TASKS {
+        let mut profiles = ProfileServiceClient::new(server.channel().await);
+        let token = attacker.access_token.clone();
+        flooders.spawn(async move {
+            let mut refused = 0i64;
+            while Instant::now() < until {
+                // Another id each time, as a script probing for profiles would.
+                let status = profiles
+                    .get_profile(bearer(
+                        &token,
+                        GetProfileRequest {
+                            id: uuid::Uuid::new_v4().to_string(),
+                        },
+                    ))
+                    .await
+                    .expect_err("nobody else's profile is the attacker's to read");
+                assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+                refused += 1;
+            }
+            refused
+        });
+    }
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    for _ in 0..DENIALS {
+        let status = profiles
+            .get_profile(bearer(
+                &owner.access_token,
+                GetProfileRequest {
+                    id: neighbour_id.clone(),
+                },
+            ))
+            .await
+            .expect_err("another user's profile is not the owner's to read");
+        assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+        tokio::time::sleep(SIGNED_IN_FLOOD / (DENIALS as u32 * 2)).await;
+    }
+    let mut refused = 0;
+    while let Some(part) = flooders.join_next().await {
+        refused += part.expect("a flooding task");
+    }
+    assert!(
+        refused > 5 * i64::from(identity::service::audit::PROFILE_BUDGET_PER_MINUTE),
+        "the flood ran ({refused} refused accesses)"
+    );
+    assert!(server.terminate().success(), "the server stops cleanly");
+
+    let owner_rows = scalar(
+        &db,
+        &format!(
+            "SELECT count(*) FROM audit_events WHERE event_name = 'identity.access.denied' \
+             AND profile_id = '{owner_id}'"
+        ),
+    );
+    assert_eq!(
+        owner_rows, DENIALS as i64,
+        "every refused access of the owner has its row"
+    );
+    let attacker_rows = scalar(
+        &db,
+        &format!(
+            "SELECT count(*) FROM audit_events WHERE event_name = 'identity.access.denied' \
+             AND profile_id = '{attacker_id}'"
+        ),
+    );
+    // A 4 s flood spans at most two minutes: the budget of each, plus one
+    // counted row for each.
+    let bound = 2 * (i64::from(identity::service::audit::PROFILE_BUDGET_PER_MINUTE) + 1);
+    assert!(
+        attacker_rows <= bound,
+        "{attacker_rows} rows for the attacker's {refused} refused accesses; at most {bound}"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            &format!(
+                "SELECT coalesce(sum(coalesce((detail::jsonb ->> 'count')::bigint, 1)), 0) \
+                 FROM audit_events WHERE event_name = 'identity.access.denied' \
+                 AND profile_id = '{attacker_id}'"
+            ),
+        ),
+        refused,
+        "yet every one of them is counted"
+    );
+}

@@ -12,8 +12,14 @@
 //! `detail.count` when the minute closes (or at shutdown). Whatever the
 //! flood, they add at most `refusal_keys` (+ a few overflow buckets) rows a
 //! minute.
+//!
+//! A signed-in caller can cause security events too, one refused access per
+//! call. Each profile may put [`PROFILE_BUDGET_PER_MINUTE`] of those a minute
+//! into the reserved queue; past that its refusals are counted like the
+//! anonymous ones (one row per minute, address and action), so that one
+//! account cannot push other users' rows out of the queue.
 
-use crate::store::{AuditEvent, Store};
+use crate::store::{AuditEvent, Id, Store};
 use crate::telemetry::metrics::metrics;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -31,6 +37,19 @@ const AGGREGATED: &[&str] = &[
     "identity.exchange.refused",
 ];
 
+/// Security events that a signed-in caller causes at will: each profile has
+/// a budget of rows a minute in the reserved queue, then they are counted.
+const BUDGETED: &[&str] = &["identity.access.denied"];
+
+/// Rows a minute one profile may put into the reserved queue through
+/// [`BUDGETED`] events: far above what a person or a well-behaved service
+/// triggers, far below what a script does.
+pub const PROFILE_BUDGET_PER_MINUTE: u32 = 30;
+
+/// Profiles whose budget is tracked in one minute; past that, every new
+/// profile's budgeted events are counted straight away.
+const BUDGET_KEYS: usize = 10_000;
+
 /// The address of the bucket that takes refusals once the map is full.
 pub const OTHER_ADDRESSES: &str = "(other addresses)";
 
@@ -46,6 +65,7 @@ pub struct AuditSink {
 struct Shared {
     queue: mpsc::Sender<AuditEvent>,
     refusals: Mutex<Refusals>,
+    budgets: Mutex<Budgets>,
     stop: watch::Sender<bool>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -59,6 +79,7 @@ impl AuditSink {
         let shared = Arc::new(Shared {
             queue,
             refusals: Mutex::new(Refusals::new(refusal_keys)),
+            budgets: Mutex::new(Budgets::default()),
             stop,
             writer: Mutex::new(None),
         });
@@ -69,8 +90,21 @@ impl AuditSink {
         AuditSink { shared }
     }
 
-    pub fn record(&self, event: AuditEvent) {
-        if AGGREGATED.contains(&event.event_name) {
+    pub fn record(&self, mut event: AuditEvent) {
+        let over_budget = BUDGETED.contains(&event.event_name)
+            && !self
+                .shared
+                .budgets
+                .lock()
+                .is_ok_and(|mut budgets| budgets.spend(&event));
+        if over_budget {
+            // Counted per action, not per target: varying the target must
+            // not buy one row per call.
+            if let Some(detail) = event.detail.as_object_mut() {
+                detail.remove("target");
+            }
+        }
+        if over_budget || AGGREGATED.contains(&event.event_name) {
             let added = match self.shared.refusals.lock() {
                 Ok(mut refusals) => refusals.add(event),
                 Err(_) => Added::Dropped,
@@ -163,10 +197,38 @@ enum Added {
     Dropped,
 }
 
+/// How many budgeted events each profile spent in the current minute.
+#[derive(Default)]
+struct Budgets {
+    minute: i64,
+    spent: HashMap<Id, u32>,
+}
+
+impl Budgets {
+    /// True when `event` may still go to the reserved queue.
+    fn spend(&mut self, event: &AuditEvent) -> bool {
+        let Some(profile) = event.profile_id else {
+            return true;
+        };
+        let minute = minute_of(event.occurred_at);
+        if minute != self.minute {
+            self.minute = minute;
+            self.spent.clear();
+        }
+        if !self.spent.contains_key(&profile) && self.spent.len() >= BUDGET_KEYS {
+            return false;
+        }
+        let spent = self.spent.entry(profile).or_default();
+        *spent += 1;
+        *spent <= PROFILE_BUDGET_PER_MINUTE
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     minute: i64,
     event_name: &'static str,
+    profile_id: Option<Id>,
     client_addr: Option<String>,
     /// The detail as JSON text (keys sorted): token kind and reason.
     detail: String,
@@ -197,13 +259,16 @@ impl Refusals {
         let mut key = Key {
             minute: minute_of(event.occurred_at),
             event_name: event.event_name,
+            profile_id: event.profile_id,
             client_addr: event.client_addr.clone(),
             detail: event.detail.to_string(),
         };
         if !self.tallies.contains_key(&key) && self.tallies.len() >= self.keys {
-            // Full: one more address must not mean one more row.
+            // Full: one more address or account must not mean one more row.
             key.client_addr = Some(OTHER_ADDRESSES.to_owned());
+            key.profile_id = None;
             event.client_addr = key.client_addr.clone();
+            event.profile_id = None;
             if !self.tallies.contains_key(&key) && self.tallies.len() >= self.keys + OVERFLOW_KEYS {
                 return Added::Dropped;
             }
@@ -301,6 +366,24 @@ mod tests {
         assert_eq!(rest[0].detail["reason"], "malformed");
         assert_eq!(rest[0].detail["count"], 50);
         assert!(refusals.take(None).is_empty());
+    }
+
+    fn denied(at: DateTime<Utc>, profile: Id) -> AuditEvent {
+        let mut event = AuditEvent::new("identity.access.denied").profile(profile);
+        event.occurred_at = at;
+        event
+    }
+
+    #[test]
+    fn each_profile_has_its_own_budget_of_queued_refusals_a_minute() {
+        let mut budgets = Budgets::default();
+        let (flooder, bystander) = (Id::new(), Id::new());
+        for _ in 0..PROFILE_BUDGET_PER_MINUTE {
+            assert!(budgets.spend(&denied(minute(1), flooder)));
+        }
+        assert!(!budgets.spend(&denied(minute(1), flooder)));
+        assert!(budgets.spend(&denied(minute(1), bystander)));
+        assert!(budgets.spend(&denied(minute(2), flooder)), "a new minute");
     }
 
     #[test]
