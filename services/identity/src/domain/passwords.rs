@@ -110,13 +110,57 @@ struct Queue {
     ready: Condvar,
     /// Jobs that may wait beyond the idle threads ready to take them.
     capacity: usize,
+    threads: usize,
 }
 
 #[derive(Default)]
 struct QueueState {
     jobs: VecDeque<Job>,
     idle: usize,
+    /// Jobs a thread has taken and not finished.
+    running: usize,
     closed: bool,
+}
+
+/// How long after the last latency-sensitive call the runtime keeps a core
+/// to itself: longer than the gap between calls of any steady caller,
+/// short enough that a login burst alone soon has every core again.
+const YIELD_WINDOW: Duration = Duration::from_millis(100);
+/// How often a thread held back by [`Queue::limit`] looks again.
+const GATE_RECHECK: Duration = Duration::from_millis(5);
+
+/// When the last latency-sensitive call (anything but a password hash)
+/// arrived, in milliseconds since [`epoch`]; 0 for never.
+static LAST_LATENCY_SENSITIVE: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis_since_epoch() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// Marks that a call which hashes no password is being served: for the next
+/// [`YIELD_WINDOW`] the bcrypt pool leaves one core to the runtime, so that
+/// a login flood cannot push token validation behind bcrypt on every core.
+/// A bound on the queue's concurrency, not a lower priority: logins still
+/// run on the other cores at normal scheduling.
+pub fn latency_sensitive_call() {
+    let now = millis_since_epoch();
+    // One store per millisecond at most: the cache line is shared by every
+    // runtime thread.
+    if LAST_LATENCY_SENSITIVE.load(Ordering::Relaxed) != now {
+        LAST_LATENCY_SENSITIVE.store(now, Ordering::Relaxed);
+    }
+}
+
+fn latency_sensitive_recently() -> bool {
+    let last = LAST_LATENCY_SENSITIVE.load(Ordering::Relaxed);
+    last != 0 && millis_since_epoch().saturating_sub(last) < nanos(YIELD_WINDOW) / 1_000_000
 }
 
 impl Queue {
@@ -137,20 +181,47 @@ impl Queue {
         true
     }
 
-    /// The next job, or None once the hasher is gone.
+    /// How many jobs may run at once now: every thread, but one core fewer
+    /// while latency-sensitive calls are being served.
+    fn limit(&self) -> usize {
+        if latency_sensitive_recently() {
+            self.threads.saturating_sub(1).max(1)
+        } else {
+            self.threads
+        }
+    }
+
+    /// The next job, or None once the hasher is gone. The caller runs it
+    /// and then calls [`Queue::done`].
     fn take(&self) -> Option<Job> {
         let mut state = self.lock();
         loop {
-            if let Some(job) = state.jobs.pop_front() {
-                return Some(job);
-            }
             if state.closed {
                 return None;
+            }
+            if !state.jobs.is_empty() {
+                if state.running < self.limit() {
+                    state.running += 1;
+                    return state.jobs.pop_front();
+                }
+                // Held back for the runtime: look again shortly, since the
+                // limit rises with time rather than with a notification.
+                state = self
+                    .ready
+                    .wait_timeout(state, GATE_RECHECK)
+                    .map(|(state, _)| state)
+                    .unwrap_or_else(|e| e.into_inner().0);
+                continue;
             }
             state.idle += 1;
             state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
             state.idle -= 1;
         }
+    }
+
+    fn done(&self) {
+        self.lock().running -= 1;
+        self.ready.notify_all();
     }
 
     fn close(&self) {
@@ -191,6 +262,7 @@ impl Hasher {
             state: Mutex::new(QueueState::default()),
             ready: Condvar::new(),
             capacity: queue,
+            threads: threads.max(1),
         });
         let threads = threads.max(1);
         for n in 0..threads {
@@ -235,10 +307,12 @@ impl Hasher {
             .load(Ordering::Relaxed)
             .saturating_sub(waiting + 1)
             .min(self.threads);
+        // The threads that may run now, which the runtime's share lowers.
+        let threads = self.jobs.limit();
         // With a thread free the job starts at once.
-        let ahead = (waiting + running + 1).saturating_sub(self.threads);
+        let ahead = (waiting + running + 1).saturating_sub(threads);
         let ahead = u32::try_from(ahead).unwrap_or(u32::MAX);
-        let threads = u32::try_from(self.threads).unwrap_or(u32::MAX);
+        let threads = u32::try_from(threads).unwrap_or(u32::MAX);
         per_job.saturating_mul(ahead) / threads + per_job
     }
 
@@ -370,6 +444,7 @@ fn worker(jobs: &Queue) {
     lower_priority();
     while let Some(job) = jobs.take() {
         job();
+        jobs.done();
     }
 }
 
@@ -382,6 +457,63 @@ impl Drop for Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The most jobs that ran at once among `jobs` jobs of 40 ms on a pool of
+    /// `threads`, while `busy` keeps marking latency-sensitive calls.
+    async fn most_at_once(threads: usize, jobs: usize, busy: bool) -> usize {
+        static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = SERIAL.lock().await;
+        if !busy {
+            // Let an earlier test's marks age out.
+            tokio::time::sleep(YIELD_WINDOW * 2).await;
+        }
+        let hasher = Arc::new(Hasher::start(4, threads, jobs).unwrap());
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let marker = busy.then(|| {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    latency_sensitive_call();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let runs = (0..jobs).map(|_| {
+            let (hasher, now, most) = (Arc::clone(&hasher), Arc::clone(&now), Arc::clone(&most));
+            async move {
+                hasher
+                    .run(None, move || {
+                        let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(running, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(40));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+        futures_util::future::join_all(runs).await;
+        stop.store(true, Ordering::Relaxed);
+        if let Some(marker) = marker {
+            marker.await.unwrap();
+        }
+        most.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn while_cheap_calls_are_served_bcrypt_leaves_one_thread_to_them() {
+        assert_eq!(most_at_once(3, 9, true).await, 2);
+        // Never below one: a one-thread pool still hashes.
+        assert_eq!(most_at_once(1, 3, true).await, 1);
+    }
+
+    #[tokio::test]
+    async fn without_cheap_calls_bcrypt_uses_every_thread() {
+        assert_eq!(most_at_once(3, 9, false).await, 3);
+    }
 
     /// Fields of /proc/thread-self/stat after the name: state is field 3,
     /// nice field 19, the policy field 41.

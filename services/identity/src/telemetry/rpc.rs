@@ -124,6 +124,17 @@ pub fn method_label(method: &http::Method, path: &str) -> &'static str {
 
 const UNKNOWN: &str = "unknown";
 
+/// Methods that may run bcrypt. Every other call is latency-sensitive: while
+/// they are served the bcrypt pool leaves a core to the runtime
+/// (`domain::passwords::latency_sensitive_call`).
+const HASHING_METHODS: &[&str] = &[
+    "identity.v1.AuthService/Register",
+    "identity.v1.AuthService/Login",
+    "identity.v1.AuthService/ChangePassword",
+    "identity.v1.AuthService/ChangeEmail",
+    "identity.v1.ProfileService/DeleteProfile",
+];
+
 /// What every RPC span of one listener shares.
 struct Settings {
     /// Peers whose trace context is continued (mTLS clients always are).
@@ -229,6 +240,9 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let label = method_label(request.method(), request.uri().path());
+        if !HASHING_METHODS.contains(&label) {
+            crate::domain::passwords::latency_sensitive_call();
+        }
         let (service, method) = label.split_once('/').unwrap_or((label, ""));
         let client = request
             .extensions()
@@ -306,6 +320,13 @@ mod tests {
                 "{} bytes",
                 value.len()
             );
+        }
+    }
+
+    #[test]
+    fn every_hashing_method_is_a_served_one() {
+        for method in HASHING_METHODS {
+            assert!(served_methods().contains(*method), "{method}");
         }
     }
 
