@@ -4,6 +4,7 @@
 //! admin commands run as the real binary, against the test's database.
 
 use crate::on_both_backends;
+use crate::support::better_auth::{BetterAuth, BetterAuthOptions};
 use crate::support::{
     Backend, Server, ServerOptions, TestDb, active, bearer, binary, forwarded_for, scalar,
 };
@@ -462,4 +463,66 @@ async fn service_login_names_the_bad_field() {
             .collect();
         assert_eq!(fields, [field]);
     }
+}
+
+/// The README's sign-up hook, run by a real Better-Auth: it signs in with
+/// ServiceLogin once and keeps using the token for later sign-ups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_better_auth_sign_up_hook_signs_in_with_service_login() {
+    let db = TestDb::new(Backend::Postgres);
+    let admin_email = crate::support::email("admin");
+    let server = server(
+        &db,
+        ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
+    );
+    let mut auth = server.auth().await;
+    let admin = crate::support::register(&mut auth, &admin_email)
+        .await
+        .access_token;
+    let client = create_client(&db, "provisioner");
+    let provider = BetterAuth::start_with(
+        BetterAuthOptions::default()
+            .env("BA_IDENTITY_URL", server.url())
+            .env("BA_IDENTITY_CLIENT_ID", client.id.clone())
+            .env("BA_IDENTITY_CLIENT_SECRET", client.secret.clone()),
+    );
+    let profiles = ProfileServiceClient::new(server.channel().await);
+    for name in ["First Hooked", "Second Hooked"] {
+        let user = provider
+            .sign_up(
+                &crate::support::email("hooked"),
+                crate::support::PASSWORD,
+                name,
+            )
+            .await;
+        let found = crate::support::eventually(Duration::from_secs(10), || {
+            let (mut profiles, admin, id) = (profiles.clone(), admin.clone(), user.id.clone());
+            async move {
+                profiles
+                    .lookup_profile(bearer(
+                        &admin,
+                        LookupProfileRequest {
+                            auth_provider: "better-auth".into(),
+                            auth_id: id,
+                        },
+                    ))
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        assert!(
+            found,
+            "the hook created no profile; provider logs:\n{}",
+            provider.logs()
+        );
+    }
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE event_name = 'identity.service_login.succeeded'"
+        ),
+        1,
+        "the hook signs in once and reuses its token"
+    );
 }
