@@ -93,7 +93,7 @@ async fn enabled(store: &Store, client_id: &str) -> Result<ServiceClient, Error>
     match store.find_service_client(client_id).await? {
         Some(client) if client.row.disabled_at.is_none() => Ok(client),
         Some(_) => Err(Error::FailedPrecondition(
-            "the client is disabled (for good: create a new one)".into(),
+            "the client is disabled (for good: create a new one)",
         )),
         None => Err(Error::NotFound),
     }
