@@ -34,6 +34,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".identity.v1.ChangePasswordRequest",
             ".identity.v1.TokenPair",
             ".identity.v1.ExchangeTokenRequest",
+            ".identity.v1.ServiceLoginRequest",
+            ".identity.v1.ServiceLoginResponse",
         ])
         .compile_fds(fds)?;
     Ok(())

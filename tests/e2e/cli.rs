@@ -586,6 +586,32 @@ async fn the_server_user_serves_but_cannot_rewrite_the_audit_trail_or_the_schema
     })
     .await
     .expect("logout works as the server's user");
+    // The admin commands run in the server's container, as its user.
+    let created = Command::new(binary())
+        .args(["admin", "create-service-client", "--role", "provisioner"])
+        .env_clear()
+        .env("IDENTITY_DATABASE_URL", &runtime_url)
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let printed = String::from_utf8_lossy(&created.stdout).into_owned();
+    let value = |key: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} in {printed}"))
+            .to_owned()
+    };
+    auth.service_login(identity::proto::v1::ServiceLoginRequest {
+        client_id: value("IDENTITY_CLIENT_ID"),
+        client_secret: value("IDENTITY_CLIENT_SECRET"),
+    })
+    .await
+    .expect("ServiceLogin works as the server's user");
     assert!(
         crate::support::eventually(std::time::Duration::from_secs(30), || async {
             crate::support::scalar(

@@ -466,6 +466,14 @@ fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "/identity.v1.AuthService/ServiceLogin",
+            ServiceLoginRequest {
+                client_id: "svc_00000000000000000000000000000000".into(),
+                client_secret: "idsec_not-the-secret".into(),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "/identity.v1.ProfileService/GetProfile",
             GetProfileRequest {
                 id: profile_id.into(),

@@ -12,7 +12,11 @@
 //   BA_ALG               jwks.keyPairConfig.alg: EdDSA (default), ES256, RS256, PS256
 //   BA_EXPIRATION        jwt.expirationTime (default 15m)
 //   BA_IDENTITY_URL      identity's gRPC address (http://host:port) and
-//   BA_IDENTITY_TOKEN    a provisioner token: when both are set, the
+//   BA_IDENTITY_CLIENT_ID, BA_IDENTITY_CLIENT_SECRET
+//                        a provisioner service client (signs in with
+//                        AuthService.ServiceLogin), or
+//   BA_IDENTITY_TOKEN    a provisioner token (issue-service-token): when the
+//                        URL and either are set, the
 //                        databaseHooks.user.create.after hook creates the
 //                        profile with ProfileService.CreateProfile (see
 //                        README.md)
@@ -63,13 +67,15 @@ const options = {
   telemetry: { enabled: false },
   rateLimit: { enabled: false },
 };
-if (env.BA_IDENTITY_URL && env.BA_IDENTITY_TOKEN) {
+if (env.BA_IDENTITY_URL && (env.BA_IDENTITY_TOKEN || env.BA_IDENTITY_CLIENT_ID)) {
   options.databaseHooks = {
     user: {
       create: {
         after: createProfileHook({
           url: env.BA_IDENTITY_URL,
           token: env.BA_IDENTITY_TOKEN,
+          clientId: env.BA_IDENTITY_CLIENT_ID,
+          clientSecret: env.BA_IDENTITY_CLIENT_SECRET,
         }),
       },
     },

@@ -1,6 +1,8 @@
 //! `identity admin issue-service-token`: prints an access token for a
-//! service principal (see `service::service_token`). It signs with the same
-//! key settings as the server, so the server accepts the token.
+//! service principal (see `service::service_token`), for bootstrapping
+//! only. It signs with the same key settings as the server, so the server
+//! accepts the token. And the service-client commands
+//! (`service::service_clients`), which need no signing key.
 
 use crate::domain::tokens::{Ed25519Key, TokenKeys};
 use crate::store::Store;
@@ -13,10 +15,11 @@ use std::time::Duration;
 #[derive(Args)]
 pub struct IssueServiceTokenArgs {
     /// Role of the token: `provisioner` (may create role-less profiles of
-    /// external providers, e.g. from Better-Auth's sign-up hook) or `admin`.
+    /// external providers). Never `admin`: admins are people
+    /// (IDENTITY_BOOTSTRAP_ADMINS, grant-role).
     #[arg(long)]
     pub role: String,
-    /// Lifetime of the token (1m to 90days).
+    /// Lifetime of the token (1m to 24h).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// Name of the service principal (its profile's auth_id, auth_provider
@@ -103,6 +106,74 @@ pub async fn run(store: &Store, args: IssueServiceTokenArgs) -> anyhow::Result<(
         args.role,
         minted.session_id,
         minted.expires_at.to_rfc3339(),
+    );
+    Ok(())
+}
+
+/// `--field description; ...` for invalid input, else the error itself.
+fn cli_error(e: crate::domain::Error) -> anyhow::Error {
+    match e {
+        crate::domain::Error::Invalid(v) => anyhow::anyhow!(
+            "{}",
+            v.iter()
+                .map(|v| format!("--{} {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        crate::domain::Error::AlreadyExists(what) => {
+            anyhow::anyhow!("--{what}: a service principal of that name exists; choose another")
+        }
+        crate::domain::Error::NotFound => anyhow::anyhow!("no such service client"),
+        crate::domain::Error::StaleEtag => {
+            anyhow::anyhow!("the client changed meanwhile; run the command again")
+        }
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+/// Prints the credentials alone on stdout, as an environment file (for
+/// `kubectl create secret generic --from-env-file`); what they are, on
+/// stderr.
+fn print_credentials(credentials: &crate::service::service_clients::Credentials) {
+    println!("IDENTITY_CLIENT_ID={}", credentials.client_id);
+    println!(
+        "IDENTITY_CLIENT_SECRET={}",
+        credentials.secret.expose_secret()
+    );
+}
+
+pub async fn create_client(store: &Store, role: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let created = crate::service::service_clients::create(store, role, name)
+        .await
+        .map_err(cli_error)?;
+    print_credentials(&created);
+    eprintln!(
+        "service client {} for service principal {} (profile {}), role {role}. The secret is shown only now: \
+         the service signs in with AuthService.ServiceLogin; rotate with `identity admin rotate-service-client {}`",
+        created.client_id, created.profile.auth_id, created.profile.id, created.client_id,
+    );
+    Ok(())
+}
+
+pub async fn rotate_client(store: &Store, client_id: &str) -> anyhow::Result<()> {
+    let rotated = crate::service::service_clients::rotate(store, client_id)
+        .await
+        .map_err(cli_error)?;
+    print_credentials(&rotated);
+    eprintln!(
+        "service client {} has a new secret (shown only now); the old one no longer signs in, and {} live session(s) were revoked",
+        rotated.client_id, rotated.sessions_revoked,
+    );
+    Ok(())
+}
+
+pub async fn disable_client(store: &Store, client_id: &str) -> anyhow::Result<()> {
+    let (profile, revoked) = crate::service::service_clients::disable(store, client_id)
+        .await
+        .map_err(cli_error)?;
+    println!(
+        "service client {client_id} (profile {}) disabled; {revoked} live session(s) revoked",
+        profile.id
     );
     Ok(())
 }

@@ -58,9 +58,30 @@ pub enum AdminCommand {
     GrantRole { user: String, role: String },
     /// Take a role away from a user.
     RevokeRole { user: String, role: String },
-    /// Print an access token for a service principal (e.g. `--role provisioner`
-    /// for the external provider's sign-up hook).
+    /// Bootstrapping only: print an access token (at most 24h) for a service
+    /// principal. Services sign in with client credentials instead (see
+    /// create-service-client).
     IssueServiceToken(crate::admin_token::IssueServiceTokenArgs),
+    /// Create client credentials for a service (e.g. `--role provisioner` for
+    /// the external provider's sign-up hook): prints IDENTITY_CLIENT_ID and
+    /// IDENTITY_CLIENT_SECRET once (the secret is stored only hashed). The
+    /// service signs in with AuthService.ServiceLogin. Never `admin`.
+    CreateServiceClient {
+        /// Role of the client: provisioner (may create role-less profiles of
+        /// external providers).
+        #[arg(long)]
+        role: String,
+        /// Name of its service principal (auth_provider `service`, auth_id
+        /// NAME; 1-64 of a-z 0-9 . _ -) [default: the client id].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Give a client a new secret (printed once): the old one stops working
+    /// and every session the client started is revoked on every replica.
+    RotateServiceClient { client_id: String },
+    /// Disable a client for good: it can no longer sign in and every session
+    /// it started is revoked on every replica.
+    DisableServiceClient { client_id: String },
 }
 
 #[derive(Args)]

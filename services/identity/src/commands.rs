@@ -122,6 +122,15 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
         AdminCommand::IssueServiceToken(args) => {
             return crate::admin_token::run(&store, args).await;
         }
+        AdminCommand::CreateServiceClient { role, name } => {
+            return crate::admin_token::create_client(&store, &role, name.as_deref()).await;
+        }
+        AdminCommand::RotateServiceClient { client_id } => {
+            return crate::admin_token::rotate_client(&store, &client_id).await;
+        }
+        AdminCommand::DisableServiceClient { client_id } => {
+            return crate::admin_token::disable_client(&store, &client_id).await;
+        }
     };
     crate::domain::validation::roles(std::slice::from_ref(&role))
         .map_err(|e| anyhow::anyhow!("role: {e}"))?;
@@ -134,6 +143,10 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
         }
     }
     .context("no such user (give a profile id or a local account's email)")?;
+    if grant && profile.auth_provider == crate::service::service_token::SERVICE_PROVIDER {
+        crate::service::service_token::service_role(&role)
+            .map_err(|e| anyhow::anyhow!("{}: a service principal's role {e}", profile.id))?;
+    }
     let mut next = profile.clone();
     if grant {
         next.roles.push(role.clone());

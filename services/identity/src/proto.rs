@@ -107,6 +107,26 @@ impl fmt::Debug for ExchangeTokenRequest {
     }
 }
 
+impl fmt::Debug for ServiceLoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceLoginRequest")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &presence(&self.client_secret))
+            .finish()
+    }
+}
+
+impl fmt::Debug for ServiceLoginResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServiceLoginResponse")
+            .field("access_token", &presence(&self.access_token))
+            .field("token_type", &self.token_type)
+            .field("access_token_expire_time", &self.access_token_expire_time)
+            .field("session_id", &self.session_id)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::v1::*;
@@ -136,6 +156,21 @@ mod tests {
             refresh_token: "r3fr3sh".into(),
             ..Default::default()
         };
+        let printed = format!(
+            "{:?} {:?}",
+            ServiceLoginRequest {
+                client_id: "svc_1".into(),
+                client_secret: "idsec_s3cr3t".into(),
+            },
+            ServiceLoginResponse {
+                access_token: "eyJhbGciOi.secret".into(),
+                ..Default::default()
+            }
+        );
+        assert!(
+            !printed.contains("s3cr3t") && !printed.contains("eyJ"),
+            "{printed}"
+        );
         let printed = format!("{pair:?}");
         assert!(
             !printed.contains("eyJ") && !printed.contains("r3fr3sh"),

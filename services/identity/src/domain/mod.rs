@@ -11,6 +11,7 @@ pub mod rate_limit;
 pub mod refresh;
 pub mod revocations;
 pub mod roles;
+pub mod service_client;
 pub mod throttle;
 pub mod token_cache;
 pub mod tokens;

@@ -18,6 +18,9 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod service_login;
+pub use service_login::ServiceLoggedIn;
+
 pub const LOCAL_PROVIDER: &str = "local";
 
 /// Who is calling, as far as the transport knows.

@@ -8,6 +8,7 @@ pub mod housekeeping;
 pub mod limits;
 pub mod profiles;
 pub mod revocation;
+pub mod service_clients;
 pub mod service_token;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};

@@ -1,6 +1,7 @@
 //! Service principals: access tokens for other services, minted by
-//! `identity admin issue-service-token` (for example for the provider's
-//! sign-up hook, which creates profiles with ProfileService.CreateProfile).
+//! `identity admin issue-service-token` — for bootstrapping only, at most
+//! 24 h. Services sign in with client credentials instead
+//! (`service::service_clients`, AuthService.ServiceLogin).
 //!
 //! A service principal is an ordinary profile with `auth_provider` =
 //! `service` and `auth_id` = its name, holding the role it was given. Each
@@ -23,10 +24,29 @@ pub const SERVICE_PROVIDER: &str = "service";
 /// May call ProfileService.CreateProfile for external accounts, without
 /// roles; nothing else beyond what any caller may do with its own profile.
 pub const PROVISIONER_ROLE: &str = "provisioner";
-/// Roles a service token may carry.
-pub const SERVICE_ROLES: &[&str] = &[PROVISIONER_ROLE, ADMIN_ROLE];
+/// Roles a service principal may hold. Never `admin`: admins are people
+/// (IDENTITY_BOOTSTRAP_ADMINS, `identity admin grant-role`), and a service's
+/// bearer token is copied into configuration where a person's is not.
+pub const SERVICE_ROLES: &[&str] = &[PROVISIONER_ROLE];
 pub const MIN_TTL: Duration = Duration::from_secs(60);
-pub const MAX_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The cap of access tokens (IDENTITY_ACCESS_TOKEN_TTL): a self-contained
+/// token is accepted by offline verifiers until it expires, whatever
+/// happens to its session.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks a role for a service principal (`SERVICE_ROLES`).
+pub fn service_role(role: &str) -> Result<(), String> {
+    if SERVICE_ROLES.contains(&role) {
+        Ok(())
+    } else if role == ADMIN_ROLE {
+        Err(format!(
+            "admin is for people (IDENTITY_BOOTSTRAP_ADMINS, identity admin grant-role), never for services; use one of: {}",
+            SERVICE_ROLES.join(", ")
+        ))
+    } else {
+        Err(format!("must be one of: {}", SERVICE_ROLES.join(", ")))
+    }
+}
 
 /// Whether a non-admin caller may create `new`: it holds the provisioner
 /// role, the profile is for an external provider (not `local` or
@@ -68,15 +88,10 @@ pub async fn issue(
     ttl: Duration,
 ) -> Result<ServiceToken, Error> {
     let name = service_name(name).map_err(|d| Error::invalid("name", d))?;
-    if !SERVICE_ROLES.contains(&role) {
-        return Err(Error::invalid(
-            "role",
-            format!("must be one of {}", SERVICE_ROLES.join(", ")),
-        ));
-    }
+    service_role(role).map_err(|d| Error::invalid("role", d))?;
     validation::roles(&[role.to_owned()]).map_err(|d| Error::invalid("role", d))?;
     if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
-        return Err(Error::invalid("ttl", "must be between 1m and 90days"));
+        return Err(Error::invalid("ttl", "must be between 1m and 24h"));
     }
     let now = Utc::now().trunc_subsecs(6);
 
@@ -111,6 +126,18 @@ pub async fn issue(
             }
         }
     };
+    if profile.roles.iter().any(|r| service_role(r).is_err()) {
+        // E.g. `admin`, from before services could not hold it: the token
+        // would carry it.
+        return Err(Error::invalid(
+            "name",
+            format!(
+                "the service principal {} holds roles a service may not ({}); take them away first with identity admin revoke-role",
+                profile.id,
+                profile.roles.join(" ")
+            ),
+        ));
+    }
     if !profile.roles.iter().any(|r| r == role) {
         let mut next = profile.clone();
         next.roles.push(role.to_owned());

@@ -499,4 +499,61 @@ impl Store {
     pub async fn is_exchanged_token(&self, token_key: &str) -> Result<bool, StoreError> {
         on_backend!(self, is_exchanged_token(token_key))
     }
+
+    /// Creates a service principal and its client credentials, with the
+    /// audit rows, in one transaction.
+    pub async fn create_service_client(
+        &self,
+        profile: &Profile,
+        client: &ServiceClientRow,
+        audit: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        on_backend!(self, create_service_client(profile, client, audit))
+    }
+
+    /// The client `client_id` (enabled or not) and its service principal.
+    pub async fn find_service_client(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<ServiceClient>, StoreError> {
+        on_backend!(self, find_service_client(client_id))
+    }
+
+    /// New secret hash for an enabled client; its sessions are revoked and
+    /// the revocation announced in the same transaction. `None`: no such
+    /// enabled client; else the number of sessions revoked.
+    pub async fn rotate_service_client(
+        &self,
+        client_id: &str,
+        new_hash: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<usize>, StoreError> {
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        on_backend!(self, rotate_service_client(client_id, new_hash, now, audit))
+    }
+
+    /// Disables an enabled client for good, like `rotate_service_client`.
+    pub async fn disable_service_client(
+        &self,
+        client_id: &str,
+        audit: &AuditEvent,
+    ) -> Result<Option<usize>, StoreError> {
+        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+        on_backend!(self, disable_service_client(client_id, now, audit))
+    }
+
+    /// Starts `session` while the client is still enabled with the secret
+    /// hash that was verified (false, and nothing written, otherwise).
+    pub async fn start_service_session(
+        &self,
+        client_id: &str,
+        verified_hash: &str,
+        session: &NewSession,
+        audit: &AuditEvent,
+    ) -> Result<bool, StoreError> {
+        on_backend!(
+            self,
+            start_service_session(client_id, verified_hash, session, audit)
+        )
+    }
 }

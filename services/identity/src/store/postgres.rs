@@ -81,7 +81,19 @@ pub(super) mod schema {
             expires_at -> BigInt,
         }
     }
+    diesel::table! {
+        service_clients (client_id) {
+            client_id -> Text,
+            profile_id -> Uuid,
+            secret_hash -> Text,
+            roles -> Text,
+            created_at -> Timestamptz,
+            rotated_at -> Nullable<Timestamptz>,
+            disabled_at -> Nullable<Timestamptz>,
+        }
+    }
     diesel::joinable!(credentials -> profiles (profile_id));
+    diesel::joinable!(service_clients -> profiles (profile_id));
     diesel::joinable!(sessions -> profiles (profile_id));
     diesel::joinable!(refresh_tokens -> sessions (session_id));
     diesel::joinable!(device_tokens -> credentials (profile_id));
@@ -91,7 +103,8 @@ pub(super) mod schema {
         sessions,
         refresh_tokens,
         audit_events,
-        device_tokens
+        device_tokens,
+        service_clients
     );
 }
 

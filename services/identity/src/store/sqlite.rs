@@ -83,7 +83,19 @@ pub(super) mod schema {
             expires_at -> BigInt,
         }
     }
+    diesel::table! {
+        service_clients (client_id) {
+            client_id -> Text,
+            profile_id -> Text,
+            secret_hash -> Text,
+            roles -> Text,
+            created_at -> TimestamptzSqlite,
+            rotated_at -> Nullable<TimestamptzSqlite>,
+            disabled_at -> Nullable<TimestamptzSqlite>,
+        }
+    }
     diesel::joinable!(credentials -> profiles (profile_id));
+    diesel::joinable!(service_clients -> profiles (profile_id));
     diesel::joinable!(sessions -> profiles (profile_id));
     diesel::joinable!(refresh_tokens -> sessions (session_id));
     diesel::joinable!(device_tokens -> credentials (profile_id));
@@ -93,7 +105,8 @@ pub(super) mod schema {
         sessions,
         refresh_tokens,
         audit_events,
-        device_tokens
+        device_tokens,
+        service_clients
     );
 }
 

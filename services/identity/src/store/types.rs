@@ -277,3 +277,23 @@ pub struct AuditRow {
     pub client_addr: Option<String>,
     pub detail: String,
 }
+
+/// A `service_clients` row: a service's client credentials (the secret
+/// only as its SHA-256).
+#[derive(Debug, Clone, Queryable)]
+pub struct ServiceClientRow {
+    pub client_id: String,
+    pub profile_id: Id,
+    pub secret_hash: String,
+    pub roles: String,
+    pub created_at: DateTime<Utc>,
+    pub rotated_at: Option<DateTime<Utc>>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+/// A service client and the service principal it acts as.
+#[derive(Debug, Clone)]
+pub struct ServiceClient {
+    pub row: ServiceClientRow,
+    pub profile: Profile,
+}

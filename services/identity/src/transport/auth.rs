@@ -190,4 +190,22 @@ impl AuthService for AuthApi {
             created: done.created,
         }))
     }
+
+    async fn service_login(
+        &self,
+        request: Request<ServiceLoginRequest>,
+    ) -> Result<Response<ServiceLoginResponse>, Status> {
+        let caller = metadata::caller(&request);
+        let r = request.into_inner();
+        let done = self
+            .auth
+            .service_login(&caller, &r.client_id, SecretString::from(r.client_secret))
+            .await?;
+        Ok(Response::new(ServiceLoginResponse {
+            access_token: done.access_token.expose_secret().to_owned(),
+            token_type: "Bearer".into(),
+            access_token_expire_time: Some(convert::timestamp(done.expires_at)),
+            session_id: done.session_id.to_string(),
+        }))
+    }
 }

@@ -1,0 +1,158 @@
+//! AuthService.ServiceLogin: a service signs in with its client credentials
+//! (`service::service_clients`) for an access token of its principal that
+//! lives at most IDENTITY_ACCESS_TOKEN_TTL. The same quota and throttle as
+//! Login, keyed by the client id where Login keys by email: guessing a
+//! secret is guessing a password, only hopeless.
+
+use super::{Auth, Caller, throttled};
+use crate::domain::rate_limit::Action;
+use crate::domain::service_client::{self, UNKNOWN_CLIENT_HASH};
+use crate::domain::throttle::Attempt;
+use crate::domain::{Error, Violations, refresh};
+use crate::service::service_token::service_role;
+use crate::store::{AuditEvent, Id, NewSession};
+use chrono::{DateTime, Utc};
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Instant;
+
+/// A successful ServiceLogin. No refresh token: the service logs in again.
+pub struct ServiceLoggedIn {
+    pub access_token: SecretString,
+    pub expires_at: DateTime<Utc>,
+    pub session_id: Id,
+}
+
+impl Auth {
+    pub async fn service_login(
+        &self,
+        caller: &Caller,
+        client_id: &str,
+        secret: SecretString,
+    ) -> Result<ServiceLoggedIn, Error> {
+        let mut violations = Violations::new();
+        violations.check("client_id", service_client::check_client_id(client_id));
+        violations.check(
+            "client_secret",
+            service_client::check_secret(secret.expose_secret()),
+        );
+        violations.into_result()?;
+        let client = self.client_key(caller);
+        self.limit_keys(Action::Login, caller, client.as_deref(), None)
+            .await?;
+        // Client ids are public: the account-wide quota and pause bound a
+        // guesser with many addresses, as for an email.
+        let account = format!("service-client:{client_id}");
+        self.limit_keys(Action::Login, caller, None, Some(&account))
+            .await?;
+        let throttle_key = self.keys.pseudonym(&account);
+        let attempt = Attempt::Unknown {
+            client: client.as_deref().unwrap_or("unknown"),
+        };
+        let refused = |reason: &'static str| {
+            security_event!(
+                "identity.service_login.failed",
+                reason = reason,
+                client_id = client_id,
+                client.address = caller.addr()
+            );
+            AuditEvent::new("identity.service_login.failed")
+                .client(caller.addr())
+                .detail("reason", reason)
+                .detail("client_id", client_id)
+        };
+        let reservation = match self
+            .throttle
+            .reserve(&throttle_key, attempt, Instant::now())
+        {
+            Ok(reservation) => reservation,
+            Err(wait) => {
+                self.audit
+                    .record(refused("throttled").detail("scope", wait.scope()));
+                return Err(throttled(wait));
+            }
+        };
+        let found = match self.store.find_service_client(client_id).await {
+            Ok(found) => found,
+            Err(e) => {
+                // Never evaluated: not a failure of the client.
+                self.throttle.release(reservation);
+                return Err(e.into());
+            }
+        };
+        // The same hash and comparison whether the client exists or not.
+        let stored = found
+            .as_ref()
+            .map_or(UNKNOWN_CLIENT_HASH, |c| c.row.secret_hash.as_str());
+        let secret_ok = service_client::matches(&secret, stored);
+        let reason = match &found {
+            None => Some("unknown_client"),
+            Some(_) if !secret_ok => Some("bad_secret"),
+            Some(c) if c.row.disabled_at.is_some() => Some("disabled"),
+            // Granted later by hand (e.g. admin): a service never holds it.
+            Some(c) if c.profile.roles.iter().any(|r| service_role(r).is_err()) => {
+                Some("forbidden_role")
+            }
+            Some(_) => None,
+        };
+        let client = match (found, reason) {
+            (Some(client), None) => client,
+            (found, reason) => {
+                let reason = reason.unwrap_or("unknown_client");
+                let mut audit = refused(reason);
+                if let Some(c) = &found {
+                    audit = audit.profile(c.profile.id);
+                }
+                // The reservation stands as this failure.
+                drop(reservation);
+                self.store.record_audit(&audit).await?;
+                return Err(Error::Unauthenticated);
+            }
+        };
+        self.throttle.succeeded(reservation);
+
+        let now = Utc::now();
+        let profile = client.profile;
+        // The session ends with its only access token.
+        let session = NewSession {
+            id: Id::new(),
+            profile_id: profile.id,
+            created_at: now,
+            expires_at: now + super::to_chrono(self.settings.access_token_ttl),
+            refresh_token_hash: refresh::generate().hash,
+        };
+        let audit = AuditEvent::new("identity.service_login.succeeded")
+            .profile(profile.id)
+            .session(session.id)
+            .client(caller.addr())
+            .detail("client_id", client_id);
+        if !self
+            .store
+            .start_service_session(client_id, &client.row.secret_hash, &session, &audit)
+            .await?
+        {
+            // Rotated or disabled since the secret was checked.
+            let audit = refused("credential_changed").profile(profile.id);
+            self.store.record_audit(&audit).await?;
+            return Err(Error::Unauthenticated);
+        }
+        security_event!(
+            "identity.service_login.succeeded",
+            profile.id = %profile.id,
+            session.id = %session.id,
+            client_id = client_id,
+            client.address = caller.addr()
+        );
+        let tokens = self.issue(
+            &profile,
+            session.id,
+            session.expires_at,
+            SecretString::from(String::new()),
+            now,
+        )?;
+        Ok(ServiceLoggedIn {
+            access_token: tokens.access_token,
+            expires_at: tokens.access_expires_at,
+            session_id: session.id,
+        })
+    }
+}

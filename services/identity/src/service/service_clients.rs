@@ -1,0 +1,148 @@
+//! Service clients: the client credentials a service signs in with
+//! (AuthService.ServiceLogin), managed by `identity admin
+//! create-service-client`, `rotate-service-client` and
+//! `disable-service-client`.
+//!
+//! Each client acts as a service principal of its own (a profile with
+//! `auth_provider` = `service`), created with it and holding its role. So
+//! its sessions are that profile's: rotating or disabling the client revokes
+//! them in the same transaction, announced to every replica like any other
+//! revocation (`store::notify`). Services never hold `admin`.
+
+use crate::domain::service_client::{self, NewSecret};
+use crate::domain::{Error, validation};
+use crate::service::service_token::{SERVICE_PROVIDER, service_name, service_role};
+use crate::store::{AuditEvent, Id, Profile, ServiceClient, ServiceClientRow, Store, StoreError};
+use chrono::{SubsecRound, Utc};
+use secrecy::SecretString;
+
+/// A client just created or rotated: its secret is shown this once.
+pub struct Credentials {
+    pub client_id: String,
+    pub secret: SecretString,
+    pub profile: Profile,
+    /// Sessions revoked on the way (rotation).
+    pub sessions_revoked: usize,
+}
+
+/// Creates a client with role `role`, acting as a new service principal
+/// named `name` (default: the client id).
+pub async fn create(store: &Store, role: &str, name: Option<&str>) -> Result<Credentials, Error> {
+    service_role(role).map_err(|d| Error::invalid("role", d))?;
+    validation::roles(&[role.to_owned()]).map_err(|d| Error::invalid("role", d))?;
+    let client_id = service_client::new_client_id();
+    let name = service_name(name.unwrap_or(&client_id)).map_err(|d| Error::invalid("name", d))?;
+    let now = Utc::now().trunc_subsecs(6);
+    let profile = Profile {
+        id: Id::new(),
+        auth_provider: SERVICE_PROVIDER.into(),
+        auth_id: name.clone(),
+        email: None,
+        display_name: format!("service {name}"),
+        avatar_url: String::new(),
+        locale: String::new(),
+        roles: vec![role.to_owned()],
+        revision: 1,
+        created_at: now,
+        updated_at: now,
+        email_verified: false,
+    };
+    let NewSecret { secret, hash } = service_client::new_secret();
+    let row = ServiceClientRow {
+        client_id: client_id.clone(),
+        profile_id: profile.id,
+        secret_hash: hash,
+        roles: role.to_owned(),
+        created_at: now,
+        rotated_at: None,
+        disabled_at: None,
+    };
+    let audit = [
+        AuditEvent::new("identity.profile.created")
+            .profile(profile.id)
+            .detail("actor", "identity admin")
+            .detail("roles", role),
+        AuditEvent::new("identity.service_client.created")
+            .profile(profile.id)
+            .detail("actor", "identity admin")
+            .detail("client_id", client_id.clone())
+            .detail("roles", role),
+    ];
+    match store.create_service_client(&profile, &row, &audit).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict("auth_id")) => return Err(Error::AlreadyExists("name")),
+        Err(e) => return Err(e.into()),
+    }
+    security_event!(
+        "identity.service_client.created",
+        profile.id = %profile.id,
+        client_id = %client_id,
+        roles = role
+    );
+    Ok(Credentials {
+        client_id,
+        secret,
+        profile,
+        sessions_revoked: 0,
+    })
+}
+
+/// The enabled client `client_id`, else NOT_FOUND.
+async fn enabled(store: &Store, client_id: &str) -> Result<ServiceClient, Error> {
+    service_client::check_client_id(client_id).map_err(|d| Error::invalid("client_id", d))?;
+    match store.find_service_client(client_id).await? {
+        Some(client) if client.row.disabled_at.is_none() => Ok(client),
+        Some(_) => Err(Error::FailedPrecondition(
+            "the client is disabled (for good: create a new one)",
+        )),
+        None => Err(Error::NotFound),
+    }
+}
+
+/// Gives the client a new secret: the old one stops working and every
+/// session it started is revoked, on every replica.
+pub async fn rotate(store: &Store, client_id: &str) -> Result<Credentials, Error> {
+    let client = enabled(store, client_id).await?;
+    let NewSecret { secret, hash } = service_client::new_secret();
+    let audit = AuditEvent::new("identity.service_client.rotated")
+        .profile(client.profile.id)
+        .detail("actor", "identity admin")
+        .detail("client_id", client_id);
+    let revoked = store
+        .rotate_service_client(client_id, &hash, &audit)
+        .await?
+        .ok_or(Error::StaleEtag)?;
+    security_event!(
+        "identity.service_client.rotated",
+        profile.id = %client.profile.id,
+        client_id = %client_id,
+        sessions_revoked = revoked
+    );
+    Ok(Credentials {
+        client_id: client_id.to_owned(),
+        secret,
+        profile: client.profile,
+        sessions_revoked: revoked,
+    })
+}
+
+/// Disables the client for good and revokes every session it started, on
+/// every replica; answers the principal and the sessions revoked.
+pub async fn disable(store: &Store, client_id: &str) -> Result<(Profile, usize), Error> {
+    let client = enabled(store, client_id).await?;
+    let audit = AuditEvent::new("identity.service_client.disabled")
+        .profile(client.profile.id)
+        .detail("actor", "identity admin")
+        .detail("client_id", client_id);
+    let revoked = store
+        .disable_service_client(client_id, &audit)
+        .await?
+        .ok_or(Error::StaleEtag)?;
+    security_event!(
+        "identity.service_client.disabled",
+        profile.id = %client.profile.id,
+        client_id = %client_id,
+        sessions_revoked = revoked
+    );
+    Ok((client.profile, revoked))
+}
