@@ -20,6 +20,7 @@ mod profiles;
 mod redis_tls;
 mod register_cost;
 mod revocation;
+mod sessions;
 mod takeover;
 mod telemetry;
 mod throttle;
