@@ -195,7 +195,7 @@ impl Auth {
         let id = validation::required(session_id, 64)
             .map_err(|d| Error::invalid("session_id", d))
             .and_then(|s| {
-                Id::parse(&s)
+                Id::parse(s)
                     .ok_or_else(|| Error::invalid("session_id", "must be a session id (UUID)"))
             })?;
         let caller = self.caller_profile(principal).await?;
