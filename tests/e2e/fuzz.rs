@@ -474,6 +474,34 @@ fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
         (
+            "/identity.v1.AuthService/ListSessions",
+            ListSessionsRequest {
+                profile_id: String::new(),
+                page_size: 10,
+                page_token: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
+            "/identity.v1.AuthService/RevokeSession",
+            RevokeSessionRequest {
+                session_id: uuid::Uuid::new_v4().to_string(),
+            }
+            .encode_to_vec(),
+        ),
+        // keep_current: a mutation that empties profile_id must not end
+        // the session the other templates call with.
+        (
+            "/identity.v1.AuthService/RevokeAllSessions",
+            RevokeAllSessionsRequest {
+                profile_id: uuid::Uuid::new_v4().to_string(),
+                keep_current: true,
+                auth_provider: String::new(),
+                auth_id: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        (
             "/identity.v1.ProfileService/GetProfile",
             GetProfileRequest {
                 id: profile_id.into(),

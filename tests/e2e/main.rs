@@ -21,6 +21,7 @@ mod redis_tls;
 mod register_cost;
 mod revocation;
 mod service_clients;
+mod sessions;
 mod takeover;
 mod telemetry;
 mod throttle;

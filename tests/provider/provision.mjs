@@ -9,6 +9,11 @@
 //
 // The hook never fails the sign-up: if identity is unreachable the profile
 // is created anyway by the user's first ExchangeToken.
+//
+// revokeSessionsHook is the user-delete and ban hook: it ends every session
+// of the user at identity with AuthService.RevokeAllSessions, naming the
+// profile by (auth_provider, auth_id), with the same provisioner
+// credentials. README.md shows the same hooks.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as grpc from "@grpc/grpc-js";
@@ -17,13 +22,7 @@ import * as protoLoader from "@grpc/proto-loader";
 const here = path.dirname(fileURLToPath(import.meta.url));
 const PROTO_ROOT = process.env.BA_PROTO_ROOT ?? path.join(here, "../../proto");
 
-export function createProfileHook({
-  url,
-  token,
-  clientId,
-  clientSecret,
-  provider = "better-auth",
-}) {
+function load() {
   const definition = protoLoader.loadSync(
     ["identity/v1/profile.proto", "identity/v1/auth.proto"],
     {
@@ -32,20 +31,22 @@ export function createProfileHook({
       defaults: true,
     },
   );
-  const { ProfileService, AuthService } =
-    grpc.loadPackageDefinition(definition).identity.v1;
+  return grpc.loadPackageDefinition(definition).identity.v1;
+}
+
+// The provisioner's connection and bearer token: the access token of the
+// last ServiceLogin until a minute before it expires, or the fixed `token`.
+// One per set of hooks, so both hooks share one sign-in.
+export function identityClient({ url, token, clientId, clientSecret }) {
+  const { ProfileService, AuthService } = load();
   const target = new URL(url);
   const credentials =
     target.protocol === "https:"
       ? grpc.credentials.createSsl()
       : grpc.credentials.createInsecure();
-  const client = new ProfileService(target.host, credentials);
   const auth = new AuthService(target.host, credentials);
-
-  // The access token of the last ServiceLogin, until a minute before it
-  // expires.
   let session = null;
-  const accessToken = async () => {
+  const bearer = async () => {
     if (!clientId) return token;
     if (session && Date.now() < session.renewAt) return session.token;
     const answer = await new Promise((resolve, reject) =>
@@ -59,17 +60,32 @@ export function createProfileHook({
     session = { token: answer.access_token, renewAt: expires - 60_000 };
     return session.token;
   };
+  const metadata = async () => {
+    const metadata = new grpc.Metadata();
+    metadata.set("authorization", `Bearer ${await bearer()}`);
+    return metadata;
+  };
+  return {
+    auth,
+    profiles: new ProfileService(target.host, credentials),
+    metadata,
+    // UNAUTHENTICATED: the client was rotated or its session revoked; sign
+    // in again next time.
+    failed(error) {
+      if (error && error.code === grpc.status.UNAUTHENTICATED) session = null;
+    },
+  };
+}
 
+export function createProfileHook(identity, provider = "better-auth") {
   return async (user) => {
-    let bearer;
+    let metadata;
     try {
-      bearer = await accessToken();
+      metadata = await identity.metadata();
     } catch (error) {
       console.error(`identity ServiceLogin failed: ${error.code} ${error.details}`);
       return;
     }
-    const metadata = new grpc.Metadata();
-    metadata.set("authorization", `Bearer ${bearer}`);
     const request = {
       profile: {
         auth_provider: provider,
@@ -79,18 +95,46 @@ export function createProfileHook({
       },
     };
     await new Promise((resolve) => {
-      client.CreateProfile(
+      identity.profiles.CreateProfile(
         request,
         metadata,
         { deadline: Date.now() + 5000 },
         (error) => {
-          // UNAUTHENTICATED: the client was rotated or its session revoked;
-          // sign in again next time.
-          if (error && error.code === grpc.status.UNAUTHENTICATED) session = null;
+          identity.failed(error);
           // ALREADY_EXISTS: an ExchangeToken got there first. Fine.
           if (error && error.code !== grpc.status.ALREADY_EXISTS) {
             console.error(
               `identity CreateProfile for ${user.id} failed: ${error.code} ${error.details}`,
+            );
+          }
+          resolve();
+        },
+      );
+    });
+  };
+}
+
+export function revokeSessionsHook(identity, provider = "better-auth") {
+  return async (user) => {
+    let metadata;
+    try {
+      metadata = await identity.metadata();
+    } catch (error) {
+      console.error(`identity ServiceLogin failed: ${error.code} ${error.details}`);
+      return;
+    }
+    await new Promise((resolve) => {
+      identity.auth.RevokeAllSessions(
+        { auth_provider: provider, auth_id: user.id },
+        metadata,
+        { deadline: Date.now() + 5000 },
+        (error) => {
+          identity.failed(error);
+          // NOT_FOUND: the user never reached identity. Fine. Anything else
+          // must be seen: the user keeps access until IDENTITY_PROVIDER_SESSION_TTL.
+          if (error && error.code !== grpc.status.NOT_FOUND) {
+            console.error(
+              `identity RevokeAllSessions for ${user.id} failed: ${error.code} ${error.details}`,
             );
           }
           resolve();

@@ -18,21 +18,26 @@
 //   BA_IDENTITY_TOKEN    a provisioner token (issue-service-token): when the
 //                        URL and either are set, the
 //                        databaseHooks.user.create.after hook creates the
-//                        profile with ProfileService.CreateProfile (see
-//                        README.md)
+//                        profile with ProfileService.CreateProfile, and the
+//                        user.delete.after and user.update.after (ban, with
+//                        the admin plugin) hooks end the user's sessions
+//                        with AuthService.RevokeAllSessions (see README.md);
+//                        POST /api/auth/delete-user is enabled
 //
 // Test-only routes (never part of a real deployment):
 //   GET  /test/stats     {"jwks": <GET /api/auth/jwks served so far>}
 //   POST /test/rotate    mints a new signing key; later tokens use it
 //   POST /test/sign      signs the JSON body's "payload" with the current key
+//   POST /test/ban       {"userId"}: bans the user as the admin plugin's
+//                        ban-user does (hooks mode only)
 import http from "node:http";
 import { betterAuth } from "better-auth";
-import { bearer, jwt } from "better-auth/plugins";
+import { admin, bearer, jwt } from "better-auth/plugins";
 import { createJwk } from "better-auth/plugins/jwt";
 import { getMigrations } from "better-auth/db/migration";
 import { toNodeHandler } from "better-auth/node";
 import Database from "better-sqlite3";
-import { createProfileHook } from "./provision.mjs";
+import { createProfileHook, identityClient, revokeSessionsHook } from "./provision.mjs";
 
 const env = process.env;
 const secret = env.BA_SECRET ?? "test-secret-test-secret-test-secret-0123456789";
@@ -67,17 +72,28 @@ const options = {
   telemetry: { enabled: false },
   rateLimit: { enabled: false },
 };
-if (env.BA_IDENTITY_URL && (env.BA_IDENTITY_TOKEN || env.BA_IDENTITY_CLIENT_ID)) {
+const hooks = Boolean(
+  env.BA_IDENTITY_URL && (env.BA_IDENTITY_TOKEN || env.BA_IDENTITY_CLIENT_ID),
+);
+if (hooks) {
+  const identity = identityClient({
+    url: env.BA_IDENTITY_URL,
+    token: env.BA_IDENTITY_TOKEN,
+    clientId: env.BA_IDENTITY_CLIENT_ID,
+    clientSecret: env.BA_IDENTITY_CLIENT_SECRET,
+  });
+  const revokeSessions = revokeSessionsHook(identity);
+  options.plugins.push(admin());
+  options.user = { deleteUser: { enabled: true } };
   options.databaseHooks = {
     user: {
-      create: {
-        after: createProfileHook({
-          url: env.BA_IDENTITY_URL,
-          token: env.BA_IDENTITY_TOKEN,
-          clientId: env.BA_IDENTITY_CLIENT_ID,
-          clientSecret: env.BA_IDENTITY_CLIENT_SECRET,
-        }),
+      create: { after: createProfileHook(identity) },
+      update: {
+        after: async (user) => {
+          if (user.banned) await revokeSessions(user);
+        },
       },
+      delete: { after: revokeSessions },
     },
   };
 }
@@ -128,6 +144,17 @@ server.on("request", async (req, res) => {
       const { payload } = await readJson(req);
       const { token } = await auth.api.signJWT({ body: { payload } });
       return json(res, 200, { token });
+    }
+    if (path === "/test/ban" && req.method === "POST" && hooks) {
+      const { userId } = await readJson(req);
+      const ctx = await auth.$context;
+      await ctx.internalAdapter.updateUser(userId, {
+        banned: true,
+        banReason: "test",
+        updatedAt: new Date(),
+      });
+      await ctx.internalAdapter.deleteUserSessions(userId);
+      return json(res, 200, {});
     }
     if (path === "/api/auth/jwks") {
       stats.jwks += 1;

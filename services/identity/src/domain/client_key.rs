@@ -26,9 +26,50 @@ pub fn client_key(addr: &str, ipv6_prefix: u8) -> String {
     }
 }
 
+/// The coarse form of a client address that owners see in ListSessions:
+/// the IPv4 /24 or IPv6 /48 it lies in (about a town or a provider's
+/// customer block; enough to recognise a sign-in, too little to locate a
+/// household or to learn a co-user's exact address). Text that is no
+/// address shows nothing.
+pub fn coarse_address(addr: &str) -> Option<String> {
+    let v4 = |v4: std::net::Ipv4Addr| {
+        let [a, b, c, _] = v4.octets();
+        format!("{a}.{b}.{c}.0/24")
+    };
+    match addr.parse::<IpAddr>().ok()? {
+        IpAddr::V4(addr) => Some(v4(addr)),
+        IpAddr::V6(addr) => Some(match addr.to_ipv4_mapped() {
+            Some(mapped) => v4(mapped),
+            None => format!(
+                "{}/48",
+                Ipv6Addr::from(u128::from(addr) & (u128::MAX << 80))
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owners_see_the_ipv4_slash_24_and_the_ipv6_slash_48() {
+        assert_eq!(
+            coarse_address("203.0.113.9").as_deref(),
+            Some("203.0.113.0/24")
+        );
+        assert_eq!(
+            coarse_address("::ffff:203.0.113.9").as_deref(),
+            Some("203.0.113.0/24")
+        );
+        assert_eq!(
+            coarse_address("2001:db8:7:9::1").as_deref(),
+            Some("2001:db8:7::/48")
+        );
+        assert_eq!(coarse_address("::1").as_deref(), Some("::/48"));
+        assert_eq!(coarse_address("unknown"), None);
+        assert_eq!(coarse_address(""), None);
+    }
 
     #[test]
     fn ipv6_hosts_of_one_prefix_share_a_key_and_ipv4_stays_per_address() {

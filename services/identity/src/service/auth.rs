@@ -11,7 +11,8 @@ use crate::service::limits::{Limiter, Scope};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
 use crate::store::notify::Revoked;
 use crate::store::{
-    AuditEvent, Id, NewAccount, NewSession, Profile, SpendOutcome, Store, VerifiedLogin,
+    AuditEvent, Id, NewAccount, NewSession, Profile, SessionOrigin, SpendOutcome, Store,
+    VerifiedLogin,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 
 mod service_login;
 pub use service_login::ServiceLoggedIn;
+mod sessions;
+pub use sessions::{ListedSession, RevokeAll};
 
 pub const LOCAL_PROVIDER: &str = "local";
 
@@ -29,7 +32,14 @@ pub struct Caller {
     pub client_addr: Option<String>,
     /// The caller's own deadline (`grpc-timeout`), if it sent one.
     pub deadline: Option<Instant>,
+    /// Its `user-agent` metadata, at most [`MAX_USER_AGENT_BYTES`]: kept
+    /// with the sessions it starts, for ListSessions.
+    pub user_agent: Option<String>,
 }
+
+/// A longer `user-agent` is cut (at a character boundary) before it is
+/// stored: it is the caller's text, shown back, never trusted.
+pub const MAX_USER_AGENT_BYTES: usize = 256;
 
 /// The caller behind an authenticated request, as far as the service knows
 /// it (the authentication layer passes on no deadline).
@@ -38,6 +48,7 @@ impl From<&Principal> for Caller {
         Caller {
             client_addr: principal.client_addr.clone(),
             deadline: None,
+            user_agent: None,
         }
     }
 }
@@ -259,6 +270,7 @@ impl Auth {
     pub(crate) fn new_session(
         &self,
         profile: Id,
+        caller: &Caller,
         now: DateTime<Utc>,
     ) -> (NewSession, SecretString) {
         let token = refresh::generate();
@@ -268,6 +280,10 @@ impl Auth {
             created_at: now,
             expires_at: now + to_chrono(self.settings.refresh_token_ttl),
             refresh_token_hash: token.hash,
+            origin: SessionOrigin {
+                client_addr: caller.client_addr.clone(),
+                user_agent: caller.user_agent.clone(),
+            },
         };
         (session, token.token)
     }
@@ -375,7 +391,7 @@ impl Auth {
             updated_at: now,
             email_verified: false,
         };
-        let (session, refresh_token) = self.new_session(id, now);
+        let (session, refresh_token) = self.new_session(id, caller, now);
         let audit = AuditEvent::new("identity.register.succeeded")
             .profile(id)
             .session(session.id)
@@ -546,7 +562,7 @@ impl Auth {
             password_hash: &verified_hash,
         };
         let now = Utc::now();
-        let (session, refresh_token) = self.new_session(profile.id, now);
+        let (session, refresh_token) = self.new_session(profile.id, caller, now);
         let audit = AuditEvent::new("identity.login.succeeded")
             .profile(profile.id)
             .session(session.id)

@@ -163,7 +163,7 @@ impl TokenExchange {
         self.auth.profile_changed(profile.id);
 
         let now = Utc::now();
-        let (mut session, refresh_token) = self.auth.new_session(profile.id, now);
+        let (mut session, refresh_token) = self.auth.new_session(profile.id, caller, now);
         let provider_end = now + chrono::Duration::from_std(self.session_ttl).unwrap_or_default();
         session.expires_at = session.expires_at.min(provider_end);
         let leeway = i64::try_from(self.leeway.as_secs()).unwrap_or(i64::MAX);

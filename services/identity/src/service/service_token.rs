@@ -164,6 +164,7 @@ pub async fn issue(
         created_at: now,
         expires_at,
         refresh_token_hash: refresh::generate().hash,
+        origin: Default::default(),
     };
     let audit = AuditEvent::new("identity.service_token.issued")
         .profile(profile.id)

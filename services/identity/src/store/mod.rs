@@ -261,6 +261,32 @@ impl Store {
         on_backend!(self, revoke_session(id, reason, Utc::now(), audit))
     }
 
+    /// One page of the profile's live sessions, newest first, strictly
+    /// before the session `before`.
+    pub async fn list_sessions(
+        &self,
+        profile: Id,
+        before: Option<Id>,
+        limit: i64,
+    ) -> Result<Vec<SessionDetails>, StoreError> {
+        on_backend!(self, list_sessions(profile, before, Utc::now(), limit))
+    }
+
+    /// Revokes every live session of `profile` but `except`, announced to
+    /// every replica and audited (with the count) in one transaction.
+    pub async fn revoke_all_sessions(
+        &self,
+        profile: Id,
+        except: Option<Id>,
+        reason: &str,
+        audit: &AuditEvent,
+    ) -> Result<usize, StoreError> {
+        on_backend!(
+            self,
+            revoke_all_sessions(profile, except, reason, Utc::now(), audit)
+        )
+    }
+
     pub async fn spend_refresh_token(
         &self,
         presented_hash: &str,

@@ -46,6 +46,9 @@ pub(super) mod schema {
             expires_at -> Timestamptz,
             revoked_at -> Nullable<Timestamptz>,
             revoke_reason -> Nullable<Text>,
+            client_addr -> Nullable<Text>,
+            user_agent -> Nullable<Text>,
+            last_used_at -> Nullable<Timestamptz>,
         }
     }
     diesel::table! {

@@ -11,7 +11,8 @@
 use super::notify::Revoked;
 use super::types::{
     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
-    ProfileRow, ServiceClient, ServiceClientRow, SessionRow, SpendOutcome, VerifiedLogin,
+    ProfileRow, ServiceClient, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome,
+    VerifiedLogin,
 };
 use crate::domain::roles::ADMIN_ROLE;
 use chrono::{DateTime, Utc};
@@ -145,6 +146,8 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> QueryResult<()> {
             t::profile_id.eq(s.profile_id),
             t::created_at.eq(s.created_at),
             t::expires_at.eq(s.expires_at),
+            t::client_addr.eq(s.origin.client_addr.as_deref()),
+            t::user_agent.eq(s.origin.user_agent.as_deref()),
         ))
         .execute(conn)
         .await?;
@@ -414,6 +417,12 @@ pub(super) async fn spend_refresh_token(
             ))
             .execute(conn)
             .await?;
+        // Last use moves here and not on validation, the hot path (see the
+        // migration 2026-12-03-000200_session_details).
+        diesel::update(s::table.filter(s::id.eq(session.id)))
+            .set(s::last_used_at.eq(now))
+            .execute(conn)
+            .await?;
         Ok(SpendOutcome::Rotated {
             session,
             profile: Box::new(profile.into()),
@@ -436,6 +445,73 @@ pub(super) async fn live_sessions_among(
         .select(s::id)
         .load(conn)
         .await
+}
+
+// ---------------------------------------------------------------------------
+// Sessions API (ListSessions, RevokeSession, RevokeAllSessions).
+
+/// One page of `profile`'s live sessions, newest first (ids are UUIDv7),
+/// strictly before `before`: keyset pagination like `list_profiles`.
+pub(super) async fn list_sessions(
+    conn: &mut Conn,
+    profile: Id,
+    before: Option<Id>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<SessionDetails>> {
+    use schema::sessions as s;
+    let mut query = s::table
+        .select((
+            s::id,
+            s::profile_id,
+            s::created_at,
+            s::expires_at,
+            s::client_addr,
+            s::user_agent,
+            s::last_used_at,
+        ))
+        .filter(s::profile_id.eq(profile))
+        .filter(s::revoked_at.is_null())
+        .filter(s::expires_at.gt(now))
+        .order(s::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(s::id.lt(before));
+    }
+    query.load(conn).await
+}
+
+/// Revokes every live session of `profile` but `except`, announces it and
+/// writes `audit` (with the count) in one transaction; returns the count.
+/// Nothing is written when there was nothing to revoke.
+pub(super) async fn revoke_all_sessions(
+    conn: &mut Conn,
+    profile: Id,
+    except: Option<Id>,
+    reason: &str,
+    now: DateTime<Utc>,
+    audit: &AuditEvent,
+) -> QueryResult<usize> {
+    write_tx!(conn, async |conn| {
+        use schema::sessions as s;
+        let mut query = diesel::update(s::table)
+            .filter(s::profile_id.eq(profile))
+            .filter(s::revoked_at.is_null())
+            .into_boxed();
+        if let Some(keep) = except {
+            query = query.filter(s::id.ne(keep));
+        }
+        let revoked = query
+            .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
+            .execute(conn)
+            .await?;
+        if revoked > 0 {
+            notify_revoked!(conn, Revoked::Profile { profile, except })?;
+            insert_audit(conn, &audit.clone().detail("count", revoked)).await?;
+        }
+        Ok(revoked)
+    })
 }
 
 /// Looks a refresh token up without spending it (for Logout).

@@ -48,6 +48,9 @@ pub(super) mod schema {
             expires_at -> TimestamptzSqlite,
             revoked_at -> Nullable<TimestamptzSqlite>,
             revoke_reason -> Nullable<Text>,
+            client_addr -> Nullable<Text>,
+            user_agent -> Nullable<Text>,
+            last_used_at -> Nullable<TimestamptzSqlite>,
         }
     }
     diesel::table! {

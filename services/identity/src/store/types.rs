@@ -183,6 +183,32 @@ pub struct NewSession {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub refresh_token_hash: String,
+    /// Where the sign-in came from (ListSessions shows it).
+    pub origin: SessionOrigin,
+}
+
+/// What a sign-in said about its client: the address the service resolved
+/// and its `user-agent` metadata (bounded, see `service::auth`). Both are
+/// what the client claimed, shown to the owner and admins as a reminder,
+/// never used to decide anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOrigin {
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A live session as ListSessions reads it.
+#[derive(Debug, Clone, Queryable)]
+pub struct SessionDetails {
+    pub id: Id,
+    pub profile_id: Id,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub client_addr: Option<String>,
+    pub user_agent: Option<String>,
+    /// The last Refresh; `None` until the first one (or for sessions older
+    /// than the column).
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A new local account: its profile, its credential and its first session.

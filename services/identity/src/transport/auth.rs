@@ -4,6 +4,7 @@ use super::{convert, metadata};
 use crate::proto::v1::auth_service_server::AuthService;
 use crate::proto::v1::*;
 use crate::service::Auth;
+use crate::service::auth::RevokeAll;
 use crate::service::exchange::TokenExchange;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -206,6 +207,56 @@ impl AuthService for AuthApi {
             token_type: "Bearer".into(),
             access_token_expire_time: Some(convert::timestamp(done.expires_at)),
             session_id: done.session_id.to_string(),
+        }))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let principal = super::authn::principal(&request)?;
+        let r = request.get_ref();
+        let (sessions, next_page_token) = self
+            .auth
+            .list_sessions(&principal, &r.profile_id, r.page_size, &r.page_token)
+            .await?;
+        Ok(Response::new(ListSessionsResponse {
+            sessions: sessions.iter().map(convert::session).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let principal = super::authn::principal(&request)?;
+        self.auth
+            .revoke_one_session(&principal, &request.get_ref().session_id)
+            .await?;
+        Ok(Response::new(RevokeSessionResponse {}))
+    }
+
+    async fn revoke_all_sessions(
+        &self,
+        request: Request<RevokeAllSessionsRequest>,
+    ) -> Result<Response<RevokeAllSessionsResponse>, Status> {
+        let principal = super::authn::principal(&request)?;
+        let r = request.get_ref();
+        let revoked = self
+            .auth
+            .revoke_all_sessions(
+                &principal,
+                RevokeAll {
+                    profile_id: &r.profile_id,
+                    auth_provider: &r.auth_provider,
+                    auth_id: &r.auth_id,
+                    keep_current: r.keep_current,
+                },
+            )
+            .await?;
+        Ok(Response::new(RevokeAllSessionsResponse {
+            revoked_count: i32::try_from(revoked).unwrap_or(i32::MAX),
         }))
     }
 }

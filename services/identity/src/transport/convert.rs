@@ -1,7 +1,8 @@
 //! Domain values → protobuf messages.
 
-use crate::proto::v1::{Jwk, TokenPair, UserProfile};
+use crate::proto::v1::{Jwk, Session, TokenPair, UserProfile};
 use crate::service::IssuedTokens;
+use crate::service::auth::ListedSession;
 use crate::store::Profile;
 use chrono::{DateTime, Utc};
 use secrecy::ExposeSecret;
@@ -49,5 +50,19 @@ pub fn jwk(k: &crate::domain::tokens::PublicJwk) -> Jwk {
         r#use: k.use_.clone(),
         crv: k.crv.clone(),
         x: k.x.clone(),
+    }
+}
+
+/// No token or hash is in a `ListedSession` to begin with; the address is
+/// already coarse for non-admins (service::auth::sessions).
+pub fn session(s: &ListedSession) -> Session {
+    Session {
+        session_id: s.id.to_string(),
+        create_time: Some(timestamp(s.created_at)),
+        last_use_time: Some(timestamp(s.last_used_at)),
+        expire_time: Some(timestamp(s.expires_at)),
+        client_address: s.client_address.clone().unwrap_or_default(),
+        user_agent: s.user_agent.clone().unwrap_or_default(),
+        current: s.current,
     }
 }

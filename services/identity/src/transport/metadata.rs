@@ -20,7 +20,19 @@ pub fn caller<T>(request: &Request<T>) -> Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(grpc_timeout)
             .and_then(|t| Instant::now().checked_add(t)),
+        user_agent: request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .map(user_agent),
     }
+}
+
+/// The `user-agent` as stored: at most MAX_USER_AGENT_BYTES (header values
+/// that pass `to_str` are visible ASCII, so any byte is a boundary).
+fn user_agent(value: &str) -> String {
+    let max = crate::service::auth::MAX_USER_AGENT_BYTES;
+    value.get(..max).unwrap_or(value).trim().to_owned()
 }
 
 /// A `grpc-timeout` value: 1 to 8 digits and a unit (gRPC over HTTP/2).

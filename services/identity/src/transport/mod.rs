@@ -30,8 +30,8 @@ pub const AUTH_SERVICE: &str = <AuthServiceServer<auth::AuthApi> as NamedService
 
 pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as NamedService>::NAME;
 
-/// AuthService: ChangePassword and ChangeEmail require a caller (Logout
-/// takes an optional bearer token and checks it itself).
+/// AuthService: ChangePassword, ChangeEmail and the Sessions API require a
+/// caller (Logout takes an optional bearer token and checks it itself).
 pub fn auth_service(
     auth: Arc<Auth>,
     max_message_bytes: usize,
@@ -44,7 +44,11 @@ pub fn auth_service(
     authn::RequireBearer::new(server, auth, |path| {
         matches!(
             path,
-            "/identity.v1.AuthService/ChangePassword" | "/identity.v1.AuthService/ChangeEmail"
+            "/identity.v1.AuthService/ChangePassword"
+                | "/identity.v1.AuthService/ChangeEmail"
+                | "/identity.v1.AuthService/ListSessions"
+                | "/identity.v1.AuthService/RevokeSession"
+                | "/identity.v1.AuthService/RevokeAllSessions"
         )
     })
 }

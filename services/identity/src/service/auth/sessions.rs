@@ -1,0 +1,322 @@
+//! The Sessions API: ListSessions, RevokeSession and RevokeAllSessions.
+//!
+//! Authorization follows ProfileService (docs/decisions/0004): owners see
+//! and end their own sessions, admins anyone's, and another user's session
+//! or profile is NOT_FOUND exactly like one that does not exist. A caller
+//! holding `provisioner` may end every session of a profile of an external
+//! provider, named by (auth_provider, auth_id): the provider's user-delete
+//! and ban hooks (docs/decisions/0009). Every revocation is audited and
+//! announced in its transaction, so every replica refuses at once.
+
+use super::Auth;
+use crate::domain::client_key::coarse_address;
+use crate::domain::{Error, Violations, page_token, validation};
+use crate::provider::settings::is_reserved_provider;
+use crate::service::profiles::{ADMIN_ROLE, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
+use crate::service::service_token::PROVISIONER_ROLE;
+use crate::store::notify::Revoked;
+use crate::store::{AuditEvent, Id, Profile};
+use chrono::{DateTime, Utc};
+
+/// A live session as ListSessions answers it: no token, no hash, and the
+/// client address full only for admins.
+#[derive(Debug, Clone)]
+pub struct ListedSession {
+    pub id: Id,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub client_address: Option<String>,
+    pub user_agent: Option<String>,
+    pub current: bool,
+}
+
+/// Whose sessions RevokeAllSessions ends, as the request names them.
+#[derive(Debug, Clone, Copy)]
+pub struct RevokeAll<'a> {
+    pub profile_id: &'a str,
+    pub auth_provider: &'a str,
+    pub auth_id: &'a str,
+    pub keep_current: bool,
+}
+
+/// Empty or `me` for the caller, else a canonical profile id.
+fn profile_target(principal: &Principal, id: &str) -> Result<Id, String> {
+    if id.is_empty() || id == "me" {
+        return Ok(principal.profile_id);
+    }
+    Id::parse(id).ok_or_else(|| "must be a profile id (UUID), `me` or empty".into())
+}
+
+fn has_role(profile: &Profile, role: &str) -> bool {
+    profile.roles.iter().any(|r| r == role)
+}
+
+/// The page-token query: a token walks one profile's sessions only.
+fn page_query(profile: Id) -> String {
+    format!("sessions:profile={profile}")
+}
+
+impl Auth {
+    /// The caller's profile as stored now (roles are privileges; read like
+    /// every authorization check, docs/decisions/0005).
+    async fn caller_profile(&self, principal: &Principal) -> Result<Profile, Error> {
+        self.fast
+            .load()
+            .profile(&self.store, principal.profile_id)
+            .await?
+            .ok_or(Error::Unauthenticated)
+    }
+
+    /// A refused authorization is a security event (ASVS 16.3.2), though
+    /// the caller may only see NOT_FOUND.
+    fn sessions_denied(
+        &self,
+        caller: &Profile,
+        principal: &Principal,
+        action: &'static str,
+        target: Option<String>,
+    ) {
+        let target = target.unwrap_or_default();
+        security_event!(
+            "identity.access.denied",
+            profile.id = %caller.id,
+            action = action,
+            target = %target,
+            client.address = principal.client_addr.as_deref()
+        );
+        let mut event = AuditEvent::new("identity.access.denied")
+            .profile(caller.id)
+            .client(principal.client_addr.as_deref())
+            .detail("action", action);
+        if !target.is_empty() {
+            event = event.detail("target", target);
+        }
+        self.audit.record(event);
+    }
+
+    /// `target` if the caller may act on its sessions: its own, or any
+    /// existing profile for an admin; NOT_FOUND otherwise.
+    async fn sessions_owner(
+        &self,
+        principal: &Principal,
+        caller: &Profile,
+        target: Id,
+        action: &'static str,
+    ) -> Result<Id, Error> {
+        if target == caller.id {
+            return Ok(target);
+        }
+        if !has_role(caller, ADMIN_ROLE) {
+            self.sessions_denied(caller, principal, action, Some(target.to_string()));
+            return Err(Error::NotFound);
+        }
+        match self.fast.load().profile(&self.store, target).await? {
+            Some(_) => Ok(target),
+            None => Err(Error::NotFound),
+        }
+    }
+
+    pub async fn list_sessions(
+        &self,
+        principal: &Principal,
+        profile_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<ListedSession>, String), Error> {
+        let mut violations = Violations::new();
+        if page_size < 0 {
+            violations.check::<()>("page_size", Err("must not be negative".into()));
+        }
+        let target = violations.check("profile_id", profile_target(principal, profile_id));
+        let key = self.keys.internal_mac_key();
+        let before = match (target, page_token.is_empty()) {
+            (_, true) | (None, _) => None,
+            (Some(target), false) => {
+                let id = page_token::decode(key, page_token, &page_query(target))
+                    .and_then(|id| Id::parse(&id));
+                if id.is_none() {
+                    violations.check::<()>(
+                        "page_token",
+                        Err("is not a page token of this query".into()),
+                    );
+                }
+                id
+            }
+        };
+        violations.into_result()?;
+        let target = target.unwrap_or(principal.profile_id);
+        let caller = self.caller_profile(principal).await?;
+        let target = self
+            .sessions_owner(principal, &caller, target, "list_sessions")
+            .await?;
+        let admin = has_role(&caller, ADMIN_ROLE);
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        };
+        // One extra row says whether another page follows.
+        let mut rows = self
+            .store
+            .list_sessions(target, before, i64::from(size) + 1)
+            .await?;
+        let next = if rows.len() > size as usize {
+            rows.truncate(size as usize);
+            rows.last()
+                .map(|s| page_token::encode(key, &s.id.to_string(), &page_query(target)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let listed = rows
+            .into_iter()
+            .map(|s| ListedSession {
+                id: s.id,
+                created_at: s.created_at,
+                last_used_at: s.last_used_at.unwrap_or(s.created_at),
+                expires_at: s.expires_at,
+                client_address: match s.client_addr {
+                    Some(addr) if admin => Some(addr),
+                    Some(addr) => coarse_address(&addr),
+                    None => None,
+                },
+                user_agent: s.user_agent,
+                current: s.id == principal.session_id,
+            })
+            .collect();
+        Ok((listed, next))
+    }
+
+    pub async fn revoke_one_session(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+    ) -> Result<(), Error> {
+        let id = validation::required(session_id, 64)
+            .map_err(|d| Error::invalid("session_id", d))
+            .and_then(|s| {
+                Id::parse(s)
+                    .ok_or_else(|| Error::invalid("session_id", "must be a session id (UUID)"))
+            })?;
+        let caller = self.caller_profile(principal).await?;
+        let admin = has_role(&caller, ADMIN_ROLE);
+        let session = self.store.find_session(id).await?.ok_or(Error::NotFound)?;
+        let own = session.profile_id == caller.id;
+        if !own && !admin {
+            self.sessions_denied(&caller, principal, "revoke_session", Some(id.to_string()));
+            return Err(Error::NotFound);
+        }
+        let reason = if own {
+            "revoked_by_owner"
+        } else {
+            "revoked_by_admin"
+        };
+        let audit = AuditEvent::new("identity.session.revoked")
+            .profile(session.profile_id)
+            .session(id)
+            .client(principal.client_addr.as_deref())
+            .detail("reason", reason)
+            .detail("actor", caller.id.to_string());
+        let revoked = self.store.revoke_session(id, reason, &audit).await?;
+        self.fast.load().revoked(Revoked::Session(id));
+        if revoked {
+            security_event!(
+                "identity.session.revoked",
+                profile.id = %session.profile_id,
+                session.id = %id,
+                reason = reason,
+                actor = %caller.id,
+                client.address = principal.client_addr.as_deref()
+            );
+        }
+        Ok(())
+    }
+
+    /// Ends every session of the named profile (but the caller's own with
+    /// `keep_current`); the number ended.
+    pub async fn revoke_all_sessions(
+        &self,
+        principal: &Principal,
+        request: RevokeAll<'_>,
+    ) -> Result<usize, Error> {
+        let by_account = !request.auth_provider.is_empty() || !request.auth_id.is_empty();
+        let caller;
+        let target = if by_account {
+            let mut violations = Violations::new();
+            if !request.profile_id.is_empty() {
+                violations.check::<()>(
+                    "profile_id",
+                    Err(
+                        "name the profile by profile_id or by (auth_provider, auth_id), not both"
+                            .into(),
+                    ),
+                );
+            }
+            let provider = violations.check(
+                "auth_provider",
+                validation::auth_field(request.auth_provider),
+            );
+            let auth_id = violations.check("auth_id", validation::auth_field(request.auth_id));
+            violations.into_result()?;
+            let (provider, auth_id) = (provider.unwrap_or_default(), auth_id.unwrap_or_default());
+            caller = self.caller_profile(principal).await?;
+            // Decided before any lookup, so the answer says nothing about
+            // which accounts exist: forbidden whatever the target (0004).
+            let allowed = has_role(&caller, ADMIN_ROLE)
+                || (has_role(&caller, PROVISIONER_ROLE) && !is_reserved_provider(&provider));
+            if !allowed {
+                self.sessions_denied(
+                    &caller,
+                    principal,
+                    "revoke_all_sessions",
+                    Some(format!("auth_provider:{provider}")),
+                );
+                return Err(Error::PermissionDenied);
+            }
+            self.store
+                .find_profile_by_auth(&provider, &auth_id)
+                .await?
+                .ok_or(Error::NotFound)?
+                .id
+        } else {
+            let target = profile_target(principal, request.profile_id)
+                .map_err(|d| Error::invalid("profile_id", d))?;
+            caller = self.caller_profile(principal).await?;
+            self.sessions_owner(principal, &caller, target, "revoke_all_sessions")
+                .await?
+        };
+        let reason = if target == caller.id {
+            "revoked_by_owner"
+        } else if has_role(&caller, ADMIN_ROLE) {
+            "revoked_by_admin"
+        } else {
+            "revoked_by_provisioner"
+        };
+        let except = (request.keep_current && target == caller.id).then_some(principal.session_id);
+        let audit = AuditEvent::new("identity.session.revoked_all")
+            .profile(target)
+            .client(principal.client_addr.as_deref())
+            .detail("reason", reason)
+            .detail("actor", caller.id.to_string())
+            .detail("kept_current", except.is_some());
+        let revoked = self
+            .store
+            .revoke_all_sessions(target, except, reason, &audit)
+            .await?;
+        self.fast.load().revoked(Revoked::Profile {
+            profile: target,
+            except,
+        });
+        if revoked > 0 {
+            security_event!(
+                "identity.session.revoked_all",
+                profile.id = %target,
+                count = revoked as u64,
+                reason = reason,
+                actor = %caller.id,
+                client.address = principal.client_addr.as_deref()
+            );
+        }
+        Ok(revoked)
+    }
+}
