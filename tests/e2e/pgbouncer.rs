@@ -125,7 +125,9 @@ async fn a_listener_on_a_session_pool_keeps_replicas_in_step_behind_transaction_
     for server in [&a, &b] {
         assert!(
             eventually(Duration::from_secs(10), || async {
-                server.logs().contains("identity.revocation.heartbeat_heard")
+                server
+                    .logs()
+                    .contains("identity.revocation.heartbeat_heard")
             })
             .await,
             "the listener hears its heartbeat through the session pool; logs:\n{}",
@@ -145,7 +147,9 @@ async fn a_listener_on_a_session_pool_keeps_replicas_in_step_behind_transaction_
     let session = uuid::Uuid::parse_str(&tokens.session_id).unwrap();
     execute(
         &db,
-        &format!("UPDATE sessions SET revoked_at = now(), revoke_reason = 'test' WHERE id = '{session}'"),
+        &format!(
+            "UPDATE sessions SET revoked_at = now(), revoke_reason = 'test' WHERE id = '{session}'"
+        ),
     );
     assert!(
         active(&mut on_b, &tokens.access_token).await,
@@ -156,10 +160,14 @@ async fn a_listener_on_a_session_pool_keeps_replicas_in_step_behind_transaction_
     let also = logout_is_refused_by_the_other_replica(&b, &a).await;
     for server in [&a, &b] {
         assert!(
-            !server.logs().contains("identity.revocation.listener_unheard"),
+            !server
+                .logs()
+                .contains("identity.revocation.listener_unheard"),
             "{}",
             server.logs()
         );
     }
-    println!("with the listener on a session pool the other replica refused after {took:?} and {also:?}");
+    println!(
+        "with the listener on a session pool the other replica refused after {took:?} and {also:?}"
+    );
 }

@@ -429,7 +429,7 @@ async fn heartbeats_of_other_replicas_do_not_make_a_replica_forget_its_live_sess
     revoke_with_sql(&db, Backend::Postgres, &tokens.session_id);
     let since = Instant::now();
     while since.elapsed() < MAX_STALENESS * 2 {
-        psql(
+        crate::support::execute(
             &db,
             &format!(
                 "SELECT pg_notify('identity_revocations', 'heartbeat:{}')",

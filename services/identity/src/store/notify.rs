@@ -116,7 +116,11 @@ mod tests {
         assert_eq!(Revoked::parse(&payload), None);
         assert!(payload.len() < 8000, "NOTIFY payload limit");
         let a = Id::new();
-        for revocation in [format!("session:{a}"), format!("profile:{a}"), "beat:x".into()] {
+        for revocation in [
+            format!("session:{a}"),
+            format!("profile:{a}"),
+            "beat:x".into(),
+        ] {
             assert_eq!(heartbeat_nonce(&revocation), None, "{revocation}");
         }
     }
