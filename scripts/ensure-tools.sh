@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests drive from outside Rust: grpcurl, pytest and the
-# Helm SDK (Python venv), buf and Better-Auth (npm), jq and psql (Debian
-# packages).
+# Helm SDK (Python venv), buf and Better-Auth (npm), jq, psql and PgBouncer
+# (Debian packages; tests/e2e/pgbouncer.rs starts PgBouncers of its own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/venv.sh
@@ -18,6 +18,7 @@ fi
 missing=()
 command -v jq >/dev/null || missing+=(jq)
 command -v psql >/dev/null || missing+=(postgresql-client)
+[[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 if ((${#missing[@]})); then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

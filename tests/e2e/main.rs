@@ -16,6 +16,7 @@ mod hardening;
 mod housekeeping;
 mod input;
 mod outage;
+mod pgbouncer;
 mod profiles;
 mod redis_tls;
 mod register_cost;

@@ -410,6 +410,42 @@ async fn a_replica_that_missed_announcements_never_validates_a_revoked_session()
     assert!(!active(&mut on_b, &tokens.access_token).await);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_of_other_replicas_do_not_make_a_replica_forget_its_live_sessions() {
+    let db = TestDb::new(Backend::Postgres);
+    let (a, _b) = replicas(&db, || {
+        ServerOptions::default()
+            .env("IDENTITY_REVOCATION_MAX_STALENESS", "1s")
+            // What A answers below comes from memory or from the database,
+            // never from a reconciliation.
+            .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h")
+    });
+    let mut on_a = a.auth().await;
+    let (_, tokens) = register(&mut on_a, &email("heartbeats")).await;
+    warm(&mut on_a, &[&tokens]).await;
+    // Revoked behind the service's back: a database read refuses it, an
+    // answer from memory does not. Meanwhile B's heartbeats, and some sent
+    // the way another replica sends them, cross the channel.
+    revoke_with_sql(&db, Backend::Postgres, &tokens.session_id);
+    let since = Instant::now();
+    while since.elapsed() < MAX_STALENESS * 2 {
+        crate::support::execute(
+            &db,
+            &format!(
+                "SELECT pg_notify('identity_revocations', 'heartbeat:{}')",
+                uuid::Uuid::new_v4().simple()
+            ),
+        );
+        assert!(
+            active(&mut on_a, &tokens.access_token).await,
+            "A forgot its live sessions on another replica's heartbeat \
+             (and read the database) {:?} in",
+            since.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Profiles held in memory (roles decide authorization): a role taken away
 // stops working at once on the replica that took it, within the bound on

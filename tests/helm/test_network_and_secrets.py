@@ -164,6 +164,8 @@ SECRET_ENV = [
     "IDENTITY_SECRET_KEY_FILE",
     "IDENTITY_RATE_LIMIT_REDIS_URL",
     "IDENTITY_RATE_LIMIT_REDIS_URL_FILE",
+    "IDENTITY_REVOCATION_LISTEN_URL",
+    "IDENTITY_REVOCATION_LISTEN_URL_FILE",
     "OTEL_EXPORTER_OTLP_HEADERS",
     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
     "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
@@ -184,6 +186,24 @@ def test_schema_still_accepts_ordinary_extra_env(minimal_values):
     )
     data = Rendered(values).configmap_data()
     assert data["IDENTITY_DATABASE_POOL_SIZE"] == "8"
+
+
+def test_the_revocation_listen_url_comes_from_the_secret_only_when_set(minimal, minimal_values, hs256_values):
+    def env(r: Rendered) -> dict:
+        c = r.one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e for e in c["env"]}
+
+    assert "IDENTITY_REVOCATION_LISTEN_URL" not in env(minimal)
+    existing = with_overrides(minimal_values, secrets__keys__revocationListenUrl="listener-url")
+    assert env(Rendered(existing))["IDENTITY_REVOCATION_LISTEN_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "identity-secrets", "key": "listener-url"}
+    }
+    url = "postgres://identity:hs-db-password@postgres-direct:5432/identity"
+    made = Rendered(with_overrides(hs256_values, secrets__create__revocationListenUrl=url))
+    ref = env(made)["IDENTITY_REVOCATION_LISTEN_URL"]["valueFrom"]["secretKeyRef"]
+    secret = [s for s in made.of_kind("Secret") if s["metadata"]["name"] == ref["name"]][0]
+    assert base64.b64decode(secret["data"][ref["key"]]).decode() == url
+    assert url not in str(made.configmap_data())
 
 
 def test_otlp_headers_come_from_a_secret(full, minimal_values):

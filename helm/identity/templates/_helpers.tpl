@@ -133,7 +133,7 @@ fails the same way.
 {{- fail "identity: rateLimit.redis.enabled needs secrets.create.redisUrl (or secrets.existingSecret with key secrets.keys.redisUrl)" }}
 {{- end }}
 {{- else }}
-{{- if or $c.databaseUrl $c.redisUrl $c.signingKeys $c.secretKey }}
+{{- if or $c.databaseUrl $c.redisUrl $c.signingKeys $c.secretKey $c.revocationListenUrl }}
 {{- fail "identity: set either secrets.existingSecret or secrets.create.*, not both" }}
 {{- end }}
 {{- if and (not $hs) (not $s.keys.signingKeys) }}

@@ -61,6 +61,9 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     pub health_listen_addr: Option<SocketAddr>,
     pub database_url: SecretString,
+    /// IDENTITY_REVOCATION_LISTEN_URL, when the listener must not use
+    /// `database_url` (transaction pooling).
+    pub revocation_listen_url: Option<SecretString>,
     pub backend: Backend,
     pub pool: PoolSettings,
     pub migrate_on_start: bool,
@@ -356,6 +359,24 @@ impl Config {
                 .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
             crate::store::pg_tls::client_config(&security)
                 .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
+        }
+        let revocation_listen_url = secret_setting(
+            "IDENTITY_REVOCATION_LISTEN_URL",
+            "IDENTITY_REVOCATION_LISTEN_URL_FILE",
+            settings.revocation.revocation_listen_url.clone(),
+            settings.revocation.revocation_listen_url_file.as_deref(),
+        )?;
+        if let Some(url) = &revocation_listen_url {
+            if backend != Backend::Postgres || Backend::of_url(url) != Some(Backend::Postgres) {
+                return Err(refuse(
+                    "IDENTITY_REVOCATION_LISTEN_URL",
+                    "must be a postgres:// URL of the database of IDENTITY_DATABASE_URL (which must be PostgreSQL)",
+                ));
+            }
+            let (_, security) = crate::store::pg_tls::parse(url)
+                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
+            crate::store::pg_tls::client_config(&security)
+                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
         }
         if production && backend == Backend::Sqlite && !settings.allow_sqlite {
             return Err(refuse(
@@ -716,6 +737,7 @@ impl Config {
             listen_addr,
             health_listen_addr: settings.health_listen_addr,
             database_url: SecretString::from(database_url),
+            revocation_listen_url: revocation_listen_url.map(SecretString::from),
             backend,
             pool: PoolSettings {
                 max_size: settings.database_pool_size,
@@ -776,6 +798,14 @@ impl Config {
 
     pub fn database_url(&self) -> &str {
         self.database_url.expose_secret()
+    }
+
+    /// Where the revocation listener connects.
+    pub fn revocation_listen_url(&self) -> &str {
+        self.revocation_listen_url
+            .as_ref()
+            .unwrap_or(&self.database_url)
+            .expose_secret()
     }
 }
 
@@ -957,6 +987,49 @@ mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains(secret), "{printed}");
         assert!(!printed.contains("hunter2pass"), "{printed}");
+    }
+
+    #[test]
+    fn the_revocation_listen_url_is_a_secret_of_postgres_only() {
+        let base = [
+            "--database-url=postgres://pool@bouncer:6432/x",
+            "--allow-plaintext=true",
+            STRONG,
+        ];
+        let config = load(&base).unwrap();
+        assert_eq!(
+            config.revocation_listen_url(),
+            "postgres://pool@bouncer:6432/x"
+        );
+
+        let path = std::env::temp_dir().join(format!("identity-listen-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, "postgres://listener:hunter3pass@db:5432/x\n").unwrap();
+        let file = format!("--revocation-listen-url-file={}", path.display());
+        let config = load(&[&base[..], &[file.as_str()]].concat());
+        let _ = std::fs::remove_file(&path);
+        let config = config.unwrap();
+        assert_eq!(
+            config.revocation_listen_url(),
+            "postgres://listener:hunter3pass@db:5432/x"
+        );
+        assert_eq!(config.database_url(), "postgres://pool@bouncer:6432/x");
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter3pass"), "{printed}");
+
+        for wrong in [
+            "--revocation-listen-url=sqlite://x.db",
+            "--revocation-listen-url=postgres://db/x?sslmode=verify-ca",
+        ] {
+            let err = load(&[&base[..], &[wrong]].concat()).unwrap_err();
+            assert_eq!(err.setting, "IDENTITY_REVOCATION_LISTEN_URL", "{wrong}");
+        }
+        let err = load(&[
+            "--dev",
+            "--data-dir=/tmp/identity-test",
+            "--revocation-listen-url=postgres://db/x",
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_REVOCATION_LISTEN_URL");
     }
 
     #[test]

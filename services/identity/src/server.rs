@@ -255,7 +255,12 @@ pub async fn run(
     auth.set_fast_path(Arc::clone(&fast));
     profiles.set_fast_path(Arc::clone(&fast));
     // Runs until the process exits (validation stays correct while draining).
-    let _revocation_tasks = fast.start(&config.revocation, &store, config.database_url());
+    let _revocation_tasks = fast.start(
+        &config.revocation,
+        &store,
+        config.backend,
+        config.revocation_listen_url(),
+    );
 
     // Probe once before listening, so the first health answer is true.
     let reachable = matches!(

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod better_auth;
+pub mod pgbouncer;
 pub mod pki;
 pub mod proxy;
 pub mod tls_postgres;
@@ -62,14 +63,22 @@ impl TestDb {
 
     /// The URL with host and port replaced (to route through a proxy).
     pub fn url_via(&self, addr: std::net::SocketAddr) -> String {
-        let name = self
-            .pg_name
-            .as_deref()
-            .expect("only PostgreSQL goes through a proxy");
+        self.url_via_as(addr, self.pg_name())
+    }
+
+    /// The URL of database `name` at `addr` (e.g. a PgBouncer alias).
+    pub fn url_via_as(&self, addr: std::net::SocketAddr, name: &str) -> String {
         let admin = pg_admin_url();
         let (scheme, rest) = admin.split_once("://").unwrap();
         let user = rest.split_once('@').map_or("", |(user, _)| user);
         format!("{scheme}://{user}@{addr}/{name}")
+    }
+
+    /// The PostgreSQL database's name.
+    pub fn pg_name(&self) -> &str {
+        self.pg_name
+            .as_deref()
+            .expect("only PostgreSQL goes through a proxy")
     }
 }
 

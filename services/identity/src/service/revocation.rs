@@ -13,8 +13,11 @@
 //! Correctness first. On PostgreSQL, live answers come from memory only
 //! while the listener has confirmed within `IDENTITY_REVOCATION_MAX_STALENESS`
 //! that it holds every announcement committed before the confirmation (a
-//! heartbeat query on the listening connection: PostgreSQL sends pending
-//! notifications before it answers). When the listener is down, validation
+//! heartbeat announced on the channel from a second connection and heard on
+//! the listening one, see `listen_once`). A listener that does not hear its
+//! heartbeat (behind PgBouncer transaction pooling, where LISTEN hears
+//! nothing) counts as down and says it needs a session-mode connection
+//! (`IDENTITY_REVOCATION_LISTEN_URL`). When the listener is down, validation
 //! reads the database as before; when it reconnects, every live answer is
 //! forgotten. A periodic reconciliation re-checks the sessions held live
 //! against the database, so that a revocation made outside the service (or
@@ -28,10 +31,10 @@ use crate::domain::profile_cache::ProfileCache;
 use crate::domain::revocations::{Answer, RevocationState};
 use crate::domain::token_cache::{self, TokenCache, Verified};
 use crate::domain::tokens::{AccessClaims, Refusal, TokenKeys};
-use crate::store::notify::{CHANNEL, Revoked};
+use crate::store::notify::{CHANNEL, Revoked, heartbeat_nonce, heartbeat_payload};
 use crate::store::{Backend, Id, Profile, Store, StoreError};
 use clap::Args;
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::StreamExt as _;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +71,19 @@ pub struct RevocationSettings {
     /// interval.
     #[arg(long, env = "IDENTITY_PROFILE_CACHE_SIZE", default_value_t = 10_000)]
     pub profile_cache_size: usize,
+
+    /// PostgreSQL URL of the same database for the revocation listener's
+    /// two connections [default: IDENTITY_DATABASE_URL]. They need sessions
+    /// of their own: a direct connection or a PgBouncer session pool, never
+    /// transaction pooling (a LISTEN there hears nothing). Set it when
+    /// IDENTITY_DATABASE_URL goes through transaction pooling.
+    #[arg(long, env = "IDENTITY_REVOCATION_LISTEN_URL", hide_env_values = true)]
+    pub revocation_listen_url: Option<String>,
+
+    /// File holding IDENTITY_REVOCATION_LISTEN_URL (it may carry a
+    /// password); a trailing newline is ignored.
+    #[arg(long, env = "IDENTITY_REVOCATION_LISTEN_URL_FILE")]
+    pub revocation_listen_url_file: Option<std::path::PathBuf>,
 }
 
 impl RevocationSettings {
@@ -98,7 +114,13 @@ impl RevocationSettings {
             100,
             3600,
         )?;
-        Ok(settings.clone())
+        // The listener URL may carry a password: `Config` keeps it as a
+        // secret, not here where `Debug` would print it.
+        Ok(RevocationSettings {
+            revocation_listen_url: None,
+            revocation_listen_url_file: None,
+            ..settings.clone()
+        })
     }
 }
 
@@ -246,26 +268,28 @@ impl FastPath {
         self.profiles.clear();
     }
 
-    /// Starts what keeps the memory true: the PostgreSQL listener (or, on
-    /// SQLite, authority of this process) and the reconciliation.
+    /// Starts what keeps the memory true: the PostgreSQL listener on
+    /// `listen_url` (or, on SQLite, authority of this process) and the
+    /// reconciliation.
     pub fn start(
         self: &Arc<Self>,
         settings: &RevocationSettings,
         store: &Store,
-        database_url: &str,
+        backend: Backend,
+        listen_url: &str,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
-        match Backend::of_url(database_url) {
-            Some(Backend::Postgres) => {
+        match backend {
+            Backend::Postgres => {
                 self.profiles_on
                     .store(self.profiles.enabled(), Ordering::Relaxed);
                 tasks.push(tokio::spawn(listen(
                     Arc::clone(self),
-                    database_url.to_owned(),
+                    listen_url.to_owned(),
                     settings.revocation_max_staleness,
                 )))
             }
-            _ => self.sessions.trust_always(),
+            Backend::Sqlite => self.sessions.trust_always(),
         }
         tasks.push(tokio::spawn(reconcile(
             Arc::clone(self),
@@ -275,7 +299,12 @@ impl FastPath {
         tasks
     }
 
-    fn announced(&self, payload: &str) {
+    /// Applies an announcement. A heartbeat (this replica's or another's)
+    /// revokes nothing: its nonce is returned for the listener to match.
+    fn announced<'p>(&self, payload: &'p str) -> Option<&'p str> {
+        if let Some(nonce) = heartbeat_nonce(payload) {
+            return Some(nonce);
+        }
         match Revoked::parse(payload) {
             Some(what) => self.revoked(what),
             None => {
@@ -287,7 +316,16 @@ impl FastPath {
                 self.forget_live();
             }
         }
+        None
     }
+}
+
+/// Why a listening connection ended.
+enum ListenerDown {
+    /// Connection or query failure.
+    Failed(String),
+    /// Connected, but the channel does not reach the listener.
+    Unheard,
 }
 
 /// Keeps a LISTEN connection to PostgreSQL for as long as the process runs.
@@ -295,13 +333,24 @@ async fn listen(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        let error = listen_once(&fast, &url, max_staleness).await;
+        let down = listen_once(&fast, &url, max_staleness).await;
         fast.sessions.distrust();
-        tracing::warn!(
-            event.name = "identity.revocation.listener_down",
-            error = %error,
-            "revocation listener lost: validating against the database until it is back"
-        );
+        match down {
+            ListenerDown::Failed(error) => tracing::warn!(
+                event.name = "identity.revocation.listener_down",
+                error = %error,
+                "revocation listener lost: validating against the database until it is back"
+            ),
+            ListenerDown::Unheard => tracing::error!(
+                event.name = "identity.revocation.listener_unheard",
+                "the revocation listener did not hear its own heartbeat within \
+                 IDENTITY_REVOCATION_MAX_STALENESS although its connections work: announcements \
+                 of other replicas do not reach it, as behind PgBouncer in transaction pooling \
+                 mode. The listener needs a session-mode connection (a direct connection to \
+                 PostgreSQL or a PgBouncer session pool): set IDENTITY_REVOCATION_LISTEN_URL \
+                 to one. Validating against the database until then"
+            ),
+        }
         if started.elapsed() > Duration::from_secs(10) {
             backoff = Duration::from_millis(100);
         }
@@ -311,18 +360,42 @@ async fn listen(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
 }
 
 /// One listening connection; returns why it ended.
-async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> String {
+///
+/// Memory is trusted only as far as a heartbeat proves: a second connection
+/// (another session, like another replica) announces `heartbeat:<nonce>` on
+/// the channel, and when that nonce arrives on the listening connection,
+/// every announcement committed before it was sent has arrived too
+/// (PostgreSQL delivers a channel's notifications to each listener in commit
+/// order). Merely querying the listening connection proves nothing behind a
+/// transaction pooler, where the query runs on whichever server connection
+/// is free while the LISTEN stays on another; the listener's own
+/// `pg_notify` would not do either: it can come back whenever the pooler
+/// hands the listener the server connection that ran the LISTEN, while
+/// notifications sent to it when idle are dropped.
+async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> ListenerDown {
     use diesel_async::SimpleAsyncConnection as _;
     let limit = max_staleness.max(Duration::from_secs(1));
-    let mut conn = match tokio::time::timeout(limit * 5, crate::store::pg_tls::establish(url)).await
+    let connect = async || match tokio::time::timeout(
+        limit * 5,
+        crate::store::pg_tls::establish(url),
+    )
+    .await
     {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return format!("connect: {e}"),
-        Err(_) => return "connect: timed out".into(),
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(ListenerDown::Failed(format!("connect: {e}"))),
+        Err(_) => Err(ListenerDown::Failed("connect: timed out".into())),
+    };
+    let mut conn = match connect().await {
+        Ok(conn) => conn,
+        Err(down) => return down,
+    };
+    let mut sender = match connect().await {
+        Ok(conn) => conn,
+        Err(down) => return down,
     };
     // CHANNEL is a constant identifier, not input.
     if let Err(e) = conn.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-        return format!("LISTEN: {e}");
+        return ListenerDown::Failed(format!("LISTEN: {e}"));
     }
     // Announcements sent while nobody listened are lost: start afresh.
     fast.forget_live();
@@ -330,38 +403,59 @@ async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> Str
         event.name = "identity.revocation.listener_up",
         "listening for revocations"
     );
-    let heartbeat = (max_staleness / 4).max(Duration::from_millis(20));
+    let period = (max_staleness / 4).max(Duration::from_millis(20));
+    // Heartbeats sent and not yet heard, oldest first.
+    let mut pending: std::collections::VecDeque<(String, Instant)> = Default::default();
+    let mut heard = false;
+    let mut next = tokio::time::Instant::now();
+    let mut stream = std::pin::pin!(conn.notifications_stream());
     loop {
-        let sent = Instant::now();
-        match tokio::time::timeout(max_staleness, conn.batch_execute("SELECT 1")).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return format!("heartbeat: {e}"),
-            Err(_) => return "heartbeat: timed out".into(),
-        }
-        // PostgreSQL sent every announcement committed before the heartbeat
-        // ahead of its answer, and the connection queued them in order:
-        // apply them, then trust memory as of `sent`.
-        {
-            let mut stream = std::pin::pin!(conn.notifications_stream());
-            while let Some(item) = stream.next().now_or_never() {
-                match item {
-                    Some(Ok(n)) => fast.announced(&n.payload),
-                    Some(Err(e)) => return format!("notifications: {e}"),
-                    None => return "notifications: connection closed".into(),
+        tokio::select! {
+            item = stream.next() => match item {
+                Some(Ok(n)) => {
+                    let Some(nonce) = fast.announced(&n.payload) else { continue };
+                    let Some(at) = pending.iter().position(|(sent, _)| sent == nonce) else {
+                        continue; // another replica's
+                    };
+                    let sent = pending[at].1;
+                    pending.drain(..=at);
+                    fast.sessions.trust_until(sent + max_staleness);
+                    if !heard {
+                        heard = true;
+                        tracing::info!(
+                            event.name = "identity.revocation.heartbeat_heard",
+                            "the revocation listener hears the channel: validations answered from memory"
+                        );
+                    }
                 }
-            }
-        }
-        fast.sessions.trust_until(sent + max_staleness);
-        let next = tokio::time::Instant::from_std(sent + heartbeat);
-        let mut stream = std::pin::pin!(conn.notifications_stream());
-        loop {
-            tokio::select! {
-                item = stream.next() => match item {
-                    Some(Ok(n)) => fast.announced(&n.payload),
-                    Some(Err(e)) => return format!("notifications: {e}"),
-                    None => return "notifications: connection closed".into(),
-                },
-                () = tokio::time::sleep_until(next) => break,
+                Some(Err(e)) => return ListenerDown::Failed(format!("notifications: {e}")),
+                None => return ListenerDown::Failed("notifications: connection closed".into()),
+            },
+            () = tokio::time::sleep_until(next) => {
+                if pending.front().is_some_and(|(_, sent)| sent.elapsed() > max_staleness) {
+                    // A listener that never heard one is not merely slow.
+                    return if heard {
+                        ListenerDown::Failed("heartbeat: not heard in time".into())
+                    } else {
+                        ListenerDown::Unheard
+                    };
+                }
+                let nonce = uuid::Uuid::new_v4().simple().to_string();
+                let sent = Instant::now();
+                pending.push_back((nonce.clone(), sent));
+                // The simple query protocol (no prepared statement): it works
+                // through any pooler, so only the LISTEN side can fail. The
+                // payload is generated here, not input.
+                let notify = format!(
+                    "SELECT pg_notify('{CHANNEL}', '{}')",
+                    heartbeat_payload(&nonce)
+                );
+                match tokio::time::timeout(max_staleness, sender.batch_execute(&notify)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return ListenerDown::Failed(format!("heartbeat: {e}")),
+                    Err(_) => return ListenerDown::Failed("heartbeat: timed out".into()),
+                }
+                next = tokio::time::Instant::from_std(sent + period);
             }
         }
     }

@@ -9,6 +9,21 @@ use super::types::Id;
 /// The LISTEN/NOTIFY channel.
 pub const CHANNEL: &str = "identity_revocations";
 
+/// Start of a listener's heartbeat (`heartbeat:<nonce>`), sent on the same
+/// channel so that hearing it proves the channel reaches the listener. A
+/// heartbeat revokes nothing, whichever replica sent it.
+const HEARTBEAT: &str = "heartbeat:";
+
+/// The payload of a heartbeat carrying `nonce`.
+pub fn heartbeat_payload(nonce: &str) -> String {
+    format!("{HEARTBEAT}{nonce}")
+}
+
+/// The nonce of a heartbeat payload (this replica's or another's).
+pub fn heartbeat_nonce(payload: &str) -> Option<&str> {
+    payload.strip_prefix(HEARTBEAT)
+}
+
 /// What a revocation announcement says. Payloads carry only ids the
 /// service generated, never input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +106,22 @@ mod tests {
             &format!("user:{a}"),
         ] {
             assert_eq!(Revoked::parse(junk), None, "{junk}");
+        }
+    }
+
+    #[test]
+    fn heartbeats_are_told_apart_from_revocations() {
+        let payload = heartbeat_payload("0123abcd");
+        assert_eq!(heartbeat_nonce(&payload), Some("0123abcd"));
+        assert_eq!(Revoked::parse(&payload), None);
+        assert!(payload.len() < 8000, "NOTIFY payload limit");
+        let a = Id::new();
+        for revocation in [
+            format!("session:{a}"),
+            format!("profile:{a}"),
+            "beat:x".into(),
+        ] {
+            assert_eq!(heartbeat_nonce(&revocation), None, "{revocation}");
         }
     }
 }
