@@ -119,6 +119,10 @@ impl Auth {
             created_at: now,
             expires_at: now + super::to_chrono(self.settings.access_token_ttl),
             refresh_token_hash: refresh::generate().hash,
+            origin: crate::store::SessionOrigin {
+                client_addr: caller.client_addr.clone(),
+                user_agent: caller.user_agent.clone(),
+            },
         };
         let audit = AuditEvent::new("identity.service_login.succeeded")
             .profile(profile.id)
