@@ -1134,9 +1134,8 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let p99s = |windows: &[Summary]| -> Vec<f64> {
-        windows.iter().map(|w| w.latency_ms.p99).collect()
-    };
+    let p99s =
+        |windows: &[Summary]| -> Vec<f64> { windows.iter().map(|w| w.latency_ms.p99).collect() };
     let (quiet_p99s, flood_p99s) = (p99s(&quiet), p99s(&flooded));
     let quiet = median_window(quiet);
     let flooded = median_window(flooded);
