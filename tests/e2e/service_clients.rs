@@ -301,6 +301,59 @@ async fn guessing_a_service_secret_is_throttled_with_retry_info() {
     );
 }
 
+/// Client ids are not secret. Strangers spreading wrong secrets over many
+/// addresses (with the rate limits on) must not lock the real service out,
+/// as the account-wide pause of Login would: a 256-bit secret needs no
+/// account-wide limit, and the sign-up and ban hooks depend on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_guessing_from_many_addresses_cannot_lock_a_service_client_out() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = server(
+        &db,
+        ServerOptions::default()
+            .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32")
+            .env("IDENTITY_RATE_LIMIT_ENABLED", "true"),
+    );
+    let auth = server.auth().await;
+    let client = create_client(&db, "provisioner");
+    let mut guesses = JoinSet::new();
+    for n in 0..120u32 {
+        let (mut auth, id) = (auth.clone(), client.id.clone());
+        guesses.spawn(async move {
+            auth.service_login(forwarded_for(
+                &format!("198.51.{}.{}", n / 200, n % 200 + 1),
+                ServiceLoginRequest {
+                    client_id: id,
+                    client_secret: format!("idsec_guess{n}"),
+                },
+            ))
+            .await
+            .unwrap_err()
+            .code()
+        });
+        if n % 10 == 9 {
+            while guesses.try_join_next().is_some() {}
+        }
+    }
+    while let Some(code) = guesses.join_next().await {
+        let code = code.unwrap();
+        assert!(
+            matches!(code, Code::Unauthenticated | Code::ResourceExhausted),
+            "{code:?}"
+        );
+    }
+    let mut auth = auth.clone();
+    auth.service_login(forwarded_for(
+        "203.0.113.5",
+        ServiceLoginRequest {
+            client_id: client.id.clone(),
+            client_secret: client.secret.clone(),
+        },
+    ))
+    .await
+    .expect("the real service, from its own address, still signs in");
+}
+
 /// An operator (or a script someone copied) asks for `admin`: a service's
 /// credentials sit in configuration files, so they must never carry it, and
 /// no bearer token may outlive the access-token cap.

@@ -1,8 +1,9 @@
 //! AuthService.ServiceLogin: a service signs in with its client credentials
 //! (`service::service_clients`) for an access token of its principal that
-//! lives at most IDENTITY_ACCESS_TOKEN_TTL. The same quota and throttle as
-//! Login, keyed by the client id where Login keys by email: guessing a
-//! secret is guessing a password, only hopeless.
+//! lives at most IDENTITY_ACCESS_TOKEN_TTL. Login's per-address quota and
+//! throttle apply, keyed by client id and address; not Login's account-wide
+//! limits, which strangers could use to lock a service out while guessing a
+//! 256-bit secret stays hopeless.
 
 use super::{Auth, Caller, throttled};
 use crate::domain::rate_limit::Action;
@@ -39,12 +40,15 @@ impl Auth {
         let client = self.client_key(caller);
         self.limit_keys(Action::Login, caller, client.as_deref(), None)
             .await?;
-        // Client ids are public: the account-wide quota and pause bound a
-        // guesser with many addresses, as for an email.
-        let account = format!("service-client:{client_id}");
-        self.limit_keys(Action::Login, caller, None, Some(&account))
-            .await?;
-        let throttle_key = self.keys.pseudonym(&account);
+        // Per client id AND address, never per client id alone. Client ids
+        // are public, so an account-wide quota or pause (Login's) would let
+        // strangers with many addresses lock the service out, and it buys
+        // nothing: a 256-bit secret cannot be guessed however many
+        // addresses try. The per-address quota above bounds the load.
+        let throttle_key = self.keys.pseudonym(&format!(
+            "service-client:{client_id}:{}",
+            client.as_deref().unwrap_or("unknown")
+        ));
         let attempt = Attempt::Unknown {
             client: client.as_deref().unwrap_or("unknown"),
         };
