@@ -493,6 +493,152 @@ async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_li
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
+/// The names of the fields a BadRequest answer names.
+fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// An admin token (stolen, or a careless operator) tries to make a service
+/// principal an admin through the API: its live ServiceLogin token would
+/// then act as admin on every replica. Refused on write, and a row changed
+/// behind the API's back still does not make a service act as admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_makes_a_service_principal_act_as_admin() {
+    let db = TestDb::new(Backend::Postgres);
+    let server = server(
+        &db,
+        ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", "ops@example.com"),
+    );
+    let mut auth = server.auth().await;
+    let admin_token = crate::support::register(&mut auth, "ops@example.com")
+        .await
+        .access_token;
+    let client = create_client(&db, "provisioner");
+    let token = service_login(&mut auth, &client.id, &client.secret)
+        .await
+        .unwrap()
+        .access_token;
+    let principal = auth
+        .validate_token(ValidateTokenRequest {
+            access_token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile_id;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let current = profiles
+        .get_profile(bearer(
+            &admin_token,
+            GetProfileRequest {
+                id: principal.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = profiles
+        .update_profile(bearer(
+            &admin_token,
+            UpdateProfileRequest {
+                profile: Some(UserProfile {
+                    roles: vec!["admin".into(), "provisioner".into()],
+                    ..current
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["roles".into()],
+                }),
+            },
+        ))
+        .await
+        .expect_err("a service principal never becomes admin");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(violated_fields(&status), ["profile.roles"]);
+    for provider in ["service", "Service"] {
+        let status = profiles
+            .create_profile(bearer(
+                &admin_token,
+                CreateProfileRequest {
+                    profile: Some(UserProfile {
+                        auth_provider: provider.into(),
+                        auth_id: "evil".into(),
+                        roles: vec!["admin".into()],
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .expect_err("no service profile is created holding admin");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{provider}: {status:?}"
+        );
+        assert!(
+            violated_fields(&status).contains(&"profile.roles".to_owned()),
+            "{provider}: {status:?}"
+        );
+    }
+
+    // Behind the API's back (SQL, an older version): still not an admin.
+    crate::support::execute(
+        &db,
+        &format!("UPDATE profiles SET roles = 'admin provisioner' WHERE id = '{principal}'"),
+    );
+    // Past the profile cache's bound (the revocation bound, 1 s here).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let reported = auth
+        .validate_token(ValidateTokenRequest {
+            access_token: token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .roles;
+    assert_eq!(
+        reported,
+        ["provisioner"],
+        "resource servers are never told a service is an admin"
+    );
+    let status = profiles
+        .list_profiles(bearer(&token, ListProfilesRequest::default()))
+        .await
+        .expect_err("a service principal never acts as admin");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    let status = auth
+        .list_sessions(bearer(
+            &token,
+            ListSessionsRequest {
+                profile_id: principal.clone(),
+                ..Default::default()
+            },
+        ))
+        .await;
+    assert!(status.is_ok(), "its own sessions it may list: {status:?}");
+    let admin_profile = auth
+        .validate_token(ValidateTokenRequest {
+            access_token: admin_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile_id;
+    let status = auth
+        .list_sessions(bearer(
+            &token,
+            ListSessionsRequest {
+                profile_id: admin_profile,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("nobody else's");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
 /// Bad input is the caller's mistake, named, before any lookup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_login_names_the_bad_field() {

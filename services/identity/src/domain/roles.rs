@@ -2,3 +2,64 @@
 
 /// May read, change and delete every profile and change roles.
 pub const ADMIN_ROLE: &str = "admin";
+
+/// `auth_provider` of service principals (the profiles service clients and
+/// service tokens act as).
+pub const SERVICE_PROVIDER: &str = "service";
+
+fn is_service_provider(auth_provider: &str) -> bool {
+    auth_provider.trim().eq_ignore_ascii_case(SERVICE_PROVIDER)
+}
+
+/// The roles a profile of `auth_provider` may be given, on top of what
+/// `validation::roles` checks: never `admin` for a service principal. A
+/// service's credentials sit in configuration files and its tokens are
+/// copied around; admins are people.
+pub fn check_for_provider(auth_provider: &str, roles: &[String]) -> Result<(), String> {
+    if is_service_provider(auth_provider) && roles.iter().any(|r| r == ADMIN_ROLE) {
+        return Err(
+            "admin is for people (IDENTITY_BOOTSTRAP_ADMINS, identity admin grant-role), \
+             never for a service principal"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The roles a profile is reported to hold (ValidateToken): those it holds,
+/// but never `admin` for a service principal, for the reason of
+/// [`acts_as_admin`].
+pub fn effective(auth_provider: &str, mut roles: Vec<String>) -> Vec<String> {
+    if is_service_provider(auth_provider) {
+        roles.retain(|r| r != ADMIN_ROLE);
+    }
+    roles
+}
+
+/// Whether a profile acts as an admin: it holds the role and is no service
+/// principal, so that a row changed outside the API (SQL, an older version)
+/// does not make a service an admin either.
+pub fn acts_as_admin(auth_provider: &str, roles: &[String]) -> bool {
+    roles.iter().any(|r| r == ADMIN_ROLE) && !is_service_provider(auth_provider)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_principals_never_hold_nor_act_with_admin() {
+        let admin = vec![ADMIN_ROLE.to_owned()];
+        for provider in ["service", "Service", " SERVICE "] {
+            assert!(check_for_provider(provider, &admin).is_err(), "{provider}");
+            assert!(!acts_as_admin(provider, &admin), "{provider}");
+        }
+        assert!(check_for_provider("service", &["provisioner".to_owned()]).is_ok());
+        assert!(check_for_provider("local", &admin).is_ok());
+        assert!(acts_as_admin("local", &admin));
+        assert!(!acts_as_admin("local", &["provisioner".to_owned()]));
+        let both = vec![ADMIN_ROLE.to_owned(), "provisioner".to_owned()];
+        assert_eq!(effective("service", both.clone()), ["provisioner"]);
+        assert_eq!(effective("local", both.clone()), both);
+    }
+}

@@ -770,7 +770,8 @@ impl Auth {
         };
         match self.fast.load().profile(&self.store, id).await? {
             Some(profile) => {
-                claims.roles = profile.roles;
+                claims.roles =
+                    crate::domain::roles::effective(&profile.auth_provider, profile.roles);
                 Ok(Some((claims, profile.email_verified)))
             }
             None => Ok(None),

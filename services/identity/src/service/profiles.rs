@@ -156,7 +156,7 @@ impl Profiles {
     }
 
     fn is_admin(profile: &Profile) -> bool {
-        profile.roles.iter().any(|r| r == ADMIN_ROLE)
+        crate::domain::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
     }
 
     /// The profile if the caller may see it; NOT_FOUND otherwise.
@@ -288,6 +288,10 @@ impl Profiles {
             paths.push("display_name");
         }
         let clean = Self::validate_patch(&mut violations, &new.patch, &paths);
+        violations.check(
+            "profile.roles",
+            crate::domain::roles::check_for_provider(&new.auth_provider, &clean.roles),
+        );
         violations.into_result()?;
         let now = now();
         let profile = Profile {
@@ -375,6 +379,10 @@ impl Profiles {
                 "the login email of a password account changes only through \
                  AuthService.ChangeEmail, with the current password",
             ));
+        }
+        if paths.contains(&"roles") {
+            crate::domain::roles::check_for_provider(&current.auth_provider, &clean.roles)
+                .map_err(|d| Error::invalid("profile.roles", d))?;
         }
         if expected != Some(current.revision) {
             return Err(Error::StaleEtag);

@@ -19,8 +19,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::SecretString;
 use std::time::Duration;
 
-/// `auth_provider` of service principals.
-pub const SERVICE_PROVIDER: &str = "service";
+pub use crate::domain::roles::SERVICE_PROVIDER;
 /// May call ProfileService.CreateProfile for external accounts, without
 /// roles; nothing else beyond what any caller may do with its own profile.
 pub const PROVISIONER_ROLE: &str = "provisioner";

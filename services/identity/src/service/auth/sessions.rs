@@ -12,7 +12,7 @@ use super::Auth;
 use crate::domain::client_key::coarse_address;
 use crate::domain::{Error, Violations, page_token, validation};
 use crate::provider::settings::is_reserved_provider;
-use crate::service::profiles::{ADMIN_ROLE, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
+use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
 use crate::service::service_token::PROVISIONER_ROLE;
 use crate::store::notify::Revoked;
 use crate::store::{AuditEvent, Id, Profile};
@@ -50,6 +50,10 @@ fn profile_target(principal: &Principal, id: &str) -> Result<Id, String> {
 
 fn has_role(profile: &Profile, role: &str) -> bool {
     profile.roles.iter().any(|r| r == role)
+}
+
+fn is_admin(profile: &Profile) -> bool {
+    crate::domain::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
 }
 
 /// The page-token query: a token walks one profile's sessions only.
@@ -107,7 +111,7 @@ impl Auth {
         if target == caller.id {
             return Ok(target);
         }
-        if !has_role(caller, ADMIN_ROLE) {
+        if !is_admin(caller) {
             self.sessions_denied(caller, principal, action, Some(target.to_string()));
             return Err(Error::NotFound);
         }
@@ -150,7 +154,7 @@ impl Auth {
         let target = self
             .sessions_owner(principal, &caller, target, "list_sessions")
             .await?;
-        let admin = has_role(&caller, ADMIN_ROLE);
+        let admin = is_admin(&caller);
         let size = match page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
@@ -199,7 +203,7 @@ impl Auth {
                     .ok_or_else(|| Error::invalid("session_id", "must be a session id (UUID)"))
             })?;
         let caller = self.caller_profile(principal).await?;
-        let admin = has_role(&caller, ADMIN_ROLE);
+        let admin = is_admin(&caller);
         let session = self.store.find_session(id).await?.ok_or(Error::NotFound)?;
         let own = session.profile_id == caller.id;
         if !own && !admin {
@@ -262,7 +266,7 @@ impl Auth {
             caller = self.caller_profile(principal).await?;
             // Decided before any lookup, so the answer says nothing about
             // which accounts exist: forbidden whatever the target (0004).
-            let allowed = has_role(&caller, ADMIN_ROLE)
+            let allowed = is_admin(&caller)
                 || (has_role(&caller, PROVISIONER_ROLE) && !is_reserved_provider(&provider));
             if !allowed {
                 self.sessions_denied(
@@ -287,7 +291,7 @@ impl Auth {
         };
         let reason = if target == caller.id {
             "revoked_by_owner"
-        } else if has_role(&caller, ADMIN_ROLE) {
+        } else if is_admin(&caller) {
             "revoked_by_admin"
         } else {
             "revoked_by_provisioner"
