@@ -36,10 +36,7 @@ impl<S: NamedService> NamedService for RequireBearer<S> {
 }
 
 fn bearer(request: &http::Request<Body>) -> Option<String> {
-    let value = request.headers().get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+    super::metadata::bearer_token(request.headers().get("authorization")?.to_str().ok()?)
 }
 
 impl<S> tower::Service<http::Request<Body>> for RequireBearer<S>

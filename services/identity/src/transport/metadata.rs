@@ -56,7 +56,13 @@ fn grpc_timeout(value: &str) -> Option<Duration> {
 
 /// The token of `authorization: Bearer <token>`, if well-formed.
 pub fn bearer<T>(request: &Request<T>) -> Option<String> {
-    let value = request.metadata().get("authorization")?.to_str().ok()?;
+    bearer_token(request.metadata().get("authorization")?.to_str().ok()?)
+}
+
+/// The one parser of an `authorization` value, for gRPC metadata and for
+/// the HTTP layer that authenticates before routing alike: the scheme in
+/// any case (RFC 9110), a non-empty token.
+pub fn bearer_token(value: &str) -> Option<String> {
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
@@ -64,8 +70,17 @@ pub fn bearer<T>(request: &Request<T>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::grpc_timeout;
+    use super::{bearer_token, grpc_timeout};
     use std::time::Duration;
+
+    #[test]
+    fn a_bearer_token_needs_the_scheme_in_any_case_and_a_token() {
+        assert_eq!(bearer_token("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(bearer_token("bEaReR  abc ").as_deref(), Some("abc"));
+        for refused in ["Bearer", "Bearer ", "Bearer   ", "Basic abc", "abc", ""] {
+            assert_eq!(bearer_token(refused), None, "{refused:?}");
+        }
+    }
 
     #[test]
     fn grpc_timeouts_parse_by_the_spec_and_nothing_else_does() {
