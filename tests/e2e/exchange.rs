@@ -679,7 +679,7 @@ async fn the_sign_up_hook_provisions_profiles_with_a_provisioner_token() {
         "{status:?}"
     );
 
-    let service_token = issue_service_token(&db, "provisioner");
+    let service_token = crate::support::issue_service_token(&db, "provisioner");
     assert_eq!(service_token.split('.').count(), 3, "a JWT on stdout alone");
 
     // The service token is an ordinary, valid access token of role provisioner.
@@ -1353,31 +1353,6 @@ fn production_refuses_a_provider_audience_that_is_not_its_own() {
     }
 }
 
-/// Runs `identity admin issue-service-token --role <role>` against `db`.
-fn issue_service_token(db: &TestDb, role: &str) -> String {
-    let output = std::process::Command::new(crate::support::binary())
-        .args([
-            "admin",
-            "issue-service-token",
-            "--role",
-            role,
-            "--ttl",
-            "10m",
-            "--dev",
-        ])
-        .env_clear()
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_DATA_DIR", db.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 /// `Local` or `SERVICE` is not `local` to this service, but it is to a
 /// reader, a dashboard or a consumer that compares without case: a
 /// provisioner (or a provider configuration) must not mint such profiles.
@@ -1390,7 +1365,7 @@ async fn reserved_provider_names_are_reserved_in_any_case() {
         db.dir.path(),
         ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
     );
-    let provisioner = issue_service_token(&db, "provisioner");
+    let provisioner = crate::support::issue_service_token(&db, "provisioner");
     let admin = crate::support::register(&mut server.auth().await, &admin_email)
         .await
         .access_token;

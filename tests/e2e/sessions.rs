@@ -831,31 +831,6 @@ async fn a_session_revoked_through_the_api_is_refused_by_another_replica_within_
 // ---------------------------------------------------------------------------
 // The provisioner: the provider's user-delete and ban hooks.
 
-/// Runs `identity admin issue-service-token --role <role>` against `db`.
-fn issue_service_token(db: &TestDb, role: &str) -> String {
-    let output = std::process::Command::new(crate::support::binary())
-        .args([
-            "admin",
-            "issue-service-token",
-            "--role",
-            role,
-            "--ttl",
-            "10m",
-            "--dev",
-        ])
-        .env_clear()
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_DATA_DIR", db.dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
-
 fn with_provider(db: &TestDb, provider: &BetterAuth, admin: &str) -> Server {
     server(
         db,
@@ -890,7 +865,7 @@ async fn a_provisioner_revokes_an_external_users_sessions_but_never_a_password_a
     let admin_email = email("admin");
     let server = with_provider(&db, &provider, &admin_email);
     let mut auth = server.auth().await;
-    let provisioner = issue_service_token(&db, "provisioner");
+    let provisioner = crate::support::issue_service_token(&db, "provisioner");
 
     let user = provider.sign_up(&email("ba"), PASSWORD, "Ext User").await;
     let first = exchanged(&mut auth, &provider, &user).await;
@@ -1037,7 +1012,7 @@ async fn better_auths_delete_and_ban_hooks_end_the_users_sessions_here() {
     let admin_email = email("admin");
     // Migrates the database and writes the development key.
     drop(server(&db, &admin_email, ServerOptions::default()));
-    let provisioner = issue_service_token(&db, "provisioner");
+    let provisioner = crate::support::issue_service_token(&db, "provisioner");
     let (relay_addr, upstream) = relay().await;
     let provider = BetterAuth::start_with(
         BetterAuthOptions::default()

@@ -514,3 +514,28 @@ pub fn forwarded_for<T>(addr: &str, message: T) -> tonic::Request<T> {
     );
     request
 }
+
+/// Runs `identity admin issue-service-token --role <role>` against `db`.
+pub fn issue_service_token(db: &TestDb, role: &str) -> String {
+    let output = std::process::Command::new(binary())
+        .args([
+            "admin",
+            "issue-service-token",
+            "--role",
+            role,
+            "--ttl",
+            "10m",
+            "--dev",
+        ])
+        .env_clear()
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .env("IDENTITY_DATA_DIR", db.dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}

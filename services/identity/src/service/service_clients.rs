@@ -11,8 +11,8 @@
 
 use crate::domain::service_client::{self, NewSecret};
 use crate::domain::{Error, validation};
-use crate::service::service_token::{SERVICE_PROVIDER, service_name, service_role};
-use crate::store::{AuditEvent, Id, Profile, ServiceClient, ServiceClientRow, Store, StoreError};
+use crate::service::service_token::{new_principal, service_name, service_role};
+use crate::store::{AuditEvent, Profile, ServiceClient, ServiceClientRow, Store, StoreError};
 use chrono::{SubsecRound, Utc};
 use secrecy::SecretString;
 
@@ -33,20 +33,7 @@ pub async fn create(store: &Store, role: &str, name: Option<&str>) -> Result<Cre
     let client_id = service_client::new_client_id();
     let name = service_name(name.unwrap_or(&client_id)).map_err(|d| Error::invalid("name", d))?;
     let now = Utc::now().trunc_subsecs(6);
-    let profile = Profile {
-        id: Id::new(),
-        auth_provider: SERVICE_PROVIDER.into(),
-        auth_id: name.clone(),
-        email: None,
-        display_name: format!("service {name}"),
-        avatar_url: String::new(),
-        locale: String::new(),
-        roles: vec![role.to_owned()],
-        revision: 1,
-        created_at: now,
-        updated_at: now,
-        email_verified: false,
-    };
+    let (profile, created) = new_principal(&name, role, now);
     let NewSecret { secret, hash } = service_client::new_secret();
     let row = ServiceClientRow {
         client_id: client_id.clone(),
@@ -58,10 +45,7 @@ pub async fn create(store: &Store, role: &str, name: Option<&str>) -> Result<Cre
         disabled_at: None,
     };
     let audit = [
-        AuditEvent::new("identity.profile.created")
-            .profile(profile.id)
-            .detail("actor", "identity admin")
-            .detail("roles", role),
+        created,
         AuditEvent::new("identity.service_client.created")
             .profile(profile.id)
             .detail("actor", "identity admin")

@@ -56,6 +56,30 @@ pub fn provisioner_may_create(caller: &Profile, new: &NewProfile) -> bool {
         && !is_reserved_provider(&new.auth_provider)
 }
 
+/// A new service principal `name` holding `role`, and the audit row of its
+/// creation (written in the same transaction).
+pub fn new_principal(name: &str, role: &str, now: DateTime<Utc>) -> (Profile, AuditEvent) {
+    let profile = Profile {
+        id: Id::new(),
+        auth_provider: SERVICE_PROVIDER.into(),
+        auth_id: name.to_owned(),
+        email: None,
+        display_name: format!("service {name}"),
+        avatar_url: String::new(),
+        locale: String::new(),
+        roles: vec![role.to_owned()],
+        revision: 1,
+        created_at: now,
+        updated_at: now,
+        email_verified: false,
+    };
+    let audit = AuditEvent::new("identity.profile.created")
+        .profile(profile.id)
+        .detail("actor", "identity admin")
+        .detail("roles", role);
+    (profile, audit)
+}
+
 /// A minted service token.
 pub struct ServiceToken {
     pub token: SecretString,
@@ -97,24 +121,7 @@ pub async fn issue(
     let mut profile = match store.find_profile_by_auth(SERVICE_PROVIDER, &name).await? {
         Some(profile) => profile,
         None => {
-            let candidate = Profile {
-                id: Id::new(),
-                auth_provider: SERVICE_PROVIDER.into(),
-                auth_id: name.clone(),
-                email: None,
-                display_name: format!("service {name}"),
-                avatar_url: String::new(),
-                locale: String::new(),
-                roles: vec![role.to_owned()],
-                revision: 1,
-                created_at: now,
-                updated_at: now,
-                email_verified: false,
-            };
-            let audit = AuditEvent::new("identity.profile.created")
-                .profile(candidate.id)
-                .detail("actor", "identity admin")
-                .detail("roles", role);
+            let (candidate, audit) = new_principal(&name, role, now);
             match store.create_profile(&candidate, &audit).await {
                 Ok(()) => candidate,
                 Err(crate::store::StoreError::Conflict(_)) => store
