@@ -39,6 +39,7 @@ postgres:
 ## bench: load benchmark on PostgreSQL against a bare tonic baseline (BENCHMARKS.md);
 ## `make bench QUICK=1` is the short run. Table on stdout, JSON in target/bench/results.json
 bench: postgres
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null)
 	$(CARGO) build --release --locked -p identity -p identity-bench
 	target/release/bench $(if $(QUICK),--quick) --out target/bench/results.json
 

@@ -2,6 +2,7 @@
 //! server, the baseline) over loopback sockets and reports throughput,
 //! latency percentiles, errors by status and server memory.
 
+pub mod h2load;
 pub mod load;
 pub mod procs;
 pub mod stats;

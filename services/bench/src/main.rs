@@ -79,6 +79,11 @@ struct Args {
     /// [default: a quarter of the validate scenario's rate, at most 5000].
     #[arg(long)]
     flood_rate: Option<f64>,
+    /// What drives ValidateToken in the flood comparison: `h2load` (the
+    /// figure of record: it costs the shared cores far less than a tonic
+    /// client), `rust` (this process), or `auto` (h2load when on the PATH).
+    #[arg(long, value_enum, default_value_t = Generator::Auto)]
+    flood_generator: Generator,
     /// Sessions (tokens) in the validation pools [default: 1000; quick: 200].
     #[arg(long)]
     sessions: Option<usize>,
@@ -990,6 +995,13 @@ async fn login(env: &Env) -> anyhow::Result<Row> {
     Ok(r)
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Generator {
+    Auto,
+    H2load,
+    Rust,
+}
+
 /// Quiet and flooded windows of the flood comparison (each side reported by
 /// its median window).
 const FLOOD_ROUNDS: usize = 3;
@@ -1112,9 +1124,53 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
     let (mut quiet, mut flooded) = (Vec::new(), Vec::new());
     let (mut quiet_peak, mut flood_peak) = (None, None);
     let (mut logins_done, mut flood_secs) = (0u64, 0f64);
+    let h2load = match env.args.flood_generator {
+        Generator::Rust => false,
+        Generator::H2load => true,
+        Generator::Auto => identity_bench::h2load::available(),
+    };
+    let frame = identity_bench::h2load::frame(&ValidateTokenRequest {
+        access_token: tokens[0].clone(),
+    });
+    let url = format!("{}/identity.v1.AuthService/ValidateToken", server.url());
+    let window = || -> BoxFuture<'_, Summary> {
+        if h2load {
+            let (frame, url, dir) = (frame.clone(), url.clone(), dir.path().to_owned());
+            let (warmup, duration) = (plan.warmup, plan.duration);
+            let connections = env.args.connections;
+            let streams = (env.args.concurrency / connections.max(1)).max(1);
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    identity_bench::h2load::run(
+                        &identity_bench::h2load::Window {
+                            url: &url,
+                            frame: &frame,
+                            connections,
+                            streams,
+                            rate,
+                            warmup,
+                            duration,
+                        },
+                        &dir,
+                    )
+                })
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|r| r)
+                .unwrap_or_else(|e| {
+                    eprintln!("bench: h2load window failed: {e:#}");
+                    let mut failed = Recorder::default();
+                    failed.error("h2load_failed");
+                    failed.summarize(duration)
+                })
+            })
+        } else {
+            Box::pin(validate_at_rate(Arc::clone(&tokens)))
+        }
+    };
     for _ in 0..rounds {
-        let (window, peak) = with_rss(server.pid(), validate_at_rate(Arc::clone(&tokens))).await;
-        quiet.push(window);
+        let (window_summary, peak) = with_rss(server.pid(), window()).await;
+        quiet.push(window_summary);
         quiet_peak = higher(quiet_peak, peak);
 
         let flooders = start_flood();
@@ -1122,10 +1178,10 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
         tokio::time::sleep(Duration::from_secs(1)).await;
         let flood_started = Instant::now();
         let ok_before = ok.load(Ordering::Relaxed);
-        let (window, peak) = with_rss(server.pid(), validate_at_rate(Arc::clone(&tokens))).await;
+        let (window_summary, peak) = with_rss(server.pid(), window()).await;
         flood_secs += flood_started.elapsed().as_secs_f64();
         logins_done += ok.load(Ordering::Relaxed) - ok_before;
-        flooded.push(window);
+        flooded.push(window_summary);
         flood_peak = higher(flood_peak, peak);
         // Dropping the calls cancels them; the server skips their queued
         // hashes, and the ones running end within one hash time.
@@ -1171,6 +1227,12 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
     flood_row
         .notes
         .insert("flood_bcrypt_cost".into(), cost.into());
+    for r in [&mut quiet_row, &mut flood_row] {
+        r.notes.insert(
+            "generator".into(),
+            if h2load { "h2load" } else { "rust" }.into(),
+        );
+    }
     flood_row.notes.insert(
         "flood_logins_per_s".into(),
         (logins_done as f64 / flood_secs).into(),
@@ -1444,6 +1506,24 @@ fn print_report(report: &Report) {
             note("flood_logins_per_s"),
             note("flood_shed_total"),
             note("flood_failed_total")
+        );
+        let windows = |name: &str| {
+            report
+                .scenarios
+                .iter()
+                .find(|r| r.scenario == name)
+                .and_then(|r| r.notes.get("p99_ms_per_window"))
+                .map(|v| v.to_string())
+                .unwrap_or_default()
+        };
+        println!(
+            "flood comparison driven by {}; p99 ms per window: quiet {}, flooded {} (each side: its median window)",
+            r.notes
+                .get("generator")
+                .and_then(|v| v.as_str())
+                .unwrap_or("rust"),
+            windows("validate_quiet_fixed_rate"),
+            windows("validate_under_login_flood"),
         );
     }
     println!();
