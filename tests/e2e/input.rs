@@ -1,23 +1,16 @@
 //! Invalid input is INVALID_ARGUMENT naming the field, and stores nothing.
 
 use crate::on_both_backends;
+use crate::support::violated_fields;
 use crate::support::{Backend, PASSWORD, Server, TestDb, email};
 use identity::proto::v1::*;
 use tonic::Code;
-use tonic_types::StatusExt;
 
 on_both_backends!(
     non_ascii_passphrases_register_and_log_in,
     each_invalid_field_is_named_and_nothing_is_stored,
     oversized_messages_are_refused_and_the_server_stays_up
 );
-
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
 
 async fn each_invalid_field_is_named_and_nothing_is_stored(backend: Backend) {
     let db = TestDb::new(backend);

@@ -4,6 +4,7 @@
 
 use crate::on_both_backends;
 use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email};
+use crate::support::{assert_invalid, violated_fields};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use identity::domain::tokens::{Ed25519Key, generate_ed25519_pem};
@@ -18,7 +19,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 on_both_backends!(
     owners_manage_themselves_and_only_admins_reach_other_profiles,
@@ -46,19 +46,6 @@ fn with_authorization<T>(value: Option<&str>, message: T) -> tonic::Request<T> {
         );
     }
     request
-}
-
-fn violated_fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-#[track_caller]
-fn assert_invalid(status: &Status, field: &str, case: &str) {
-    assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
-    assert_eq!(violated_fields(status), [field], "{case}: {status:?}");
 }
 
 /// `hidden` (someone else's profile) must be indistinguishable from

@@ -6,6 +6,7 @@
 
 use crate::on_both_backends;
 use crate::support::proxy::Proxy;
+use crate::support::refused_within;
 use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, active, bearer, email};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
@@ -57,22 +58,6 @@ async fn warm(auth: &mut Auth, tokens: &[&TokenPair]) {
     for t in tokens {
         assert!(active(auth, &t.access_token).await);
         assert!(active(auth, &t.access_token).await);
-    }
-}
-
-/// Polls (back to back, no fixed sleep) until `token` is refused; the time
-/// it took from `since`.
-async fn refused_within(auth: &mut Auth, token: &str, since: Instant, limit: Duration) -> Duration {
-    loop {
-        if !active(auth, token).await {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < limit,
-            "a revoked session still validates after {:?}",
-            since.elapsed()
-        );
-        tokio::task::yield_now().await;
     }
 }
 

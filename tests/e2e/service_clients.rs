@@ -8,6 +8,7 @@ use crate::support::better_auth::{BetterAuth, BetterAuthOptions};
 use crate::support::{
     Backend, Server, ServerOptions, TestDb, active, bearer, binary, forwarded_for, scalar,
 };
+use crate::support::{refused_within, violated_fields};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
@@ -91,22 +92,6 @@ async fn service_login(
 /// after it.
 fn server(db: &TestDb, options: ServerOptions) -> Server {
     Server::start_with(&db.url, db.dir.path(), options)
-}
-
-/// Polls ValidateToken on `auth` until `token` is refused; fails past
-/// `bound` after `since`.
-async fn refused_within(auth: &mut Auth, token: &str, since: Instant, bound: Duration) -> Duration {
-    loop {
-        if !active(auth, token).await {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < bound,
-            "still active {:?} after the command",
-            since.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A secret that leaked is rotated: the leaked one must stop working, and
@@ -491,14 +476,6 @@ async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_li
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-}
-
-/// The names of the fields a BadRequest answer names.
-fn violated_fields(status: &tonic::Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
 }
 
 /// An admin token (stolen, or a careless operator) tries to make a service

@@ -9,12 +9,12 @@ use crate::support::better_auth::{AUDIENCE, BetterAuth, BetterAuthOptions, ISSUE
 use crate::support::{
     Backend, PASSWORD, Server, ServerOptions, TestDb, active, bearer, email, eventually, scalar,
 };
+use crate::support::{assert_invalid, refused_within};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::*;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tonic_types::StatusExt as _;
 
 on_both_backends!(
     owners_list_their_sessions_with_coarse_addresses_and_admins_see_full_ones,
@@ -118,19 +118,6 @@ async fn revoke_all(
     auth.revoke_all_sessions(bearer(token, request))
         .await
         .map(|r| r.into_inner().revoked_count)
-}
-
-fn violated_fields(status: &Status) -> Vec<String> {
-    status
-        .get_details_bad_request()
-        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
-        .unwrap_or_default()
-}
-
-#[track_caller]
-fn assert_invalid(status: &Status, field: &str, case: &str) {
-    assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
-    assert_eq!(violated_fields(status), [field], "{case}: {status:?}");
 }
 
 /// `hidden` (someone else's) must be indistinguishable from `missing`.
@@ -742,21 +729,6 @@ async fn revoke_all_sessions_keeps_the_callers_own_only_when_asked(backend: Back
         Code::Unauthenticated,
         "signed out everywhere"
     );
-}
-
-/// Polls until `token` is refused; the time it took from `since`.
-async fn refused_within(auth: &mut Auth, token: &str, since: Instant, limit: Duration) -> Duration {
-    loop {
-        if !active(auth, token).await {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < limit,
-            "a revoked session still validates after {:?}",
-            since.elapsed()
-        );
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -539,3 +539,44 @@ pub fn issue_service_token(db: &TestDb, role: &str) -> String {
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
+
+/// The names of the fields a BadRequest answer names.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt as _;
+    status
+        .get_details_bad_request()
+        .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+/// INVALID_ARGUMENT naming exactly `field`.
+#[track_caller]
+pub fn assert_invalid(status: &tonic::Status, field: &str, case: &str) {
+    assert_eq!(
+        status.code(),
+        tonic::Code::InvalidArgument,
+        "{case}: {status:?}"
+    );
+    assert_eq!(violated_fields(status), [field], "{case}: {status:?}");
+}
+
+/// Polls ValidateToken (back to back, no fixed sleep) until `token` is
+/// refused; the time it took from `since`. Fails past `limit`.
+pub async fn refused_within(
+    auth: &mut AuthServiceClient<Channel>,
+    token: &str,
+    since: Instant,
+    limit: Duration,
+) -> Duration {
+    loop {
+        if !active(auth, token).await {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < limit,
+            "a revoked session still validates after {:?}",
+            since.elapsed()
+        );
+        tokio::task::yield_now().await;
+    }
+}

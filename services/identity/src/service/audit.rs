@@ -317,6 +317,34 @@ impl Refusals {
     }
 }
 
+/// A refused authorization is a security event (ASVS 16.3.2), though the
+/// caller may only see NOT_FOUND: the log line and the audit row of every
+/// refusal, for profiles and sessions alike.
+pub fn access_denied(
+    audit: &AuditSink,
+    caller: Id,
+    client_addr: Option<&str>,
+    action: &'static str,
+    target: Option<String>,
+) {
+    let target = target.unwrap_or_default();
+    security_event!(
+        "identity.access.denied",
+        profile.id = %caller,
+        action = action,
+        target = %target,
+        client.address = client_addr
+    );
+    let mut event = AuditEvent::new("identity.access.denied")
+        .profile(caller)
+        .client(client_addr)
+        .detail("action", action);
+    if !target.is_empty() {
+        event = event.detail("target", target);
+    }
+    audit.record(event);
+}
+
 /// Deletes audit rows older than `retention`, hourly.
 pub async fn enforce_retention(store: Store, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));

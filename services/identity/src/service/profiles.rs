@@ -111,8 +111,6 @@ impl Profiles {
         }
     }
 
-    /// A refused authorization is a security event (ASVS 16.3.2), though
-    /// the caller may only see NOT_FOUND.
     fn denied(
         &self,
         caller: &Profile,
@@ -120,22 +118,13 @@ impl Profiles {
         target: Option<Id>,
         principal: &Principal,
     ) {
-        let target_text = target.map(|t| t.to_string()).unwrap_or_default();
-        security_event!(
-            "identity.access.denied",
-            profile.id = %caller.id,
-            action = action,
-            target = %target_text,
-            client.address = principal.client_addr.as_deref()
+        crate::service::audit::access_denied(
+            &self.audit,
+            caller.id,
+            principal.client_addr.as_deref(),
+            action,
+            target.map(|t| t.to_string()),
         );
-        let mut event = AuditEvent::new("identity.access.denied")
-            .profile(caller.id)
-            .client(principal.client_addr.as_deref())
-            .detail("action", action);
-        if let Some(target) = target {
-            event = event.detail("target", target.to_string());
-        }
-        self.audit.record(event);
     }
 
     /// The validation memory that deletions must update (the one of `Auth`).

@@ -12,7 +12,9 @@
 use crate::domain::service_client::{self, NewSecret};
 use crate::domain::{Error, validation};
 use crate::service::service_token::{new_principal, service_name, service_role};
-use crate::store::{AuditEvent, Profile, ServiceClient, ServiceClientRow, Store, StoreError};
+use crate::store::{
+    AuditEvent, Profile, ServiceClient, ServiceClientChange, ServiceClientRow, Store, StoreError,
+};
 use chrono::{SubsecRound, Utc};
 use secrecy::SecretString;
 
@@ -93,7 +95,11 @@ pub async fn rotate(store: &Store, client_id: &str) -> Result<Credentials, Error
         .detail("actor", "identity admin")
         .detail("client_id", client_id);
     let revoked = store
-        .rotate_service_client(client_id, &hash, &audit)
+        .change_service_client(
+            client_id,
+            ServiceClientChange::Rotate { new_hash: &hash },
+            &audit,
+        )
         .await?
         .ok_or(Error::StaleEtag)?;
     security_event!(
@@ -119,7 +125,7 @@ pub async fn disable(store: &Store, client_id: &str) -> Result<(Profile, usize),
         .detail("actor", "identity admin")
         .detail("client_id", client_id);
     let revoked = store
-        .disable_service_client(client_id, &audit)
+        .change_service_client(client_id, ServiceClientChange::Disable, &audit)
         .await?
         .ok_or(Error::StaleEtag)?;
     security_event!(

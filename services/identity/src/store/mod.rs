@@ -545,27 +545,18 @@ impl Store {
         on_backend!(self, find_service_client(client_id))
     }
 
-    /// New secret hash for an enabled client; its sessions are revoked and
-    /// the revocation announced in the same transaction. `None`: no such
-    /// enabled client; else the number of sessions revoked.
-    pub async fn rotate_service_client(
+    /// A new secret hash for an enabled client, or the client disabled for
+    /// good; its sessions are revoked and the revocation announced in the
+    /// same transaction. `None`: no such enabled client; else the number of
+    /// sessions revoked.
+    pub async fn change_service_client(
         &self,
         client_id: &str,
-        new_hash: &str,
+        change: ServiceClientChange<'_>,
         audit: &AuditEvent,
     ) -> Result<Option<usize>, StoreError> {
         let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
-        on_backend!(self, rotate_service_client(client_id, new_hash, now, audit))
-    }
-
-    /// Disables an enabled client for good, like `rotate_service_client`.
-    pub async fn disable_service_client(
-        &self,
-        client_id: &str,
-        audit: &AuditEvent,
-    ) -> Result<Option<usize>, StoreError> {
-        let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
-        on_backend!(self, disable_service_client(client_id, now, audit))
+        on_backend!(self, change_service_client(client_id, change, now, audit))
     }
 
     /// Starts `session` while the client is still enabled with the secret

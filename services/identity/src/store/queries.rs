@@ -11,7 +11,7 @@
 use super::notify::Revoked;
 use super::types::{
     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
-    ProfileRow, ServiceClient, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome,
+    ProfileRow, ServiceClient, ServiceClientChange, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome,
     VerifiedLogin,
 };
 use crate::domain::roles::ADMIN_ROLE;
@@ -1095,13 +1095,13 @@ async fn revoke_all_sessions_of(conn: &mut Conn, profile: Id, reason: &str, now:
     Ok(revoked)
 }
 
-/// Replaces the secret of an enabled client and revokes its sessions, in
-/// one transaction; `None` when there is no such enabled client. Returns
-/// the sessions revoked.
-pub(super) async fn rotate_service_client(
+/// Rotates the secret of an enabled client, or disables it for good, and
+/// revokes its sessions, in one transaction; `None` when there is no such
+/// enabled client. Returns the sessions revoked.
+pub(super) async fn change_service_client(
     conn: &mut Conn,
     client_id: &str,
-    new_hash: &str,
+    change: ServiceClientChange<'_>,
     now: DateTime<Utc>,
     audit: &AuditEvent,
 ) -> QueryResult<Option<usize>> {
@@ -1117,48 +1117,29 @@ pub(super) async fn rotate_service_client(
         let Some(profile) = profile else {
             return Ok(None);
         };
-        let updated = diesel::update(c::table.filter(c::client_id.eq(client_id)).filter(c::disabled_at.is_null()))
-            .set((c::secret_hash.eq(new_hash), c::rotated_at.eq(Some(now))))
-            .execute(conn)
-            .await?;
-        if updated != 1 {
-            return Ok(None);
-        }
-        let revoked = revoke_all_sessions_of(conn, profile, "service_client_rotated", now).await?;
-        insert_audit(conn, audit).await?;
-        Ok(Some(revoked))
-    })
-}
-
-/// Disables an enabled client for good and revokes its sessions, in one
-/// transaction; `None` when there is no such enabled client. Returns the
-/// sessions revoked.
-pub(super) async fn disable_service_client(
-    conn: &mut Conn,
-    client_id: &str,
-    now: DateTime<Utc>,
-    audit: &AuditEvent,
-) -> QueryResult<Option<usize>> {
-    write_tx!(conn, async |conn| {
-        use schema::service_clients as c;
-        let profile = c::table
+        let enabled = c::table
             .filter(c::client_id.eq(client_id))
-            .filter(c::disabled_at.is_null())
-            .select(c::profile_id)
-            .first::<Id>(conn)
-            .await
-            .optional()?;
-        let Some(profile) = profile else {
-            return Ok(None);
+            .filter(c::disabled_at.is_null());
+        let (updated, reason) = match change {
+            ServiceClientChange::Rotate { new_hash } => (
+                diesel::update(enabled)
+                    .set((c::secret_hash.eq(new_hash), c::rotated_at.eq(Some(now))))
+                    .execute(conn)
+                    .await?,
+                "service_client_rotated",
+            ),
+            ServiceClientChange::Disable => (
+                diesel::update(enabled)
+                    .set(c::disabled_at.eq(Some(now)))
+                    .execute(conn)
+                    .await?,
+                "service_client_disabled",
+            ),
         };
-        let updated = diesel::update(c::table.filter(c::client_id.eq(client_id)).filter(c::disabled_at.is_null()))
-            .set(c::disabled_at.eq(Some(now)))
-            .execute(conn)
-            .await?;
         if updated != 1 {
             return Ok(None);
         }
-        let revoked = revoke_all_sessions_of(conn, profile, "service_client_disabled", now).await?;
+        let revoked = revoke_all_sessions_of(conn, profile, reason, now).await?;
         insert_audit(conn, audit).await?;
         Ok(Some(revoked))
     })

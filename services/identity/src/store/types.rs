@@ -323,3 +323,12 @@ pub struct ServiceClient {
     pub row: ServiceClientRow,
     pub profile: Profile,
 }
+
+/// What `Store::change_service_client` does to an enabled client.
+#[derive(Debug, Clone, Copy)]
+pub enum ServiceClientChange<'a> {
+    /// A new secret (its hash); the old one stops working.
+    Rotate { new_hash: &'a str },
+    /// For good: no more logins.
+    Disable,
+}

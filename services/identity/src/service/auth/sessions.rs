@@ -72,8 +72,6 @@ impl Auth {
             .ok_or(Error::Unauthenticated)
     }
 
-    /// A refused authorization is a security event (ASVS 16.3.2), though
-    /// the caller may only see NOT_FOUND.
     fn sessions_denied(
         &self,
         caller: &Profile,
@@ -81,22 +79,13 @@ impl Auth {
         action: &'static str,
         target: Option<String>,
     ) {
-        let target = target.unwrap_or_default();
-        security_event!(
-            "identity.access.denied",
-            profile.id = %caller.id,
-            action = action,
-            target = %target,
-            client.address = principal.client_addr.as_deref()
+        crate::service::audit::access_denied(
+            &self.audit,
+            caller.id,
+            principal.client_addr.as_deref(),
+            action,
+            target,
         );
-        let mut event = AuditEvent::new("identity.access.denied")
-            .profile(caller.id)
-            .client(principal.client_addr.as_deref())
-            .detail("action", action);
-        if !target.is_empty() {
-            event = event.detail("target", target);
-        }
-        self.audit.record(event);
     }
 
     /// `target` if the caller may act on its sessions: its own, or any
