@@ -9,10 +9,10 @@ use crate::support::better_auth::{AUDIENCE, BetterAuth, BetterAuthOptions, ISSUE
 use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, eventually};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use identity::domain::tokens::generate_ed25519_pem;
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
+use identity_core::tokens::generate_ed25519_pem;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -1105,7 +1105,7 @@ async fn an_access_token_signed_by_the_providers_key_is_no_sign_in() {
     let pem = generate_ed25519_pem().unwrap();
     let key_file = db.dir.path().join("shared-key.pem");
     std::fs::write(&key_file, pem.expose_secret()).unwrap();
-    let kid = identity::domain::tokens::Ed25519Key::from_pem(pem.expose_secret(), "shared")
+    let kid = identity_core::tokens::Ed25519Key::from_pem(pem.expose_secret(), "shared")
         .unwrap()
         .kid()
         .to_owned();

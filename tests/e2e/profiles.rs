@@ -7,10 +7,10 @@ use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, e
 use crate::support::{assert_invalid, violated_fields};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use identity::domain::tokens::{Ed25519Key, generate_ed25519_pem};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
+use identity_core::tokens::{Ed25519Key, generate_ed25519_pem};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use prost_types::{FieldMask, Timestamp};
 use secrecy::ExposeSecret;

@@ -4,10 +4,10 @@
 //! accepts the token. And the service-client commands
 //! (`service::service_clients`), which need no signing key.
 
-use crate::domain::tokens::{Ed25519Key, TokenKeys};
-use crate::store::Store;
 use anyhow::Context as _;
 use clap::Args;
+use identity_core::tokens::{Ed25519Key, TokenKeys};
+use identity_store::Store;
 use secrecy::{ExposeSecret, SecretString};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -88,7 +88,7 @@ pub async fn run(store: &Store, args: IssueServiceTokenArgs) -> anyhow::Result<(
     let minted = crate::service::service_token::issue(store, &keys, &name, &args.role, args.ttl)
         .await
         .map_err(|e| match e {
-            crate::domain::Error::Invalid(v) => anyhow::anyhow!(
+            crate::service::Error::Invalid(v) => anyhow::anyhow!(
                 "{}",
                 v.iter()
                     .map(|v| format!("--{} {}", v.field, v.description))
@@ -111,20 +111,20 @@ pub async fn run(store: &Store, args: IssueServiceTokenArgs) -> anyhow::Result<(
 }
 
 /// `--field description; ...` for invalid input, else the error itself.
-fn cli_error(e: crate::domain::Error) -> anyhow::Error {
+fn cli_error(e: crate::service::Error) -> anyhow::Error {
     match e {
-        crate::domain::Error::Invalid(v) => anyhow::anyhow!(
+        crate::service::Error::Invalid(v) => anyhow::anyhow!(
             "{}",
             v.iter()
                 .map(|v| format!("--{} {}", v.field, v.description))
                 .collect::<Vec<_>>()
                 .join("; ")
         ),
-        crate::domain::Error::AlreadyExists(what) => {
+        crate::service::Error::AlreadyExists(what) => {
             anyhow::anyhow!("--{what}: a service principal of that name exists; choose another")
         }
-        crate::domain::Error::NotFound => anyhow::anyhow!("no such service client"),
-        crate::domain::Error::StaleEtag => {
+        crate::service::Error::NotFound => anyhow::anyhow!("no such service client"),
+        crate::service::Error::StaleEtag => {
             anyhow::anyhow!("the client changed meanwhile; run the command again")
         }
         other => anyhow::anyhow!("{other}"),

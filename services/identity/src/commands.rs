@@ -1,9 +1,9 @@
 //! The subcommands other than `serve`, and logging set-up.
 
 use crate::cli::{AuditCommand, HealthcheckArgs, KeygenArgs};
-use crate::domain::tokens::{Ed25519Key, generate_ed25519_pem};
-use crate::store::{Id, PoolSettings, Store};
 use anyhow::Context as _;
+use identity_core::tokens::{Ed25519Key, generate_ed25519_pem};
+use identity_store::{Id, PoolSettings, Store};
 use secrecy::ExposeSecret;
 use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
@@ -104,7 +104,7 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 /// a first admin without any default credential.
 pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
     use crate::cli::AdminCommand;
-    use crate::store::AuditEvent;
+    use identity_store::AuditEvent;
     let url = args
         .database_url
         .context("IDENTITY_DATABASE_URL is required")?;
@@ -132,13 +132,13 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
             return crate::admin_token::disable_client(&store, &client_id).await;
         }
     };
-    crate::domain::validation::roles(std::slice::from_ref(&role))
+    identity_core::validation::roles(std::slice::from_ref(&role))
         .map_err(|e| anyhow::anyhow!("role: {e}"))?;
     let profile = match Id::parse(&user) {
         Some(id) => store.find_profile(id).await?,
         None => {
             let email =
-                crate::domain::validation::email(&user).map_err(|e| anyhow::anyhow!("user {e}"))?;
+                identity_core::validation::email(&user).map_err(|e| anyhow::anyhow!("user {e}"))?;
             store.find_profile_by_login_email(&email).await?
         }
     }

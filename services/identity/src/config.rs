@@ -2,10 +2,10 @@
 //! setting stops the program with a message that names it.
 
 use crate::cli::{Cli, LogFormat, Settings};
-use crate::domain::rate_limit::{Action, Quota};
-use crate::service::limits::LimitSettings;
-use crate::store::{Backend, PoolSettings};
+use crate::infra::limits::LimitSettings;
 use clap::{CommandFactory, FromArgMatches};
+use identity_core::rate_limit::{Action, Quota};
+use identity_store::{Backend, PoolSettings};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -355,9 +355,9 @@ impl Config {
             )
         })?;
         if backend == Backend::Postgres {
-            let (_, security) = crate::store::pg_tls::parse(&database_url)
+            let (_, security) = identity_store::pg_tls::parse(&database_url)
                 .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
-            crate::store::pg_tls::client_config(&security)
+            identity_store::pg_tls::client_config(&security)
                 .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
         }
         let revocation_listen_url = secret_setting(
@@ -373,9 +373,9 @@ impl Config {
                     "must be a postgres:// URL of the database of IDENTITY_DATABASE_URL (which must be PostgreSQL)",
                 ));
             }
-            let (_, security) = crate::store::pg_tls::parse(url)
+            let (_, security) = identity_store::pg_tls::parse(url)
                 .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
-            crate::store::pg_tls::client_config(&security)
+            identity_store::pg_tls::client_config(&security)
                 .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
         }
         if production && backend == Backend::Sqlite && !settings.allow_sqlite {
@@ -539,7 +539,7 @@ impl Config {
             .iter()
             .filter(|e| !e.trim().is_empty())
         {
-            bootstrap_admins.push(crate::domain::validation::email(email).map_err(|problem| {
+            bootstrap_admins.push(identity_core::validation::email(email).map_err(|problem| {
                 refuse("IDENTITY_BOOTSTRAP_ADMINS", format!("an entry {problem}"))
             })?);
         }
@@ -640,7 +640,8 @@ impl Config {
                         "needs a rediss:// IDENTITY_RATE_LIMIT_REDIS_URL",
                     ));
                 }
-                let bundle = crate::pem::read_certificates(path).map_err(|e| refuse(SETTING, e))?;
+                let bundle =
+                    identity_store::pem::read_certificates(path).map_err(|e| refuse(SETTING, e))?;
                 Some(bundle.pem)
             }
         };

@@ -1,8 +1,10 @@
 //! identity: a gRPC identity service.
 //!
-//! Three layers, kept apart: [`transport`] (tonic handlers, thin) →
-//! [`service`] and [`domain`] (tokens, passwords, rules) → [`store`]
-//! (diesel, PostgreSQL and SQLite).
+//! The layers are crates and modules, each depending only on those below:
+//! `identity-core` (the vocabulary and pure rules) ← `identity-store`
+//! (diesel, PostgreSQL and SQLite) ← [`service`] (the use cases, no gRPC
+//! types) ← [`transport`] (tonic handlers, thin) ← [`server`] (builds and
+//! wires everything).
 
 /// A security event: one JSON log line with a stable name. Attributes name
 /// profiles and sessions by id and unknown accounts by a keyed pseudonym,
@@ -17,12 +19,10 @@ pub mod admin_token;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod domain;
-pub mod pem;
+pub mod infra;
 pub mod proto;
 pub mod provider;
 pub mod server;
 pub mod service;
-pub mod store;
 pub mod telemetry;
 pub mod transport;

@@ -2,14 +2,14 @@
 //! listeners together, and drains on SIGTERM/SIGINT.
 
 use crate::config::{Config, KeySettings, Mode};
-use crate::domain::passwords::Hasher;
-use crate::domain::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
+use crate::infra::bcrypt::Hasher;
+use crate::infra::limits::Limiter;
 use crate::service::audit::{AuditSink, enforce_retention};
-use crate::service::limits::Limiter;
 use crate::service::{Auth, AuthSettings, Profiles};
-use crate::store::Store;
 use crate::transport;
 use anyhow::Context as _;
+use identity_core::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
+use identity_store::Store;
 use secrecy::ExposeSecret;
 use std::future::Future;
 use std::path::Path;
@@ -186,7 +186,7 @@ pub async fn run(
         // The insecure start is part of the audit trail too (best effort,
         // in the background: an unreachable database must not hold up the
         // start by its connection timeout).
-        let event = crate::store::AuditEvent::new("identity.config.insecure")
+        let event = identity_store::AuditEvent::new("identity.config.insecure")
             .detail("dev_mode", config.mode == Mode::Dev)
             .detail("rate_limits", config.limits.enabled);
         let audit_store = store.clone();
@@ -197,12 +197,15 @@ pub async fn run(
         });
     }
     let reporter = tonic_health::server::HealthReporter::new();
-    let limits = Arc::new(
-        Limiter::new(&config.limits, &reporter)
-            .await
-            .map_err(anyhow::Error::msg)?,
-    );
-    let pruning = tokio::spawn(crate::service::limits::prune_periodically(Arc::clone(
+    let limits = Arc::new(Limiter::new(&config.limits).map_err(anyhow::Error::msg)?);
+    let limits_health = limits.reachable().map(|reachable| {
+        tokio::spawn(transport::follow_health(
+            reporter.clone(),
+            crate::infra::limits::HEALTH_NAME,
+            reachable,
+        ))
+    });
+    let pruning = tokio::spawn(crate::infra::limits::prune_periodically(Arc::clone(
         &limits,
     )));
     if !config.limits.enabled {
@@ -385,6 +388,9 @@ pub async fn run(
     }
     retention.abort();
     pruning.abort();
+    if let Some(task) = limits_health {
+        task.abort();
+    }
     housekeeping.abort();
     // The refusals counted in the running minute are rows too.
     if tokio::time::timeout(config.shutdown_grace, auth.audit_sink().close())

@@ -27,13 +27,13 @@
 //!   up to `max_bytes`; redirects are not followed; the `kid` is only ever a
 //!   map key, never part of a URL.
 
-use crate::domain::provider::{KeySet, ProviderKey, parse_jwks};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use identity_core::provider::{KeySet, ProviderKey, parse_jwks};
 use jsonwebtoken::Algorithm;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;

@@ -1,16 +1,16 @@
 //! The external identity provider (Better-Auth): its settings, its JWK set
 //! and the verifier ExchangeToken uses. I/O lives here (the JWKS fetch);
-//! the rules are in `domain::provider`, the use case in `service::exchange`.
+//! the rules are in `identity_core::provider`, the use case in `service::exchange`.
 
 pub mod jwks;
 pub mod settings;
 
 pub use settings::{ProviderConfig, ProviderSettings};
 
-use crate::domain::provider::{ProviderClaims, Rules, inspect, verify};
-use crate::domain::tokens::Refusal;
 use crate::service::Auth;
 use crate::service::exchange::TokenExchange;
+use identity_core::provider::{ProviderClaims, Rules, inspect, verify};
+use identity_core::tokens::Refusal;
 use jwks::{JwksCache, JwksSettings, Lookup};
 use std::sync::Arc;
 use tokio::task::JoinHandle;

@@ -4,9 +4,9 @@
 //! read.
 
 use crate::config::ConfigError;
-use crate::domain::provider::parse_algorithm;
 use clap::Args;
 use clap::builder::BoolishValueParser;
+use identity_core::provider::parse_algorithm;
 use jsonwebtoken::Algorithm;
 use std::time::Duration;
 
@@ -215,7 +215,7 @@ impl ProviderConfig {
             Some(audience) => audience.to_owned(),
         };
 
-        let name = crate::domain::validation::auth_field(settings.provider_name.trim())
+        let name = identity_core::validation::auth_field(settings.provider_name.trim())
             .map_err(|p| refuse("IDENTITY_PROVIDER_NAME", p))?;
         if is_reserved_provider(&name) {
             return Err(refuse(

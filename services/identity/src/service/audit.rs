@@ -19,9 +19,9 @@
 //! anonymous ones (one row per minute, address and action), so that one
 //! account cannot push other users' rows out of the queue.
 
-use crate::store::{AuditEvent, Id, Store};
 use crate::telemetry::metrics::metrics;
 use chrono::{DateTime, Utc};
+use identity_store::{AuditEvent, Id, Store};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};

@@ -1,20 +1,22 @@
 //! Registration, login, refresh, logout, validation and password change.
 
-use crate::domain::client_key::client_key;
-use crate::domain::passwords::{self, HashError, Hasher};
-use crate::domain::rate_limit::Action;
-use crate::domain::throttle::{Attempt, Throttle, ThrottlePolicy, Wait};
-use crate::domain::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
-use crate::domain::{Error, Violations, refresh, validation};
+use crate::infra::bcrypt::{HashError, Hasher};
+use crate::infra::limits::{Limiter, Scope};
+use crate::service::Error;
 use crate::service::audit::AuditSink;
-use crate::service::limits::{Limiter, Scope};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
-use crate::store::notify::Revoked;
-use crate::store::{
+use chrono::{DateTime, SubsecRound, Utc};
+use identity_core::client_key::client_key;
+use identity_core::passwords;
+use identity_core::rate_limit::Action;
+use identity_core::throttle::{Attempt, Throttle, ThrottlePolicy, Wait};
+use identity_core::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
+use identity_core::{Violations, refresh, validation};
+use identity_store::notify::Revoked;
+use identity_store::{
     AuditEvent, Id, NewAccount, NewSession, Profile, SessionOrigin, SpendOutcome, Store,
     VerifiedLogin,
 };
-use chrono::{DateTime, SubsecRound, Utc};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -116,7 +118,7 @@ pub struct AuthSettings {
     /// Smallest zxcvbn score a new password needs.
     pub password_min_score: u8,
     /// IPv6 clients are limited per prefix of this length (see
-    /// domain::client_key).
+    /// identity_core::client_key).
     pub ipv6_prefix: u8,
     /// The server's deadline for one call (IDENTITY_REQUEST_TIMEOUT):
     /// password hashing that cannot finish within it is refused at once.
@@ -365,7 +367,7 @@ impl Auth {
                     .client(caller.addr())
                     .detail("reason", "invalid_input"),
             );
-            return Err(e);
+            return Err(e.into());
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
         let listed = self.settings.bootstrap_admins.contains(&email);
@@ -630,7 +632,7 @@ impl Auth {
         caller: &Caller,
         email: &str,
         password: SecretString,
-    ) -> Result<(Option<crate::store::CredentialRow>, bool), Error> {
+    ) -> Result<(Option<identity_store::CredentialRow>, bool), Error> {
         let account = self.store.find_credential(email).await?;
         let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
         let ok = self
@@ -771,7 +773,7 @@ impl Auth {
         match self.fast.load().profile(&self.store, id).await? {
             Some(profile) => {
                 claims.roles =
-                    crate::domain::roles::effective(&profile.auth_provider, profile.roles);
+                    identity_core::roles::effective(&profile.auth_provider, profile.roles);
                 Ok(Some((claims, profile.email_verified)))
             }
             None => Ok(None),

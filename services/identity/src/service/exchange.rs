@@ -24,13 +24,14 @@
 //! then goes back to the provider, which may have banned or deleted them
 //! meanwhile.
 
-use crate::domain::provider::{ProviderClaims, TOKEN_TYPE_JWT, profile_fields};
-use crate::domain::tokens::MAX_TOKEN_BYTES;
-use crate::domain::{Error, Violations, validation};
 use crate::provider::{ProviderVerifier, VerifyFailure};
+use crate::service::Error;
 use crate::service::{Auth, Caller, IssuedTokens};
-use crate::store::{AuditEvent, Id, Profile};
 use chrono::{SubsecRound, Utc};
+use identity_core::provider::{ProviderClaims, TOKEN_TYPE_JWT, profile_fields};
+use identity_core::tokens::MAX_TOKEN_BYTES;
+use identity_core::{Violations, validation};
+use identity_store::{AuditEvent, Id, Profile};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,7 +140,7 @@ impl TokenExchange {
         }
         violations.into_result()?;
         self.auth
-            .limit(crate::domain::rate_limit::Action::Exchange, caller, None)
+            .limit(identity_core::rate_limit::Action::Exchange, caller, None)
             .await?;
 
         let claims = match self.verifier.verify(subject_token).await {

@@ -4,7 +4,7 @@
 //! still recognised; a live session's spent tokens are never deleted,
 //! since re-use detection revokes the session when one comes back.
 
-use crate::store::Store;
+use identity_store::Store;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,13 +3,14 @@
 
 pub mod audit;
 pub mod auth;
+pub mod error;
 pub mod exchange;
 pub mod housekeeping;
-pub mod limits;
 pub mod profiles;
 pub mod revocation;
 pub mod service_clients;
 pub mod service_token;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
+pub use error::Error;
 pub use profiles::{Principal, Profiles};

@@ -6,17 +6,18 @@
 //! for a profile that does not exist, so ids cannot be probed
 //! (docs/decisions/0004).
 
-use crate::domain::tokens::{AccessClaims, TokenKeys};
-use crate::domain::{Error, Violations, page_token, validation};
+use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::auth::{Auth, LOCAL_PROVIDER, Reauth};
-use crate::store::notify::Revoked;
-use crate::store::{AuditEvent, Id, Profile, Store};
 use chrono::{SubsecRound, Utc};
+use identity_core::tokens::{AccessClaims, TokenKeys};
+use identity_core::{Violations, page_token, validation};
+use identity_store::notify::Revoked;
+use identity_store::{AuditEvent, Id, Profile, Store};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
-pub use crate::domain::roles::ADMIN_ROLE;
+pub use identity_core::roles::ADMIN_ROLE;
 pub const DEFAULT_PAGE_SIZE: i32 = 50;
 pub const MAX_PAGE_SIZE: i32 = 100;
 
@@ -145,7 +146,7 @@ impl Profiles {
     }
 
     fn is_admin(profile: &Profile) -> bool {
-        crate::domain::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
+        identity_core::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
     }
 
     /// The profile if the caller may see it; NOT_FOUND otherwise.
@@ -279,7 +280,7 @@ impl Profiles {
         let clean = Self::validate_patch(&mut violations, &new.patch, &paths);
         violations.check(
             "profile.roles",
-            crate::domain::roles::check_for_provider(&new.auth_provider, &clean.roles),
+            identity_core::roles::check_for_provider(&new.auth_provider, &clean.roles),
         );
         violations.into_result()?;
         let now = now();
@@ -370,7 +371,7 @@ impl Profiles {
             ));
         }
         if paths.contains(&"roles") {
-            crate::domain::roles::check_for_provider(&current.auth_provider, &clean.roles)
+            identity_core::roles::check_for_provider(&current.auth_provider, &clean.roles)
                 .map_err(|d| Error::invalid("profile.roles", d))?;
         }
         if expected != Some(current.revision) {

@@ -3,9 +3,9 @@
 //! Validation of an access token used to read its session from the database
 //! every time. Here it is answered from memory:
 //!
-//! - a bounded cache of verified tokens (`domain::token_cache`) skips the
+//! - a bounded cache of verified tokens (`identity_core::token_cache`) skips the
 //!   JWT parsing and signature check for a token seen before;
-//! - the session check is answered by `domain::revocations`, which learns
+//! - the session check is answered by `identity_core::revocations`, which learns
 //!   sessions from database reads and revocations from this process at once
 //!   and from other replicas through PostgreSQL `LISTEN/NOTIFY` (announced
 //!   in the same transaction as every revocation, see `store::notify`).
@@ -26,15 +26,15 @@
 //! revocation passes through this process, so memory is authoritative.
 
 use crate::config::ConfigError;
-use crate::domain::Error;
-use crate::domain::profile_cache::ProfileCache;
-use crate::domain::revocations::{Answer, RevocationState};
-use crate::domain::token_cache::{self, TokenCache, Verified};
-use crate::domain::tokens::{AccessClaims, Refusal, TokenKeys};
-use crate::store::notify::{CHANNEL, Revoked, heartbeat_nonce, heartbeat_payload};
-use crate::store::{Backend, Id, Profile, Store, StoreError};
+use crate::service::Error;
 use clap::Args;
 use futures_util::StreamExt as _;
+use identity_core::profile_cache::ProfileCache;
+use identity_core::revocations::{Answer, RevocationState};
+use identity_core::token_cache::{self, TokenCache, Verified};
+use identity_core::tokens::{AccessClaims, Refusal, TokenKeys};
+use identity_store::notify::{CHANNEL, Revoked, heartbeat_nonce, heartbeat_payload};
+use identity_store::{Backend, Id, Profile, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,7 +173,7 @@ impl FastPath {
         token: &str,
     ) -> Result<Result<AccessClaims, Refusal>, Error> {
         // The size bound of `TokenKeys::verify`, before hashing for the cache.
-        if token.is_empty() || token.len() > crate::domain::tokens::MAX_TOKEN_BYTES {
+        if token.is_empty() || token.len() > identity_core::tokens::MAX_TOKEN_BYTES {
             return Ok(Err(Refusal::Malformed));
         }
         let now_unix = chrono::Utc::now().timestamp();
@@ -227,7 +227,7 @@ impl FastPath {
     }
 
     /// The stored profile `id`: from memory while the announcements are
-    /// trusted, else from the database (see `domain::profile_cache`).
+    /// trusted, else from the database (see `identity_core::profile_cache`).
     pub async fn profile(&self, store: &Store, id: Id) -> Result<Option<Profile>, StoreError> {
         let on = self.profiles_on.load(Ordering::Relaxed);
         if on
@@ -377,7 +377,7 @@ async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> Lis
     let limit = max_staleness.max(Duration::from_secs(1));
     let connect = async || match tokio::time::timeout(
         limit * 5,
-        crate::store::pg_tls::establish(url),
+        identity_store::pg_tls::establish(url),
     )
     .await
     {

@@ -9,13 +9,14 @@
 //! them in the same transaction, announced to every replica like any other
 //! revocation (`store::notify`). Services never hold `admin`.
 
-use crate::domain::service_client::{self, NewSecret};
-use crate::domain::{Error, validation};
+use crate::service::Error;
 use crate::service::service_token::{new_principal, service_name, service_role};
-use crate::store::{
+use chrono::{SubsecRound, Utc};
+use identity_core::service_client::{self, NewSecret};
+use identity_core::validation;
+use identity_store::{
     AuditEvent, Profile, ServiceClient, ServiceClientChange, ServiceClientRow, Store, StoreError,
 };
-use chrono::{SubsecRound, Utc};
 use secrecy::SecretString;
 
 /// A client just created or rotated: its secret is shown this once.

@@ -10,16 +10,17 @@
 //! from the database on every call. Its refresh token is thrown away: a
 //! service gets a new token by running the command again.
 
-use crate::domain::tokens::{AccessClaims, TokenKeys};
-use crate::domain::{Error, refresh, validation};
 use crate::provider::settings::is_reserved_provider;
+use crate::service::Error;
 use crate::service::profiles::{ADMIN_ROLE, NewProfile};
-use crate::store::{AuditEvent, Id, NewSession, Profile, Store};
 use chrono::{DateTime, SubsecRound, Utc};
+use identity_core::tokens::{AccessClaims, TokenKeys};
+use identity_core::{refresh, validation};
+use identity_store::{AuditEvent, Id, NewSession, Profile, Store};
 use secrecy::SecretString;
 use std::time::Duration;
 
-pub use crate::domain::roles::SERVICE_PROVIDER;
+pub use identity_core::roles::SERVICE_PROVIDER;
 /// May call ProfileService.CreateProfile for external accounts, without
 /// roles; nothing else beyond what any caller may do with its own profile.
 pub const PROVISIONER_ROLE: &str = "provisioner";
@@ -124,7 +125,7 @@ pub async fn issue(
             let (candidate, audit) = new_principal(&name, role, now);
             match store.create_profile(&candidate, &audit).await {
                 Ok(()) => candidate,
-                Err(crate::store::StoreError::Conflict(_)) => store
+                Err(identity_store::StoreError::Conflict(_)) => store
                     .find_profile_by_auth(SERVICE_PROVIDER, &name)
                     .await?
                     .ok_or(Error::StaleEtag)?,

@@ -73,7 +73,7 @@ pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     .find_map(|name| var(name).map(|path| (name, path)));
     match named {
         Some((name, path)) => {
-            let bundle = crate::pem::read_certificates(std::path::Path::new(&path))
+            let bundle = identity_store::pem::read_certificates(std::path::Path::new(&path))
                 .map_err(|e| format!("{name}: {e}"))?;
             Ok(Some(tls.ca_certificate(
                 tonic::transport::Certificate::from_pem(bundle.pem),

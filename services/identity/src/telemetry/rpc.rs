@@ -126,7 +126,7 @@ const UNKNOWN: &str = "unknown";
 
 /// Methods that may run bcrypt. Every other call is latency-sensitive: while
 /// they are served the bcrypt pool leaves a core to the runtime
-/// (`domain::passwords::latency_sensitive_call`).
+/// (`infra::bcrypt::latency_sensitive_call`).
 const HASHING_METHODS: &[&str] = &[
     "identity.v1.AuthService/Register",
     "identity.v1.AuthService/Login",
@@ -241,7 +241,7 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let label = method_label(request.method(), request.uri().path());
         if !HASHING_METHODS.contains(&label) {
-            crate::domain::passwords::latency_sensitive_call();
+            crate::infra::bcrypt::latency_sensitive_call();
         }
         let (service, method) = label.split_once('/').unwrap_or((label, ""));
         let client = request

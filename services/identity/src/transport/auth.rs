@@ -180,7 +180,7 @@ impl AuthService for AuthApi {
         let exchange = self
             .exchange
             .as_ref()
-            .ok_or(crate::domain::Error::NotEnabled("ExchangeToken"))?;
+            .ok_or(crate::service::Error::NotEnabled("ExchangeToken"))?;
         let r = request.get_ref();
         let done = exchange
             .exchange(&caller, &r.subject_token, &r.subject_token_type)

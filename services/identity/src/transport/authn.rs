@@ -82,7 +82,7 @@ where
                     request.extensions_mut().insert(principal);
                     inner.call(request).await
                 }
-                None => Ok(Status::from(crate::domain::Error::Unauthenticated).into_http()),
+                None => Ok(Status::from(crate::service::Error::Unauthenticated).into_http()),
             }
         })
     }

@@ -3,8 +3,8 @@
 use crate::proto::v1::{Jwk, Session, TokenPair, UserProfile};
 use crate::service::IssuedTokens;
 use crate::service::auth::ListedSession;
-use crate::store::Profile;
 use chrono::{DateTime, Utc};
+use identity_store::Profile;
 use secrecy::ExposeSecret;
 
 pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
@@ -42,7 +42,7 @@ pub fn tokens(t: IssuedTokens) -> TokenPair {
     }
 }
 
-pub fn jwk(k: &crate::domain::tokens::PublicJwk) -> Jwk {
+pub fn jwk(k: &identity_core::tokens::PublicJwk) -> Jwk {
     Jwk {
         kty: k.kty.clone(),
         kid: k.kid.clone(),

@@ -73,6 +73,25 @@ pub fn health_service(reporter: &HealthReporter) -> HealthServer<HealthService> 
 /// liveness probes: a database outage must not restart the pods).
 pub const LIVENESS: &str = "liveness";
 
+/// Keeps the health status `name` in step with a dependency's reachability
+/// (`None`: not known yet, reported NOT_SERVING) until the sender goes.
+pub async fn follow_health(
+    reporter: HealthReporter,
+    name: &'static str,
+    mut reachable: tokio::sync::watch::Receiver<Option<bool>>,
+) {
+    loop {
+        let status = match *reachable.borrow_and_update() {
+            Some(true) => ServingStatus::Serving,
+            _ => ServingStatus::NotServing,
+        };
+        reporter.set_service_status(name, status).await;
+        if reachable.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Sets the overall status and every API service's status together.
 pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     let status = if serving {

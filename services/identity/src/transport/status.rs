@@ -2,7 +2,7 @@
 //! generic: they never say which of email or password was wrong and never
 //! carry a database error.
 
-use crate::domain::Error;
+use crate::service::Error;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -76,7 +76,7 @@ impl From<Error> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::FieldViolation;
+    use identity_core::FieldViolation;
 
     #[test]
     fn invalid_input_names_each_field_in_bad_request_details() {

@@ -28,7 +28,7 @@ use x509_parser::extensions::GeneralName;
 /// Builds a server configuration from the files; errors name the setting.
 pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certs = crate::pem::read_certificates(&files.cert)
+    let certs = identity_store::pem::read_certificates(&files.cert)
         .map_err(|e| format!("IDENTITY_TLS_CERT_FILE {e}"))?
         .certificates;
     let key = PrivateKeyDer::from_pem_file(&files.key)
@@ -39,7 +39,7 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
     let mut config = match &files.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in crate::pem::read_certificates(ca)
+            for cert in identity_store::pem::read_certificates(ca)
                 .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {e}"))?
                 .certificates
             {

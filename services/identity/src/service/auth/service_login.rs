@@ -6,13 +6,14 @@
 //! 256-bit secret stays hopeless.
 
 use super::{Auth, Caller, throttled};
-use crate::domain::rate_limit::Action;
-use crate::domain::service_client::{self, UNKNOWN_CLIENT_HASH};
-use crate::domain::throttle::Attempt;
-use crate::domain::{Error, Violations, refresh};
+use crate::service::Error;
 use crate::service::service_token::service_role;
-use crate::store::{AuditEvent, Id, NewSession};
 use chrono::{DateTime, Utc};
+use identity_core::rate_limit::Action;
+use identity_core::service_client::{self, UNKNOWN_CLIENT_HASH};
+use identity_core::throttle::Attempt;
+use identity_core::{Violations, refresh};
+use identity_store::{AuditEvent, Id, NewSession};
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Instant;
 
@@ -123,7 +124,7 @@ impl Auth {
             created_at: now,
             expires_at: now + super::to_chrono(self.settings.access_token_ttl),
             refresh_token_hash: refresh::generate().hash,
-            origin: crate::store::SessionOrigin {
+            origin: identity_store::SessionOrigin {
                 client_addr: caller.client_addr.clone(),
                 user_agent: caller.user_agent.clone(),
             },

@@ -9,14 +9,15 @@
 //! announced in its transaction, so every replica refuses at once.
 
 use super::Auth;
-use crate::domain::client_key::coarse_address;
-use crate::domain::{Error, Violations, page_token, validation};
 use crate::provider::settings::is_reserved_provider;
+use crate::service::Error;
 use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
 use crate::service::service_token::PROVISIONER_ROLE;
-use crate::store::notify::Revoked;
-use crate::store::{AuditEvent, Id, Profile};
 use chrono::{DateTime, Utc};
+use identity_core::client_key::coarse_address;
+use identity_core::{Violations, page_token, validation};
+use identity_store::notify::Revoked;
+use identity_store::{AuditEvent, Id, Profile};
 
 /// A live session as ListSessions answers it: no token, no hash, and the
 /// client address full only for admins.
@@ -53,7 +54,7 @@ fn has_role(profile: &Profile, role: &str) -> bool {
 }
 
 fn is_admin(profile: &Profile) -> bool {
-    crate::domain::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
+    identity_core::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
 }
 
 /// The page-token query: a token walks one profile's sessions only.

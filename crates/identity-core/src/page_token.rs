@@ -10,7 +10,7 @@ use sha2::Sha256;
 const VERSION: &str = "p1";
 
 fn mac(key: &[u8], payload: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+    let mut mac = crate::secure::hmac_sha256(key);
     mac.update(b"identity/page-token/");
     mac.update(payload.as_bytes());
     mac

@@ -7,7 +7,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
@@ -190,7 +190,7 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 fn hs256_kid(secret: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    let mut mac = crate::secure::hmac_sha256(secret);
     mac.update(b"identity/kid");
     format!("hs256-{}", hex::encode(&mac.finalize().into_bytes()[..8]))
 }
@@ -245,7 +245,7 @@ impl TokenKeys {
         }
         let (signing_kid, signing_alg, signing_key) =
             signing.ok_or_else(|| "no signing key configured".to_owned())?;
-        let mut mac = Hmac::<Sha256>::new_from_slice(&audit_material).expect("any key length");
+        let mut mac = crate::secure::hmac_sha256(&audit_material);
         mac.update(b"identity/audit-pseudonym");
         audit_material.fill(0);
         Ok(TokenKeys {
@@ -341,8 +341,7 @@ impl TokenKeys {
     /// A stable pseudonym for an identifier that must not be logged (an
     /// unknown email): keyed, so it cannot be reversed by guessing.
     pub fn pseudonym(&self, value: &str) -> String {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(self.audit_key.expose_secret()).expect("any key length");
+        let mut mac = crate::secure::hmac_sha256(self.audit_key.expose_secret());
         mac.update(value.as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
     }

@@ -9,71 +9,104 @@ use diesel::pg::Pg;
 use diesel::serialize::{self, Output, ToSql};
 use diesel::sql_types;
 use diesel::sqlite::Sqlite;
-use std::fmt;
+pub use identity_core::{
+    AuditEvent, Id, Profile, Session,
+    model::{join_roles, split_roles},
+};
 use uuid::Uuid;
 
-/// A UUID that maps to PostgreSQL's `uuid` and to canonical text in SQLite,
-/// so that one Rust row type serves both backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, AsExpression, FromSqlRow)]
+/// An [`Id`] as the database sees it: PostgreSQL's `uuid`, canonical text
+/// in SQLite, so that one Rust row type serves both backends. (A wrapper
+/// because diesel's traits cannot be implemented on the core's type here.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
 #[diesel(sql_type = sql_types::Uuid)]
 #[diesel(sql_type = sql_types::Text)]
-pub struct Id(pub Uuid);
+pub struct DbId(pub Id);
 
-impl Id {
-    /// Time-ordered (UUIDv7): new rows sort after old ones, which keeps
-    /// primary-key indexes compact.
-    pub fn new() -> Self {
-        Id(Uuid::now_v7())
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        // Only the canonical hyphenated form: one spelling per id keeps
-        // SQLite text comparison identical to PostgreSQL's uuid ordering.
-        let uuid = Uuid::try_parse(s).ok()?;
-        (uuid.hyphenated().to_string() == s.to_ascii_lowercase()).then_some(Id(uuid))
+impl From<DbId> for Id {
+    fn from(id: DbId) -> Id {
+        id.0
     }
 }
 
-impl Default for Id {
-    fn default() -> Self {
-        Self::new()
+impl From<Id> for DbId {
+    fn from(id: Id) -> DbId {
+        DbId(id)
     }
 }
 
-impl fmt::Display for Id {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
-
-impl ToSql<sql_types::Uuid, Pg> for Id {
+impl ToSql<sql_types::Uuid, Pg> for DbId {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        <Uuid as ToSql<sql_types::Uuid, Pg>>::to_sql(&self.0, out)
+        <Uuid as ToSql<sql_types::Uuid, Pg>>::to_sql(&self.0.0, out)
     }
 }
 
-impl FromSql<sql_types::Uuid, Pg> for Id {
+impl FromSql<sql_types::Uuid, Pg> for DbId {
     fn from_sql(bytes: <Pg as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
-        <Uuid as FromSql<sql_types::Uuid, Pg>>::from_sql(bytes).map(Id)
+        <Uuid as FromSql<sql_types::Uuid, Pg>>::from_sql(bytes).map(|u| DbId(Id(u)))
     }
 }
 
-impl ToSql<sql_types::Text, Sqlite> for Id {
+impl ToSql<sql_types::Text, Sqlite> for DbId {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
-        out.set_value(self.0.hyphenated().to_string());
+        out.set_value(self.0.to_string());
         Ok(serialize::IsNull::No)
     }
 }
 
-impl FromSql<sql_types::Text, Sqlite> for Id {
+impl FromSql<sql_types::Text, Sqlite> for DbId {
     fn from_sql(bytes: <Sqlite as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
         let text = <String as FromSql<sql_types::Text, Sqlite>>::from_sql(bytes)?;
-        Ok(Id(Uuid::try_parse(&text)?))
+        Ok(DbId(Id(Uuid::try_parse(&text)?)))
+    }
+}
+
+/// A nullable [`DbId`] column.
+#[derive(Debug, Clone, Copy, FromSqlRow)]
+pub struct MaybeDbId(Option<Id>);
+
+impl From<MaybeDbId> for Option<Id> {
+    fn from(id: MaybeDbId) -> Option<Id> {
+        id.0
+    }
+}
+
+impl FromSql<sql_types::Nullable<sql_types::Uuid>, Pg> for MaybeDbId {
+    fn from_sql(bytes: <Pg as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        <DbId as FromSql<sql_types::Uuid, Pg>>::from_sql(bytes).map(|id| MaybeDbId(Some(id.0)))
+    }
+    fn from_nullable_sql(
+        bytes: Option<<Pg as Backend>::RawValue<'_>>,
+    ) -> deserialize::Result<Self> {
+        match bytes {
+            Some(bytes) => {
+                <Self as FromSql<sql_types::Nullable<sql_types::Uuid>, Pg>>::from_sql(bytes)
+            }
+            None => Ok(MaybeDbId(None)),
+        }
+    }
+}
+
+impl FromSql<sql_types::Nullable<sql_types::Text>, Sqlite> for MaybeDbId {
+    fn from_sql(bytes: <Sqlite as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
+        <DbId as FromSql<sql_types::Text, Sqlite>>::from_sql(bytes).map(|id| MaybeDbId(Some(id.0)))
+    }
+    fn from_nullable_sql(
+        bytes: Option<<Sqlite as Backend>::RawValue<'_>>,
+    ) -> deserialize::Result<Self> {
+        match bytes {
+            Some(bytes) => {
+                <Self as FromSql<sql_types::Nullable<sql_types::Text>, Sqlite>>::from_sql(bytes)
+            }
+            None => Ok(MaybeDbId(None)),
+        }
     }
 }
 
 /// A `profiles` row.
 #[derive(Debug, Clone, Queryable)]
 pub struct ProfileRow {
+    #[diesel(deserialize_as = DbId)]
     pub id: Id,
     pub auth_provider: String,
     pub auth_id: String,
@@ -87,33 +120,6 @@ pub struct ProfileRow {
     pub updated_at: DateTime<Utc>,
     /// The email the provider last said it verified.
     pub provider_verified_email: Option<String>,
-}
-
-/// A stored profile as the service uses it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub id: Id,
-    pub auth_provider: String,
-    pub auth_id: String,
-    pub email: Option<String>,
-    pub display_name: String,
-    pub avatar_url: String,
-    pub locale: String,
-    pub roles: Vec<String>,
-    pub revision: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    /// The external provider said it verified `email`. Always false for
-    /// local accounts (nothing here verifies an address) and for an email
-    /// changed here since the provider vouched for it.
-    pub email_verified: bool,
-}
-
-impl Profile {
-    /// Opaque to callers; changes on every update.
-    pub fn etag(&self) -> String {
-        format!("v{}", self.revision)
-    }
 }
 
 impl From<ProfileRow> for Profile {
@@ -137,34 +143,27 @@ impl From<ProfileRow> for Profile {
     }
 }
 
-impl Profile {
-    /// The revision an etag names, if it is one of ours.
-    pub fn revision_of_etag(etag: &str) -> Option<i64> {
-        etag.strip_prefix('v')?.parse().ok()
-    }
-}
-
-pub fn split_roles(roles: &str) -> Vec<String> {
-    roles.split_whitespace().map(str::to_owned).collect()
-}
-
-pub fn join_roles(roles: &[String]) -> String {
-    roles.join(" ")
-}
-
 /// A `sessions` row.
 #[derive(Debug, Clone, Queryable)]
-pub struct SessionRow {
+pub(crate) struct SessionRow {
+    #[diesel(deserialize_as = DbId)]
     pub id: Id,
+    #[diesel(deserialize_as = DbId)]
     pub profile_id: Id,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-impl SessionRow {
-    pub fn is_active(&self, now: DateTime<Utc>) -> bool {
-        self.revoked_at.is_none() && now < self.expires_at
+impl From<SessionRow> for Session {
+    fn from(r: SessionRow) -> Session {
+        Session {
+            id: r.id,
+            profile_id: r.profile_id,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            revoked_at: r.revoked_at,
+        }
     }
 }
 
@@ -200,7 +199,9 @@ pub struct SessionOrigin {
 /// A live session as ListSessions reads it.
 #[derive(Debug, Clone, Queryable)]
 pub struct SessionDetails {
+    #[diesel(deserialize_as = DbId)]
     pub id: Id,
+    #[diesel(deserialize_as = DbId)]
     pub profile_id: Id,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -237,7 +238,7 @@ pub struct VerifiedLogin<'a> {
 pub enum SpendOutcome {
     /// The token was live: it is now spent and its successor is stored.
     Rotated {
-        session: SessionRow,
+        session: Session,
         profile: Box<Profile>,
     },
     /// The token had been spent before: the whole session is now revoked.
@@ -248,57 +249,16 @@ pub enum SpendOutcome {
     Unknown,
 }
 
-/// A row for the audit trail.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub id: Id,
-    pub occurred_at: DateTime<Utc>,
-    pub event_name: &'static str,
-    pub profile_id: Option<Id>,
-    pub session_id: Option<Id>,
-    pub client_addr: Option<String>,
-    pub detail: serde_json::Value,
-}
-
-impl AuditEvent {
-    pub fn new(event_name: &'static str) -> Self {
-        AuditEvent {
-            id: Id::new(),
-            occurred_at: Utc::now(),
-            event_name,
-            profile_id: None,
-            session_id: None,
-            client_addr: None,
-            detail: serde_json::Value::Object(Default::default()),
-        }
-    }
-    pub fn profile(mut self, id: Id) -> Self {
-        self.profile_id = Some(id);
-        self
-    }
-    pub fn session(mut self, id: Id) -> Self {
-        self.session_id = Some(id);
-        self
-    }
-    pub fn client(mut self, addr: Option<&str>) -> Self {
-        self.client_addr = addr.map(str::to_owned);
-        self
-    }
-    pub fn detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
-        if let serde_json::Value::Object(map) = &mut self.detail {
-            map.insert(key.to_owned(), value.into());
-        }
-        self
-    }
-}
-
 /// An audit row as read back.
 #[derive(Debug, Clone, Queryable)]
 pub struct AuditRow {
+    #[diesel(deserialize_as = DbId)]
     pub id: Id,
     pub occurred_at: DateTime<Utc>,
     pub event_name: String,
+    #[diesel(deserialize_as = MaybeDbId)]
     pub profile_id: Option<Id>,
+    #[diesel(deserialize_as = MaybeDbId)]
     pub session_id: Option<Id>,
     pub client_addr: Option<String>,
     pub detail: String,
@@ -309,6 +269,7 @@ pub struct AuditRow {
 #[derive(Debug, Clone, Queryable)]
 pub struct ServiceClientRow {
     pub client_id: String,
+    #[diesel(deserialize_as = DbId)]
     pub profile_id: Id,
     pub secret_hash: String,
     pub roles: String,

@@ -376,7 +376,7 @@ pub fn profile_fields(claims: &ProviderClaims) -> (Option<String>, Option<String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::tokens::{Ed25519Key, generate_ed25519_pem};
+    use crate::tokens::{Ed25519Key, generate_ed25519_pem};
     use jsonwebtoken::{EncodingKey, Header};
     use secrecy::ExposeSecret;
     use serde_json::json;

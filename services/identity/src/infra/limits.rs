@@ -2,12 +2,13 @@
 //! account. Local counters (governor, GCRA) always exist; with a Redis URL
 //! the counters live in Redis so that every replica enforces one global
 //! limit. When Redis cannot be reached the service keeps limiting with the
-//! local counters, logs it, and reports `identity.rate_limit` NOT_SERVING in
-//! its health — it never fails open.
+//! local counters, logs it, and reports Redis unreachable on a watch
+//! channel (which `server.rs` turns into `identity.rate_limit` NOT_SERVING
+//! in the health service) — it never fails open.
 
-use crate::domain::rate_limit::{Action, KeyStore, Quota};
 use governor::RateLimiter;
 use governor::clock::{Clock, DefaultClock};
+use identity_core::rate_limit::{Action, KeyStore, Quota};
 use redis::aio::ConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
@@ -15,6 +16,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Health service name for the shared rate-limit backend.
 pub const HEALTH_NAME: &str = "identity.rate_limit";
@@ -32,7 +34,7 @@ pub struct LimitSettings {
     /// Root certificates (PEM) for a `rediss://` URL; None: the system's.
     pub redis_ca_pem: Option<Vec<u8>>,
     /// Keys (addresses, account pseudonyms) each local limiter holds at
-    /// most; beyond it new keys share one counter (domain::rate_limit).
+    /// most; beyond it new keys share one counter (identity_core::rate_limit).
     pub max_keys: usize,
 }
 
@@ -100,7 +102,7 @@ struct Shared {
     connection: ConnectionManager,
     script: redis::Script,
     degraded: AtomicBool,
-    health: tonic_health::server::HealthReporter,
+    reachable: watch::Sender<Option<bool>>,
 }
 
 impl Shared {
@@ -118,26 +120,24 @@ impl Shared {
             Ok(Ok(0)) => Some(Ok(())),
             Ok(Ok(wait_ms)) => Some(Err(Duration::from_millis(wait_ms))),
             Ok(Err(e)) => {
-                self.degrade(&e.to_string()).await;
+                self.degrade(&e.to_string());
                 None
             }
             Err(_) => {
-                self.degrade("timed out").await;
+                self.degrade("timed out");
                 None
             }
         }
     }
 
-    async fn degrade(&self, why: &str) {
+    fn degrade(&self, why: &str) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 event.name = "identity.rate_limit.degraded",
                 error = %why,
                 "Redis unreachable: rate limits continue with this replica's local counters"
             );
-            self.health
-                .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::NotServing)
-                .await;
+            self.reachable.send_replace(Some(false));
         }
     }
 
@@ -160,9 +160,7 @@ impl Shared {
                     event.name = "identity.rate_limit.restored",
                     "Redis reachable again: global rate limits restored"
                 );
-                self.health
-                    .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::Serving)
-                    .await;
+                self.reachable.send_replace(Some(true));
             }
         }
     }
@@ -176,10 +174,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub async fn new(
-        settings: &LimitSettings,
-        health: &tonic_health::server::HealthReporter,
-    ) -> Result<Limiter, String> {
+    pub fn new(settings: &LimitSettings) -> Result<Limiter, String> {
         let address = settings
             .per_address
             .iter()
@@ -209,14 +204,11 @@ impl Limiter {
                     .set_number_of_retries(1);
                 let connection = ConnectionManager::new_lazy_with_config(client, config)
                     .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
-                health
-                    .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::Serving)
-                    .await;
                 let shared = Arc::new(Shared {
                     connection,
                     script: redis::Script::new(GCRA),
                     degraded: AtomicBool::new(false),
-                    health: health.clone(),
+                    reachable: watch::Sender::new(Some(true)),
                 });
                 tokio::spawn(Arc::clone(&shared).watch());
                 Some(shared)
@@ -233,6 +225,14 @@ impl Limiter {
 
     fn locals(&self) -> impl Iterator<Item = &Local> {
         self.address.values().chain(self.account.values())
+    }
+
+    /// Whether the shared Redis answers (`None` without one); `server.rs`
+    /// follows it with the [`HEALTH_NAME`] health status.
+    pub fn reachable(&self) -> Option<watch::Receiver<Option<bool>>> {
+        self.shared
+            .as_ref()
+            .map(|shared| shared.reachable.subscribe())
     }
 
     /// Drops the counters of keys that went quiet (indistinguishable from

@@ -8,13 +8,13 @@
 // serves both without a generic-bound maze. Every value reaches SQL as a bind
 // parameter; nothing here formats SQL from input.
 
-use super::notify::Revoked;
+use identity_core::Revoked;
 use super::types::{
-    join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
-    ProfileRow, ServiceClient, ServiceClientChange, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome,
+    DbId,     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
+    ProfileRow, ServiceClient, ServiceClientChange, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome, Session,
     VerifiedLogin,
 };
-use crate::domain::roles::ADMIN_ROLE;
+use identity_core::roles::ADMIN_ROLE;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::result::QueryResult;
@@ -73,11 +73,11 @@ async fn insert_audit(conn: &mut Conn, event: &AuditEvent) -> QueryResult<()> {
     use schema::audit_events as a;
     diesel::insert_into(a::table)
         .values((
-            a::id.eq(event.id),
+            a::id.eq(DbId(event.id)),
             a::occurred_at.eq(event.occurred_at),
             a::event_name.eq(event.event_name),
-            a::profile_id.eq(event.profile_id),
-            a::session_id.eq(event.session_id),
+            a::profile_id.eq(event.profile_id.map(DbId)),
+            a::session_id.eq(event.session_id.map(DbId)),
             a::client_addr.eq(event.client_addr.as_deref()),
             a::detail.eq(event.detail.to_string()),
         ))
@@ -112,7 +112,7 @@ pub(super) async fn recent_audit(
         .limit(limit)
         .into_boxed();
     if let Some(profile) = profile {
-        query = query.filter(a::profile_id.eq(profile));
+        query = query.filter(a::profile_id.eq(DbId(profile)));
     }
     query.load(conn).await
 }
@@ -121,7 +121,7 @@ async fn insert_profile(conn: &mut Conn, p: &Profile) -> QueryResult<()> {
     use schema::profiles as t;
     diesel::insert_into(t::table)
         .values((
-            t::id.eq(p.id),
+            t::id.eq(DbId(p.id)),
             t::auth_provider.eq(&p.auth_provider),
             t::auth_id.eq(&p.auth_id),
             t::email.eq(p.email.as_deref()),
@@ -142,8 +142,8 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> QueryResult<()> {
     use schema::{refresh_tokens as r, sessions as t};
     diesel::insert_into(t::table)
         .values((
-            t::id.eq(s.id),
-            t::profile_id.eq(s.profile_id),
+            t::id.eq(DbId(s.id)),
+            t::profile_id.eq(DbId(s.profile_id)),
             t::created_at.eq(s.created_at),
             t::expires_at.eq(s.expires_at),
             t::client_addr.eq(s.origin.client_addr.as_deref()),
@@ -154,7 +154,7 @@ async fn insert_session(conn: &mut Conn, s: &NewSession) -> QueryResult<()> {
     diesel::insert_into(r::table)
         .values((
             r::token_hash.eq(&s.refresh_token_hash),
-            r::session_id.eq(s.id),
+            r::session_id.eq(DbId(s.id)),
             r::created_at.eq(s.created_at),
         ))
         .execute(conn)
@@ -204,7 +204,7 @@ pub(super) async fn create_local_account(
         }
         diesel::insert_into(c::table)
             .values((
-                c::profile_id.eq(account.profile.id),
+                c::profile_id.eq(DbId(account.profile.id)),
                 c::email.eq(&account.email),
                 c::password_hash.eq(&account.password_hash),
                 c::created_at.eq(account.profile.created_at),
@@ -231,7 +231,7 @@ async fn still_verified(conn: &mut Conn, profile: Id, verified: &VerifiedLogin<'
     use schema::credentials as c;
     diesel::update(
         c::table
-            .filter(c::profile_id.eq(profile))
+            .filter(c::profile_id.eq(DbId(profile)))
             .filter(c::email.eq(verified.email))
             .filter(c::password_hash.eq(verified.password_hash)),
     )
@@ -265,7 +265,7 @@ pub(super) async fn start_session(
 pub(super) async fn find_profile(conn: &mut Conn, id: Id) -> QueryResult<Option<Profile>> {
     schema::profiles::table
         .select(PROFILE_COLUMNS)
-        .filter(schema::profiles::id.eq(id))
+        .filter(schema::profiles::id.eq(DbId(id)))
         .first::<ProfileRow>(conn)
         .await
         .optional()
@@ -295,7 +295,7 @@ pub(super) async fn find_credential(
 pub(super) async fn password_hash_of(conn: &mut Conn, profile: Id) -> QueryResult<Option<String>> {
     use schema::credentials as c;
     c::table
-        .filter(c::profile_id.eq(profile))
+        .filter(c::profile_id.eq(DbId(profile)))
         .select(c::password_hash)
         .first::<String>(conn)
         .await
@@ -314,7 +314,7 @@ pub(super) async fn upgrade_password_hash(
     use schema::credentials as c;
     diesel::update(
         c::table
-            .filter(c::profile_id.eq(profile))
+            .filter(c::profile_id.eq(DbId(profile)))
             .filter(c::password_hash.eq(old_hash)),
     )
     .set((c::password_hash.eq(new_hash), c::updated_at.eq(now)))
@@ -323,18 +323,19 @@ pub(super) async fn upgrade_password_hash(
     .map(|n| n == 1)
 }
 
-pub(super) async fn find_session(conn: &mut Conn, id: Id) -> QueryResult<Option<SessionRow>> {
+pub(super) async fn find_session(conn: &mut Conn, id: Id) -> QueryResult<Option<Session>> {
     schema::sessions::table
         .select(SESSION_COLUMNS)
-        .filter(schema::sessions::id.eq(id))
+        .filter(schema::sessions::id.eq(DbId(id)))
         .first::<SessionRow>(conn)
         .await
         .optional()
+        .map(|row| row.map(Session::from))
 }
 
 async fn revoke_one(conn: &mut Conn, id: Id, reason: &str, now: DateTime<Utc>) -> QueryResult<bool> {
     use schema::sessions as s;
-    let revoked = diesel::update(s::table.filter(s::id.eq(id)).filter(s::revoked_at.is_null()))
+    let revoked = diesel::update(s::table.filter(s::id.eq(DbId(id))).filter(s::revoked_at.is_null()))
         .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
         .execute(conn)
         .await?
@@ -382,6 +383,7 @@ pub(super) async fn spend_refresh_token(
         let Some((spent_at, session, profile)) = found else {
             return Ok(SpendOutcome::Unknown);
         };
+        let session = Session::from(session);
         if !session.is_active(now) {
             return Ok(SpendOutcome::SessionEnded);
         }
@@ -412,14 +414,14 @@ pub(super) async fn spend_refresh_token(
         diesel::insert_into(r::table)
             .values((
                 r::token_hash.eq(next_hash),
-                r::session_id.eq(session.id),
+                r::session_id.eq(DbId(session.id)),
                 r::created_at.eq(now),
             ))
             .execute(conn)
             .await?;
         // Last use moves here and not on validation, the hot path (see the
         // migration 2026-12-03-000200_session_details).
-        diesel::update(s::table.filter(s::id.eq(session.id)))
+        diesel::update(s::table.filter(s::id.eq(DbId(session.id))))
             .set(s::last_used_at.eq(now))
             .execute(conn)
             .await?;
@@ -439,12 +441,13 @@ pub(super) async fn live_sessions_among(
 ) -> QueryResult<Vec<Id>> {
     use schema::sessions as s;
     s::table
-        .filter(s::id.eq_any(ids))
+        .filter(s::id.eq_any(ids.iter().copied().map(DbId).collect::<Vec<_>>()))
         .filter(s::revoked_at.is_null())
         .filter(s::expires_at.gt(now))
         .select(s::id)
-        .load(conn)
+        .load::<DbId>(conn)
         .await
+        .map(|ids| ids.into_iter().map(Id::from).collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -470,14 +473,14 @@ pub(super) async fn list_sessions(
             s::user_agent,
             s::last_used_at,
         ))
-        .filter(s::profile_id.eq(profile))
+        .filter(s::profile_id.eq(DbId(profile)))
         .filter(s::revoked_at.is_null())
         .filter(s::expires_at.gt(now))
         .order(s::id.desc())
         .limit(limit)
         .into_boxed();
     if let Some(before) = before {
-        query = query.filter(s::id.lt(before));
+        query = query.filter(s::id.lt(DbId(before)));
     }
     query.load(conn).await
 }
@@ -496,11 +499,11 @@ pub(super) async fn revoke_all_sessions(
     write_tx!(conn, async |conn| {
         use schema::sessions as s;
         let mut query = diesel::update(s::table)
-            .filter(s::profile_id.eq(profile))
+            .filter(s::profile_id.eq(DbId(profile)))
             .filter(s::revoked_at.is_null())
             .into_boxed();
         if let Some(keep) = except {
-            query = query.filter(s::id.ne(keep));
+            query = query.filter(s::id.ne(DbId(keep)));
         }
         let revoked = query
             .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
@@ -518,7 +521,7 @@ pub(super) async fn revoke_all_sessions(
 pub(super) async fn session_of_refresh_token(
     conn: &mut Conn,
     token_hash: &str,
-) -> QueryResult<Option<SessionRow>> {
+) -> QueryResult<Option<Session>> {
     use schema::{refresh_tokens as r, sessions as s};
     r::table
         .inner_join(s::table)
@@ -527,6 +530,7 @@ pub(super) async fn session_of_refresh_token(
         .first::<SessionRow>(conn)
         .await
         .optional()
+        .map(|row| row.map(Session::from))
 }
 
 /// Sets a new password hash and revokes every session of the user but
@@ -544,7 +548,7 @@ pub(super) async fn change_password(
         use schema::{credentials as c, sessions as s};
         let changed = diesel::update(
             c::table
-                .filter(c::profile_id.eq(profile))
+                .filter(c::profile_id.eq(DbId(profile)))
                 .filter(c::password_hash.eq(expected_old_hash)),
         )
         .set((c::password_hash.eq(new_hash), c::updated_at.eq(now)))
@@ -556,8 +560,8 @@ pub(super) async fn change_password(
         }
         let revoked = diesel::update(
             s::table
-                .filter(s::profile_id.eq(profile))
-                .filter(s::id.ne(keep))
+                .filter(s::profile_id.eq(DbId(profile)))
+                .filter(s::id.ne(DbId(keep)))
                 .filter(s::revoked_at.is_null()),
         )
         .set((s::revoked_at.eq(now), s::revoke_reason.eq("password_changed")))
@@ -567,7 +571,7 @@ pub(super) async fn change_password(
             notify_revoked!(conn, Revoked::Profile { profile, except: Some(keep) })?;
         }
         // Devices known under the old password are strangers again.
-        diesel::delete(schema::device_tokens::table.filter(schema::device_tokens::profile_id.eq(profile)))
+        diesel::delete(schema::device_tokens::table.filter(schema::device_tokens::profile_id.eq(DbId(profile))))
             .execute(conn)
             .await?;
         insert_audit(conn, audit).await?;
@@ -588,7 +592,7 @@ pub(super) async fn change_email(
         use schema::{credentials as c, profiles as p, sessions as s};
         let renamed = diesel::update(
             c::table
-                .filter(c::profile_id.eq(profile))
+                .filter(c::profile_id.eq(DbId(profile)))
                 .filter(c::password_hash.eq(verified_hash)),
         )
         .set((c::email.eq(new_email), c::updated_at.eq(now)))
@@ -598,7 +602,7 @@ pub(super) async fn change_email(
         if !renamed {
             return Ok(false);
         }
-        diesel::update(p::table.filter(p::id.eq(profile)))
+        diesel::update(p::table.filter(p::id.eq(DbId(profile))))
             .set((
                 p::email.eq(new_email),
                 p::revision.eq(p::revision + 1),
@@ -609,8 +613,8 @@ pub(super) async fn change_email(
         notify_revoked!(conn, Revoked::ProfileChanged(profile))?;
         let revoked = diesel::update(
             s::table
-                .filter(s::profile_id.eq(profile))
-                .filter(s::id.ne(keep))
+                .filter(s::profile_id.eq(DbId(profile)))
+                .filter(s::id.ne(DbId(keep)))
                 .filter(s::revoked_at.is_null()),
         )
         .set((s::revoked_at.eq(now), s::revoke_reason.eq("email_changed")))
@@ -662,7 +666,7 @@ pub(super) async fn update_profile(
 ) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
         use schema::{credentials as c, profiles as p};
-        let updated = diesel::update(p::table.filter(p::id.eq(next.id)).filter(p::revision.eq(expected)))
+        let updated = diesel::update(p::table.filter(p::id.eq(DbId(next.id))).filter(p::revision.eq(expected)))
             .set((
                 p::email.eq(next.email.as_deref()),
                 p::display_name.eq(&next.display_name),
@@ -679,7 +683,7 @@ pub(super) async fn update_profile(
         }
         notify_revoked!(conn, Revoked::ProfileChanged(next.id))?;
         if let Some(email) = &next.email {
-            diesel::update(c::table.filter(c::profile_id.eq(next.id)).filter(c::email.ne(email)))
+            diesel::update(c::table.filter(c::profile_id.eq(DbId(next.id))).filter(c::email.ne(email)))
                 .set((c::email.eq(email), c::updated_at.eq(next.updated_at)))
                 .execute(conn)
                 .await?;
@@ -702,7 +706,7 @@ pub(super) async fn delete_profile(
 ) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
         use schema::{profiles as p, sessions as s};
-        let revoked = diesel::update(s::table.filter(s::profile_id.eq(id)).filter(s::revoked_at.is_null()))
+        let revoked = diesel::update(s::table.filter(s::profile_id.eq(DbId(id))).filter(s::revoked_at.is_null()))
             .set((s::revoked_at.eq(now), s::revoke_reason.eq("profile_deleted")))
             .execute(conn)
             .await?;
@@ -711,11 +715,11 @@ pub(super) async fn delete_profile(
         }
         let deleted = match expected {
             Some(revision) => {
-                diesel::delete(p::table.filter(p::id.eq(id)).filter(p::revision.eq(revision)))
+                diesel::delete(p::table.filter(p::id.eq(DbId(id))).filter(p::revision.eq(revision)))
                     .execute(conn)
                     .await?
             }
-            None => diesel::delete(p::table.filter(p::id.eq(id))).execute(conn).await?,
+            None => diesel::delete(p::table.filter(p::id.eq(DbId(id)))).execute(conn).await?,
         };
         if deleted != 1 {
             // Roll the revocations back with the failed delete.
@@ -742,7 +746,7 @@ pub(super) async fn list_profiles(
     use schema::profiles as p;
     let mut query = p::table.select(PROFILE_COLUMNS).order(p::id.asc()).limit(limit).into_boxed();
     if let Some(after) = after {
-        query = query.filter(p::id.gt(after));
+        query = query.filter(p::id.gt(DbId(after)));
     }
     if let Some(provider) = provider {
         query = query.filter(p::auth_provider.eq(provider));
@@ -771,7 +775,7 @@ pub(super) async fn provision_profile(
         use schema::profiles as t;
         let inserted = diesel::insert_into(t::table)
             .values((
-                t::id.eq(candidate.id),
+                t::id.eq(DbId(candidate.id)),
                 t::auth_provider.eq(&candidate.auth_provider),
                 t::auth_id.eq(&candidate.auth_id),
                 t::email.eq(candidate.email.as_deref()),
@@ -820,7 +824,7 @@ pub(super) async fn sync_provider_fields(
     write_tx!(conn, async |conn| {
         use schema::profiles as p;
         let synced = p::table
-            .filter(p::id.eq(id))
+            .filter(p::id.eq(DbId(id)))
             .select(p::provider_synced_revision)
             .first::<Option<i64>>(conn)
             .await
@@ -832,7 +836,7 @@ pub(super) async fn sync_provider_fields(
             return Ok(None);
         }
         let next = expected_revision + 1;
-        let updated = diesel::update(p::table.filter(p::id.eq(id)).filter(p::revision.eq(expected_revision)))
+        let updated = diesel::update(p::table.filter(p::id.eq(DbId(id))).filter(p::revision.eq(expected_revision)))
             .set((
                 p::email.eq(email),
                 p::provider_verified_email.eq(email.filter(|_| email_verified)),
@@ -895,14 +899,14 @@ pub(super) async fn add_device_token(
         diesel::insert_into(d::table)
             .values((
                 d::token_hash.eq(token_hash),
-                d::profile_id.eq(profile),
+                d::profile_id.eq(DbId(profile)),
                 d::created_at.eq(now),
                 d::last_used_at.eq(now),
             ))
             .execute(conn)
             .await?;
         let mut held = d::table
-            .filter(d::profile_id.eq(profile))
+            .filter(d::profile_id.eq(DbId(profile)))
             .select((d::token_hash, d::last_used_at))
             .load::<(String, DateTime<Utc>)>(conn)
             .await?;
@@ -940,7 +944,7 @@ pub(super) async fn purge_ended_sessions(
 ) -> QueryResult<(usize, usize)> {
     write_tx!(conn, async |conn| {
         use schema::{refresh_tokens as r, sessions as s};
-        let ids: Vec<Id> = s::table
+        let ids: Vec<DbId> = s::table
             .filter(s::expires_at.lt(ended_before).or(s::revoked_at.lt(ended_before)))
             .select(s::id)
             .limit(limit)
@@ -1056,7 +1060,7 @@ pub(super) async fn create_service_client(
         diesel::insert_into(c::table)
             .values((
                 c::client_id.eq(&client.client_id),
-                c::profile_id.eq(client.profile_id),
+                c::profile_id.eq(DbId(client.profile_id)),
                 c::secret_hash.eq(&client.secret_hash),
                 c::roles.eq(&client.roles),
                 c::created_at.eq(client.created_at),
@@ -1085,7 +1089,7 @@ pub(super) async fn find_service_client(conn: &mut Conn, client_id: &str) -> Que
 /// Revokes every live session of `profile` and announces it.
 async fn revoke_all_sessions_of(conn: &mut Conn, profile: Id, reason: &str, now: DateTime<Utc>) -> QueryResult<usize> {
     use schema::sessions as s;
-    let revoked = diesel::update(s::table.filter(s::profile_id.eq(profile)).filter(s::revoked_at.is_null()))
+    let revoked = diesel::update(s::table.filter(s::profile_id.eq(DbId(profile))).filter(s::revoked_at.is_null()))
         .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
         .execute(conn)
         .await?;
@@ -1111,9 +1115,10 @@ pub(super) async fn change_service_client(
             .filter(c::client_id.eq(client_id))
             .filter(c::disabled_at.is_null())
             .select(c::profile_id)
-            .first::<Id>(conn)
+            .first::<DbId>(conn)
             .await
-            .optional()?;
+            .optional()?
+            .map(Id::from);
         let Some(profile) = profile else {
             return Ok(None);
         };

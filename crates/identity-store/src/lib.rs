@@ -1,7 +1,16 @@
 //! Persistence: profiles, credentials, sessions, refresh tokens and the audit
 //! trail, on PostgreSQL (production) or SQLite (embedded default).
+//!
+//! Depends on `identity-core` for what it stores and on nothing that knows
+//! gRPC (`tests/e2e/crate_walls.rs`).
+
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod notify;
+pub mod pem;
 pub mod pg_tls;
 mod postgres;
 mod sqlite;
@@ -248,7 +257,7 @@ impl Store {
         )
     }
 
-    pub async fn find_session(&self, id: Id) -> Result<Option<SessionRow>, StoreError> {
+    pub async fn find_session(&self, id: Id) -> Result<Option<Session>, StoreError> {
         on_backend!(self, find_session(id))
     }
 
@@ -303,7 +312,7 @@ impl Store {
     pub async fn session_of_refresh_token(
         &self,
         hash: &str,
-    ) -> Result<Option<SessionRow>, StoreError> {
+    ) -> Result<Option<Session>, StoreError> {
         on_backend!(self, session_of_refresh_token(hash))
     }
 

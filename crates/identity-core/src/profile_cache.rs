@@ -15,7 +15,7 @@
 //! - a read that raced an invalidation is not stored: [`ProfileCache::begin`]
 //!   hands out the epoch, and [`ProfileCache::put`] refuses a stale one.
 
-use crate::store::{Id, Profile};
+use crate::{id::Id, model::Profile};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
@@ -308,7 +308,7 @@ impl Throttle {
         match attempt {
             Attempt::Device { token_hash } => {
                 let key = (account.to_owned(), token_hash.to_owned());
-                let mut devices = self.devices.lock().expect("throttle lock");
+                let mut devices = self.devices.lock().unwrap_or_else(PoisonError::into_inner);
                 devices.prune(now);
                 if let Some(wait) = self.pair_wait(devices.get(&key), now) {
                     return Err(Wait::Device(wait));
@@ -325,8 +325,8 @@ impl Throttle {
             Attempt::Unknown { client } => {
                 let account = account.to_owned();
                 let key = (account.clone(), client.to_owned());
-                let mut accounts = self.accounts.lock().expect("throttle lock");
-                let mut pairs = self.pairs.lock().expect("throttle lock");
+                let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
                 accounts.prune(now);
                 pairs.prune(now);
                 if let Some(f) = accounts.get(&account)
@@ -361,11 +361,11 @@ impl Throttle {
             Who::Device(hash) => self
                 .devices
                 .lock()
-                .expect("throttle lock")
+                .unwrap_or_else(PoisonError::into_inner)
                 .reset(&(account, hash)),
             Who::Client(client) => {
-                let mut accounts = self.accounts.lock().expect("throttle lock");
-                let mut pairs = self.pairs.lock().expect("throttle lock");
+                let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
                 accounts.reset(&account);
                 pairs.reset(&(account, client));
             }
@@ -380,11 +380,11 @@ impl Throttle {
             Who::Device(hash) => self
                 .devices
                 .lock()
-                .expect("throttle lock")
+                .unwrap_or_else(PoisonError::into_inner)
                 .unbump(&(account, hash)),
             Who::Client(client) => {
-                let mut accounts = self.accounts.lock().expect("throttle lock");
-                let mut pairs = self.pairs.lock().expect("throttle lock");
+                let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
                 accounts.unbump(&account);
                 pairs.unbump(&(account, client));
             }
@@ -394,9 +394,18 @@ impl Throttle {
     /// Keys held (accounts, pairs, devices), for tests and gauges.
     pub fn sizes(&self) -> (usize, usize, usize) {
         (
-            self.accounts.lock().expect("throttle lock").len(),
-            self.pairs.lock().expect("throttle lock").len(),
-            self.devices.lock().expect("throttle lock").len(),
+            self.accounts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            self.pairs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+            self.devices
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
         )
     }
 }

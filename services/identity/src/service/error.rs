@@ -2,15 +2,9 @@
 //! (`transport::status`); nothing here carries a secret or a database
 //! message meant for callers.
 
-use crate::store::StoreError;
+use identity_core::error::{FieldViolation, InvalidInput};
+use identity_store::StoreError;
 use std::time::Duration;
-
-/// One invalid input field (becomes a `google.rpc.BadRequest` violation).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldViolation {
-    pub field: String,
-    pub description: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,33 +67,8 @@ impl From<StoreError> for Error {
     }
 }
 
-/// Collects violations so that one answer names every bad field.
-#[derive(Debug, Default)]
-pub struct Violations(Vec<FieldViolation>);
-
-impl Violations {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
-        match result {
-            Ok(value) => Some(value),
-            Err(description) => {
-                self.0.push(FieldViolation {
-                    field: field.to_owned(),
-                    description,
-                });
-                None
-            }
-        }
-    }
-
-    pub fn into_result(self) -> Result<(), Error> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Invalid(self.0))
-        }
+impl From<InvalidInput> for Error {
+    fn from(e: InvalidInput) -> Self {
+        Error::Invalid(e.0)
     }
 }

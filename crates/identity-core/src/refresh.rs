@@ -17,8 +17,7 @@ pub struct NewRefreshToken {
 }
 
 pub fn generate() -> NewRefreshToken {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    let mut bytes: [u8; 32] = crate::secure::random();
     let token = B64.encode(bytes);
     bytes.fill(0);
     NewRefreshToken {

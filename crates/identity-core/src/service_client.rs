@@ -25,11 +25,7 @@ pub struct NewSecret {
     pub hash: String,
 }
 
-fn random<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes
-}
+use crate::secure::random;
 
 /// `svc_` and 128 random bits in hex: unique without coordination.
 pub fn new_client_id() -> String {

@@ -1,0 +1,200 @@
+//! The layering is a compile-time fact: which crate may depend on which
+//! (from `cargo metadata`) and which module may import which (from the
+//! sources). README's Layout section shows the same map.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `cargo metadata`'s resolved graph: package id → (name, normal deps).
+struct Graph {
+    names: HashMap<String, String>,
+    normal: HashMap<String, Vec<String>>,
+}
+
+impl Graph {
+    fn load() -> Graph {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+            .current_dir(workspace_root())
+            .output()
+            .expect("cargo metadata runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        let names = meta["packages"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().expect("id").to_owned(),
+                    p["name"].as_str().expect("name").to_owned(),
+                )
+            })
+            .collect();
+        let normal = meta["resolve"]["nodes"]
+            .as_array()
+            .expect("resolve nodes")
+            .iter()
+            .map(|node| {
+                let deps = node["deps"]
+                    .as_array()
+                    .expect("deps")
+                    .iter()
+                    .filter(|dep| {
+                        // A null kind is a normal dependency (not dev, not build).
+                        dep["dep_kinds"]
+                            .as_array()
+                            .expect("dep_kinds")
+                            .iter()
+                            .any(|k| k["kind"].is_null())
+                    })
+                    .map(|dep| dep["pkg"].as_str().expect("pkg").to_owned())
+                    .collect();
+                (node["id"].as_str().expect("id").to_owned(), deps)
+            })
+            .collect();
+        Graph { names, normal }
+    }
+
+    /// Names of every package `name` reaches through normal dependencies.
+    fn reaches(&self, name: &str) -> BTreeSet<String> {
+        let start = self
+            .names
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| panic!("{name} is a workspace package"));
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![start];
+        while let Some(id) = todo.pop() {
+            for dep in self.normal.get(&id).into_iter().flatten() {
+                if seen.insert(dep.clone()) {
+                    todo.push(dep.clone());
+                }
+            }
+        }
+        seen.iter().map(|id| self.names[id].clone()).collect()
+    }
+}
+
+fn forbidden_in(reached: &BTreeSet<String>, forbidden: &[&str]) -> Vec<String> {
+    reached
+        .iter()
+        .filter(|name| {
+            forbidden
+                .iter()
+                .any(|f| name.as_str() == *f || name.starts_with(&format!("{f}-")))
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_core_crate_reaches_no_runtime_database_or_grpc_crate() {
+    let graph = Graph::load();
+    let reached = graph.reaches("identity-core");
+    assert!(reached.contains("uuid"), "the graph was read: {reached:?}");
+    let found = forbidden_in(&reached, &["tokio", "tonic", "diesel", "redis"]);
+    assert!(found.is_empty(), "identity-core depends on {found:?}");
+}
+
+#[test]
+fn the_store_crate_reaches_no_grpc_crate() {
+    let graph = Graph::load();
+    let reached = graph.reaches("identity-store");
+    assert!(
+        reached.contains("diesel"),
+        "the graph was read: {reached:?}"
+    );
+    let found = forbidden_in(&reached, &["tonic", "prost"]);
+    assert!(found.is_empty(), "identity-store depends on {found:?}");
+    assert!(
+        !reached.contains("identity"),
+        "the store depends on the service"
+    );
+}
+
+#[test]
+fn the_walls_check_would_notice_a_forbidden_crate() {
+    // The service crate does depend on tonic and tokio: the same check
+    // must say so, or the two tests above prove nothing.
+    let graph = Graph::load();
+    let found = forbidden_in(&graph.reaches("identity"), &["tokio", "tonic", "diesel"]);
+    for expected in ["tokio", "tonic", "diesel"] {
+        assert!(found.iter().any(|f| f == expected), "{found:?}");
+    }
+}
+
+/// Rust sources under `dir` (relative to the service crate's `src`).
+fn sources(dir: &str) -> Vec<(PathBuf, String)> {
+    fn walk(path: &Path, out: &mut Vec<(PathBuf, String)>) {
+        for entry in std::fs::read_dir(path).expect("a source folder") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                out.push((path, text));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir),
+        &mut out,
+    );
+    out
+}
+
+/// Lines of `text` outside comments that mention any of `needles`.
+fn mentions(text: &str, needles: &[&str]) -> Vec<String> {
+    text.lines()
+        .map(str::trim_start)
+        .filter(|line| !line.starts_with("//"))
+        .filter(|line| needles.iter().any(|n| line.contains(n)))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn use_cases_never_see_grpc_types_nor_the_layers_above_them() {
+    let service = sources("service");
+    assert!(service.len() > 5, "the service layer was read");
+    let mut found = Vec::new();
+    for (path, text) in &service {
+        for line in mentions(
+            text,
+            &[
+                "tonic",
+                "prost",
+                "crate::proto",
+                "crate::transport",
+                "crate::server",
+            ],
+        ) {
+            found.push(format!("{}: {line}", path.display()));
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn the_transport_layer_never_reaches_into_the_server() {
+    let mut found = Vec::new();
+    for (path, text) in sources("transport") {
+        for line in mentions(&text, &["crate::server"]) {
+            found.push(format!("{}: {line}", path.display()));
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
