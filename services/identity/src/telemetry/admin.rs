@@ -1,7 +1,7 @@
 //! The admin HTTP port: `GET /metrics` (Prometheus text). Separate from the
 //! gRPC port so that network policy can keep it inside the cluster.
 
-use super::metrics::metrics;
+use super::metrics::{CONTENT_TYPE, metrics};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -22,11 +22,7 @@ pub async fn serve(listener: TcpListener) {
             let line = request.lines().next().unwrap_or_default();
             let (status, content_type, body) =
                 if line.starts_with("GET /metrics ") || line == "GET /metrics" {
-                    (
-                        "200 OK",
-                        "text/plain; version=0.0.4; charset=utf-8",
-                        metrics().render(),
-                    )
+                    ("200 OK", CONTENT_TYPE, metrics().render())
                 } else {
                     (
                         "404 Not Found",

@@ -1,10 +1,22 @@
-//! The service's metrics: one registry, rendered as Prometheus text on the
-//! admin port and exported as OTLP metrics when a collector is configured.
+//! The service's metrics: one `prometheus-client` registry, rendered as
+//! Prometheus text (format 0.0.4) on the admin port and exported as OTLP
+//! metrics when a collector is configured.
+//!
+//! Recording takes no process-wide lock: a family finds an existing series
+//! under a shared read lock, counters are atomics, and each histogram series
+//! has a lock of its own.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
+use std::hash::Hash;
+use std::ops::Deref;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 /// Upper bounds of the latency histogram, in seconds.
@@ -12,34 +24,327 @@ pub const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+/// The `Content-Type` of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// A counter reading for OTLP export: name, attributes, value.
 pub type Sample = (&'static str, Vec<(String, String)>, f64);
 
 type GaugeSource = Box<dyn Fn() -> Vec<(String, f64)> + Send + Sync>;
 
-#[derive(Default)]
+/// Labels of the RPC metrics. Both are static: the method is one of a fixed
+/// set (see `rpc::method_label`), never a caller's path, and the code one of
+/// gRPC's seventeen.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabel {
+    rpc: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabel {
+    table: &'static str,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // What the lock guards stays consistent even if a holder panicked: a
+    // list that is only appended to, and gauge sources.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A [`Family`] whose series can also be read back as values:
+/// prometheus-client encodes a family as text but has no iterator over it,
+/// and the OTLP export needs the values. A series is listed once, when it
+/// first appears, so an RPC that finds its series never takes the list's
+/// lock.
+#[derive(Debug)]
+struct Series<S, M, C = fn() -> M> {
+    family: Family<S, M, C>,
+    listed: Arc<Mutex<Vec<(S, M)>>>,
+}
+
+impl<S, M, C: Clone> Clone for Series<S, M, C> {
+    fn clone(&self) -> Self {
+        Series {
+            family: self.family.clone(),
+            listed: Arc::clone(&self.listed),
+        }
+    }
+}
+
+impl<S: Clone + Hash + Eq, M: Default> Default for Series<S, M> {
+    fn default() -> Self {
+        Series {
+            family: Family::default(),
+            listed: Arc::default(),
+        }
+    }
+}
+
+impl<S: Clone + Hash + Eq, M: Clone, C: MetricConstructor<M>> Series<S, M, C> {
+    fn with_constructor(constructor: C) -> Self {
+        Series {
+            family: Family::new_with_constructor(constructor),
+            listed: Arc::default(),
+        }
+    }
+
+    /// Records on the series of `labels`, creating it on first use.
+    fn record(&self, labels: &S, record: impl FnOnce(&M)) {
+        if let Some(metric) = self.family.get(labels) {
+            return record(&metric);
+        }
+        let metric = self.family.get_or_create_owned(labels);
+        {
+            let mut listed = lock(&self.listed);
+            // Two first uses may race to here.
+            if !listed.iter().any(|(known, _)| known == labels) {
+                listed.push((labels.clone(), metric.clone()));
+            }
+        }
+        record(&metric);
+    }
+
+    fn listed(&self) -> Vec<(S, M)> {
+        lock(&self.listed).clone()
+    }
+}
+
+impl<S, M, C> EncodeMetric for Series<S, M, C>
+where
+    Family<S, M, C>: EncodeMetric,
+{
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.family.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.family.metric_type()
+    }
+
+    /// Never: a family without series yet still gets its HELP and TYPE
+    /// lines, as it always did on this endpoint.
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A counter without labels. Callers add to it as to the atomic it is
+/// (`fetch_add(n, Ordering::Relaxed)`, which is what `Counter::inc_by`
+/// does).
+#[derive(Debug, Default)]
+pub struct Total(Counter);
+
+impl Deref for Total {
+    type Target = AtomicU64;
+
+    fn deref(&self) -> &AtomicU64 {
+        self.0.inner()
+    }
+}
+
+struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    source: GaugeSource,
+}
+
+/// The gauges read at scrape time, encoded after every registered metric.
+#[derive(Clone, Default)]
+struct Gauges(Arc<Mutex<Vec<Gauge>>>);
+
+impl std::fmt::Debug for Gauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = lock(&self.0).iter().map(|g| g.name).collect();
+        f.debug_tuple("Gauges").field(&names).finish()
+    }
+}
+
+impl Collector for Gauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for gauge in lock(&self.0).iter() {
+            let mut metric =
+                encoder.encode_descriptor(gauge.name, gauge.help, None, MetricType::Gauge)?;
+            for (labels, value) in (gauge.source)() {
+                let Some(labels) = parse_labels(&labels) else {
+                    tracing::warn!(
+                        metric = gauge.name,
+                        labels,
+                        "gauge labels not in Prometheus form; sample left out"
+                    );
+                    continue;
+                };
+                metric.encode_family(&labels)?.encode_gauge(&value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads labels written in Prometheus form (`state="idle",pool="main"`, or
+/// nothing) back into pairs; `None` if they are not in that form.
+fn parse_labels(text: &str) -> Option<Vec<(String, String)>> {
+    let mut labels = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"")?;
+        let name = name.trim();
+        let mut chars = name.chars();
+        let starts_well = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !starts_well || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return None;
+        }
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()? {
+                    (_, 'n') => value.push('\n'),
+                    (_, c) => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((name.to_owned(), value));
+        rest = after[end + 1..].trim_start();
+        if let Some(next) = rest.strip_prefix(',') {
+            rest = next.trim_start();
+        } else if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(labels)
+}
+
+/// Registers `metric` under `name` with `help` as it reads here: the
+/// registry ends every help text with a full stop of its own.
+fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    registry.register(name, help.strip_suffix('.').unwrap_or(help), metric);
+}
+
+fn rpc_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
 pub struct Metrics {
-    /// By method label — static, so only a fixed set (see
-    /// `rpc::method_label`), never a caller's path — and status code.
-    rpc: Mutex<BTreeMap<(&'static str, &'static str), Histogram>>,
-    login_failures: Mutex<BTreeMap<&'static str, u64>>,
-    rate_limited: Mutex<BTreeMap<&'static str, u64>>,
-    housekeeping_purged: Mutex<BTreeMap<&'static str, u64>>,
-    pub bcrypt_shed: AtomicU64,
-    pub jwks_refetches: AtomicU64,
-    pub spans_dropped: AtomicU64,
-    pub spans_exported: AtomicU64,
-    pub audit_dropped: AtomicU64,
+    registry: Registry,
+    rpc_requests: Series<RpcLabels, Counter>,
+    rpc_duration: Series<RpcLabels, Histogram>,
+    login_failures: Series<ReasonLabel, Counter>,
+    rate_limited: Series<RpcLabel, Counter>,
+    housekeeping_purged: Series<TableLabel, Counter>,
+    pub bcrypt_shed: Total,
+    pub jwks_refetches: Total,
+    pub spans_dropped: Total,
+    pub spans_exported: Total,
+    pub audit_dropped: Total,
     /// Refusals counted into an aggregated audit row instead of one of their own.
-    pub audit_aggregated: AtomicU64,
-    gauges: Mutex<Vec<(&'static str, &'static str, GaugeSource)>>,
+    pub audit_aggregated: Total,
+    gauges: Gauges,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Metrics {
+            registry: Registry::default(),
+            rpc_requests: Series::default(),
+            rpc_duration: Series::with_constructor(rpc_histogram),
+            login_failures: Series::default(),
+            rate_limited: Series::default(),
+            housekeeping_purged: Series::default(),
+            bcrypt_shed: Total::default(),
+            jwks_refetches: Total::default(),
+            spans_dropped: Total::default(),
+            spans_exported: Total::default(),
+            audit_dropped: Total::default(),
+            audit_aggregated: Total::default(),
+            gauges: Gauges::default(),
+        };
+        let mut registry = Registry::default();
+        // Counters are registered without `_total`: the encoder appends it.
+        register(
+            &mut registry,
+            "identity_rpc_requests",
+            "RPCs served, by method and gRPC status.",
+            metrics.rpc_requests.clone(),
+        );
+        register(
+            &mut registry,
+            "identity_rpc_duration_seconds",
+            "RPC latency, by method and gRPC status.",
+            metrics.rpc_duration.clone(),
+        );
+        register(
+            &mut registry,
+            "identity_login_failures",
+            "Failed logins, by reason.",
+            metrics.login_failures.clone(),
+        );
+        register(
+            &mut registry,
+            "identity_rate_limited",
+            "Calls refused by a rate limit, by RPC.",
+            metrics.rate_limited.clone(),
+        );
+        register(
+            &mut registry,
+            "identity_housekeeping_purged",
+            "Rows deleted by housekeeping, by table.",
+            metrics.housekeeping_purged.clone(),
+        );
+        for (name, help, total) in [
+            (
+                "identity_bcrypt_shed",
+                "Password hashing calls shed because the queue was full.",
+                &metrics.bcrypt_shed,
+            ),
+            (
+                "identity_jwks_refetches",
+                "Fetches of the external provider's JWKS.",
+                &metrics.jwks_refetches,
+            ),
+            (
+                "identity_spans_dropped",
+                "Trace spans dropped because the export queue was full or the export failed.",
+                &metrics.spans_dropped,
+            ),
+            (
+                "identity_spans_exported",
+                "Trace spans exported.",
+                &metrics.spans_exported,
+            ),
+            (
+                "identity_audit_dropped",
+                "Audit rows dropped because the audit queue was full.",
+                &metrics.audit_dropped,
+            ),
+            (
+                "identity_audit_aggregated",
+                "Refusals counted into an aggregated audit row (one per address, reason and minute) instead of a row of their own.",
+                &metrics.audit_aggregated,
+            ),
+        ] {
+            register(&mut registry, name, help, total.0.clone());
+        }
+        registry.register_collector(Box::new(metrics.gauges.clone()));
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -73,265 +378,100 @@ pub fn code_name(code: i32) -> &'static str {
     }
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 impl Metrics {
     pub fn record_rpc(&self, method: &'static str, code: i32, elapsed: Duration) {
-        let seconds = elapsed.as_secs_f64();
-        let mut rpc = self.rpc.lock().expect("metrics lock");
-        let h = rpc.entry((method, code_name(code))).or_default();
-        h.count += 1;
-        h.sum += seconds;
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            if seconds <= *bound {
-                h.counts[i] += 1;
-            }
-        }
+        let labels = RpcLabels {
+            method,
+            code: code_name(code),
+        };
+        self.rpc_requests.record(&labels, |requests| {
+            requests.inc();
+        });
+        self.rpc_duration
+            .record(&labels, |latency| latency.observe(elapsed.as_secs_f64()));
     }
 
     pub fn login_failed(&self, reason: &'static str) {
-        *self
-            .login_failures
-            .lock()
-            .expect("metrics lock")
-            .entry(reason)
-            .or_default() += 1;
+        self.login_failures
+            .record(&ReasonLabel { reason }, |failures| {
+                failures.inc();
+            });
     }
 
     pub fn rate_limited(&self, rpc: &'static str) {
-        *self
-            .rate_limited
-            .lock()
-            .expect("metrics lock")
-            .entry(rpc)
-            .or_default() += 1;
+        self.rate_limited.record(&RpcLabel { rpc }, |refused| {
+            refused.inc();
+        });
     }
 
     /// Rows deleted by housekeeping from `table`.
     pub fn purged(&self, table: &'static str, rows: usize) {
-        *self
-            .housekeeping_purged
-            .lock()
-            .expect("metrics lock")
-            .entry(table)
-            .or_default() += rows as u64;
+        self.housekeeping_purged
+            .record(&TableLabel { table }, |purged| {
+                purged.inc_by(rows as u64);
+            });
     }
 
     /// A gauge read at scrape time; `source` returns (labels, value) pairs,
     /// labels already in Prometheus form (`state="idle"`) or empty.
     pub fn gauge(&self, name: &'static str, help: &'static str, source: GaugeSource) {
-        self.gauges
-            .lock()
-            .expect("metrics lock")
-            .push((name, help, source));
+        lock(&self.gauges.0).push(Gauge { name, help, source });
     }
 
     pub fn snapshot_counters(&self) -> Vec<Sample> {
         let mut out = Vec::new();
-        for ((method, code), h) in self.rpc.lock().expect("metrics lock").iter() {
+        for (labels, requests) in self.rpc_requests.listed() {
             out.push((
                 "identity.rpc.requests",
                 vec![
-                    ("rpc.method".into(), (*method).into()),
-                    ("rpc.grpc.status_code".into(), (*code).into()),
+                    ("rpc.method".into(), labels.method.into()),
+                    ("rpc.grpc.status_code".into(), labels.code.into()),
                 ],
-                h.count as f64,
+                requests.get() as f64,
             ));
         }
-        for (reason, n) in self.login_failures.lock().expect("metrics lock").iter() {
+        for (labels, failures) in self.login_failures.listed() {
             out.push((
                 "identity.login.failures",
-                vec![("reason".into(), (*reason).into())],
-                *n as f64,
+                vec![("reason".into(), labels.reason.into())],
+                failures.get() as f64,
             ));
         }
-        for (rpc, n) in self.rate_limited.lock().expect("metrics lock").iter() {
+        for (labels, refused) in self.rate_limited.listed() {
             out.push((
                 "identity.rate_limited",
-                vec![("rpc".into(), (*rpc).into())],
-                *n as f64,
+                vec![("rpc".into(), labels.rpc.into())],
+                refused.get() as f64,
             ));
         }
-        for (table, n) in self
-            .housekeeping_purged
-            .lock()
-            .expect("metrics lock")
-            .iter()
-        {
+        for (labels, purged) in self.housekeeping_purged.listed() {
             out.push((
                 "identity.housekeeping.purged",
-                vec![("table".into(), (*table).into())],
-                *n as f64,
+                vec![("table".into(), labels.table.into())],
+                purged.get() as f64,
             ));
         }
-        out.push((
-            "identity.bcrypt.shed",
-            vec![],
-            self.bcrypt_shed.load(Ordering::Relaxed) as f64,
-        ));
-        out.push((
-            "identity.jwks.refetches",
-            vec![],
-            self.jwks_refetches.load(Ordering::Relaxed) as f64,
-        ));
-        out.push((
-            "identity.spans.dropped",
-            vec![],
-            self.spans_dropped.load(Ordering::Relaxed) as f64,
-        ));
+        for (name, total) in [
+            ("identity.bcrypt.shed", &self.bcrypt_shed),
+            ("identity.jwks.refetches", &self.jwks_refetches),
+            ("identity.spans.dropped", &self.spans_dropped),
+        ] {
+            out.push((name, vec![], total.0.get() as f64));
+        }
         out
     }
 
-    /// Prometheus text exposition format 0.0.4.
+    /// Prometheus text exposition format 0.0.4 ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str(
-            "# HELP identity_rpc_requests_total RPCs served, by method and gRPC status.\n",
-        );
-        out.push_str("# TYPE identity_rpc_requests_total counter\n");
-        let rpc = self.rpc.lock().expect("metrics lock").clone();
-        for ((method, code), h) in &rpc {
-            let _ = writeln!(
-                out,
-                "identity_rpc_requests_total{{method=\"{}\",code=\"{code}\"}} {}",
-                escape(method),
-                h.count
-            );
-        }
-        out.push_str(
-            "# HELP identity_rpc_duration_seconds RPC latency, by method and gRPC status.\n",
-        );
-        out.push_str("# TYPE identity_rpc_duration_seconds histogram\n");
-        for ((method, code), h) in &rpc {
-            let labels = format!("method=\"{}\",code=\"{code}\"", escape(method));
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "identity_rpc_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "identity_rpc_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "identity_rpc_duration_seconds_sum{{{labels}}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "identity_rpc_duration_seconds_count{{{labels}}} {}",
-                h.count
-            );
-        }
-        out.push_str("# HELP identity_login_failures_total Failed logins, by reason.\n");
-        out.push_str("# TYPE identity_login_failures_total counter\n");
-        for (reason, n) in self.login_failures.lock().expect("metrics lock").iter() {
-            let _ = writeln!(
-                out,
-                "identity_login_failures_total{{reason=\"{reason}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP identity_rate_limited_total Calls refused by a rate limit, by RPC.\n");
-        out.push_str("# TYPE identity_rate_limited_total counter\n");
-        for (rpc, n) in self.rate_limited.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "identity_rate_limited_total{{rpc=\"{rpc}\"}} {n}");
-        }
-        out.push_str(
-            "# HELP identity_housekeeping_purged_total Rows deleted by housekeeping, by table.\n",
-        );
-        out.push_str("# TYPE identity_housekeeping_purged_total counter\n");
-        for (table, n) in self
-            .housekeeping_purged
-            .lock()
-            .expect("metrics lock")
-            .iter()
+        if let Err(e) =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
         {
-            let _ = writeln!(
-                out,
-                "identity_housekeeping_purged_total{{table=\"{table}\"}} {n}"
-            );
-        }
-        for (name, help, value) in [
-            (
-                "identity_bcrypt_shed_total",
-                "Password hashing calls shed because the queue was full.",
-                &self.bcrypt_shed,
-            ),
-            (
-                "identity_jwks_refetches_total",
-                "Fetches of the external provider's JWKS.",
-                &self.jwks_refetches,
-            ),
-            (
-                "identity_spans_dropped_total",
-                "Trace spans dropped because the export queue was full or the export failed.",
-                &self.spans_dropped,
-            ),
-            (
-                "identity_spans_exported_total",
-                "Trace spans exported.",
-                &self.spans_exported,
-            ),
-            (
-                "identity_audit_dropped_total",
-                "Audit rows dropped because the audit queue was full.",
-                &self.audit_dropped,
-            ),
-            (
-                "identity_audit_aggregated_total",
-                "Refusals counted into an aggregated audit row (one per address, reason and minute) instead of a row of their own.",
-                &self.audit_aggregated,
-            ),
-        ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Ordering::Relaxed)
-            );
-        }
-        for (name, help, source) in self.gauges.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (labels, value) in source() {
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
-                }
-            }
+            tracing::warn!(error = %e, "metrics could not be rendered in full");
         }
         out
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_counters_and_histograms_in_prometheus_text() {
-        let m = Metrics::default();
-        m.record_rpc(
-            "identity.v1.AuthService/Login",
-            16,
-            Duration::from_millis(3),
-        );
-        m.login_failed("bad_password");
-        m.purged("sessions", 2);
-        m.purged("sessions", 3);
-        let text = m.render();
-        assert!(text.contains("identity_housekeeping_purged_total{table=\"sessions\"} 5"));
-        assert!(text.contains("identity_rpc_requests_total{method=\"identity.v1.AuthService/Login\",code=\"UNAUTHENTICATED\"} 1"));
-        assert!(text.contains("le=\"0.005\"} 1"));
-        assert!(text.contains("le=\"0.0025\"} 0"));
-        assert!(text.contains("identity_login_failures_total{reason=\"bad_password\"} 1"));
-    }
-}
+mod tests;
