@@ -7,6 +7,7 @@ mod audit_flood;
 mod auth_flow;
 mod bcrypt;
 mod cli;
+mod dashboards;
 mod database_tls;
 mod exchange;
 mod forgery;
