@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (or refreshes) .venv with the Python-side test tools: grpcurl, the
-# Helm SDK, kubernetes-validate and pytest. Idempotent: re-running is cheap
-# once requirements-dev.txt has not changed.
+# Helm SDK, kubernetes-validate, a PromQL parser (the chart's alerts and
+# dashboard) and pytest. Idempotent: re-running is cheap once
+# requirements-dev.txt has not changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=.venv/.requirements.sha256

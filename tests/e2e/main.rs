@@ -8,6 +8,7 @@ mod auth_flow;
 mod bcrypt;
 mod cli;
 mod crate_walls;
+mod dashboards;
 mod database_tls;
 mod exchange;
 mod forgery;

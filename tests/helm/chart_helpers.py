@@ -48,5 +48,15 @@ class Rendered:
                 out.append((f"{owner}/{c['name']}", spec, c))
         return out
 
+    def settings_configmap(self) -> dict[str, Any]:
+        """The server's settings (the dashboard, when on, is a ConfigMap too)."""
+        found = [
+            o
+            for o in self.of_kind("ConfigMap")
+            if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "dashboard"
+        ]
+        assert len(found) == 1, f"expected one settings ConfigMap, got {len(found)}"
+        return found[0]
+
     def configmap_data(self) -> dict[str, str]:
-        return self.one("ConfigMap")["data"]
+        return self.settings_configmap()["data"]

@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 # Custom resources: kubernetes-validate has no schema for them.
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): HERE / "schemas" / "servicemonitor-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): HERE / "schemas" / "prometheusrule-monitoring-v1.json",
 }
 
 

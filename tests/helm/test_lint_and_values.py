@@ -68,6 +68,14 @@ REFUSALS = {
         {"metrics__serviceMonitor__enabled": True},
         "metrics.serviceMonitor.enabled needs metrics.enabled",
     ),
+    "dashboard-without-metrics": (
+        {"grafanaDashboard__enabled": True},
+        "grafanaDashboard.enabled needs metrics.enabled",
+    ),
+    "alerts-without-metrics": (
+        {"prometheusRule__enabled": True},
+        "prometheusRule.enabled needs metrics.enabled",
+    ),
     "grace-shorter-than-drain": ({"terminationGracePeriodSeconds": 20}, "terminationGracePeriodSeconds must exceed"),
     "existing-and-created-secret": (
         {"secrets__create__databaseUrl": "postgres://x@y/z"},

@@ -246,7 +246,7 @@ def test_secrets_reach_the_pod_only_through_secret_refs(rendered):
         if name in env:
             assert set(env[name]) == {"name", "valueFrom"}, name
             assert "secretKeyRef" in env[name]["valueFrom"], name
-    assert [e["configMapRef"]["name"] for e in c["envFrom"]] == [rendered.one("ConfigMap")["metadata"]["name"]]
+    assert [e["configMapRef"]["name"] for e in c["envFrom"]] == [rendered.settings_configmap()["metadata"]["name"]]
     for key in rendered.configmap_data():
         assert key not in ("IDENTITY_DATABASE_URL", "IDENTITY_SECRET_KEY", "IDENTITY_RATE_LIMIT_REDIS_URL")
 

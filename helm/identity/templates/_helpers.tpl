@@ -179,6 +179,12 @@ fails the same way.
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) }}
 {{- fail "identity: metrics.serviceMonitor.enabled needs metrics.enabled" }}
 {{- end }}
+{{- if and .Values.grafanaDashboard.enabled (not .Values.metrics.enabled) }}
+{{- fail "identity: grafanaDashboard.enabled needs metrics.enabled (the dashboard reads the service's /metrics)" }}
+{{- end }}
+{{- if and .Values.prometheusRule.enabled (not .Values.metrics.enabled) }}
+{{- fail "identity: prometheusRule.enabled needs metrics.enabled (the alerts read the service's /metrics)" }}
+{{- end }}
 {{- if and (not (kindIs "invalid" .Values.terminationGracePeriodSeconds)) (le (int .Values.terminationGracePeriodSeconds) (add (include "identity.preStopSleep" .) .Values.config.shutdownGraceSeconds | int)) }}
 {{- fail "identity: terminationGracePeriodSeconds must exceed preStopSleepSeconds + config.shutdownGraceSeconds, or the server is killed mid-drain" }}
 {{- end }}
