@@ -1,7 +1,10 @@
 //! The binary's command line: production refusals, keygen, healthcheck,
 //! graceful shutdown, help, migrations.
 
-use crate::support::{Backend, Server, ServerOptions, TempDir, TestDb, binary};
+use crate::support::{
+    Backend, Server, ServerOptions, TempDir, TestDb, admin_command, bearer, binary, credentials,
+    login, pg_text, register,
+};
 use std::process::Command;
 
 fn serve_production(env: &[(&str, &str)]) -> (bool, String) {
@@ -200,9 +203,8 @@ async fn production_mode_serves_with_a_key_file_on_postgres_and_drains_on_sigter
         "{}",
         String::from_utf8_lossy(&migrate.stderr)
     );
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions {
             dev: false,
             env: Vec::new(),
@@ -292,69 +294,31 @@ async fn admin_grant_role_makes_an_admin_without_default_credentials() {
     let server = Server::start(&db);
     let mut auth = server.auth().await;
     let address = crate::support::email("ops");
-    auth.register(RegisterRequest {
-        email: address.clone(),
-        password: crate::support::PASSWORD.into(),
-        display_name: String::new(),
-    })
-    .await
-    .unwrap();
+    register(&mut auth, &address).await;
     let list = |token: String| {
         let channel = server.channel();
         async move {
             let mut client = ProfileServiceClient::new(channel.await);
-            let mut request = tonic::Request::new(ListProfilesRequest::default());
-            request
-                .metadata_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-            client.list_profiles(request).await
+            client
+                .list_profiles(bearer(&token, ListProfilesRequest::default()))
+                .await
         }
     };
-    let login = |auth: &mut identity::proto::v1::auth_service_client::AuthServiceClient<
-        tonic::transport::Channel,
-    >| {
-        let mut auth = auth.clone();
-        let address = address.clone();
-        async move {
-            auth.login(LoginRequest {
-                email: address,
-                password: crate::support::PASSWORD.into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tokens
-            .unwrap()
-            .access_token
-        }
-    };
-    let before = list(login(&mut auth).await).await.unwrap_err();
+    let before = list(login(&mut auth, &address).await.access_token)
+        .await
+        .unwrap_err();
     assert_eq!(before.code(), tonic::Code::PermissionDenied);
 
-    let grant = Command::new(binary())
-        .args(["admin", "grant-role", &address, "admin"])
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .output()
-        .unwrap();
-    assert!(
-        grant.status.success(),
-        "{}",
-        String::from_utf8_lossy(&grant.stderr)
-    );
-    list(login(&mut auth).await)
+    let (granted, _, stderr) = admin_command(&db, &["grant-role", &address, "admin"]);
+    assert!(granted, "{stderr}");
+    list(login(&mut auth, &address).await.access_token)
         .await
         .expect("an admin lists profiles");
-    let audit = Command::new("psql")
-        .arg(&db.url)
-        .args([
-            "-tAc",
-            "SELECT count(*) FROM audit_events WHERE event_name = 'identity.role.changed'",
-        ])
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&audit.stdout).trim(),
+        pg_text(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE event_name = 'identity.role.changed'"
+        ),
         "1",
         "the role change is audited"
     );
@@ -598,17 +562,10 @@ async fn the_server_user_serves_but_cannot_rewrite_the_audit_trail_or_the_schema
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    let printed = String::from_utf8_lossy(&created.stdout).into_owned();
-    let value = |key: &str| {
-        printed
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("{key} in {printed}"))
-            .to_owned()
-    };
+    let client = credentials(&String::from_utf8_lossy(&created.stdout));
     auth.service_login(identity::proto::v1::ServiceLoginRequest {
-        client_id: value("IDENTITY_CLIENT_ID"),
-        client_secret: value("IDENTITY_CLIENT_SECRET"),
+        client_id: client.id,
+        client_secret: client.secret,
     })
     .await
     .expect("ServiceLogin works as the server's user");

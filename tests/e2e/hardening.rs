@@ -5,31 +5,16 @@
 use crate::support::pki::{Ca, Leaf};
 use crate::support::proxy::Proxy;
 use crate::support::{
-    Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, eventually, register,
+    Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, eventually, forwarded_for,
+    login_request, pg_text, register, tls_channel, write_tls_files,
 };
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
-
-fn from(addr: &str, message: impl Into<LoginRequest>) -> tonic::Request<LoginRequest> {
-    let mut request = tonic::Request::new(message.into());
-    request
-        .metadata_mut()
-        .insert("x-forwarded-for", addr.parse().unwrap());
-    request
-}
-
-fn login(address: &str, password: &str) -> LoginRequest {
-    LoginRequest {
-        email: address.into(),
-        password: password.into(),
-        ..Default::default()
-    }
-}
 
 /// A documentation address (RFC 5737) unique to this call, for the
 /// x-forwarded-for of a trusted proxy. No traffic ever goes to it.
@@ -41,9 +26,8 @@ fn unique_client() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_beyond_the_address_quota_is_refused_with_retry_info_then_accepted_again() {
     let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
             .env("IDENTITY_RATE_LIMIT_LOGIN", "3/3s"),
@@ -52,11 +36,14 @@ async fn login_beyond_the_address_quota_is_refused_with_retry_info_then_accepted
     let address = email("quota");
     register(&mut auth, &address).await;
     for _ in 0..3 {
-        auth.login(login(&address, PASSWORD))
+        auth.login(login_request(&address, PASSWORD))
             .await
             .expect("within the quota");
     }
-    let status = auth.login(login(&address, PASSWORD)).await.unwrap_err();
+    let status = auth
+        .login(login_request(&address, PASSWORD))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert_eq!(
         status.message(),
@@ -72,7 +59,7 @@ async fn login_beyond_the_address_quota_is_refused_with_retry_info_then_accepted
         "{delay:?}"
     );
     tokio::time::sleep(delay + Duration::from_millis(50)).await;
-    auth.login(login(&address, PASSWORD))
+    auth.login(login_request(&address, PASSWORD))
         .await
         .expect("accepted again after the delay");
     assert!(server.logs().contains("identity.rate_limited"));
@@ -81,9 +68,8 @@ async fn login_beyond_the_address_quota_is_refused_with_retry_info_then_accepted
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attacker_failing_50_times_does_not_lock_the_owner_out() {
     let db = TestDb::new(Backend::Postgres);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
             .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32"),
@@ -95,9 +81,9 @@ async fn an_attacker_failing_50_times_does_not_lock_the_owner_out() {
     let mut throttled = 0;
     for attempt in 0..50 {
         let status = auth
-            .login(from(
+            .login(forwarded_for(
                 &attacker,
-                login(&victim, &format!("guess number {attempt}")),
+                login_request(&victim, &format!("guess number {attempt}")),
             ))
             .await
             .unwrap_err();
@@ -114,7 +100,7 @@ async fn an_attacker_failing_50_times_does_not_lock_the_owner_out() {
         throttled >= 40,
         "the attacker's address is slowed down ({throttled} of 50 throttled)"
     );
-    auth.login(from(&owner, login(&victim, PASSWORD)))
+    auth.login(forwarded_for(&owner, login_request(&victim, PASSWORD)))
         .await
         .expect("the owner logs in from elsewhere");
     assert!(server.logs().contains("\"reason\":\"throttled\""));
@@ -135,8 +121,8 @@ async fn replicas_sharing_redis_enforce_one_limit_and_fall_back_to_local_limits_
                 format!("redis://{}/0", redis.addr),
             )
     };
-    let a = Server::start_with(&db.url, db.dir.path(), options());
-    let b = Server::start_with(&db.url, db.dir.path(), options());
+    let a = Server::start_with_options(&db, options());
+    let b = Server::start_with_options(&db, options());
     let (mut on_a, mut on_b) = (a.auth().await, b.auth().await);
     let address = email("global");
     register(&mut on_a, &address).await;
@@ -144,13 +130,13 @@ async fn replicas_sharing_redis_enforce_one_limit_and_fall_back_to_local_limits_
     let client = unique_client();
     for round in 0..4 {
         let auth = if round % 2 == 0 { &mut on_a } else { &mut on_b };
-        auth.login(from(&client, login(&address, PASSWORD)))
+        auth.login(forwarded_for(&client, login_request(&address, PASSWORD)))
             .await
             .expect("4 calls fit the quota");
     }
     for auth in [&mut on_a, &mut on_b] {
         let status = auth
-            .login(from(&client, login(&address, PASSWORD)))
+            .login(forwarded_for(&client, login_request(&address, PASSWORD)))
             .await
             .unwrap_err();
         assert_eq!(
@@ -166,7 +152,7 @@ async fn replicas_sharing_redis_enforce_one_limit_and_fall_back_to_local_limits_
     let mut outcomes = Vec::new();
     for _ in 0..6 {
         outcomes.push(
-            on_a.login(from(&client, login(&address, PASSWORD)))
+            on_a.login(forwarded_for(&client, login_request(&address, PASSWORD)))
                 .await
                 .map(drop)
                 .map_err(|s| s.code()),
@@ -241,7 +227,7 @@ async fn weak_passwords_are_refused_with_the_reason_and_raised_costs_rehash_at_l
     options
         .env
         .push(("IDENTITY_BCRYPT_COST".into(), "4".into()));
-    let server = Server::start_with(&db.url, db.dir.path(), options);
+    let server = Server::start_with_options(&db, options);
     let mut auth = server.auth().await;
     let cases = [
         ("password123", "too easy to guess"),
@@ -277,17 +263,7 @@ async fn weak_passwords_are_refused_with_the_reason_and_raised_costs_rehash_at_l
     let status = auth.change_password(weak).await.unwrap_err();
     assert_eq!(violation(&status).0, "new_password");
 
-    let stored_cost = || {
-        let output = std::process::Command::new("psql")
-            .arg(&db.url)
-            .args([
-                "-tAc",
-                "SELECT substr(password_hash, 1, 7) FROM credentials",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    };
+    let stored_cost = || pg_text(&db, "SELECT substr(password_hash, 1, 7) FROM credentials");
     assert_eq!(stored_cost(), "$2b$04$");
     drop(auth);
     assert!(server.terminate().success());
@@ -295,11 +271,11 @@ async fn weak_passwords_are_refused_with_the_reason_and_raised_costs_rehash_at_l
     options
         .env
         .push(("IDENTITY_BCRYPT_COST".into(), "5".into()));
-    let server = Server::start_with(&db.url, db.dir.path(), options);
+    let server = Server::start_with_options(&db, options);
     server
         .auth()
         .await
-        .login(login(&address, PASSWORD))
+        .login(login_request(&address, PASSWORD))
         .await
         .unwrap();
     assert!(
@@ -319,9 +295,8 @@ fn p99(samples: &mut [Duration]) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_shed_with_retry_info_and_never_fails_token_validation() {
     let db = TestDb::new(Backend::Postgres);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_BCRYPT_COST", "10")
             .env("IDENTITY_BCRYPT_QUEUE", "16"),
@@ -371,7 +346,7 @@ async fn a_login_flood_is_shed_with_retry_info_and_never_fails_token_validation(
             PASSWORD.to_owned()
         };
         let address = address.clone();
-        async move { auth.login(login(&address, &password)).await }
+        async move { auth.login(login_request(&address, &password)).await }
     });
     let results = futures::future::join_all(logins).await;
     let mut flood = validator.await.unwrap();
@@ -400,42 +375,6 @@ async fn a_login_flood_is_shed_with_retry_info_and_never_fails_token_validation(
     );
 }
 
-pub(crate) async fn write_tls_files(
-    dir: &std::path::Path,
-    name: &str,
-    cert: &str,
-    key: &str,
-) -> (String, String) {
-    let (cert_path, key_path) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert_path, cert).unwrap();
-    std::fs::write(&key_path, key).unwrap();
-    (
-        cert_path.display().to_string(),
-        key_path.display().to_string(),
-    )
-}
-
-pub(crate) async fn tls_channel(
-    addr: std::net::SocketAddr,
-    ca: &str,
-    client: Option<(&str, &str)>,
-) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost");
-    if let Some((cert, key)) = client {
-        tls = tls.identity(Identity::from_pem(cert, key));
-    }
-    Channel::from_shared(format!("https://localhost:{}", addr.port()))
-        .unwrap()
-        .tls_config(tls)?
-        .connect()
-        .await
-}
-
 async fn jwks_over(channel: Channel) -> Result<tonic::Response<GetJwksResponse>, tonic::Status> {
     AuthServiceClient::new(channel)
         .get_jwks(GetJwksRequest {})
@@ -448,9 +387,8 @@ async fn tls_serves_trusting_clients_refuses_plaintext_and_reloads_certificates(
     let (ca, next_ca) = (Ca::new("test CA"), Ca::new("next CA"));
     let leaf = ca.server();
     let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_TLS_CERT_FILE", cert.clone())
             .env("IDENTITY_TLS_KEY_FILE", key.clone())
@@ -501,9 +439,8 @@ async fn mtls_refuses_clients_without_a_certificate_from_the_configured_ca() {
     let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
     let client_ca_file = db.dir.path().join("clients-ca.pem");
     std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_TLS_CERT_FILE", cert)
             .env("IDENTITY_TLS_KEY_FILE", key)
@@ -583,9 +520,8 @@ async fn a_revoked_client_certificate_is_refused_and_the_crl_reloads() {
     );
     let crl_file = db.dir.path().join("clients.crl.pem");
     std::fs::write(&crl_file, clients_ca.crl(&[retired.serial])).unwrap();
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_TLS_CERT_FILE", cert)
             .env("IDENTITY_TLS_KEY_FILE", key)
@@ -662,9 +598,8 @@ async fn only_client_certificates_with_an_allowed_san_connect() {
     let client_ca_file = db.dir.path().join("clients-ca.pem");
     std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
     let billing = "spiffe://example.org/ns/prod/sa/billing";
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_TLS_CERT_FILE", cert)
             .env("IDENTITY_TLS_KEY_FILE", key)
@@ -756,9 +691,8 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_web_answers_allowed_origins_with_cors_and_security_headers_only() {
     let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default().env("IDENTITY_GRPC_WEB_ORIGINS", "https://app.example.com"),
     );
     let preflight = |origin: &str| {

@@ -1,22 +1,21 @@
 //! Service clients (client credentials) as an attacker would try them: a
 //! leaked secret after rotation, a disabled client's token on another
 //! replica, guessing secrets, asking for `admin`, long-lived tokens. The
-//! admin commands run as the real binary, against the test's database.
+//! admin commands run as the real binary, against the test's database,
+//! after a server has migrated it.
 
 use crate::on_both_backends;
 use crate::support::better_auth::{BetterAuth, BetterAuthOptions};
 use crate::support::{
-    Backend, Server, ServerOptions, TestDb, active, bearer, binary, forwarded_for, scalar,
+    Auth, Backend, Credentials, MAX_STALENESS, SLACK, Server, ServerOptions, TestDb, active,
+    admin_command, bearer, claims_of, credentials, forwarded_for, scalar,
 };
 use crate::support::{refused_within, violated_fields};
-use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tonic::Code;
-use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 on_both_backends!(
@@ -24,53 +23,8 @@ on_both_backends!(
     a_service_login_token_expires_no_later_than_the_access_token_ttl,
 );
 
-type Auth = AuthServiceClient<Channel>;
-
-/// The bound the replica test configures (the default).
-const MAX_STALENESS: Duration = Duration::from_secs(1);
-/// Room for the polling call itself on a busy machine.
-const SLACK: Duration = Duration::from_millis(500);
-
-/// `identity admin <args>` against `db`: success, stdout, stderr.
-fn admin(db: &TestDb, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(binary())
-        .arg("admin")
-        .args(args)
-        .env_clear()
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_DATA_DIR", db.dir.path())
-        .output()
-        .expect("the identity binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// Client id and secret, as `create-service-client` or
-/// `rotate-service-client` print them.
-struct Credentials {
-    id: String,
-    secret: String,
-}
-
-fn credentials(stdout: &str) -> Credentials {
-    let value = |key: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .unwrap_or_else(|| panic!("{key} in {stdout}"))
-            .to_owned()
-    };
-    Credentials {
-        id: value("IDENTITY_CLIENT_ID"),
-        secret: value("IDENTITY_CLIENT_SECRET"),
-    }
-}
-
 fn create_client(db: &TestDb, role: &str) -> Credentials {
-    let (ok, stdout, stderr) = admin(db, &["create-service-client", "--role", role]);
+    let (ok, stdout, stderr) = admin_command(db, &["create-service-client", "--role", role]);
     assert!(ok, "{stderr}");
     credentials(&stdout)
 }
@@ -88,19 +42,13 @@ async fn service_login(
     .map(tonic::Response::into_inner)
 }
 
-/// The server migrates the database at its start: the admin commands run
-/// after it.
-fn server(db: &TestDb, options: ServerOptions) -> Server {
-    Server::start_with(&db.url, db.dir.path(), options)
-}
-
 /// A secret that leaked is rotated: the leaked one must stop working, and
 /// whatever it already obtained must end too.
 async fn a_rotated_secret_no_longer_logs_in_and_its_sessions_end(backend: Backend) {
     let db = TestDb::new(backend);
     // On SQLite the command is another process than the server: the
     // reconciliation is what tells the server (PostgreSQL announces it).
-    let server = server(
+    let server = Server::start_with_options(
         &db,
         ServerOptions::default().env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "200ms"),
     );
@@ -122,7 +70,7 @@ async fn a_rotated_secret_no_longer_logs_in_and_its_sessions_end(backend: Backen
         .expect("the client logs in");
     assert!(active(&mut auth, &stolen.access_token).await);
 
-    let (ok, stdout, stderr) = admin(&db, &["rotate-service-client", &leaked.id]);
+    let (ok, stdout, stderr) = admin_command(&db, &["rotate-service-client", &leaked.id]);
     assert!(ok, "{stderr}");
     let rotated = credentials(&stdout);
     assert_eq!(rotated.id, leaked.id);
@@ -166,9 +114,9 @@ async fn a_disabled_service_client_loses_its_sessions_on_every_replica() {
             // Only the announcement may carry the revocation here.
             .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h")
     };
-    let a = server(&db, options());
+    let a = Server::start_with_options(&db, options());
     // Started once A has written the development key, so both share it.
-    let b = server(&db, options());
+    let b = Server::start_with_options(&db, options());
     let (mut on_a, mut on_b) = (a.auth().await, b.auth().await);
     let client = create_client(&db, "provisioner");
     let tokens = [
@@ -187,7 +135,7 @@ async fn a_disabled_service_client_loses_its_sessions_on_every_replica() {
         }
     }
 
-    let (ok, stdout, stderr) = admin(&db, &["disable-service-client", &client.id]);
+    let (ok, stdout, stderr) = admin_command(&db, &["disable-service-client", &client.id]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("2 live session(s) revoked"), "{stdout}");
     let since = Instant::now();
@@ -217,7 +165,7 @@ async fn a_disabled_service_client_loses_its_sessions_on_every_replica() {
         assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
         assert_eq!(status.message(), disabled.message(), "no enumeration");
     }
-    let (ok, _, stderr) = admin(&db, &["rotate-service-client", &client.id]);
+    let (ok, _, stderr) = admin_command(&db, &["rotate-service-client", &client.id]);
     assert!(!ok && stderr.contains("disabled"), "{stderr}");
 }
 
@@ -228,7 +176,7 @@ async fn a_disabled_service_client_loses_its_sessions_on_every_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guessing_a_service_secret_is_throttled_with_retry_info() {
     let db = TestDb::new(Backend::Sqlite);
-    let server = server(
+    let server = Server::start_with_options(
         &db,
         ServerOptions::default().env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32"),
     );
@@ -293,7 +241,7 @@ async fn guessing_a_service_secret_is_throttled_with_retry_info() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_guessing_from_many_addresses_cannot_lock_a_service_client_out() {
     let db = TestDb::new(Backend::Sqlite);
-    let server = server(
+    let server = Server::start_with_options(
         &db,
         ServerOptions::default()
             .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32")
@@ -346,8 +294,8 @@ async fn strangers_guessing_from_many_addresses_cannot_lock_a_service_client_out
 async fn service_credentials_never_carry_admin_nor_outlive_a_day() {
     let db = TestDb::new(Backend::Sqlite);
     // Migrates the database and writes the development key --dev signs with.
-    let _server = server(&db, ServerOptions::default());
-    let (ok, _, stderr) = admin(&db, &["create-service-client", "--role", "admin"]);
+    let _server = Server::start_with_options(&db, ServerOptions::default());
+    let (ok, _, stderr) = admin_command(&db, &["create-service-client", "--role", "admin"]);
     assert!(!ok, "create-service-client --role admin succeeded");
     assert!(stderr.contains("--role"), "{stderr}");
     for args in [
@@ -357,7 +305,7 @@ async fn service_credentials_never_carry_admin_nor_outlive_a_day() {
     ] {
         let mut command = vec!["issue-service-token", "--dev"];
         command.extend(args);
-        let (ok, stdout, stderr) = admin(&db, &command);
+        let (ok, stdout, stderr) = admin_command(&db, &command);
         assert!(!ok, "{command:?} succeeded: {stdout}");
         assert!(
             stderr.contains(if args[1] == "admin" {
@@ -368,7 +316,7 @@ async fn service_credentials_never_carry_admin_nor_outlive_a_day() {
             "{command:?}: {stderr}"
         );
     }
-    let (ok, stdout, stderr) = admin(
+    let (ok, stdout, stderr) = admin_command(
         &db,
         &[
             "issue-service-token",
@@ -390,22 +338,11 @@ async fn service_credentials_never_carry_admin_nor_outlive_a_day() {
     );
 }
 
-fn claims_of(jwt: &str) -> serde_json::Value {
-    use base64::Engine as _;
-    let payload = jwt.split('.').nth(1).expect("a JWT");
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 /// A token an offline verifier accepts must not live longer than any other
 /// access token, whatever the client asks.
 async fn a_service_login_token_expires_no_later_than_the_access_token_ttl(backend: Backend) {
     let db = TestDb::new(backend);
-    let server = server(
+    let server = Server::start_with_options(
         &db,
         ServerOptions::default().env("IDENTITY_ACCESS_TOKEN_TTL", "2m"),
     );
@@ -441,7 +378,7 @@ async fn a_service_login_token_expires_no_later_than_the_access_token_ttl(backen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_list_them() {
     let db = TestDb::new(Backend::Postgres);
-    let server = server(&db, ServerOptions::default());
+    let server = Server::start_with_options(&db, ServerOptions::default());
     let mut auth = server.auth().await;
     let client = create_client(&db, "provisioner");
     let token = service_login(&mut auth, &client.id, &client.secret)
@@ -485,7 +422,7 @@ async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_call_makes_a_service_principal_act_as_admin() {
     let db = TestDb::new(Backend::Postgres);
-    let server = server(
+    let server = Server::start_with_options(
         &db,
         ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", "ops@example.com"),
     );
@@ -620,7 +557,7 @@ async fn no_call_makes_a_service_principal_act_as_admin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_login_names_the_bad_field() {
     let db = TestDb::new(Backend::Sqlite);
-    let server = server(&db, ServerOptions::default());
+    let server = Server::start_with_options(&db, ServerOptions::default());
     let mut auth = server.auth().await;
     for (id, secret, field) in [
         ("", "idsec_x", "client_id"),
@@ -647,7 +584,7 @@ async fn service_login_names_the_bad_field() {
 async fn the_better_auth_sign_up_hook_signs_in_with_service_login() {
     let db = TestDb::new(Backend::Postgres);
     let admin_email = crate::support::email("admin");
-    let server = server(
+    let server = Server::start_with_options(
         &db,
         ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
     );
