@@ -1,7 +1,9 @@
 //! Forged and tampered access tokens are inactive, each for its own reason.
 
 use crate::on_both_backends;
-use crate::support::{Backend, Server, ServerOptions, TestDb, eddsa_header, email, register};
+use crate::support::{
+    Backend, Server, ServerOptions, TestDb, claims_of, eddsa_header, email, register,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use identity::domain::tokens::{Ed25519Key, generate_ed25519_pem};
@@ -31,10 +33,7 @@ async fn forged_expired_and_misaddressed_tokens_are_all_inactive(backend: Backen
     );
     let mut auth = server.auth().await;
     let tokens = register(&mut auth, &email("forge")).await;
-    let real: serde_json::Value = {
-        let payload = tokens.access_token.split('.').nth(1).unwrap();
-        serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
-    };
+    let real = claims_of(&tokens.access_token);
     let now = chrono::Utc::now().timestamp();
     let with = |patch: serde_json::Value| {
         let mut claims = real.clone();

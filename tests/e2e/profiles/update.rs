@@ -15,6 +15,52 @@ on_both_backends!(
     only_the_masked_paths_change_and_every_update_is_a_new_version,
 );
 
+/// The owner's profile before and after a first update (of display_name).
+async fn first_update(ann: &Caller) -> (UserProfile, UserProfile) {
+    let v0 = ann.get("me").await.unwrap();
+
+    let v1 = ann
+        .update(
+            UserProfile {
+                display_name: "First".into(),
+                ..target(&v0)
+            },
+            &["display_name"],
+        )
+        .await
+        .expect("an update with the current etag");
+    assert_ne!(v1.etag, v0.etag);
+    assert!(time(&v1.update_time) >= time(&v0.update_time));
+    let v1 = ann.get("me").await.unwrap();
+    assert_eq!(v1.display_name, "First");
+    (v0, v1)
+}
+
+/// An update of `current` that carries every field, each with a new value:
+/// the mask alone says which may change.
+fn everything(current: &UserProfile) -> UserProfile {
+    UserProfile {
+        id: current.id.clone(),
+        etag: current.etag.clone(),
+        auth_provider: "evil-idp".into(),
+        auth_id: "someone-else".into(),
+        email: email("masked"),
+        display_name: "Masked".into(),
+        avatar_url: "https://cdn.example.com/masked.png".into(),
+        locale: "fr".into(),
+        roles: vec![],
+        create_time: Some(Timestamp {
+            seconds: 1,
+            nanos: 0,
+        }),
+        update_time: Some(Timestamp {
+            seconds: 1,
+            nanos: 0,
+        }),
+        email_verified: true,
+    }
+}
+
 async fn owners_update_themselves_through_me(backend: Backend) {
     let mut w = World::start(backend).await;
     let ann_account = w.register("ann").await;
@@ -57,22 +103,7 @@ async fn a_stale_made_up_or_absent_etag_aborts_and_changes_nothing(backend: Back
     let admin = w.admin();
     let account = w.register("etag").await;
     let ann = w.caller(&account.tokens.access_token);
-    let v0 = ann.get("me").await.unwrap();
-
-    let v1 = ann
-        .update(
-            UserProfile {
-                display_name: "First".into(),
-                ..target(&v0)
-            },
-            &["display_name"],
-        )
-        .await
-        .expect("an update with the current etag");
-    assert_ne!(v1.etag, v0.etag);
-    assert!(time(&v1.update_time) >= time(&v0.update_time));
-    let v1 = ann.get("me").await.unwrap();
-    assert_eq!(v1.display_name, "First");
+    let (v0, v1) = first_update(&ann).await;
 
     // A stale etag is ABORTED and changes nothing, for the owner and the admin.
     let status = ann
@@ -139,26 +170,7 @@ async fn immutable_unknown_and_empty_update_masks_are_invalid(backend: Backend) 
     let v1 = ann.get("me").await.unwrap();
 
     // Immutable, unknown and empty masks are INVALID_ARGUMENT on update_mask.
-    let everything = UserProfile {
-        id: v1.id.clone(),
-        etag: v1.etag.clone(),
-        auth_provider: "evil-idp".into(),
-        auth_id: "someone-else".into(),
-        email: email("masked"),
-        display_name: "Masked".into(),
-        avatar_url: "https://cdn.example.com/masked.png".into(),
-        locale: "fr".into(),
-        roles: vec![],
-        create_time: Some(Timestamp {
-            seconds: 1,
-            nanos: 0,
-        }),
-        update_time: Some(Timestamp {
-            seconds: 1,
-            nanos: 0,
-        }),
-        email_verified: true,
-    };
+    let everything = everything(&v1);
     let refused = [
         "id",
         "email_verified",
@@ -200,44 +212,9 @@ async fn only_the_masked_paths_change_and_every_update_is_a_new_version(backend:
     let mut w = World::start(backend).await;
     let account = w.register("etag").await;
     let ann = w.caller(&account.tokens.access_token);
-    let v0 = ann.get("me").await.unwrap();
+    let (v0, v1) = first_update(&ann).await;
 
-    let v1 = ann
-        .update(
-            UserProfile {
-                display_name: "First".into(),
-                ..target(&v0)
-            },
-            &["display_name"],
-        )
-        .await
-        .expect("an update with the current etag");
-    assert_ne!(v1.etag, v0.etag);
-    assert!(time(&v1.update_time) >= time(&v0.update_time));
-    let v1 = ann.get("me").await.unwrap();
-    assert_eq!(v1.display_name, "First");
-
-    // The message carries every field; the mask names which may change.
-    let everything = UserProfile {
-        id: v1.id.clone(),
-        etag: v1.etag.clone(),
-        auth_provider: "evil-idp".into(),
-        auth_id: "someone-else".into(),
-        email: email("masked"),
-        display_name: "Masked".into(),
-        avatar_url: "https://cdn.example.com/masked.png".into(),
-        locale: "fr".into(),
-        roles: vec![],
-        create_time: Some(Timestamp {
-            seconds: 1,
-            nanos: 0,
-        }),
-        update_time: Some(Timestamp {
-            seconds: 1,
-            nanos: 0,
-        }),
-        email_verified: true,
-    };
+    let everything = everything(&v1);
 
     // Only the masked paths change, even when the message carries more.
     let v2 = ann

@@ -31,14 +31,7 @@ struct Devices {
 
 impl Devices {
     async fn start(backend: Backend) -> Devices {
-        let db = TestDb::new(backend);
-        let admin_email = email("admin");
-        let server = server(&db, &admin_email, ServerOptions::default());
-        let mut auth = server.auth().await;
-        let admin = register_from(&mut auth, &admin_email, "198.51.100.1", "admin-console/1")
-            .await
-            .tokens
-            .unwrap();
+        let (db, server, mut auth, admin) = with_admin(backend, "admin-console/1").await;
 
         let address = email("owner");
         let registered =

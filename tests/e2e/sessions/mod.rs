@@ -8,7 +8,7 @@ mod listing;
 mod provisioner;
 mod revoking;
 
-use crate::support::{Auth, PASSWORD, Server, ServerOptions, TestDb, bearer};
+use crate::support::{Auth, Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email};
 use identity::proto::v1::*;
 use tonic::Status;
 
@@ -21,6 +21,20 @@ fn server(db: &TestDb, admin: &str, options: ServerOptions) -> Server {
             .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32")
             .env("IDENTITY_BOOTSTRAP_ADMINS", admin),
     )
+}
+
+/// A server whose bootstrap admin has registered (from 198.51.100.1, with
+/// `user_agent`): the database, the server, a client and the admin's tokens.
+async fn with_admin(backend: Backend, user_agent: &str) -> (TestDb, Server, Auth, TokenPair) {
+    let db = TestDb::new(backend);
+    let admin_email = email("admin");
+    let server = server(&db, &admin_email, ServerOptions::default());
+    let mut auth = server.auth().await;
+    let admin = register_from(&mut auth, &admin_email, "198.51.100.1", user_agent)
+        .await
+        .tokens
+        .unwrap();
+    (db, server, auth, admin)
 }
 
 /// A request from `addr` (through the trusted proxy) with `user-agent`.

@@ -33,14 +33,7 @@ struct Neighbours {
 
 impl Neighbours {
     async fn start(backend: Backend) -> Neighbours {
-        let db = TestDb::new(backend);
-        let admin_email = email("admin");
-        let server = server(&db, &admin_email, ServerOptions::default());
-        let mut auth = server.auth().await;
-        let admin = register_from(&mut auth, &admin_email, "198.51.100.1", "console")
-            .await
-            .tokens
-            .unwrap();
+        let (db, server, mut auth, admin) = with_admin(backend, "console").await;
         let alice_email = email("alice");
         let alice = register_from(&mut auth, &alice_email, "203.0.113.1", "a").await;
         let alice_profile = alice.profile.unwrap();

@@ -160,18 +160,9 @@ where
 /// first column of the first row as a number (`SELECT count(*) ...`).
 pub fn scalar(db: &TestDb, sql: &str) -> i64 {
     match &db.pg_name {
-        Some(_) => {
-            let output = Command::new("psql")
-                .arg(&db.url)
-                .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
-                .output()
-                .expect("psql runs");
-            assert!(output.status.success(), "psql failed: {sql}");
-            String::from_utf8_lossy(&output.stdout)
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("a number from {sql}"))
-        }
+        Some(_) => pg_text(db, sql)
+            .parse()
+            .unwrap_or_else(|_| panic!("a number from {sql}")),
         None => {
             use diesel::{Connection as _, RunQueryDsl as _};
             #[derive(diesel::QueryableByName)]
