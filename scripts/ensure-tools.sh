@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 if [[ ! -x tools/node_modules/.bin/buf ]]; then
   (cd tools && npm ci --silent --no-audit --no-fund)
 fi
-# A real Better-Auth for the ExchangeToken tests (tests/e2e/exchange.rs).
+# A real Better-Auth for the ExchangeToken tests (tests/e2e/exchange/).
 # better-sqlite3 compiles against the local Node headers (about 1.5 min,
 # once); no prebuilt binary is downloaded.
 if [[ ! -f tests/provider/node_modules/.package-lock.json ]] \

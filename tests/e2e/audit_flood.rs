@@ -4,6 +4,7 @@
 
 use crate::support::{
     Backend, Server, ServerOptions, TestDb, bearer, email, eventually, forwarded_for, register,
+    scalar,
 };
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
@@ -17,24 +18,6 @@ const ADDRESSES: u64 = 24;
 const TASKS: u64 = 32;
 const FLOOD: Duration = Duration::from_secs(10);
 const DENIALS: usize = 20;
-
-/// One value from the test database.
-fn scalar(db: &TestDb, sql: &str) -> i64 {
-    let out = std::process::Command::new("psql")
-        .arg(&db.url)
-        .args(["-v", "ON_ERROR_STOP=1", "-tAc", sql])
-        .output()
-        .expect("psql runs");
-    assert!(out.status.success(), "psql failed: {sql}");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let text = text.trim();
-    if text.is_empty() {
-        0
-    } else {
-        text.parse()
-            .unwrap_or_else(|_| panic!("not a number: {text}"))
-    }
-}
 
 /// A request with a random bearer token, forwarded for `from`.
 fn stranger<T>(from: &str, message: T) -> tonic::Request<T> {
@@ -125,9 +108,8 @@ async fn flood(channel: tonic::transport::Channel, task: u64, until: Instant) ->
 async fn a_flood_of_refused_tokens_from_many_addresses_leaves_a_bounded_trail_and_every_denied_access()
  {
     let db = TestDb::new(Backend::Postgres);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32")
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
@@ -261,7 +243,7 @@ const SIGNED_IN_FLOOD: Duration = Duration::from_secs(4);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_user_flooding_refused_accesses_cannot_push_other_users_denials_out() {
     let db = TestDb::new(Backend::Postgres);
-    let server = Server::start_with(&db.url, db.dir.path(), ServerOptions::default());
+    let server = Server::start(&db);
     let mut auth = server.auth().await;
     let attacker = register(&mut auth, &email("attacker")).await;
     let owner = register(&mut auth, &email("owner")).await;

@@ -129,13 +129,7 @@ async fn login_with_wrong_password_is_indistinguishable_from_unknown_email(backe
     let server = Server::start(&db);
     let mut auth = server.auth().await;
     let address = email("known");
-    auth.register(RegisterRequest {
-        email: address.clone(),
-        password: PASSWORD.into(),
-        display_name: String::new(),
-    })
-    .await
-    .unwrap();
+    register(&mut auth, &address).await;
 
     let wrong_password = auth
         .login(LoginRequest {
@@ -320,9 +314,8 @@ async fn jwks_publishes_the_signing_key(backend: Backend) {
 async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
     use std::time::{Duration, Instant};
     let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         crate::support::ServerOptions::default()
             .env("IDENTITY_ACCESS_TOKEN_TTL", "1m")
             .env("IDENTITY_REFRESH_TOKEN_TTL", "1m")

@@ -38,9 +38,8 @@ impl Drop for BusyNeighbours {
 async fn logins_at_production_cost_finish_within_seconds_next_to_two_busy_processes() {
     let _turn = crate::support::machine_to_myself().await;
     let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default().env("IDENTITY_BCRYPT_COST", "12"),
     );
     let mut auth = server.auth().await;
@@ -73,9 +72,8 @@ async fn logins_at_production_cost_finish_within_seconds_next_to_two_busy_proces
 async fn a_login_that_cannot_finish_before_the_callers_deadline_is_refused_at_once() {
     let db = TestDb::new(Backend::Sqlite);
     // Cost 13: a hash takes well over the 200 ms the caller allows.
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default().env("IDENTITY_BCRYPT_COST", "13"),
     );
     let mut auth = server.auth().await;

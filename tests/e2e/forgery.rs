@@ -1,7 +1,9 @@
 //! Forged and tampered access tokens are inactive, each for its own reason.
 
 use crate::on_both_backends;
-use crate::support::{Backend, Server, ServerOptions, TestDb, email, register};
+use crate::support::{
+    Backend, Server, ServerOptions, TestDb, claims_of, eddsa_header, email, register,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use identity::proto::v1::*;
@@ -16,13 +18,6 @@ fn sign(header: &Header, claims: &serde_json::Value, key: &EncodingKey) -> Strin
     jsonwebtoken::encode(header, claims, key).unwrap()
 }
 
-fn eddsa_header(kid: &str) -> Header {
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(kid.to_owned());
-    header.typ = Some("at+jwt".into());
-    header
-}
-
 async fn forged_expired_and_misaddressed_tokens_are_all_inactive(backend: Backend) {
     let db = TestDb::new(backend);
     let pem = generate_ed25519_pem().unwrap();
@@ -32,17 +27,13 @@ async fn forged_expired_and_misaddressed_tokens_are_all_inactive(backend: Backen
         .unwrap()
         .kid()
         .to_owned();
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default().env("IDENTITY_SIGNING_KEY_FILE", key_file.display().to_string()),
     );
     let mut auth = server.auth().await;
     let tokens = register(&mut auth, &email("forge")).await;
-    let real: serde_json::Value = {
-        let payload = tokens.access_token.split('.').nth(1).unwrap();
-        serde_json::from_slice(&B64.decode(payload).unwrap()).unwrap()
-    };
+    let real = claims_of(&tokens.access_token);
     let now = chrono::Utc::now().timestamp();
     let with = |patch: serde_json::Value| {
         let mut claims = real.clone();
@@ -208,9 +199,8 @@ async fn signing_keys_rotate_without_refusing_live_tokens() {
     let (old_key, old_kid) = write_key(db.dir.path(), "old.pem");
     let (new_key, new_kid) = write_key(db.dir.path(), "new.pem");
     let with_keys = |keys: String| {
-        Server::start_with(
-            &db.url,
-            db.dir.path(),
+        Server::start_with_options(
+            &db,
             ServerOptions::default().env("IDENTITY_SIGNING_KEY_FILE", keys),
         )
     };

@@ -6,7 +6,7 @@ use crate::support::{
     Backend, Server, ServerOptions, TestDb, bearer, email, eventually, execute, login, register,
     scalar,
 };
-use crate::telemetry::{metric, metrics_addr, scrape};
+use crate::support::{metric, metrics_addr, scrape};
 use futures_util::StreamExt as _;
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::{LogoutRequest, RefreshRequest, TokenPair, ValidateTokenRequest};
@@ -60,9 +60,8 @@ fn client_address(range: u16, n: u32) -> String {
 async fn a_flood_from_100000_addresses_leaves_the_rate_limiters_memory_bounded() {
     let _turn = crate::support::machine_to_myself().await;
     let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
             .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32")
@@ -161,9 +160,8 @@ async fn ended_sessions_and_their_tokens_are_purged_in_batches_while_live_ones_s
     backend: Backend,
 ) {
     let db = TestDb::new(backend);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_SESSION_RETENTION", "1s")
             .env("IDENTITY_HOUSEKEEPING_INTERVAL", "300ms")

@@ -2,23 +2,13 @@
 //! UNAVAILABLE meanwhile, and no acknowledged registration is lost.
 
 use crate::support::proxy::Proxy;
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email, eventually};
+use crate::support::{
+    Backend, PASSWORD, Server, ServerOptions, TestDb, email, eventually, health, register,
+};
 use identity::proto::v1::*;
 use std::time::Duration;
 use tonic::Code;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
-
-async fn health(server: &Server) -> ServingStatus {
-    HealthClient::new(server.channel().await)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().status())
-        .unwrap_or(ServingStatus::Unknown)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_turns_health_off_and_back_on_without_losing_registrations() {
@@ -35,7 +25,7 @@ async fn database_outage_turns_health_off_and_back_on_without_losing_registratio
     let mut auth = server.auth().await;
     assert!(
         eventually(Duration::from_secs(10), || async {
-            health(&server).await == ServingStatus::Serving
+            health(&server, "").await == ServingStatus::Serving
         })
         .await
     );
@@ -43,20 +33,14 @@ async fn database_outage_turns_health_off_and_back_on_without_losing_registratio
     let mut acknowledged = Vec::new();
     for _ in 0..3 {
         let address = email("before");
-        auth.register(RegisterRequest {
-            email: address.clone(),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-        })
-        .await
-        .unwrap();
+        register(&mut auth, &address).await;
         acknowledged.push(address);
     }
 
     proxy.cut();
     assert!(
         eventually(Duration::from_secs(10), || async {
-            health(&server).await == ServingStatus::NotServing
+            health(&server, "").await == ServingStatus::NotServing
         })
         .await,
         "health must go NOT_SERVING while the database is unreachable"
@@ -93,7 +77,7 @@ async fn database_outage_turns_health_off_and_back_on_without_losing_registratio
     proxy.restore();
     assert!(
         eventually(Duration::from_secs(15), || async {
-            health(&server).await == ServingStatus::Serving
+            health(&server, "").await == ServingStatus::Serving
         })
         .await,
         "health must return to SERVING without a restart"

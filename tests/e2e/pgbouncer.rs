@@ -7,15 +7,11 @@
 
 use crate::support::pgbouncer::{Alias, PgBouncer};
 use crate::support::{
-    Backend, Server, ServerOptions, TestDb, active, email, eventually, execute, login, register,
+    Backend, MAX_STALENESS, SLACK, Server, ServerOptions, TestDb, active, email, eventually,
+    execute, login, register,
 };
 use identity::proto::v1::LogoutRequest;
 use std::time::{Duration, Instant};
-
-/// The bound the servers here are given (the default).
-const MAX_STALENESS: Duration = Duration::from_secs(1);
-/// Room for the polling call itself on a busy machine.
-const SLACK: Duration = Duration::from_millis(500);
 
 /// Transaction pooling. One server connection per replica keeps the pool
 /// working on PgBouncer 1.18 (Debian 12), which does not carry the named

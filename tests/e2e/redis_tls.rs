@@ -113,8 +113,8 @@ async fn replicas_share_one_limit_through_a_tls_redis_whose_certificate_is_check
     };
 
     let db = TestDb::new(Backend::Postgres);
-    let a = Server::start_with(&db.url, db.dir.path(), options(&bundle));
-    let b = Server::start_with(&db.url, db.dir.path(), options(&bundle));
+    let a = Server::start_with_options(&db, options(&bundle));
+    let b = Server::start_with_options(&db, options(&bundle));
     let (mut on_a, mut on_b) = (a.auth().await, b.auth().await);
     let address = email("redis-tls");
     register(&mut on_a, &address).await;
@@ -147,7 +147,7 @@ async fn replicas_share_one_limit_through_a_tls_redis_whose_certificate_is_check
     let wrong = files.path().join("other-ca.pem");
     std::fs::write(&wrong, &other.pem).unwrap();
     let db = TestDb::new(Backend::Postgres);
-    let c = Server::start_with(&db.url, db.dir.path(), options(&wrong));
+    let c = Server::start_with_options(&db, options(&wrong));
     let mut on_c = c.auth().await;
     let address = email("redis-tls-wrong-ca");
     register(&mut on_c, &address).await;

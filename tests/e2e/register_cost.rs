@@ -9,9 +9,8 @@ use tonic::Code;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_the_register_quota_no_password_is_evaluated() {
     let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default()
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
             .env("IDENTITY_RATE_LIMIT_REGISTER", "3/1m"),

@@ -5,7 +5,8 @@
 
 use crate::on_both_backends;
 use crate::support::{
-    Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, login, register,
+    ADMIN, Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, login, register,
+    register_profile,
 };
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
@@ -29,28 +30,11 @@ on_both_backends!(
     guesses_through_login_and_change_password_share_one_budget,
 );
 
-const ADMIN: &str = "admin";
-
 fn server_with_admins(db: &TestDb, admins: &[&str]) -> Server {
-    Server::start_with(
-        &db.url,
-        db.dir.path(),
+    Server::start_with_options(
+        db,
         ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admins.join(",")),
     )
-}
-
-async fn register_profile(
-    auth: &mut AuthServiceClient<Channel>,
-    address: &str,
-) -> RegisterResponse {
-    auth.register(RegisterRequest {
-        email: address.to_owned(),
-        password: PASSWORD.into(),
-        display_name: String::new(),
-    })
-    .await
-    .expect("registration succeeds")
-    .into_inner()
 }
 
 fn is_admin(registered: &RegisterResponse) -> bool {
@@ -200,10 +184,8 @@ async fn a_login_racing_change_email_never_keeps_a_session(backend: Backend) {
 
 async fn logins_racing(backend: Backend, what: Change) {
     let db = TestDb::new(backend);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
-        // A real cost, so that verification takes long enough to race.
+    let server = Server::start_with_options(
+        &db, // A real cost, so that verification takes long enough to race.
         ServerOptions::default()
             .env("IDENTITY_BCRYPT_COST", "10")
             .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32"),

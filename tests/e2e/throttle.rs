@@ -16,11 +16,7 @@ use tonic_types::StatusExt;
 const NEW_PASSWORD: &str = "a different long passphrase";
 
 fn behind_proxy(db: &TestDb, options: ServerOptions) -> Server {
-    Server::start_with(
-        &db.url,
-        db.dir.path(),
-        options.env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32"),
-    )
+    Server::start_with_options(db, options.env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32"))
 }
 
 fn login(address: &str, password: &str, device_token: &str) -> LoginRequest {
@@ -63,9 +59,8 @@ async fn concurrent_wrong_guesses_from_one_address_reach_bcrypt_at_most_five_tim
     let db = TestDb::new(Backend::Sqlite);
     // A real cost, so that every guess is still in bcrypt when the others
     // arrive: the race the throttle must win.
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default().env("IDENTITY_BCRYPT_COST", "10"),
     );
     let mut auth = server.auth().await;

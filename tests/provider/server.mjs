@@ -1,5 +1,5 @@
 // A real Better-Auth server for the identity end-to-end tests
-// (tests/e2e/exchange.rs): email + password sign-in, the jwt plugin
+// (tests/e2e/exchange/): email + password sign-in, the jwt plugin
 // (GET /api/auth/token, GET /api/auth/jwks) and the bearer plugin, on an
 // ephemeral 127.0.0.1 port. Prints one JSON line {"port": N} once it listens.
 //

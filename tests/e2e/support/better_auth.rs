@@ -3,21 +3,26 @@
 //! sign-in, GET /api/auth/token, and the test-only routes that count JWKS
 //! requests, rotate the signing key and sign arbitrary payloads.
 
+use super::{Auth, ServerOptions};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use identity::proto::v1::{ExchangeTokenRequest, ExchangeTokenResponse};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tonic::Status;
 
 /// The issuer and audience the tests configure on both sides.
 pub const ISSUER: &str = "https://better-auth.identity.test";
 pub const AUDIENCE: &str = "identity-e2e";
+/// The subject token type of a provider's sign-in JWT.
+pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 fn provider_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/provider")
@@ -322,4 +327,24 @@ impl Drop for BetterAuth {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `options` with identity trusting `provider`'s keys, issuer and audience
+/// (a short JWKS timeout: the provider is on loopback).
+pub fn trusting(provider: &BetterAuth, options: ServerOptions) -> ServerOptions {
+    options
+        .env("IDENTITY_PROVIDER_JWKS_URL", provider.jwks_url())
+        .env("IDENTITY_PROVIDER_ISSUER", ISSUER)
+        .env("IDENTITY_PROVIDER_AUDIENCE", AUDIENCE)
+        .env("IDENTITY_PROVIDER_JWKS_TIMEOUT", "2s")
+}
+
+/// ExchangeToken of a provider JWT.
+pub async fn exchange(auth: &mut Auth, token: &str) -> Result<ExchangeTokenResponse, Status> {
+    auth.exchange_token(ExchangeTokenRequest {
+        subject_token: token.to_owned(),
+        subject_token_type: JWT_TYPE.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
 }

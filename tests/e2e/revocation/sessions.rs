@@ -1,57 +1,14 @@
-//! The fast validation path (verified-token cache, sessions in memory) and
-//! revocation across replicas: a revoked session never validates — at once
-//! on the replica that revoked it, within IDENTITY_REVOCATION_MAX_STALENESS
-//! on every other replica (PostgreSQL LISTEN/NOTIFY), and after a missed
-//! announcement or a revocation made outside the service.
+//! Revoked sessions: refused at once on the replica that revoked them,
+//! within the bound on the others, after a missed announcement, and after
+//! a revocation made outside the service.
 
+use super::*;
 use crate::on_both_backends;
-use crate::support::proxy::Proxy;
-use crate::support::refused_within;
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, active, bearer, email};
-use identity::proto::v1::auth_service_client::AuthServiceClient;
-use identity::proto::v1::profile_service_client::ProfileServiceClient;
-use identity::proto::v1::*;
-use std::time::{Duration, Instant};
-use tonic::Code;
-use tonic::transport::Channel;
 
 on_both_backends!(
     cached_tokens_of_revoked_sessions_are_refused_at_once,
     validation_is_answered_from_memory_and_reconciliation_heals_outside_revocations,
 );
-
-/// The bound the multi-replica tests configure (the default).
-const MAX_STALENESS: Duration = Duration::from_secs(1);
-/// Room for the polling call itself on a busy machine.
-const SLACK: Duration = Duration::from_millis(500);
-
-type Auth = AuthServiceClient<Channel>;
-
-async fn register(auth: &mut Auth, address: &str) -> (UserProfile, TokenPair) {
-    let r = auth
-        .register(RegisterRequest {
-            email: address.into(),
-            password: PASSWORD.into(),
-            display_name: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (r.profile.unwrap(), r.tokens.unwrap())
-}
-
-async fn login(auth: &mut Auth, address: &str, password: &str) -> TokenPair {
-    auth.login(LoginRequest {
-        email: address.into(),
-        password: password.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .tokens
-    .unwrap()
-}
 
 /// Validated twice, so that both the token and its session are in memory.
 async fn warm(auth: &mut Auth, tokens: &[&TokenPair]) {
@@ -67,10 +24,10 @@ async fn cached_tokens_of_revoked_sessions_are_refused_at_once(backend: Backend)
     let mut auth = server.auth().await;
     let mut profiles = ProfileServiceClient::new(server.channel().await);
     let address = email("cached");
-    let (_, first) = register(&mut auth, &address).await;
-    let second = login(&mut auth, &address, PASSWORD).await;
-    let third = login(&mut auth, &address, PASSWORD).await;
-    let fourth = login(&mut auth, &address, PASSWORD).await;
+    let first = register(&mut auth, &address).await;
+    let second = login(&mut auth, &address).await;
+    let third = login(&mut auth, &address).await;
+    let fourth = login(&mut auth, &address).await;
     warm(&mut auth, &[&first, &second, &third, &fourth]).await;
     profiles
         .get_profile(bearer(
@@ -133,7 +90,7 @@ async fn cached_tokens_of_revoked_sessions_are_refused_at_once(backend: Backend)
     assert!(active(&mut auth, &third.access_token).await);
 
     // Profile deletion: its last session goes too.
-    let fifth = login(&mut auth, &address, &new_password).await;
+    let fifth = login_with(&mut auth, &address, &new_password).await;
     warm(&mut auth, &[&fifth]).await;
     profiles
         .delete_profile(bearer(
@@ -150,26 +107,18 @@ async fn cached_tokens_of_revoked_sessions_are_refused_at_once(backend: Backend)
     assert!(!active(&mut auth, &fifth.access_token).await);
 }
 
-/// Runs `sql` on the test's PostgreSQL database, behind the service's back.
-fn psql(db: &TestDb, sql: &str) {
-    let status = std::process::Command::new("psql")
-        .arg(&db.url)
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
-        .status()
-        .unwrap();
-    assert!(status.success(), "psql failed: {sql}");
-}
-
 /// Revokes a session behind the service's back (no announcement).
 fn revoke_with_sql(db: &TestDb, backend: Backend, session_id: &str) {
     let session = uuid::Uuid::parse_str(session_id).unwrap();
     match backend {
-        Backend::Postgres => psql(
-            db,
-            &format!(
-                "UPDATE sessions SET revoked_at = now(), revoke_reason = 'test' WHERE id = '{session}'"
-            ),
-        ),
+        Backend::Postgres => {
+            execute(
+                db,
+                &format!(
+                    "UPDATE sessions SET revoked_at = now(), revoke_reason = 'test' WHERE id = '{session}'"
+                ),
+            );
+        }
         Backend::Sqlite => {
             use diesel::{Connection as _, RunQueryDsl as _};
             let path = db.url.strip_prefix("sqlite://").unwrap();
@@ -192,13 +141,12 @@ async fn validation_is_answered_from_memory_and_reconciliation_heals_outside_rev
     let db = TestDb::new(backend);
     let address = email("outside");
     // No reconciliation during this phase: what memory answers is visible.
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default().env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h"),
     );
     let mut auth = server.auth().await;
-    let (_, first) = register(&mut auth, &address).await;
+    let first = register(&mut auth, &address).await;
     warm(&mut auth, &[&first]).await;
     revoke_with_sql(&db, backend, &first.session_id);
     assert!(
@@ -208,14 +156,13 @@ async fn validation_is_answered_from_memory_and_reconciliation_heals_outside_rev
     );
     drop(server);
 
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
+    let server = Server::start_with_options(
+        &db,
         ServerOptions::default().env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "300ms"),
     );
     let mut auth = server.auth().await;
     assert!(!active(&mut auth, &first.access_token).await);
-    let second = login(&mut auth, &address, PASSWORD).await;
+    let second = login(&mut auth, &address).await;
     warm(&mut auth, &[&second]).await;
     let revoked_at = Instant::now();
     revoke_with_sql(&db, backend, &second.session_id);
@@ -229,14 +176,6 @@ async fn validation_is_answered_from_memory_and_reconciliation_heals_outside_rev
     println!("{backend:?}: a revocation made by SQL was refused after {took:?}");
 }
 
-/// Two replicas (same database, same signing key).
-fn replicas(db: &TestDb, options: impl Fn() -> ServerOptions) -> (Server, Server) {
-    let a = Server::start_with(&db.url, db.dir.path(), options());
-    // Started once A has written the development key, so both share it.
-    let b = Server::start_with(&db.url, db.dir.path(), options());
-    (a, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_revoked_on_one_replica_is_refused_by_the_other_within_the_bound() {
     let db = TestDb::new(Backend::Postgres);
@@ -248,10 +187,10 @@ async fn a_session_revoked_on_one_replica_is_refused_by_the_other_within_the_bou
     });
     let (mut on_a, mut on_b) = (a.auth().await, b.auth().await);
     let address = email("replicas");
-    let (_, first) = register(&mut on_a, &address).await;
+    let first = register(&mut on_a, &address).await;
     let mut sessions = Vec::new();
     for _ in 0..5 {
-        sessions.push(login(&mut on_a, &address, PASSWORD).await);
+        sessions.push(login(&mut on_a, &address).await);
     }
     warm(&mut on_b, &[&first]).await;
     for s in &sessions {
@@ -343,12 +282,12 @@ async fn a_replica_that_missed_announcements_never_validates_a_revoked_session()
             .env("IDENTITY_REVOCATION_MAX_STALENESS", "1s")
             .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h")
     };
-    let a = Server::start_with(&db.url, db.dir.path(), options());
+    let a = Server::start_with_options(&db, options());
     // B reaches the database through the proxy: its listener can be cut.
     let b = Server::start_with(&db.url_via(proxy.addr), db.dir.path(), options());
     let (mut on_a, mut on_b) = (a.auth().await, b.auth().await);
     let address = email("missed");
-    let (_, tokens) = register(&mut on_a, &address).await;
+    let tokens = register(&mut on_a, &address).await;
     warm(&mut on_b, &[&tokens]).await;
 
     proxy.cut();
@@ -406,7 +345,7 @@ async fn heartbeats_of_other_replicas_do_not_make_a_replica_forget_its_live_sess
             .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h")
     });
     let mut on_a = a.auth().await;
-    let (_, tokens) = register(&mut on_a, &email("heartbeats")).await;
+    let tokens = register(&mut on_a, &email("heartbeats")).await;
     warm(&mut on_a, &[&tokens]).await;
     // Revoked behind the service's back: a database read refuses it, an
     // answer from memory does not. Meanwhile B's heartbeats, and some sent
@@ -429,224 +368,4 @@ async fn heartbeats_of_other_replicas_do_not_make_a_replica_forget_its_live_sess
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-// ---------------------------------------------------------------------------
-// Profiles held in memory (roles decide authorization): a role taken away
-// stops working at once on the replica that took it, within the bound on
-// the others, and within the reconciliation interval when SQL took it.
-
-type Profiles = ProfileServiceClient<Channel>;
-
-async fn get_profile(profiles: &mut Profiles, token: &str, id: &str) -> Result<UserProfile, Code> {
-    profiles
-        .get_profile(bearer(token, GetProfileRequest { id: id.into() }))
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| s.code())
-}
-
-/// Sets the roles of `id`, as the admin holding `admin_token`.
-async fn set_roles(profiles: &mut Profiles, admin_token: &str, id: &str, roles: &[&str]) {
-    let current = get_profile(profiles, admin_token, id).await.unwrap();
-    profiles
-        .update_profile(bearer(
-            admin_token,
-            UpdateProfileRequest {
-                profile: Some(UserProfile {
-                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-                    ..current
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["roles".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-}
-
-/// Polls until `token`'s holder can no longer read `other` (NOT_FOUND, as
-/// for any non-admin); the time it took from `since`.
-async fn admin_withdrawn_within(
-    profiles: &mut Profiles,
-    token: &str,
-    other: &str,
-    since: Instant,
-    limit: Duration,
-) -> Duration {
-    loop {
-        match get_profile(profiles, token, other).await {
-            Err(Code::NotFound) => return since.elapsed(),
-            Ok(_) => assert!(
-                since.elapsed() < limit,
-                "a withdrawn admin role still works after {:?}",
-                since.elapsed()
-            ),
-            Err(code) => panic!("GetProfile answered {code:?}"),
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-fn with_root_admin(options: ServerOptions, root: &str) -> ServerOptions {
-    options.env("IDENTITY_BOOTSTRAP_ADMINS", root)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_taken_away_on_one_replica_is_withdrawn_on_the_other_within_the_bound() {
-    let db = TestDb::new(Backend::Postgres);
-    let root_email = email("root");
-    let (a, b) = replicas(&db, || {
-        with_root_admin(ServerOptions::default(), &root_email)
-            .env("IDENTITY_REVOCATION_MAX_STALENESS", "1s")
-            // Only the announcements may carry the change here.
-            .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h")
-    });
-    let mut on_a_auth = a.auth().await;
-    let (mut on_a, mut on_b) = (
-        ProfileServiceClient::new(a.channel().await),
-        ProfileServiceClient::new(b.channel().await),
-    );
-    let (_, root) = register(&mut on_a_auth, &root_email).await;
-    let (deputy, deputy_tokens) = register(&mut on_a_auth, &email("deputy")).await;
-    let (carol, _) = register(&mut on_a_auth, &email("carol")).await;
-    let deputy_token = deputy_tokens.access_token.as_str();
-
-    set_roles(&mut on_a, &root.access_token, &deputy.id, &["admin"]).await;
-    // Read twice on each replica: the deputy's profile is now in memory.
-    for _ in 0..2 {
-        get_profile(&mut on_a, deputy_token, &carol.id)
-            .await
-            .unwrap();
-        get_profile(&mut on_b, deputy_token, &carol.id)
-            .await
-            .unwrap();
-    }
-
-    set_roles(&mut on_a, &root.access_token, &deputy.id, &[]).await;
-    let since = Instant::now();
-    assert_eq!(
-        get_profile(&mut on_a, deputy_token, &carol.id)
-            .await
-            .unwrap_err(),
-        Code::NotFound,
-        "the replica that took the role away refuses at once"
-    );
-    let took = admin_withdrawn_within(
-        &mut on_b,
-        deputy_token,
-        &carol.id,
-        since,
-        MAX_STALENESS + SLACK,
-    )
-    .await;
-
-    // A change of one's own profile on B is read back on A within the bound.
-    let renamed = UserProfile {
-        display_name: "Deputy, retired".into(),
-        ..get_profile(&mut on_b, deputy_token, "me").await.unwrap()
-    };
-    on_b.update_profile(bearer(
-        deputy_token,
-        UpdateProfileRequest {
-            profile: Some(renamed),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["display_name".into()],
-            }),
-        },
-    ))
-    .await
-    .unwrap();
-    assert_eq!(
-        get_profile(&mut on_b, deputy_token, "me")
-            .await
-            .unwrap()
-            .display_name,
-        "Deputy, retired",
-        "read your own write on the same replica"
-    );
-    let since = Instant::now();
-    while get_profile(&mut on_a, deputy_token, "me")
-        .await
-        .unwrap()
-        .display_name
-        != "Deputy, retired"
-    {
-        assert!(
-            since.elapsed() < MAX_STALENESS + SLACK,
-            "A still shows the old name"
-        );
-        tokio::task::yield_now().await;
-    }
-    println!(
-        "replica B withdrew the admin role after {took:?}; A saw the rename after {:?}",
-        since.elapsed()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interval() {
-    let db = TestDb::new(Backend::Postgres);
-    let root_email = email("root");
-    let start = async |interval: &str| {
-        let server = Server::start_with(
-            &db.url,
-            db.dir.path(),
-            with_root_admin(ServerOptions::default(), &root_email)
-                .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", interval),
-        );
-        // Memory answers only once the listener is up (and trusted).
-        assert!(
-            crate::support::eventually(Duration::from_secs(10), || async {
-                server.logs().contains("identity.revocation.listener_up")
-            })
-            .await
-        );
-        server
-    };
-    let set_roles_by_sql = |id: &str, roles: &str| {
-        // Behind the service's back: no announcement.
-        let id = uuid::Uuid::parse_str(id).unwrap();
-        psql(
-            &db,
-            &format!("UPDATE profiles SET roles = '{roles}' WHERE id = '{id}'"),
-        );
-    };
-
-    // Entries live an hour: what the server answers shows the cache serves.
-    let server = start("1h").await;
-    let mut auth = server.auth().await;
-    let mut profiles = ProfileServiceClient::new(server.channel().await);
-    let (root_profile, root) = register(&mut auth, &root_email).await;
-    let (carol, _) = register(&mut auth, &email("carol")).await;
-    get_profile(&mut profiles, &root.access_token, &carol.id)
-        .await
-        .unwrap();
-    set_roles_by_sql(&root_profile.id, "");
-    assert!(
-        get_profile(&mut profiles, &root.access_token, &carol.id)
-            .await
-            .is_ok(),
-        "authorization is answered from memory (the SQL edit waits for the entry to age)"
-    );
-    drop(server);
-
-    // Entries live 300 ms: the edit is seen within that, plus the poll.
-    set_roles_by_sql(&root_profile.id, "admin");
-    let server = start("300ms").await;
-    let mut profiles = ProfileServiceClient::new(server.channel().await);
-    get_profile(&mut profiles, &root.access_token, &carol.id)
-        .await
-        .unwrap();
-    set_roles_by_sql(&root_profile.id, "");
-    let took = admin_withdrawn_within(
-        &mut profiles,
-        &root.access_token,
-        &carol.id,
-        Instant::now(),
-        Duration::from_millis(300) + SLACK,
-    )
-    .await;
-    println!("a role taken away by SQL was withdrawn after {took:?}");
 }

@@ -1,26 +1,14 @@
-//! Hostile bytes over the wire: seeded random and mutated protobuf, broken
-//! gRPC framing and hostile bearer metadata, sent to every unary method
-//! (and to reflection).
-//! INTERNAL and UNKNOWN are what operators page on, so no caller may earn
-//! one with a bad request; and the server must stay SERVING. Also the
-//! x-forwarded-for forgery through a proxy that adds a header line of its
-//! own instead of appending to the client's.
+//! The hostile inputs: a seeded generator, protobuf mutations, broken gRPC
+//! and gRPC-Web framing, hostile bearer lines, and a valid request of
+//! every unary method to start from.
 
-use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email};
-use http::{HeaderValue, Method};
-use http_body_util::BodyExt as _;
-use identity::proto::v1::*;
-use prost::Message as _;
-use tonic::Code;
-use tonic::transport::Channel;
-use tonic_reflection::pb::v1 as reflection;
-use tower::ServiceExt as _;
+use super::*;
 
 /// Fixed so that a failure reproduces; IDENTITY_FUZZ_SEED explores others.
-const SEED: u64 = 0x1de7_f00d_5eed;
+pub(super) const SEED: u64 = 0x1de7_f00d_5eed;
 
 /// splitmix64: tiny and deterministic, enough to pick mutations.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -38,127 +26,6 @@ impl Rng {
     }
 }
 
-/// What the server answered: the HTTP status and the gRPC status with its
-/// message (from the headers of a trailers-only answer, else the trailers).
-#[derive(Debug)]
-pub struct Answer {
-    pub http: http::StatusCode,
-    pub grpc: Option<i32>,
-    pub message: String,
-}
-
-/// One HTTP/2 request with exactly these bytes and headers (`te` and the
-/// gRPC content type added unless `metadata` sets them), bypassing every
-/// client-side codec. Errors are the client's own (e.g. refusing to send).
-pub async fn raw_call(
-    channel: &Channel,
-    method: Method,
-    path: &str,
-    metadata: &[(&str, HeaderValue)],
-    body: Vec<u8>,
-) -> Result<Answer, String> {
-    let mut request = http::Request::builder().method(method).uri(path);
-    if !metadata.iter().any(|(k, _)| *k == "content-type") {
-        request = request.header("content-type", "application/grpc");
-    }
-    request = request.header("te", "trailers");
-    for (name, value) in metadata {
-        request = request.header(*name, value.clone());
-    }
-    let request = request
-        .body(tonic::body::Body::new(http_body_util::Full::new(
-            bytes::Bytes::from(body),
-        )))
-        .map_err(|e| e.to_string())?;
-    let call = async {
-        let response = channel
-            .clone()
-            .oneshot(request)
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        let (parts, body) = response.into_parts();
-        let status_in = |headers: &http::HeaderMap| {
-            headers
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<i32>().ok())
-                .map(|code| {
-                    let message = headers
-                        .get("grpc-message")
-                        .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
-                        .unwrap_or_default();
-                    (code, message)
-                })
-        };
-        let mut found = status_in(&parts.headers);
-        if found.is_none() {
-            let collected = body.collect().await.map_err(|e| format!("{e:?}"))?;
-            found = collected.trailers().and_then(status_in);
-            if found.is_none() {
-                let text = parts
-                    .headers
-                    .get("content-type")
-                    .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc-web-text"));
-                let trailers = grpc_web_trailers(&collected.to_bytes(), text);
-                found = status_in(&trailers);
-            }
-        }
-        Ok(Answer {
-            http: parts.status,
-            grpc: found.as_ref().map(|(code, _)| *code),
-            message: found.map(|(_, message)| message).unwrap_or_default(),
-        })
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(20), call)
-        .await
-        .map_err(|_| "no answer within 20 s".to_owned())?
-}
-
-/// The trailers frame of a gRPC-Web answer body (base64 when `text`: in
-/// padded 4-character groups, which concatenated chunks keep).
-fn grpc_web_trailers(body: &[u8], text: bool) -> http::HeaderMap {
-    use base64::Engine as _;
-    let decoded: Vec<u8> = if text {
-        body.chunks(4)
-            .flat_map(|group| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(group)
-                    .unwrap_or_default()
-            })
-            .collect()
-    } else {
-        body.to_vec()
-    };
-    let mut rest = &decoded[..];
-    let mut trailers = http::HeaderMap::new();
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
-        let data = &rest[5..(5 + len).min(rest.len())];
-        if rest[0] & 0x80 != 0 {
-            for line in String::from_utf8_lossy(data).split("\r\n") {
-                if let Some((name, value)) = line.split_once(':')
-                    && let (Ok(name), Ok(value)) = (
-                        http::HeaderName::from_bytes(name.trim().as_bytes()),
-                        HeaderValue::from_str(value.trim()),
-                    )
-                {
-                    trailers.append(name, value);
-                }
-            }
-        }
-        rest = &rest[(5 + len).min(rest.len())..];
-    }
-    trailers
-}
-
-/// A gRPC length-prefixed message, uncompressed.
-pub fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![0];
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 fn varint(mut value: u64, out: &mut Vec<u8>) {
     while value >= 0x80 {
         out.push(value as u8 | 0x80);
@@ -171,7 +38,7 @@ fn key(field: u64, wire_type: u64, out: &mut Vec<u8>) {
     varint(field << 3 | wire_type, out);
 }
 
-fn delimited(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
+pub(super) fn delimited(field: u64, bytes: &[u8], out: &mut Vec<u8>) {
     key(field, 2, out);
     varint(bytes.len() as u64, out);
     out.extend_from_slice(bytes);
@@ -186,7 +53,7 @@ const INVALID_UTF8: [&[u8]; 5] = [
 ];
 
 /// A valid request turned hostile, in one of ten ways.
-fn mutate(valid: &[u8], rng: &mut Rng, kind: usize) -> (String, Vec<u8>) {
+pub(super) fn mutate(valid: &[u8], rng: &mut Rng, kind: usize) -> (String, Vec<u8>) {
     let mut bytes = valid.to_vec();
     let field = 1 + rng.below(3) as u64;
     let name = match kind {
@@ -272,10 +139,10 @@ fn mutate(valid: &[u8], rng: &mut Rng, kind: usize) -> (String, Vec<u8>) {
 }
 
 /// A case name, an extra header, the request body.
-type Framing = (&'static str, Option<(&'static str, &'static str)>, Vec<u8>);
+pub(super) type Framing = (&'static str, Option<(&'static str, &'static str)>, Vec<u8>);
 
 /// Broken gRPC framing around a valid message.
-fn framings(valid: &[u8]) -> Vec<Framing> {
+pub(super) fn framings(valid: &[u8]) -> Vec<Framing> {
     let framed = frame(valid);
     let mut compressed = framed.clone();
     compressed[0] = 1;
@@ -321,7 +188,7 @@ fn framings(valid: &[u8]) -> Vec<Framing> {
 
 /// The same service through the gRPC-Web layer, binary and base64 text:
 /// name, content type, body.
-fn grpc_web(valid: &[u8], rng: &mut Rng) -> Vec<(String, &'static str, Vec<u8>)> {
+pub(super) fn grpc_web(valid: &[u8], rng: &mut Rng) -> Vec<(String, &'static str, Vec<u8>)> {
     use base64::Engine as _;
     let base64 = |bytes: &[u8]| {
         base64::engine::general_purpose::STANDARD
@@ -361,7 +228,7 @@ fn grpc_web(valid: &[u8], rng: &mut Rng) -> Vec<(String, &'static str, Vec<u8>)>
 }
 
 /// Hostile `authorization` values: name, header lines in order.
-fn hostile_bearers(valid_token: &str) -> Vec<(&'static str, Vec<HeaderValue>)> {
+pub(super) fn hostile_bearers(valid_token: &str) -> Vec<(&'static str, Vec<HeaderValue>)> {
     let value = |s: String| HeaderValue::from_str(&s).unwrap();
     vec![
         (
@@ -404,7 +271,7 @@ fn hostile_bearers(valid_token: &str) -> Vec<(&'static str, Vec<HeaderValue>)> {
 /// Every unary method with a valid request of its own. The requests are
 /// chosen so that a mutation that happens to stay valid does no harm to
 /// the caller's session (no real refresh token, a wrong current password).
-fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
+pub(super) fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "/identity.v1.AuthService/Register",
@@ -580,201 +447,4 @@ fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
             .encode_to_vec(),
         ),
     ]
-}
-
-const MUTATIONS_PER_METHOD: usize = 20;
-
-/// A channel to the health-only port (IDENTITY_HEALTH_LISTEN_ADDR).
-async fn health_port_channel(server: &Server) -> Channel {
-    let logs = server.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("serving grpc.health.v1 (plaintext)"))
-        .expect("the health port is logged before the API port");
-    let json: serde_json::Value = serde_json::from_str(line).unwrap();
-    let addr = json["address"].as_str().unwrap();
-    Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn hostile_wire_input_never_answers_internal_or_unknown(backend: Backend) {
-    let seed = std::env::var("IDENTITY_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SEED);
-    println!("fuzz seed: {seed} (set IDENTITY_FUZZ_SEED to replay another)");
-    let mut rng = Rng(seed);
-    let db = TestDb::new(backend);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
-        ServerOptions::default()
-            .env("IDENTITY_GRPC_WEB_ORIGINS", "https://app.example.com")
-            .env("IDENTITY_HEALTH_LISTEN_ADDR", "127.0.0.1:0"),
-    );
-    let mut auth = server.auth().await;
-    let registered = auth
-        .register(RegisterRequest {
-            email: email("fuzzer"),
-            password: PASSWORD.into(),
-            display_name: "Fuzzer".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let access = registered.tokens.unwrap().access_token;
-    let profile_id = registered.profile.unwrap().id;
-    let bearer = HeaderValue::from_str(&format!("Bearer {access}")).unwrap();
-    let channel = server.channel().await;
-
-    let mut calls = 0;
-    let mut codes = std::collections::BTreeMap::<i32, usize>::new();
-    let mut failures = Vec::new();
-    let mut check = |path: &str, case: &str, answer: Result<Answer, String>| {
-        calls += 1;
-        match answer {
-            Ok(Answer {
-                http: http::StatusCode::OK,
-                grpc: Some(code),
-                message,
-            }) => {
-                *codes.entry(code).or_default() += 1;
-                if code == Code::Internal as i32 || code == Code::Unknown as i32 {
-                    failures.push(format!("{path} ({case}): {code} {message}"));
-                }
-            }
-            other => failures.push(format!("{path} ({case}): {other:?}")),
-        }
-    };
-    let health_port = health_port_channel(&server).await;
-    let mut targets: Vec<_> = templates(&access, &profile_id)
-        .into_iter()
-        .map(|(path, valid)| (&channel, path, valid))
-        .collect();
-    let check_template = targets
-        .iter()
-        .find(|(_, path, _)| path.starts_with("/grpc.health"))
-        .map(|(_, path, valid)| (&health_port, *path, valid.clone()))
-        .unwrap();
-    targets.push(check_template);
-    for (channel, path, valid) in targets {
-        let authorized = [("authorization", bearer.clone())];
-        for round in 0..MUTATIONS_PER_METHOD {
-            let (case, payload) = mutate(&valid, &mut rng, round % 10);
-            let answer = raw_call(channel, Method::POST, path, &authorized, frame(&payload)).await;
-            check(path, &case, answer);
-        }
-        for (case, header, body) in framings(&valid) {
-            let mut metadata = authorized.to_vec();
-            if let Some((name, value)) = header {
-                metadata.push((name, HeaderValue::from_static(value)));
-            }
-            let answer = raw_call(channel, Method::POST, path, &metadata, body).await;
-            check(path, case, answer);
-        }
-        for (case, content_type, body) in grpc_web(&valid, &mut rng) {
-            let metadata = [
-                authorized[0].clone(),
-                ("content-type", HeaderValue::from_static(content_type)),
-                ("x-grpc-web", HeaderValue::from_static("1")),
-            ];
-            let answer = raw_call(channel, Method::POST, path, &metadata, body).await;
-            check(path, &case, answer);
-        }
-        for (case, lines) in hostile_bearers(&access) {
-            let metadata: Vec<_> = lines.into_iter().map(|v| ("authorization", v)).collect();
-            let answer = raw_call(channel, Method::POST, path, &metadata, frame(&valid)).await;
-            check(path, case, answer);
-        }
-    }
-    println!("{calls} hostile calls, answered {codes:?}");
-    assert!(
-        failures.is_empty(),
-        "{} of {calls} hostile calls answered INTERNAL, UNKNOWN or no gRPC status (seed {seed}):\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    // Like any other bad input, the answer names the field.
-    let mut payload = Vec::new();
-    delimited(1, b"\xff", &mut payload);
-    let login = "/identity.v1.AuthService/Login";
-    let answer = raw_call(&channel, Method::POST, login, &[], frame(&payload))
-        .await
-        .unwrap();
-    assert_eq!(
-        answer.grpc,
-        Some(Code::InvalidArgument as i32),
-        "{answer:?}"
-    );
-    assert!(answer.message.contains("LoginRequest.email"), "{answer:?}");
-
-    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
-    let status = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .expect("the server still answers health checks")
-        .into_inner()
-        .status();
-    assert_eq!(
-        status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving
-    );
-    assert!(
-        !server.logs().contains("panicked"),
-        "no handler panicked:\n{}",
-        server.logs()
-    );
-}
-
-crate::on_both_backends!(hostile_wire_input_never_answers_internal_or_unknown);
-
-/// A proxy that adds its own `x-forwarded-for` line (rather than appending
-/// to the client's) leaves the client's forgery in the first line.
-fn through_adding_proxy(forged: &str, real: &str) -> tonic::Request<ValidateTokenRequest> {
-    let mut request = tonic::Request::new(ValidateTokenRequest {
-        access_token: "not.a.token".into(),
-    });
-    let metadata = request.metadata_mut();
-    metadata.append("x-forwarded-for", forged.parse().unwrap());
-    metadata.append("x-forwarded-for", real.parse().unwrap());
-    request
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_first_x_forwarded_for_line_does_not_escape_the_per_address_limit() {
-    let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with(
-        &db.url,
-        db.dir.path(),
-        ServerOptions::default()
-            .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
-            .env("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32")
-            .env("IDENTITY_RATE_LIMIT_VALIDATE", "5/1h"),
-    );
-    let mut auth = server.auth().await;
-    let real = "198.51.100.23";
-    let mut limited = 0;
-    for i in 0..12 {
-        // A fresh forged address each time, as a limit-evading attacker would.
-        let forged = format!("203.0.113.{}", i + 1);
-        match auth
-            .validate_token(through_adding_proxy(&forged, real))
-            .await
-        {
-            Ok(answer) => assert!(!answer.into_inner().active),
-            Err(status) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                limited += 1;
-            }
-        }
-    }
-    assert_eq!(
-        limited, 7,
-        "the proxy's line names the client: 5 calls fit its quota, 7 do not"
-    );
 }

@@ -1,0 +1,227 @@
+//! Profiles held in memory (roles decide authorization): a role taken away
+//! stops working at once on the replica that took it, within the bound on
+//! the others, and within the reconciliation interval when SQL took it.
+
+use super::*;
+
+type Profiles = ProfileServiceClient<Channel>;
+
+async fn get_profile(profiles: &mut Profiles, token: &str, id: &str) -> Result<UserProfile, Code> {
+    profiles
+        .get_profile(bearer(token, GetProfileRequest { id: id.into() }))
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.code())
+}
+
+/// Sets the roles of `id`, as the admin holding `admin_token`.
+async fn set_roles(profiles: &mut Profiles, admin_token: &str, id: &str, roles: &[&str]) {
+    let current = get_profile(profiles, admin_token, id).await.unwrap();
+    profiles
+        .update_profile(bearer(
+            admin_token,
+            UpdateProfileRequest {
+                profile: Some(UserProfile {
+                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                    ..current
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["roles".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
+}
+
+/// Polls until `token`'s holder can no longer read `other` (NOT_FOUND, as
+/// for any non-admin); the time it took from `since`.
+async fn admin_withdrawn_within(
+    profiles: &mut Profiles,
+    token: &str,
+    other: &str,
+    since: Instant,
+    limit: Duration,
+) -> Duration {
+    loop {
+        match get_profile(profiles, token, other).await {
+            Err(Code::NotFound) => return since.elapsed(),
+            Ok(_) => assert!(
+                since.elapsed() < limit,
+                "a withdrawn admin role still works after {:?}",
+                since.elapsed()
+            ),
+            Err(code) => panic!("GetProfile answered {code:?}"),
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+fn with_root_admin(options: ServerOptions, root: &str) -> ServerOptions {
+    options.env("IDENTITY_BOOTSTRAP_ADMINS", root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_taken_away_on_one_replica_is_withdrawn_on_the_other_within_the_bound() {
+    let db = TestDb::new(Backend::Postgres);
+    let root_email = email("root");
+    let (a, b) = replicas(&db, || {
+        with_root_admin(ServerOptions::default(), &root_email)
+            .env("IDENTITY_REVOCATION_MAX_STALENESS", "1s")
+            // Only the announcements may carry the change here.
+            .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h")
+    });
+    let mut on_a_auth = a.auth().await;
+    let (mut on_a, mut on_b) = (
+        ProfileServiceClient::new(a.channel().await),
+        ProfileServiceClient::new(b.channel().await),
+    );
+    let root = register(&mut on_a_auth, &root_email).await;
+    let deputy = register_profile(&mut on_a_auth, &email("deputy")).await;
+    let (deputy, deputy_tokens) = (deputy.profile.unwrap(), deputy.tokens.unwrap());
+    let carol = register_profile(&mut on_a_auth, &email("carol"))
+        .await
+        .profile
+        .unwrap();
+    let deputy_token = deputy_tokens.access_token.as_str();
+
+    set_roles(&mut on_a, &root.access_token, &deputy.id, &["admin"]).await;
+    // Read twice on each replica: the deputy's profile is now in memory.
+    for _ in 0..2 {
+        get_profile(&mut on_a, deputy_token, &carol.id)
+            .await
+            .unwrap();
+        get_profile(&mut on_b, deputy_token, &carol.id)
+            .await
+            .unwrap();
+    }
+
+    set_roles(&mut on_a, &root.access_token, &deputy.id, &[]).await;
+    let since = Instant::now();
+    assert_eq!(
+        get_profile(&mut on_a, deputy_token, &carol.id)
+            .await
+            .unwrap_err(),
+        Code::NotFound,
+        "the replica that took the role away refuses at once"
+    );
+    let took = admin_withdrawn_within(
+        &mut on_b,
+        deputy_token,
+        &carol.id,
+        since,
+        MAX_STALENESS + SLACK,
+    )
+    .await;
+
+    // A change of one's own profile on B is read back on A within the bound.
+    let renamed = UserProfile {
+        display_name: "Deputy, retired".into(),
+        ..get_profile(&mut on_b, deputy_token, "me").await.unwrap()
+    };
+    on_b.update_profile(bearer(
+        deputy_token,
+        UpdateProfileRequest {
+            profile: Some(renamed),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["display_name".into()],
+            }),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        get_profile(&mut on_b, deputy_token, "me")
+            .await
+            .unwrap()
+            .display_name,
+        "Deputy, retired",
+        "read your own write on the same replica"
+    );
+    let since = Instant::now();
+    while get_profile(&mut on_a, deputy_token, "me")
+        .await
+        .unwrap()
+        .display_name
+        != "Deputy, retired"
+    {
+        assert!(
+            since.elapsed() < MAX_STALENESS + SLACK,
+            "A still shows the old name"
+        );
+        tokio::task::yield_now().await;
+    }
+    println!(
+        "replica B withdrew the admin role after {took:?}; A saw the rename after {:?}",
+        since.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interval() {
+    let db = TestDb::new(Backend::Postgres);
+    let root_email = email("root");
+    let start = async |interval: &str| {
+        let server = Server::start_with_options(
+            &db,
+            with_root_admin(ServerOptions::default(), &root_email)
+                .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", interval),
+        );
+        // Memory answers only once the listener is up (and trusted).
+        assert!(
+            crate::support::eventually(Duration::from_secs(10), || async {
+                server.logs().contains("identity.revocation.listener_up")
+            })
+            .await
+        );
+        server
+    };
+    let set_roles_by_sql = |id: &str, roles: &str| {
+        // Behind the service's back: no announcement.
+        let id = uuid::Uuid::parse_str(id).unwrap();
+        execute(
+            &db,
+            &format!("UPDATE profiles SET roles = '{roles}' WHERE id = '{id}'"),
+        );
+    };
+
+    // Entries live an hour: what the server answers shows the cache serves.
+    let server = start("1h").await;
+    let mut auth = server.auth().await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let root = register_profile(&mut auth, &root_email).await;
+    let (root_profile, root) = (root.profile.unwrap(), root.tokens.unwrap());
+    let carol = register_profile(&mut auth, &email("carol"))
+        .await
+        .profile
+        .unwrap();
+    get_profile(&mut profiles, &root.access_token, &carol.id)
+        .await
+        .unwrap();
+    set_roles_by_sql(&root_profile.id, "");
+    assert!(
+        get_profile(&mut profiles, &root.access_token, &carol.id)
+            .await
+            .is_ok(),
+        "authorization is answered from memory (the SQL edit waits for the entry to age)"
+    );
+    drop(server);
+
+    // Entries live 300 ms: the edit is seen within that, plus the poll.
+    set_roles_by_sql(&root_profile.id, "admin");
+    let server = start("300ms").await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    get_profile(&mut profiles, &root.access_token, &carol.id)
+        .await
+        .unwrap();
+    set_roles_by_sql(&root_profile.id, "");
+    let took = admin_withdrawn_within(
+        &mut profiles,
+        &root.access_token,
+        &carol.id,
+        Instant::now(),
+        Duration::from_millis(300) + SLACK,
+    )
+    .await;
+    println!("a role taken away by SQL was withdrawn after {took:?}");
+}
