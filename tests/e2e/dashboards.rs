@@ -9,7 +9,7 @@
 //! metric these files do not show.
 
 use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email, register};
-use crate::telemetry::{metrics_addr, scrape};
+use crate::support::{metrics_addr, scrape};
 use identity::proto::v1::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

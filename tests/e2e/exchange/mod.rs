@@ -14,10 +14,10 @@ use crate::support::better_auth::{AUDIENCE, BetterAuth, ISSUER, User, exchange, 
 use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email, eventually, health};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use identity_core::tokens::generate_ed25519_pem;
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
+use identity_core::tokens::generate_ed25519_pem;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};

@@ -6,9 +6,9 @@ use super::*;
 use crate::on_both_backends;
 use crate::support::{
     Backend, MAX_STALENESS, SLACK, active, assert_invalid, assert_same_as_missing, email,
-    random_id, refused_within, scalar,
+    eventually, random_id, refused_within, scalar,
 };
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
 on_both_backends!(
@@ -142,10 +142,15 @@ async fn another_users_session_is_not_found_and_stays_active(backend: Backend) {
         list_own(&mut auth, &alice_first.access_token).await.len(),
         2
     );
-    let denied = scalar(
-        &db,
-        "SELECT count(*) FROM audit_events WHERE event_name = 'identity.access.denied'",
-    );
+    // Audit rows of refusals are written in the background: wait for them.
+    let count_denied = || {
+        scalar(
+            &db,
+            "SELECT count(*) FROM audit_events WHERE event_name = 'identity.access.denied'",
+        )
+    };
+    eventually(Duration::from_secs(5), || async { count_denied() >= 4 }).await;
+    let denied = count_denied();
     assert!(denied >= 4, "each refusal is a security event: {denied}");
 }
 
