@@ -6,7 +6,11 @@ use std::{env, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["identity/v1/auth.proto", "identity/v1/profile.proto"];
+    let files = [
+        "identity/v1/audit.proto",
+        "identity/v1/auth.proto",
+        "identity/v1/profile.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
     }

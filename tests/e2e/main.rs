@@ -4,6 +4,7 @@
 mod support;
 
 mod audit_flood;
+mod audit_trail;
 mod auth_flow;
 mod bcrypt;
 mod cli;

@@ -425,6 +425,17 @@ impl Store {
         on_backend!(self, recent_audit(since, profile, limit))
     }
 
+    /// Audit rows newest first, as selected by `filter`, after `after`
+    /// (the last row of the previous page).
+    pub async fn list_audit(
+        &self,
+        filter: &identity_core::audit_filter::AuditFilter,
+        after: Option<(DateTime<Utc>, Id)>,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        on_backend!(self, list_audit(filter, after, limit))
+    }
+
     /// Of `ids`, the sessions still live now (reconciliation of the
     /// in-memory revocation state).
     pub async fn live_sessions_among(&self, ids: &[Id]) -> Result<Vec<Id>, StoreError> {

@@ -14,6 +14,7 @@ use super::types::{
     ProfileRow, ServiceClient, ServiceClientChange, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome, Session,
     VerifiedLogin,
 };
+use identity_core::audit_filter::AuditFilter;
 use identity_core::roles::ADMIN_ROLE;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -113,6 +114,50 @@ pub(super) async fn recent_audit(
         .into_boxed();
     if let Some(profile) = profile {
         query = query.filter(a::profile_id.eq(DbId(profile)));
+    }
+    query.load(conn).await
+}
+
+/// Audit rows newest first (ListAuditEvents): those `filter` selects,
+/// strictly after `after` (the last row of the previous page) in that order.
+pub(super) async fn list_audit(
+    conn: &mut Conn,
+    filter: &AuditFilter,
+    after: Option<(DateTime<Utc>, Id)>,
+    limit: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    use schema::audit_events as a;
+    let mut query = a::table
+        .select((
+            a::id,
+            a::occurred_at,
+            a::event_name,
+            a::profile_id,
+            a::session_id,
+            a::client_addr,
+            a::detail,
+        ))
+        .order((a::occurred_at.desc(), a::id.desc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(name) = &filter.event_name {
+        query = query.filter(a::event_name.eq(name.clone()));
+    }
+    if let Some(profile) = filter.profile_id {
+        query = query.filter(a::profile_id.eq(DbId(profile)));
+    }
+    if let Some(since) = filter.since {
+        query = query.filter(a::occurred_at.ge(since));
+    }
+    if let Some(until) = filter.until {
+        query = query.filter(a::occurred_at.lt(until));
+    }
+    if let Some((at, id)) = after {
+        query = query.filter(
+            a::occurred_at
+                .lt(at)
+                .or(a::occurred_at.eq(at).and(a::id.lt(DbId(id)))),
+        );
     }
     query.load(conn).await
 }

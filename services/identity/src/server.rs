@@ -5,6 +5,7 @@ use crate::config::{Config, KeySettings, Mode};
 use crate::infra::bcrypt::Hasher;
 use crate::infra::limits::Limiter;
 use crate::service::audit::{AuditSink, enforce_retention};
+use crate::service::audit_trail::AuditTrail;
 use crate::service::{Auth, AuthSettings, Profiles};
 use crate::transport;
 use anyhow::Context as _;
@@ -323,6 +324,11 @@ pub async fn run(
     };
     let api = transport::Api {
         auth: Arc::clone(&auth),
+        audit: Arc::new(AuditTrail::new(
+            store.clone(),
+            Arc::clone(&keys),
+            Arc::clone(&profiles),
+        )),
         profiles,
         exchange: provider.as_ref().map(|p| p.exchange()),
         health: reporter.clone(),

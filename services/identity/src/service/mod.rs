@@ -2,6 +2,7 @@
 //! store. No gRPC types here.
 
 pub mod audit;
+pub mod audit_trail;
 pub mod auth;
 pub mod error;
 pub mod exchange;

@@ -145,6 +145,21 @@ impl Profiles {
             .ok_or(Error::Unauthenticated)
     }
 
+    /// Succeeds for an admin; anyone else is refused (and recorded) as
+    /// attempting `action`.
+    pub async fn require_admin(
+        &self,
+        principal: &Principal,
+        action: &'static str,
+    ) -> Result<(), Error> {
+        let caller = self.caller(principal).await?;
+        if Self::is_admin(&caller) {
+            return Ok(());
+        }
+        self.denied(&caller, action, None, principal);
+        Err(Error::PermissionDenied)
+    }
+
     fn is_admin(profile: &Profile) -> bool {
         identity_core::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
     }

@@ -66,3 +66,44 @@ pub fn session(s: &ListedSession) -> Session {
         current: s.current,
     }
 }
+
+/// A stored audit row as the API shows it. `detail` was written by the
+/// service as a JSON object; anything else (a row written by hand) shows
+/// as an empty detail rather than failing the whole page.
+pub fn audit_event(row: &identity_store::AuditRow) -> crate::proto::v1::AuditEvent {
+    let detail = match serde_json::from_str::<serde_json::Value>(&row.detail) {
+        Ok(serde_json::Value::Object(map)) => Some(json_struct(map)),
+        _ => None,
+    };
+    crate::proto::v1::AuditEvent {
+        id: row.id.to_string(),
+        occur_time: Some(timestamp(row.occurred_at)),
+        event_name: row.event_name.clone(),
+        profile_id: row.profile_id.map(|id| id.to_string()).unwrap_or_default(),
+        session_id: row.session_id.map(|id| id.to_string()).unwrap_or_default(),
+        client_address: row.client_addr.clone().unwrap_or_default(),
+        detail,
+    }
+}
+
+fn json_struct(map: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, json_value(v))).collect(),
+    }
+}
+
+fn json_value(value: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    let kind = match value {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s),
+        J::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_value).collect(),
+        }),
+        J::Object(map) => Kind::StructValue(json_struct(map)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}

@@ -1,6 +1,7 @@
 //! gRPC transport: tonic services, health, reflection, TLS, shutdown.
 //! Thin by design: handlers parse, call `service`, map the result.
 
+pub mod audit;
 pub mod auth;
 pub mod authn;
 pub mod client_addr;
@@ -11,6 +12,7 @@ pub mod profile;
 pub mod status;
 pub mod tls;
 
+use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::auth_service_server::AuthServiceServer;
 use crate::proto::v1::profile_service_server::ProfileServiceServer;
 use crate::service::{Auth, Profiles};
@@ -29,6 +31,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const AUTH_SERVICE: &str = <AuthServiceServer<auth::AuthApi> as NamedService>::NAME;
 
 pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as NamedService>::NAME;
+
+pub const AUDIT_SERVICE: &str = <AuditServiceServer<audit::AuditApi> as NamedService>::NAME;
 
 /// AuthService: ChangePassword, ChangeEmail and the Sessions API require a
 /// caller (Logout takes an optional bearer token and checks it itself).
@@ -51,6 +55,18 @@ pub fn auth_service(
                 | "/identity.v1.AuthService/RevokeAllSessions"
         )
     })
+}
+
+/// AuditService: every call requires a caller (and the service an admin).
+pub fn audit_service(
+    auth: Arc<Auth>,
+    trail: Arc<crate::service::audit_trail::AuditTrail>,
+    max_message_bytes: usize,
+) -> authn::RequireBearer<AuditServiceServer<audit::AuditApi>> {
+    let server = AuditServiceServer::new(audit::AuditApi::new(trail))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(4 * max_message_bytes.max(MAX_MESSAGE_BYTES));
+    authn::RequireBearer::new(server, auth, |_| true)
 }
 
 /// ProfileService: every call requires a caller.
@@ -99,7 +115,7 @@ pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     } else {
         ServingStatus::NotServing
     };
-    for name in ["", AUTH_SERVICE, PROFILE_SERVICE] {
+    for name in ["", AUTH_SERVICE, PROFILE_SERVICE, AUDIT_SERVICE] {
         reporter.set_service_status(name, status).await;
     }
 }
@@ -192,6 +208,7 @@ pub fn malformed_request_is_invalid_argument<B>(
 pub struct Api {
     pub auth: Arc<Auth>,
     pub profiles: Arc<Profiles>,
+    pub audit: Arc<crate::service::audit_trail::AuditTrail>,
     pub exchange: Option<Arc<crate::service::exchange::TokenExchange>>,
     pub health: HealthReporter,
 }
@@ -317,6 +334,11 @@ where
             Arc::clone(&api.auth),
             http.max_message_bytes,
             api.exchange,
+        ))
+        .add_service(audit_service(
+            Arc::clone(&api.auth),
+            api.audit,
+            http.max_message_bytes,
         ))
         .add_service(profile_service(
             api.auth,
