@@ -1,0 +1,49 @@
+// The audit trail.
+
+async fn insert_audit(conn: &mut Conn, event: &AuditEvent) -> QueryResult<()> {
+    use schema::audit_events as a;
+    diesel::insert_into(a::table)
+        .values((
+            a::id.eq(DbId(event.id)),
+            a::occurred_at.eq(event.occurred_at),
+            a::event_name.eq(event.event_name),
+            a::profile_id.eq(event.profile_id.map(DbId)),
+            a::session_id.eq(event.session_id.map(DbId)),
+            a::client_addr.eq(event.client_addr.as_deref()),
+            a::detail.eq(event.detail.to_string()),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+pub(super) async fn record_audit(conn: &mut Conn, event: &AuditEvent) -> QueryResult<()> {
+    insert_audit(conn, event).await
+}
+
+pub(super) async fn recent_audit(
+    conn: &mut Conn,
+    since: DateTime<Utc>,
+    profile: Option<Id>,
+    limit: i64,
+) -> QueryResult<Vec<AuditRow>> {
+    use schema::audit_events as a;
+    let mut query = a::table
+        .select((
+            a::id,
+            a::occurred_at,
+            a::event_name,
+            a::profile_id,
+            a::session_id,
+            a::client_addr,
+            a::detail,
+        ))
+        .filter(a::occurred_at.ge(since))
+        .order((a::occurred_at.asc(), a::id.asc()))
+        .limit(limit)
+        .into_boxed();
+    if let Some(profile) = profile {
+        query = query.filter(a::profile_id.eq(DbId(profile)));
+    }
+    query.load(conn).await
+}
