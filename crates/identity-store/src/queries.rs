@@ -32,6 +32,36 @@ pub(super) async fn ping(conn: &mut Conn) -> QueryResult<()> {
         .map(drop)
 }
 
+/// A constant tuple of columns of `table`, for `select`: the type of such a
+/// tuple is its own value, so this writes the list once instead of twice.
+macro_rules! columns {
+    ($name:ident = $table:ident($($column:ident),+ $(,)?)) => {
+        const $name: ($(schema::$table::$column,)+) = ($(schema::$table::$column,)+);
+    };
+}
+
+/// The insert values of every `profiles` column that `Profile` holds, then
+/// `extra` ones: one list for a profile created here and one provisioned
+/// for a provider's account.
+macro_rules! profile_values {
+    ($p:expr $(, $extra:expr)* $(,)?) => {
+        (
+            schema::profiles::id.eq(DbId($p.id)),
+            schema::profiles::auth_provider.eq(&$p.auth_provider),
+            schema::profiles::auth_id.eq(&$p.auth_id),
+            schema::profiles::email.eq($p.email.as_deref()),
+            schema::profiles::display_name.eq(&$p.display_name),
+            schema::profiles::avatar_url.eq(&$p.avatar_url),
+            schema::profiles::locale.eq(&$p.locale),
+            schema::profiles::roles.eq(join_roles(&$p.roles)),
+            schema::profiles::revision.eq($p.revision),
+            schema::profiles::created_at.eq($p.created_at),
+            schema::profiles::updated_at.eq($p.updated_at),
+            $($extra,)*
+        )
+    };
+}
+
 include!("queries/audit.rs");
 include!("queries/profiles.rs");
 include!("queries/credentials.rs");

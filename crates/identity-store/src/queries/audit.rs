@@ -1,5 +1,15 @@
 // The audit trail.
 
+columns!(AUDIT_COLUMNS = audit_events(
+    id,
+    occurred_at,
+    event_name,
+    profile_id,
+    session_id,
+    client_addr,
+    detail,
+));
+
 async fn insert_audit(conn: &mut Conn, event: &AuditEvent) -> QueryResult<()> {
     use schema::audit_events as a;
     diesel::insert_into(a::table)
@@ -29,15 +39,7 @@ pub(super) async fn recent_audit(
 ) -> QueryResult<Vec<AuditRow>> {
     use schema::audit_events as a;
     let mut query = a::table
-        .select((
-            a::id,
-            a::occurred_at,
-            a::event_name,
-            a::profile_id,
-            a::session_id,
-            a::client_addr,
-            a::detail,
-        ))
+        .select(AUDIT_COLUMNS)
         .filter(a::occurred_at.ge(since))
         .order((a::occurred_at.asc(), a::id.asc()))
         .limit(limit)

@@ -126,31 +126,12 @@ pub(super) async fn change_password(
     audit: &AuditEvent,
 ) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
-        use schema::{credentials as c, sessions as s};
-        let changed = diesel::update(
-            c::table
-                .filter(c::profile_id.eq(DbId(profile)))
-                .filter(c::password_hash.eq(expected_old_hash)),
-        )
-        .set((c::password_hash.eq(new_hash), c::updated_at.eq(now)))
-        .execute(conn)
-        .await?
-            == 1;
-        if !changed {
+        // The same conditional swap as a rehash: a concurrent change of the
+        // same password finds the old hash gone.
+        if !upgrade_password_hash(conn, profile, expected_old_hash, new_hash, now).await? {
             return Ok(false);
         }
-        let revoked = diesel::update(
-            s::table
-                .filter(s::profile_id.eq(DbId(profile)))
-                .filter(s::id.ne(DbId(keep)))
-                .filter(s::revoked_at.is_null()),
-        )
-        .set((s::revoked_at.eq(now), s::revoke_reason.eq("password_changed")))
-        .execute(conn)
-        .await?;
-        if revoked > 0 {
-            notify_revoked!(conn, Revoked::Profile { profile, except: Some(keep) })?;
-        }
+        revoke_sessions_of(conn, profile, Some(keep), "password_changed", now).await?;
         // Devices known under the old password are strangers again.
         diesel::delete(schema::device_tokens::table.filter(schema::device_tokens::profile_id.eq(DbId(profile))))
             .execute(conn)
@@ -170,7 +151,7 @@ pub(super) async fn change_email(
     audit: &AuditEvent,
 ) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
-        use schema::{credentials as c, profiles as p, sessions as s};
+        use schema::{credentials as c, profiles as p};
         let renamed = diesel::update(
             c::table
                 .filter(c::profile_id.eq(DbId(profile)))
@@ -192,18 +173,7 @@ pub(super) async fn change_email(
             .execute(conn)
             .await?;
         notify_revoked!(conn, Revoked::ProfileChanged(profile))?;
-        let revoked = diesel::update(
-            s::table
-                .filter(s::profile_id.eq(DbId(profile)))
-                .filter(s::id.ne(DbId(keep)))
-                .filter(s::revoked_at.is_null()),
-        )
-        .set((s::revoked_at.eq(now), s::revoke_reason.eq("email_changed")))
-        .execute(conn)
-        .await?;
-        if revoked > 0 {
-            notify_revoked!(conn, Revoked::Profile { profile, except: Some(keep) })?;
-        }
+        revoke_sessions_of(conn, profile, Some(keep), "email_changed", now).await?;
         insert_audit(conn, audit).await?;
         Ok(true)
     })

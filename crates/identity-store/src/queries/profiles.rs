@@ -1,49 +1,23 @@
 // Profiles: created, read, listed, updated and deleted.
 
-const PROFILE_COLUMNS: (
-    schema::profiles::id,
-    schema::profiles::auth_provider,
-    schema::profiles::auth_id,
-    schema::profiles::email,
-    schema::profiles::display_name,
-    schema::profiles::avatar_url,
-    schema::profiles::locale,
-    schema::profiles::roles,
-    schema::profiles::revision,
-    schema::profiles::created_at,
-    schema::profiles::updated_at,
-    schema::profiles::provider_verified_email,
-) = (
-    schema::profiles::id,
-    schema::profiles::auth_provider,
-    schema::profiles::auth_id,
-    schema::profiles::email,
-    schema::profiles::display_name,
-    schema::profiles::avatar_url,
-    schema::profiles::locale,
-    schema::profiles::roles,
-    schema::profiles::revision,
-    schema::profiles::created_at,
-    schema::profiles::updated_at,
-    schema::profiles::provider_verified_email,
-);
+columns!(PROFILE_COLUMNS = profiles(
+    id,
+    auth_provider,
+    auth_id,
+    email,
+    display_name,
+    avatar_url,
+    locale,
+    roles,
+    revision,
+    created_at,
+    updated_at,
+    provider_verified_email,
+));
 
 async fn insert_profile(conn: &mut Conn, p: &Profile) -> QueryResult<()> {
-    use schema::profiles as t;
-    diesel::insert_into(t::table)
-        .values((
-            t::id.eq(DbId(p.id)),
-            t::auth_provider.eq(&p.auth_provider),
-            t::auth_id.eq(&p.auth_id),
-            t::email.eq(p.email.as_deref()),
-            t::display_name.eq(&p.display_name),
-            t::avatar_url.eq(&p.avatar_url),
-            t::locale.eq(&p.locale),
-            t::roles.eq(join_roles(&p.roles)),
-            t::revision.eq(p.revision),
-            t::created_at.eq(p.created_at),
-            t::updated_at.eq(p.updated_at),
-        ))
+    diesel::insert_into(schema::profiles::table)
+        .values(profile_values!(p))
         .execute(conn)
         .await
         .map(drop)
@@ -153,14 +127,8 @@ pub(super) async fn delete_profile(
     audit: &AuditEvent,
 ) -> QueryResult<bool> {
     write_tx!(conn, async |conn| {
-        use schema::{profiles as p, sessions as s};
-        let revoked = diesel::update(s::table.filter(s::profile_id.eq(DbId(id))).filter(s::revoked_at.is_null()))
-            .set((s::revoked_at.eq(now), s::revoke_reason.eq("profile_deleted")))
-            .execute(conn)
-            .await?;
-        if revoked > 0 {
-            notify_revoked!(conn, Revoked::Profile { profile: id, except: None })?;
-        }
+        use schema::profiles as p;
+        revoke_sessions_of(conn, id, None, "profile_deleted", now).await?;
         let deleted = match expected {
             Some(revision) => {
                 diesel::delete(p::table.filter(p::id.eq(DbId(id))).filter(p::revision.eq(revision)))

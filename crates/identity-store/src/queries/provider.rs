@@ -14,18 +14,8 @@ pub(super) async fn provision_profile(
     write_tx!(conn, async |conn| {
         use schema::profiles as t;
         let inserted = diesel::insert_into(t::table)
-            .values((
-                t::id.eq(DbId(candidate.id)),
-                t::auth_provider.eq(&candidate.auth_provider),
-                t::auth_id.eq(&candidate.auth_id),
-                t::email.eq(candidate.email.as_deref()),
-                t::display_name.eq(&candidate.display_name),
-                t::avatar_url.eq(&candidate.avatar_url),
-                t::locale.eq(&candidate.locale),
-                t::roles.eq(join_roles(&candidate.roles)),
-                t::revision.eq(candidate.revision),
-                t::created_at.eq(candidate.created_at),
-                t::updated_at.eq(candidate.updated_at),
+            .values(profile_values!(
+                candidate,
                 t::provider_synced_revision.eq(Some(candidate.revision)),
                 t::provider_verified_email
                     .eq(candidate.email.as_deref().filter(|_| candidate.email_verified)),

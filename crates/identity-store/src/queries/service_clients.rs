@@ -2,23 +2,15 @@
 // service principal profile of its own, so "the client's sessions" are that
 // profile's: revoked and announced in one statement and one announcement.
 
-const SERVICE_CLIENT_COLUMNS: (
-    schema::service_clients::client_id,
-    schema::service_clients::profile_id,
-    schema::service_clients::secret_hash,
-    schema::service_clients::roles,
-    schema::service_clients::created_at,
-    schema::service_clients::rotated_at,
-    schema::service_clients::disabled_at,
-) = (
-    schema::service_clients::client_id,
-    schema::service_clients::profile_id,
-    schema::service_clients::secret_hash,
-    schema::service_clients::roles,
-    schema::service_clients::created_at,
-    schema::service_clients::rotated_at,
-    schema::service_clients::disabled_at,
-);
+columns!(SERVICE_CLIENT_COLUMNS = service_clients(
+    client_id,
+    profile_id,
+    secret_hash,
+    roles,
+    created_at,
+    rotated_at,
+    disabled_at,
+));
 
 /// Creates the client's service principal and the client, in one
 /// transaction (a principal name in use is a conflict on `auth_id`).
@@ -105,7 +97,7 @@ pub(super) async fn change_service_client(
         if updated != 1 {
             return Ok(None);
         }
-        let revoked = revoke_all_sessions_of(conn, profile, reason, now).await?;
+        let revoked = revoke_sessions_of(conn, profile, None, reason, now).await?;
         insert_audit(conn, audit).await?;
         Ok(Some(revoked))
     })

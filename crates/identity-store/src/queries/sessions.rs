@@ -1,18 +1,6 @@
 // Sessions and their refresh tokens.
 
-const SESSION_COLUMNS: (
-    schema::sessions::id,
-    schema::sessions::profile_id,
-    schema::sessions::created_at,
-    schema::sessions::expires_at,
-    schema::sessions::revoked_at,
-) = (
-    schema::sessions::id,
-    schema::sessions::profile_id,
-    schema::sessions::created_at,
-    schema::sessions::expires_at,
-    schema::sessions::revoked_at,
-);
+columns!(SESSION_COLUMNS = sessions(id, profile_id, created_at, expires_at, revoked_at));
 
 async fn insert_session(conn: &mut Conn, s: &NewSession) -> QueryResult<()> {
     use schema::{refresh_tokens as r, sessions as t};
@@ -233,20 +221,8 @@ pub(super) async fn revoke_all_sessions(
     audit: &AuditEvent,
 ) -> QueryResult<usize> {
     write_tx!(conn, async |conn| {
-        use schema::sessions as s;
-        let mut query = diesel::update(s::table)
-            .filter(s::profile_id.eq(DbId(profile)))
-            .filter(s::revoked_at.is_null())
-            .into_boxed();
-        if let Some(keep) = except {
-            query = query.filter(s::id.ne(DbId(keep)));
-        }
-        let revoked = query
-            .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
-            .execute(conn)
-            .await?;
+        let revoked = revoke_sessions_of(conn, profile, except, reason, now).await?;
         if revoked > 0 {
-            notify_revoked!(conn, Revoked::Profile { profile, except })?;
             insert_audit(conn, &audit.clone().detail("count", revoked)).await?;
         }
         Ok(revoked)
@@ -269,15 +245,30 @@ pub(super) async fn session_of_refresh_token(
         .map(|row| row.map(Session::from))
 }
 
-/// Revokes every live session of `profile` and announces it.
-async fn revoke_all_sessions_of(conn: &mut Conn, profile: Id, reason: &str, now: DateTime<Utc>) -> QueryResult<usize> {
+/// Revokes every live session of `profile` but `except` and announces it
+/// (when there was any); returns the count. The caller's transaction makes
+/// it one with what caused it.
+async fn revoke_sessions_of(
+    conn: &mut Conn,
+    profile: Id,
+    except: Option<Id>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
     use schema::sessions as s;
-    let revoked = diesel::update(s::table.filter(s::profile_id.eq(DbId(profile))).filter(s::revoked_at.is_null()))
+    let mut query = diesel::update(s::table)
+        .filter(s::profile_id.eq(DbId(profile)))
+        .filter(s::revoked_at.is_null())
+        .into_boxed();
+    if let Some(keep) = except {
+        query = query.filter(s::id.ne(DbId(keep)));
+    }
+    let revoked = query
         .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
         .execute(conn)
         .await?;
     if revoked > 0 {
-        notify_revoked!(conn, Revoked::Profile { profile, except: None })?;
+        notify_revoked!(conn, Revoked::Profile { profile, except })?;
     }
     Ok(revoked)
 }

@@ -113,20 +113,32 @@ async fn bcrypt_threads_may_run_on_every_core_the_process_may_use() {
     assert_eq!(allowed_cpus(&status), own);
 }
 
+/// Occupies the pool's only thread with a job that holds it until `release`
+/// sends, and waits until it is taken; `busy` is that job (true once let go).
+async fn occupy_the_thread(
+    hasher: &Arc<Hasher>,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    tokio::task::JoinHandle<Result<bool, HashError>>,
+) {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let busy = {
+        let hasher = Arc::clone(hasher);
+        tokio::spawn(async move { hasher.run(None, move || wait.recv().is_ok()).await })
+    };
+    while hasher.queued() == 0 {
+        tokio::task::yield_now().await;
+    }
+    (release, busy)
+}
+
 #[tokio::test]
 async fn a_job_that_cannot_finish_before_its_deadline_is_refused_at_once() {
     use std::sync::atomic::AtomicBool;
     let hasher = Arc::new(Hasher::start(4, 1, 8).unwrap());
     // Every job is taken to last 200 ms from now on.
     hasher.job_nanos.store(200_000_000, Ordering::Relaxed);
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let busy = {
-        let hasher = Arc::clone(&hasher);
-        tokio::spawn(async move { hasher.run(None, move || wait.recv().is_ok()).await })
-    };
-    while hasher.queued() == 0 {
-        tokio::task::yield_now().await;
-    }
+    let (release, busy) = occupy_the_thread(&hasher).await;
     let queued: Vec<_> = (0..3)
         .map(|_| {
             let hasher = Arc::clone(&hasher);
@@ -214,15 +226,7 @@ async fn hash_then_verify_and_unknown_account_never_verifies() {
 async fn a_job_whose_caller_gave_up_is_skipped() {
     use std::sync::atomic::AtomicBool;
     let hasher = Arc::new(Hasher::start(4, 1, 4).unwrap());
-    // Occupy the only thread until released.
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let busy = {
-        let hasher = Arc::clone(&hasher);
-        tokio::spawn(async move { hasher.run(None, move || wait.recv().is_ok()).await })
-    };
-    while hasher.queued() == 0 {
-        tokio::task::yield_now().await;
-    }
+    let (release, busy) = occupy_the_thread(&hasher).await;
     let ran = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&ran);
     let abandoned = tokio::time::timeout(
