@@ -1,0 +1,274 @@
+// Sessions and their refresh tokens.
+
+columns!(SESSION_COLUMNS = sessions(id, profile_id, created_at, expires_at, revoked_at));
+
+async fn insert_session(conn: &mut Conn, s: &NewSession) -> QueryResult<()> {
+    use schema::{refresh_tokens as r, sessions as t};
+    diesel::insert_into(t::table)
+        .values((
+            t::id.eq(DbId(s.id)),
+            t::profile_id.eq(DbId(s.profile_id)),
+            t::created_at.eq(s.created_at),
+            t::expires_at.eq(s.expires_at),
+            t::client_addr.eq(s.origin.client_addr.as_deref()),
+            t::user_agent.eq(s.origin.user_agent.as_deref()),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(r::table)
+        .values((
+            r::token_hash.eq(&s.refresh_token_hash),
+            r::session_id.eq(DbId(s.id)),
+            r::created_at.eq(s.created_at),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Starts a session; for a password login (`verified`) only while that
+/// login is still the credential (see `still_verified`). Returns whether it
+/// did.
+pub(super) async fn start_session(
+    conn: &mut Conn,
+    session: &NewSession,
+    verified: Option<&VerifiedLogin<'_>>,
+    audit: &AuditEvent,
+) -> QueryResult<bool> {
+    write_tx!(conn, async |conn| {
+        if let Some(verified) = verified
+            && !still_verified(conn, session.profile_id, verified).await?
+        {
+            return Ok(false);
+        }
+        insert_session(conn, session).await?;
+        insert_audit(conn, audit).await?;
+        Ok(true)
+    })
+}
+
+pub(super) async fn find_session(conn: &mut Conn, id: Id) -> QueryResult<Option<Session>> {
+    schema::sessions::table
+        .select(SESSION_COLUMNS)
+        .filter(schema::sessions::id.eq(DbId(id)))
+        .first::<SessionRow>(conn)
+        .await
+        .optional()
+        .map(|row| row.map(Session::from))
+}
+
+async fn revoke_one(conn: &mut Conn, id: Id, reason: &str, now: DateTime<Utc>) -> QueryResult<bool> {
+    use schema::sessions as s;
+    let revoked = diesel::update(s::table.filter(s::id.eq(DbId(id))).filter(s::revoked_at.is_null()))
+        .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
+        .execute(conn)
+        .await?
+        == 1;
+    if revoked {
+        notify_revoked!(conn, Revoked::Session(id))?;
+    }
+    Ok(revoked)
+}
+
+pub(super) async fn revoke_session(
+    conn: &mut Conn,
+    id: Id,
+    reason: &str,
+    now: DateTime<Utc>,
+    audit: &AuditEvent,
+) -> QueryResult<bool> {
+    write_tx!(conn, async |conn| {
+        let revoked = revoke_one(conn, id, reason, now).await?;
+        if revoked {
+            insert_audit(conn, audit).await?;
+        }
+        Ok(revoked)
+    })
+}
+
+/// Spends a refresh token and stores its successor, or — if it was spent
+/// before — revokes its whole session (the token was stolen or replayed).
+pub(super) async fn spend_refresh_token(
+    conn: &mut Conn,
+    presented_hash: &str,
+    next_hash: &str,
+    now: DateTime<Utc>,
+    client_addr: Option<&str>,
+) -> QueryResult<SpendOutcome> {
+    write_tx!(conn, async |conn| {
+        use schema::{profiles as p, refresh_tokens as r, sessions as s};
+        let found = r::table
+            .inner_join(s::table.inner_join(p::table))
+            .filter(r::token_hash.eq(presented_hash))
+            .select((r::spent_at, SESSION_COLUMNS, PROFILE_COLUMNS))
+            .first::<(Option<DateTime<Utc>>, SessionRow, ProfileRow)>(conn)
+            .await
+            .optional()?;
+        let Some((spent_at, session, profile)) = found else {
+            return Ok(SpendOutcome::Unknown);
+        };
+        let session = Session::from(session);
+        if !session.is_active(now) {
+            return Ok(SpendOutcome::SessionEnded);
+        }
+        // The conditional update is the arbiter between concurrent callers
+        // holding the same token: exactly one sees it unspent.
+        let won = spent_at.is_none()
+            && diesel::update(
+                r::table
+                    .filter(r::token_hash.eq(presented_hash))
+                    .filter(r::spent_at.is_null()),
+            )
+            .set(r::spent_at.eq(now))
+            .execute(conn)
+            .await?
+                == 1;
+        if !won {
+            revoke_one(conn, session.id, "refresh_token_reused", now).await?;
+            let audit = AuditEvent::new("identity.refresh.reused")
+                .profile(session.profile_id)
+                .session(session.id)
+                .client(client_addr);
+            insert_audit(conn, &audit).await?;
+            return Ok(SpendOutcome::Reused {
+                session_id: session.id,
+                profile_id: session.profile_id,
+            });
+        }
+        diesel::insert_into(r::table)
+            .values((
+                r::token_hash.eq(next_hash),
+                r::session_id.eq(DbId(session.id)),
+                r::created_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        // Last use moves here and not on validation, the hot path (see the
+        // migration 2026-12-03-000200_session_details).
+        diesel::update(s::table.filter(s::id.eq(DbId(session.id))))
+            .set(s::last_used_at.eq(now))
+            .execute(conn)
+            .await?;
+        Ok(SpendOutcome::Rotated {
+            session,
+            profile: Box::new(profile.into()),
+        })
+    })
+}
+
+/// Of `ids`, those whose session is still live at `now` (reconciliation of
+/// the in-memory revocation state; callers keep `ids` short).
+pub(super) async fn live_sessions_among(
+    conn: &mut Conn,
+    ids: &[Id],
+    now: DateTime<Utc>,
+) -> QueryResult<Vec<Id>> {
+    use schema::sessions as s;
+    s::table
+        .filter(s::id.eq_any(ids.iter().copied().map(DbId).collect::<Vec<_>>()))
+        .filter(s::revoked_at.is_null())
+        .filter(s::expires_at.gt(now))
+        .select(s::id)
+        .load::<DbId>(conn)
+        .await
+        .map(|ids| ids.into_iter().map(Id::from).collect())
+}
+
+// ---------------------------------------------------------------------------
+// Sessions API (ListSessions, RevokeSession, RevokeAllSessions).
+
+/// One page of `profile`'s live sessions, newest first (ids are UUIDv7),
+/// strictly before `before`: keyset pagination like `list_profiles`.
+pub(super) async fn list_sessions(
+    conn: &mut Conn,
+    profile: Id,
+    before: Option<Id>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<SessionDetails>> {
+    use schema::sessions as s;
+    let mut query = s::table
+        .select((
+            s::id,
+            s::profile_id,
+            s::created_at,
+            s::expires_at,
+            s::client_addr,
+            s::user_agent,
+            s::last_used_at,
+        ))
+        .filter(s::profile_id.eq(DbId(profile)))
+        .filter(s::revoked_at.is_null())
+        .filter(s::expires_at.gt(now))
+        .order(s::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(s::id.lt(DbId(before)));
+    }
+    query.load(conn).await
+}
+
+/// Revokes every live session of `profile` but `except`, announces it and
+/// writes `audit` (with the count) in one transaction; returns the count.
+/// Nothing is written when there was nothing to revoke.
+pub(super) async fn revoke_all_sessions(
+    conn: &mut Conn,
+    profile: Id,
+    except: Option<Id>,
+    reason: &str,
+    now: DateTime<Utc>,
+    audit: &AuditEvent,
+) -> QueryResult<usize> {
+    write_tx!(conn, async |conn| {
+        let revoked = revoke_sessions_of(conn, profile, except, reason, now).await?;
+        if revoked > 0 {
+            insert_audit(conn, &audit.clone().detail("count", revoked)).await?;
+        }
+        Ok(revoked)
+    })
+}
+
+/// Looks a refresh token up without spending it (for Logout).
+pub(super) async fn session_of_refresh_token(
+    conn: &mut Conn,
+    token_hash: &str,
+) -> QueryResult<Option<Session>> {
+    use schema::{refresh_tokens as r, sessions as s};
+    r::table
+        .inner_join(s::table)
+        .filter(r::token_hash.eq(token_hash))
+        .select(SESSION_COLUMNS)
+        .first::<SessionRow>(conn)
+        .await
+        .optional()
+        .map(|row| row.map(Session::from))
+}
+
+/// Revokes every live session of `profile` but `except` and announces it
+/// (when there was any); returns the count. The caller's transaction makes
+/// it one with what caused it.
+async fn revoke_sessions_of(
+    conn: &mut Conn,
+    profile: Id,
+    except: Option<Id>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> QueryResult<usize> {
+    use schema::sessions as s;
+    let mut query = diesel::update(s::table)
+        .filter(s::profile_id.eq(DbId(profile)))
+        .filter(s::revoked_at.is_null())
+        .into_boxed();
+    if let Some(keep) = except {
+        query = query.filter(s::id.ne(DbId(keep)));
+    }
+    let revoked = query
+        .set((s::revoked_at.eq(now), s::revoke_reason.eq(reason)))
+        .execute(conn)
+        .await?;
+    if revoked > 0 {
+        notify_revoked!(conn, Revoked::Profile { profile, except })?;
+    }
+    Ok(revoked)
+}
