@@ -5,6 +5,7 @@ use crate::config::{Config, KeySettings, Mode};
 use crate::infra::bcrypt::Hasher;
 use crate::infra::limits::Limiter;
 use crate::service::audit::{AuditSink, enforce_retention};
+use crate::service::revocation::FastPath;
 use crate::service::{Auth, AuthSettings, Profiles};
 use crate::transport;
 use anyhow::Context as _;
@@ -214,6 +215,12 @@ pub async fn run(
             "rate limits are OFF (IDENTITY_RATE_LIMIT_ENABLED=false)"
         );
     }
+    // Validation from memory, shared by Auth and Profiles; kept true from
+    // below, once the rest is built.
+    let fast = FastPath::new(
+        &config.revocation,
+        config.access_token_ttl + config.token_leeway,
+    );
     let auth = Arc::new(Auth::new(
         store.clone(),
         Arc::clone(&keys),
@@ -228,6 +235,7 @@ pub async fn run(
         },
         Arc::clone(&limits),
         AuditSink::start(store.clone(), 4096, 1024),
+        Arc::clone(&fast),
     ));
     let retention = tokio::spawn(enforce_retention(store.clone(), config.audit_retention));
     let housekeeping = tokio::spawn(crate::service::housekeeping::run(
@@ -250,13 +258,8 @@ pub async fn run(
         Arc::clone(&keys),
         auth.audit_sink(),
         Arc::clone(&auth),
+        Arc::clone(&fast),
     ));
-    let fast = crate::service::revocation::FastPath::new(
-        &config.revocation,
-        config.access_token_ttl + config.token_leeway,
-    );
-    auth.set_fast_path(Arc::clone(&fast));
-    profiles.set_fast_path(Arc::clone(&fast));
     // Runs until the process exits (validation stays correct while draining).
     let _revocation_tasks = fast.start(
         &config.revocation,

@@ -156,17 +156,6 @@ impl FastPath {
         })
     }
 
-    /// No caching at all: every validation verifies the signature and reads
-    /// the session from the database.
-    pub fn disabled() -> Arc<FastPath> {
-        Arc::new(FastPath {
-            tokens: TokenCache::new(0),
-            sessions: RevocationState::new(0, Duration::ZERO),
-            profiles: ProfileCache::new(0, Duration::ZERO),
-            profiles_on: AtomicBool::new(false),
-        })
-    }
-
     /// Signature, claims and session of an access token.
     pub async fn verify(
         &self,
