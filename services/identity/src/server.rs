@@ -5,6 +5,7 @@ use crate::config::{Config, KeySettings, Mode};
 use crate::infra::bcrypt::Hasher;
 use crate::infra::limits::Limiter;
 use crate::service::audit::{AuditSink, enforce_retention};
+use crate::service::exchange::{ExchangeSettings, TokenExchange};
 use crate::service::revocation::FastPath;
 use crate::service::{Auth, AuthSettings, Profiles};
 use crate::transport;
@@ -277,7 +278,37 @@ pub async fn run(
     reporter
         .set_service_status(transport::LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
-    let provider = crate::provider::start(config.provider.as_ref(), &auth, &reporter).await;
+    // ExchangeToken, when a provider is configured. `_provider` keeps the
+    // JWK set fresh until the server stops.
+    let (_provider, provider_health, exchange) = match &config.provider {
+        Some(settings) => {
+            // NOT_SERVING until the JWK set has been fetched.
+            reporter
+                .set_service_status(
+                    crate::provider::HEALTH_SERVICE,
+                    tonic_health::ServingStatus::NotServing,
+                )
+                .await;
+            let provider = crate::provider::start(settings);
+            let health = tokio::spawn(transport::follow_health(
+                reporter.clone(),
+                crate::provider::HEALTH_SERVICE,
+                provider.reachable(),
+            ));
+            let exchange = Arc::new(TokenExchange::new(
+                Arc::clone(&auth),
+                store.clone(),
+                provider.verifier(),
+                ExchangeSettings {
+                    provider: settings.name.clone(),
+                    session_ttl: settings.session_ttl,
+                    leeway: settings.leeway,
+                },
+            ));
+            (Some(provider), Some(health), Some(exchange))
+        }
+        None => (None, None, None),
+    };
     let watcher = tokio::spawn(watch_database(
         store.clone(),
         reporter.clone(),
@@ -327,7 +358,7 @@ pub async fn run(
     let api = transport::Api {
         auth: Arc::clone(&auth),
         profiles,
-        exchange: provider.as_ref().map(|p| p.exchange()),
+        exchange,
         health: reporter.clone(),
     };
     let stop = stopped(stop_rx.clone());
@@ -392,6 +423,9 @@ pub async fn run(
     retention.abort();
     pruning.abort();
     if let Some(task) = limits_health {
+        task.abort();
+    }
+    if let Some(task) = provider_health {
         task.abort();
     }
     housekeeping.abort();

@@ -259,10 +259,6 @@ impl Auth {
         }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn jwks(&self) -> &[PublicJwk] {
         self.keys.jwks()
     }
