@@ -276,6 +276,27 @@ pub struct ProviderClaims {
     pub exp: i64,
 }
 
+/// Why a provider token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyFailure {
+    Refused(Refusal),
+    /// The token needs a key that is not cached and the provider cannot be
+    /// asked right now.
+    Unavailable,
+}
+
+/// The future of [`TokenVerifier::verify`].
+pub type Verifying<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<ProviderClaims, VerifyFailure>> + Send + 'a>>;
+
+/// Verifies provider tokens against the provider's keys. ExchangeToken
+/// (`service::exchange`) asks through this; the service's `provider`
+/// module implements it with the JWK set it fetches. Defined here so that
+/// neither of the two has to import the other.
+pub trait TokenVerifier: Send + Sync {
+    fn verify<'a>(&'a self, token: &'a str) -> Verifying<'a>;
+}
+
 /// Verifies a token whose header passed [`inspect`] with the key its `kid`
 /// named. `now` is seconds since the epoch.
 pub fn verify(

@@ -1,8 +1,8 @@
 //! Revocation announcements. Every transaction that revokes sessions or
 //! changes a profile (roles are privileges) also announces it on the PostgreSQL channel [`CHANNEL`] (`pg_notify`, a bind
 //! parameter: delivered at commit, discarded on rollback), so that every
-//! replica's in-memory revocation state learns it at once
-//! (`service::revocation`). SQLite is one node: nothing is sent there.
+//! replica's in-memory revocation state learns it at once (heard by
+//! [`crate::listen`]). SQLite is one node: nothing is sent there.
 
 pub use identity_core::Revoked;
 
@@ -15,12 +15,12 @@ pub const CHANNEL: &str = "identity_revocations";
 const HEARTBEAT: &str = "heartbeat:";
 
 /// The payload of a heartbeat carrying `nonce`.
-pub fn heartbeat_payload(nonce: &str) -> String {
+pub(crate) fn heartbeat_payload(nonce: &str) -> String {
     format!("{HEARTBEAT}{nonce}")
 }
 
 /// The nonce of a heartbeat payload (this replica's or another's).
-pub fn heartbeat_nonce(payload: &str) -> Option<&str> {
+pub(crate) fn heartbeat_nonce(payload: &str) -> Option<&str> {
     payload.strip_prefix(HEARTBEAT)
 }
 

@@ -6,6 +6,8 @@ use crate::infra::bcrypt::Hasher;
 use crate::infra::limits::Limiter;
 use crate::service::audit::{AuditSink, enforce_retention};
 use crate::service::audit_trail::AuditTrail;
+use crate::service::exchange::{ExchangeSettings, TokenExchange};
+use crate::service::revocation::FastPath;
 use crate::service::{Auth, AuthSettings, Profiles};
 use crate::transport;
 use anyhow::Context as _;
@@ -215,6 +217,12 @@ pub async fn run(
             "rate limits are OFF (IDENTITY_RATE_LIMIT_ENABLED=false)"
         );
     }
+    // Validation from memory, shared by Auth and Profiles; kept true from
+    // below, once the rest is built.
+    let fast = FastPath::new(
+        &config.revocation,
+        config.access_token_ttl + config.token_leeway,
+    );
     let auth = Arc::new(Auth::new(
         store.clone(),
         Arc::clone(&keys),
@@ -229,6 +237,7 @@ pub async fn run(
         },
         Arc::clone(&limits),
         AuditSink::start(store.clone(), 4096, 1024),
+        Arc::clone(&fast),
     ));
     let retention = tokio::spawn(enforce_retention(store.clone(), config.audit_retention));
     let housekeeping = tokio::spawn(crate::service::housekeeping::run(
@@ -251,13 +260,8 @@ pub async fn run(
         Arc::clone(&keys),
         auth.audit_sink(),
         Arc::clone(&auth),
+        Arc::clone(&fast),
     ));
-    let fast = crate::service::revocation::FastPath::new(
-        &config.revocation,
-        config.access_token_ttl + config.token_leeway,
-    );
-    auth.set_fast_path(Arc::clone(&fast));
-    profiles.set_fast_path(Arc::clone(&fast));
     // Runs until the process exits (validation stays correct while draining).
     let _revocation_tasks = fast.start(
         &config.revocation,
@@ -275,7 +279,37 @@ pub async fn run(
     reporter
         .set_service_status(transport::LIVENESS, tonic_health::ServingStatus::Serving)
         .await;
-    let provider = crate::provider::start(config.provider.as_ref(), &auth, &reporter).await;
+    // ExchangeToken, when a provider is configured. `_provider` keeps the
+    // JWK set fresh until the server stops.
+    let (_provider, provider_health, exchange) = match &config.provider {
+        Some(settings) => {
+            // NOT_SERVING until the JWK set has been fetched.
+            reporter
+                .set_service_status(
+                    crate::provider::HEALTH_SERVICE,
+                    tonic_health::ServingStatus::NotServing,
+                )
+                .await;
+            let provider = crate::provider::start(settings);
+            let health = tokio::spawn(transport::follow_health(
+                reporter.clone(),
+                crate::provider::HEALTH_SERVICE,
+                provider.reachable(),
+            ));
+            let exchange = Arc::new(TokenExchange::new(
+                Arc::clone(&auth),
+                store.clone(),
+                provider.verifier(),
+                ExchangeSettings {
+                    provider: settings.name.clone(),
+                    session_ttl: settings.session_ttl,
+                    leeway: settings.leeway,
+                },
+            ));
+            (Some(provider), Some(health), Some(exchange))
+        }
+        None => (None, None, None),
+    };
     let watcher = tokio::spawn(watch_database(
         store.clone(),
         reporter.clone(),
@@ -330,7 +364,7 @@ pub async fn run(
             Arc::clone(&profiles),
         )),
         profiles,
-        exchange: provider.as_ref().map(|p| p.exchange()),
+        exchange,
         health: reporter.clone(),
     };
     let stop = stopped(stop_rx.clone());
@@ -395,6 +429,9 @@ pub async fn run(
     retention.abort();
     pruning.abort();
     if let Some(task) = limits_health {
+        task.abort();
+    }
+    if let Some(task) = provider_health {
         task.abort();
     }
     housekeeping.abort();

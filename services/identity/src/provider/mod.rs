@@ -1,35 +1,27 @@
 //! The external identity provider (Better-Auth): its settings, its JWK set
 //! and the verifier ExchangeToken uses. I/O lives here (the JWKS fetch);
-//! the rules are in `identity_core::provider`, the use case in `service::exchange`.
+//! the rules are in `identity_core::provider`, the use case in
+//! `service::exchange`, which `server.rs` builds with this verifier (as an
+//! `identity_core::provider::TokenVerifier`: neither imports the other).
 
 pub mod jwks;
 pub mod settings;
 
 pub use settings::{ProviderConfig, ProviderSettings};
 
-use crate::service::Auth;
-use crate::service::exchange::TokenExchange;
-use identity_core::provider::{ProviderClaims, Rules, inspect, verify};
+use identity_core::provider::{
+    ProviderClaims, Rules, TokenVerifier, VerifyFailure, Verifying, inspect, verify,
+};
 use identity_core::tokens::Refusal;
 use jwks::{JwksCache, JwksSettings, Lookup};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic_health::ServingStatus;
-use tonic_health::server::HealthReporter;
 
 /// Health service name that reports whether the provider's JWK set can be
 /// fetched. Only this name goes NOT_SERVING when the provider is down: the
 /// rest of the API keeps serving (cached keys still verify).
 pub const HEALTH_SERVICE: &str = "identity.provider";
-
-/// Why a provider token was not accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VerifyFailure {
-    Refused(Refusal),
-    /// The token needs a key that is not cached and the provider cannot be
-    /// asked right now.
-    Unavailable,
-}
 
 /// Verifies provider tokens against the cached JWK set.
 pub struct ProviderVerifier {
@@ -73,54 +65,41 @@ impl ProviderVerifier {
     }
 }
 
-/// The running provider integration: the exchange use case and the tasks
-/// that keep the JWK set fresh and report its health. Dropping it stops
-/// the tasks.
+impl TokenVerifier for ProviderVerifier {
+    fn verify<'a>(&'a self, token: &'a str) -> Verifying<'a> {
+        Box::pin(ProviderVerifier::verify(self, token))
+    }
+}
+
+/// The running provider integration: the verifier and the task that keeps
+/// the JWK set fresh. Dropping it stops the task.
 pub struct Running {
-    exchange: Arc<TokenExchange>,
-    tasks: Vec<JoinHandle<()>>,
+    verifier: Arc<ProviderVerifier>,
+    refresher: JoinHandle<()>,
 }
 
 impl Running {
-    pub fn exchange(&self) -> Arc<TokenExchange> {
-        Arc::clone(&self.exchange)
+    pub fn verifier(&self) -> Arc<ProviderVerifier> {
+        Arc::clone(&self.verifier)
+    }
+
+    /// Whether the JWK set can be fetched (`None` before the first try);
+    /// `server.rs` follows it with the [`HEALTH_SERVICE`] health status.
+    pub fn reachable(&self) -> watch::Receiver<Option<bool>> {
+        self.verifier.jwks().reachable()
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+        self.refresher.abort();
     }
 }
 
-/// Starts the provider integration when one is configured: the first JWKS
-/// fetch runs in the background (a failure is logged, not fatal), and the
-/// `identity.provider` health status follows the provider's reachability.
-pub async fn start(
-    config: Option<&ProviderConfig>,
-    auth: &Arc<Auth>,
-    reporter: &HealthReporter,
-) -> Option<Running> {
-    let config = config?;
+/// Starts the provider integration: the first JWKS fetch runs in the
+/// background (a failure is logged, not fatal).
+pub fn start(config: &ProviderConfig) -> Running {
     let verifier = Arc::new(ProviderVerifier::new(config));
-    reporter
-        .set_service_status(HEALTH_SERVICE, ServingStatus::NotServing)
-        .await;
-    let mut reachable = verifier.jwks().reachable();
-    let health = {
-        let reporter = reporter.clone();
-        tokio::spawn(async move {
-            while reachable.changed().await.is_ok() {
-                let status = match *reachable.borrow_and_update() {
-                    Some(true) => ServingStatus::Serving,
-                    _ => ServingStatus::NotServing,
-                };
-                reporter.set_service_status(HEALTH_SERVICE, status).await;
-            }
-        })
-    };
     let refresher = tokio::spawn(Arc::clone(verifier.jwks()).run());
     tracing::info!(
         jwks_url = %config.jwks_url,
@@ -130,14 +109,8 @@ pub async fn start(
         algorithms = ?config.algorithms,
         "ExchangeToken enabled"
     );
-    Some(Running {
-        exchange: Arc::new(TokenExchange::new(
-            Arc::clone(auth),
-            verifier,
-            config.name.clone(),
-            config.session_ttl,
-            config.leeway,
-        )),
-        tasks: vec![refresher, health],
-    })
+    Running {
+        verifier,
+        refresher,
+    }
 }

@@ -5,6 +5,7 @@ use crate::infra::limits::{Limiter, Scope};
 use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::profiles::{ADMIN_ROLE, Principal};
+use crate::service::revocation::FastPath;
 use chrono::{DateTime, SubsecRound, Utc};
 use identity_core::client_key::client_key;
 use identity_core::passwords;
@@ -133,7 +134,7 @@ pub struct Auth {
     limits: Arc<Limiter>,
     throttle: Throttle,
     audit: AuditSink,
-    fast: arc_swap::ArcSwap<crate::service::revocation::FastPath>,
+    fast: Arc<FastPath>,
 }
 
 fn busy(e: HashError) -> Error {
@@ -157,6 +158,8 @@ fn to_chrono(d: Duration) -> chrono::Duration {
 }
 
 impl Auth {
+    /// `fast`: validation from memory (service::revocation), shared with
+    /// [`crate::service::Profiles`].
     pub fn new(
         store: Store,
         keys: Arc<TokenKeys>,
@@ -164,6 +167,7 @@ impl Auth {
         settings: AuthSettings,
         limits: Arc<Limiter>,
         audit: AuditSink,
+        fast: Arc<FastPath>,
     ) -> Self {
         Auth {
             store,
@@ -173,7 +177,7 @@ impl Auth {
             limits,
             throttle: Throttle::new(ThrottlePolicy::default()),
             audit,
-            fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
+            fast,
         }
     }
 
@@ -199,13 +203,7 @@ impl Auth {
 
     /// This process changed profile `id`: drop what memory holds of it.
     pub fn profile_changed(&self, id: Id) {
-        self.fast.load().revoked(Revoked::ProfileChanged(id));
-    }
-
-    /// Validation from memory (service::revocation); without it every
-    /// validation reads the database.
-    pub fn set_fast_path(&self, fast: Arc<crate::service::revocation::FastPath>) {
-        self.fast.store(fast);
+        self.fast.revoked(Revoked::ProfileChanged(id));
     }
 
     /// The key the caller's address is limited and throttled under.
@@ -259,10 +257,6 @@ impl Auth {
                 })
             }
         }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     pub fn jwks(&self) -> &[PublicJwk] {
@@ -703,7 +697,7 @@ impl Auth {
                     session.id = %session_id,
                     client.address = caller.addr()
                 );
-                self.fast.load().revoked(Revoked::Session(session_id));
+                self.fast.revoked(Revoked::Session(session_id));
                 security_event!("identity.session.revoked", session.id = %session_id, reason = "refresh_token_reused");
                 Err(Error::Unauthenticated)
             }
@@ -748,8 +742,7 @@ impl Auth {
         token: &str,
     ) -> Result<Result<AccessClaims, Refusal>, Error> {
         // Same checks, answered from memory when it can (service::revocation).
-        let fast = self.fast.load_full();
-        fast.verify(&self.keys, &self.store, token).await
+        self.fast.verify(&self.keys, &self.store, token).await
     }
 
     /// ValidateToken: `None` means inactive (the reason is logged, not told);
@@ -770,7 +763,7 @@ impl Auth {
         let Some(id) = Id::parse(&claims.sub) else {
             return Ok(None);
         };
-        match self.fast.load().profile(&self.store, id).await? {
+        match self.fast.profile(&self.store, id).await? {
             Some(profile) => {
                 claims.roles =
                     identity_core::roles::effective(&profile.auth_provider, profile.roles);
@@ -856,7 +849,7 @@ impl Auth {
             .store
             .revoke_session(session_id, "logout", &audit)
             .await?;
-        self.fast.load().revoked(Revoked::Session(session_id));
+        self.fast.revoked(Revoked::Session(session_id));
         if revoked {
             security_event!("identity.session.revoked", session.id = %session_id, reason = "logout", client.address = caller.addr());
         }
@@ -907,7 +900,6 @@ impl Auth {
         // Login and through re-verification add up to one budget.
         let account = match self
             .fast
-            .load()
             .profile(&self.store, profile)
             .await?
             .and_then(|p| p.email)
@@ -974,7 +966,7 @@ impl Auth {
             .change_email(profile, &verified, &new_email, session, &audit)
             .await;
         // Whatever the outcome, this replica's copy may be stale.
-        self.fast.load().revoked(Revoked::ProfileChanged(profile));
+        self.fast.revoked(Revoked::ProfileChanged(profile));
         match changed {
             Ok(true) => {}
             // The password changed since it was verified: retry.
@@ -986,7 +978,7 @@ impl Auth {
                 });
             }
         }
-        self.fast.load().revoked(Revoked::Profile {
+        self.fast.revoked(Revoked::Profile {
             profile,
             except: Some(session),
         });
@@ -1055,7 +1047,7 @@ impl Auth {
             // Changed concurrently by another call: make the caller retry.
             return Err(Error::StaleEtag);
         }
-        self.fast.load().revoked(Revoked::Profile {
+        self.fast.revoked(Revoked::Profile {
             profile,
             except: Some(session),
         });

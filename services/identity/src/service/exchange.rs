@@ -1,7 +1,8 @@
 //! ExchangeToken: a token from the external provider (Better-Auth) for a
 //! token pair of ours (RFC 8693 in spirit).
 //!
-//! The provider's JWT is verified against its JWK set (`provider`), the
+//! The provider's JWT is verified against its JWK set (`provider`, through
+//! `identity_core::provider::TokenVerifier`), the
 //! profile is found by (provider name, `sub`) or created, and an ordinary
 //! session starts: refresh, logout, revocation and ValidateToken treat it
 //! exactly like a local login.
@@ -24,14 +25,15 @@
 //! then goes back to the provider, which may have banned or deleted them
 //! meanwhile.
 
-use crate::provider::{ProviderVerifier, VerifyFailure};
 use crate::service::Error;
 use crate::service::{Auth, Caller, IssuedTokens};
 use chrono::{SubsecRound, Utc};
-use identity_core::provider::{ProviderClaims, TOKEN_TYPE_JWT, profile_fields};
+use identity_core::provider::{
+    ProviderClaims, TOKEN_TYPE_JWT, TokenVerifier, VerifyFailure, profile_fields,
+};
 use identity_core::tokens::MAX_TOKEN_BYTES;
 use identity_core::{Violations, validation};
-use identity_store::{AuditEvent, Id, Profile};
+use identity_store::{AuditEvent, Id, Profile, Store};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,31 +68,42 @@ pub struct Exchanged {
     pub created: bool,
 }
 
-pub struct TokenExchange {
-    auth: Arc<Auth>,
-    verifier: Arc<ProviderVerifier>,
-    provider: String,
+/// What ExchangeToken is configured with (IDENTITY_PROVIDER_*).
+#[derive(Debug, Clone)]
+pub struct ExchangeSettings {
+    /// The provider's name: profiles it creates carry it as `auth_provider`.
+    pub provider: String,
     /// Longest life of an exchanged session.
-    session_ttl: Duration,
+    pub session_ttl: Duration,
     /// The provider's leeway on `exp`, so a spent token is remembered as
     /// long as it could still verify.
+    pub leeway: Duration,
+}
+
+pub struct TokenExchange {
+    /// Sessions, tokens, rate limits and the audit sink, as for a login.
+    auth: Arc<Auth>,
+    store: Store,
+    verifier: Arc<dyn TokenVerifier>,
+    provider: String,
+    session_ttl: Duration,
     leeway: Duration,
 }
 
 impl TokenExchange {
     pub fn new(
         auth: Arc<Auth>,
-        verifier: Arc<ProviderVerifier>,
-        provider: String,
-        session_ttl: Duration,
-        leeway: Duration,
+        store: Store,
+        verifier: Arc<dyn TokenVerifier>,
+        settings: ExchangeSettings,
     ) -> Self {
         TokenExchange {
             auth,
+            store,
             verifier,
-            provider,
-            session_ttl,
-            leeway,
+            provider: settings.provider,
+            session_ttl: settings.session_ttl,
+            leeway: settings.leeway,
         }
     }
 
@@ -156,7 +169,7 @@ impl TokenExchange {
         // Refused before provisioning too, so that a replayed older token
         // cannot write its stale email or name over the profile.
         let spent = spent_key(&claims, subject_token);
-        if self.auth.store().is_exchanged_token(&spent).await? {
+        if self.store.is_exchanged_token(&spent).await? {
             return Err(self.refused(caller, "already_exchanged").await);
         }
         let (profile, created) = self.provision(caller, &claims).await?;
@@ -181,8 +194,7 @@ impl TokenExchange {
             .detail("provider", self.provider.as_str())
             .detail("created", created);
         let first = self
-            .auth
-            .store()
+            .store
             .start_exchanged_session(&spent, remember_until, &session, &audit)
             .await?;
         if !first {
@@ -214,7 +226,7 @@ impl TokenExchange {
         claims: &ProviderClaims,
     ) -> Result<(Profile, bool), Error> {
         let (claimed_email, claimed_name) = profile_fields(claims);
-        let store = self.auth.store();
+        let store = &self.store;
         let existing = store
             .find_profile_by_auth(&self.provider, &claims.sub)
             .await?;

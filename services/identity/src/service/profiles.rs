@@ -9,6 +9,7 @@
 use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::auth::{Auth, LOCAL_PROVIDER, Reauth};
+use crate::service::revocation::FastPath;
 use chrono::{SubsecRound, Utc};
 use identity_core::tokens::{AccessClaims, TokenKeys};
 use identity_core::{Violations, page_token, validation};
@@ -64,7 +65,7 @@ pub struct Profiles {
     keys: Arc<TokenKeys>,
     audit: AuditSink,
     reauth: Arc<Auth>,
-    fast: arc_swap::ArcSwap<crate::service::revocation::FastPath>,
+    fast: Arc<FastPath>,
 }
 
 fn now() -> chrono::DateTime<Utc> {
@@ -101,14 +102,22 @@ fn parse_filter(filter: &str) -> Result<Option<String>, Error> {
 }
 
 impl Profiles {
-    /// `reauth` verifies the password of owners deleting their account.
-    pub fn new(store: Store, keys: Arc<TokenKeys>, audit: AuditSink, reauth: Arc<Auth>) -> Self {
+    /// `reauth` verifies the password of owners deleting their account;
+    /// `fast` is the validation memory that changes and deletions must
+    /// update (the one of `Auth`).
+    pub fn new(
+        store: Store,
+        keys: Arc<TokenKeys>,
+        audit: AuditSink,
+        reauth: Arc<Auth>,
+        fast: Arc<FastPath>,
+    ) -> Self {
         Profiles {
             store,
             keys,
             audit,
             reauth,
-            fast: arc_swap::ArcSwap::new(crate::service::revocation::FastPath::disabled()),
+            fast,
         }
     }
 
@@ -128,18 +137,12 @@ impl Profiles {
         );
     }
 
-    /// The validation memory that deletions must update (the one of `Auth`).
-    pub fn set_fast_path(&self, fast: Arc<crate::service::revocation::FastPath>) {
-        self.fast.store(fast);
-    }
-
     /// Roles are read from the stored profile, not the token, so a revoked
     /// admin role takes effect at once on this replica and within the
     /// revocation bound on the others, rather than when the token expires
     /// (the cache follows the same announcements; docs/decisions/0005).
     async fn caller(&self, principal: &Principal) -> Result<Profile, Error> {
         self.fast
-            .load()
             .profile(&self.store, principal.profile_id)
             .await?
             .ok_or(Error::Unauthenticated)
@@ -180,7 +183,6 @@ impl Profiles {
             return Err(Error::NotFound);
         }
         self.fast
-            .load()
             .profile(&self.store, id)
             .await?
             .ok_or(Error::NotFound)
@@ -440,9 +442,7 @@ impl Profiles {
             .await;
         // Whatever the outcome (a lost race, an error after an ambiguous
         // commit), this replica's copy may be stale: drop it first.
-        self.fast
-            .load()
-            .revoked(Revoked::ProfileChanged(current.id));
+        self.fast.revoked(Revoked::ProfileChanged(current.id));
         if !updated? {
             return Err(Error::StaleEtag);
         }
@@ -486,7 +486,7 @@ impl Profiles {
             .client(principal.client_addr.as_deref())
             .detail("actor", caller.id.to_string());
         let deleted = self.store.delete_profile(id, expected, &audit).await;
-        self.fast.load().revoked(Revoked::ProfileChanged(id));
+        self.fast.revoked(Revoked::ProfileChanged(id));
         if !deleted? {
             return Err(if expected.is_some() {
                 Error::StaleEtag
@@ -494,7 +494,7 @@ impl Profiles {
                 Error::NotFound
             });
         }
-        self.fast.load().revoked(Revoked::Profile {
+        self.fast.revoked(Revoked::Profile {
             profile: id,
             except: None,
         });

@@ -14,7 +14,8 @@
 //! while the listener has confirmed within `IDENTITY_REVOCATION_MAX_STALENESS`
 //! that it holds every announcement committed before the confirmation (a
 //! heartbeat announced on the channel from a second connection and heard on
-//! the listening one, see `listen_once`). A listener that does not hear its
+//! the listening one: `identity_store::listen` keeps the connections, this
+//! module applies what they hear). A listener that does not hear its
 //! heartbeat (behind PgBouncer transaction pooling, where LISTEN hears
 //! nothing) counts as down and says it needs a session-mode connection
 //! (`IDENTITY_REVOCATION_LISTEN_URL`). When the listener is down, validation
@@ -33,7 +34,8 @@ use identity_core::profile_cache::ProfileCache;
 use identity_core::revocations::{Answer, RevocationState};
 use identity_core::token_cache::{self, TokenCache, Verified};
 use identity_core::tokens::{AccessClaims, Refusal, TokenKeys};
-use identity_store::notify::{CHANNEL, Revoked, heartbeat_nonce, heartbeat_payload};
+use identity_store::listen::{ListenEvent, listen};
+use identity_store::notify::Revoked;
 use identity_store::{Backend, Id, Profile, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -150,17 +152,6 @@ impl FastPath {
                 settings.profile_cache_size,
                 settings.revocation_reconcile_interval,
             ),
-            profiles_on: AtomicBool::new(false),
-        })
-    }
-
-    /// No caching at all: every validation verifies the signature and reads
-    /// the session from the database.
-    pub fn disabled() -> Arc<FastPath> {
-        Arc::new(FastPath {
-            tokens: TokenCache::new(0),
-            sessions: RevocationState::new(0, Duration::ZERO),
-            profiles: ProfileCache::new(0, Duration::ZERO),
             profiles_on: AtomicBool::new(false),
         })
     }
@@ -283,7 +274,7 @@ impl FastPath {
             Backend::Postgres => {
                 self.profiles_on
                     .store(self.profiles.enabled(), Ordering::Relaxed);
-                tasks.push(tokio::spawn(listen(
+                tasks.push(tokio::spawn(follow(
                     Arc::clone(self),
                     listen_url.to_owned(),
                     settings.revocation_max_staleness,
@@ -298,164 +289,59 @@ impl FastPath {
         )));
         tasks
     }
+}
 
-    /// Applies an announcement. A heartbeat (this replica's or another's)
-    /// revokes nothing: its nonce is returned for the listener to match.
-    fn announced<'p>(&self, payload: &'p str) -> Option<&'p str> {
-        if let Some(nonce) = heartbeat_nonce(payload) {
-            return Some(nonce);
-        }
-        match Revoked::parse(payload) {
-            Some(what) => self.revoked(what),
-            None => {
+/// Applies what the revocation listener (`identity_store::listen`) hears,
+/// for as long as the process runs.
+async fn follow(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
+    let mut events = std::pin::pin!(listen(url, max_staleness));
+    while let Some(event) = events.next().await {
+        match event {
+            ListenEvent::Up => {
+                // Announcements sent while nobody listened are lost: start afresh.
+                fast.forget_live();
+                tracing::info!(
+                    event.name = "identity.revocation.listener_up",
+                    "listening for revocations"
+                );
+            }
+            ListenEvent::Revoked(what) => fast.revoked(what),
+            ListenEvent::Unrecognised => {
                 // Not ours to understand: assume the worst.
                 tracing::warn!(
                     event.name = "identity.revocation.unknown_announcement",
                     "unrecognised revocation announcement: forgetting every live session"
                 );
-                self.forget_live();
+                fast.forget_live();
             }
-        }
-        None
-    }
-}
-
-/// Why a listening connection ended.
-enum ListenerDown {
-    /// Connection or query failure.
-    Failed(String),
-    /// Connected, but the channel does not reach the listener.
-    Unheard,
-}
-
-/// Keeps a LISTEN connection to PostgreSQL for as long as the process runs.
-async fn listen(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let started = Instant::now();
-        let down = listen_once(&fast, &url, max_staleness).await;
-        fast.sessions.distrust();
-        match down {
-            ListenerDown::Failed(error) => tracing::warn!(
-                event.name = "identity.revocation.listener_down",
-                error = %error,
-                "revocation listener lost: validating against the database until it is back"
-            ),
-            ListenerDown::Unheard => tracing::error!(
-                event.name = "identity.revocation.listener_unheard",
-                "the revocation listener did not hear its own heartbeat within \
-                 IDENTITY_REVOCATION_MAX_STALENESS although its connections work: announcements \
-                 of other replicas do not reach it, as behind PgBouncer in transaction pooling \
-                 mode. The listener needs a session-mode connection (a direct connection to \
-                 PostgreSQL or a PgBouncer session pool): set IDENTITY_REVOCATION_LISTEN_URL \
-                 to one. Validating against the database until then"
-            ),
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_millis(100);
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// One listening connection; returns why it ended.
-///
-/// Memory is trusted only as far as a heartbeat proves: a second connection
-/// (another session, like another replica) announces `heartbeat:<nonce>` on
-/// the channel, and when that nonce arrives on the listening connection,
-/// every announcement committed before it was sent has arrived too
-/// (PostgreSQL delivers a channel's notifications to each listener in commit
-/// order). Merely querying the listening connection proves nothing behind a
-/// transaction pooler, where the query runs on whichever server connection
-/// is free while the LISTEN stays on another; the listener's own
-/// `pg_notify` would not do either: it can come back whenever the pooler
-/// hands the listener the server connection that ran the LISTEN, while
-/// notifications sent to it when idle are dropped.
-async fn listen_once(fast: &FastPath, url: &str, max_staleness: Duration) -> ListenerDown {
-    use diesel_async::SimpleAsyncConnection as _;
-    let limit = max_staleness.max(Duration::from_secs(1));
-    let connect = async || match tokio::time::timeout(
-        limit * 5,
-        identity_store::pg_tls::establish(url),
-    )
-    .await
-    {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(ListenerDown::Failed(format!("connect: {e}"))),
-        Err(_) => Err(ListenerDown::Failed("connect: timed out".into())),
-    };
-    let mut conn = match connect().await {
-        Ok(conn) => conn,
-        Err(down) => return down,
-    };
-    let mut sender = match connect().await {
-        Ok(conn) => conn,
-        Err(down) => return down,
-    };
-    // CHANNEL is a constant identifier, not input.
-    if let Err(e) = conn.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-        return ListenerDown::Failed(format!("LISTEN: {e}"));
-    }
-    // Announcements sent while nobody listened are lost: start afresh.
-    fast.forget_live();
-    tracing::info!(
-        event.name = "identity.revocation.listener_up",
-        "listening for revocations"
-    );
-    let period = (max_staleness / 4).max(Duration::from_millis(20));
-    // Heartbeats sent and not yet heard, oldest first.
-    let mut pending: std::collections::VecDeque<(String, Instant)> = Default::default();
-    let mut heard = false;
-    let mut next = tokio::time::Instant::now();
-    let mut stream = std::pin::pin!(conn.notifications_stream());
-    loop {
-        tokio::select! {
-            item = stream.next() => match item {
-                Some(Ok(n)) => {
-                    let Some(nonce) = fast.announced(&n.payload) else { continue };
-                    let Some(at) = pending.iter().position(|(sent, _)| sent == nonce) else {
-                        continue; // another replica's
-                    };
-                    let sent = pending[at].1;
-                    pending.drain(..=at);
-                    fast.sessions.trust_until(sent + max_staleness);
-                    if !heard {
-                        heard = true;
-                        tracing::info!(
-                            event.name = "identity.revocation.heartbeat_heard",
-                            "the revocation listener hears the channel: validations answered from memory"
-                        );
-                    }
+            ListenEvent::Heard { sent, first } => {
+                fast.sessions.trust_until(sent + max_staleness);
+                if first {
+                    tracing::info!(
+                        event.name = "identity.revocation.heartbeat_heard",
+                        "the revocation listener hears the channel: validations answered from memory"
+                    );
                 }
-                Some(Err(e)) => return ListenerDown::Failed(format!("notifications: {e}")),
-                None => return ListenerDown::Failed("notifications: connection closed".into()),
-            },
-            () = tokio::time::sleep_until(next) => {
-                if pending.front().is_some_and(|(_, sent)| sent.elapsed() > max_staleness) {
-                    // A listener that never heard one is not merely slow.
-                    return if heard {
-                        ListenerDown::Failed("heartbeat: not heard in time".into())
-                    } else {
-                        ListenerDown::Unheard
-                    };
-                }
-                let nonce = uuid::Uuid::new_v4().simple().to_string();
-                let sent = Instant::now();
-                pending.push_back((nonce.clone(), sent));
-                // The simple query protocol (no prepared statement): it works
-                // through any pooler, so only the LISTEN side can fail. The
-                // payload is generated here, not input.
-                let notify = format!(
-                    "SELECT pg_notify('{CHANNEL}', '{}')",
-                    heartbeat_payload(&nonce)
+            }
+            ListenEvent::Down(error) => {
+                fast.sessions.distrust();
+                tracing::warn!(
+                    event.name = "identity.revocation.listener_down",
+                    error = %error,
+                    "revocation listener lost: validating against the database until it is back"
                 );
-                match tokio::time::timeout(max_staleness, sender.batch_execute(&notify)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return ListenerDown::Failed(format!("heartbeat: {e}")),
-                    Err(_) => return ListenerDown::Failed("heartbeat: timed out".into()),
-                }
-                next = tokio::time::Instant::from_std(sent + period);
+            }
+            ListenEvent::Unheard => {
+                fast.sessions.distrust();
+                tracing::error!(
+                    event.name = "identity.revocation.listener_unheard",
+                    "the revocation listener did not hear its own heartbeat within \
+                     IDENTITY_REVOCATION_MAX_STALENESS although its connections work: announcements \
+                     of other replicas do not reach it, as behind PgBouncer in transaction pooling \
+                     mode. The listener needs a session-mode connection (a direct connection to \
+                     PostgreSQL or a PgBouncer session pool): set IDENTITY_REVOCATION_LISTEN_URL \
+                     to one. Validating against the database until then"
+                );
             }
         }
     }

@@ -67,7 +67,6 @@ impl Auth {
     /// every authorization check, docs/decisions/0005).
     async fn caller_profile(&self, principal: &Principal) -> Result<Profile, Error> {
         self.fast
-            .load()
             .profile(&self.store, principal.profile_id)
             .await?
             .ok_or(Error::Unauthenticated)
@@ -105,7 +104,7 @@ impl Auth {
             self.sessions_denied(caller, principal, action, Some(target.to_string()));
             return Err(Error::NotFound);
         }
-        match self.fast.load().profile(&self.store, target).await? {
+        match self.fast.profile(&self.store, target).await? {
             Some(_) => Ok(target),
             None => Err(Error::NotFound),
         }
@@ -212,7 +211,7 @@ impl Auth {
             .detail("reason", reason)
             .detail("actor", caller.id.to_string());
         let revoked = self.store.revoke_session(id, reason, &audit).await?;
-        self.fast.load().revoked(Revoked::Session(id));
+        self.fast.revoked(Revoked::Session(id));
         if revoked {
             security_event!(
                 "identity.session.revoked",
@@ -297,7 +296,7 @@ impl Auth {
             .store
             .revoke_all_sessions(target, except, reason, &audit)
             .await?;
-        self.fast.load().revoked(Revoked::Profile {
+        self.fast.revoked(Revoked::Profile {
             profile: target,
             except,
         });
