@@ -13,6 +13,7 @@
 
 pub mod client_key;
 pub mod error;
+pub mod events;
 pub mod id;
 pub mod model;
 pub mod page_token;

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod exchange;
 pub mod housekeeping;
 pub mod profiles;
