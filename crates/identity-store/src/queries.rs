@@ -9,6 +9,7 @@
 // parameter; nothing here formats SQL from input.
 
 use identity_core::Revoked;
+use identity_core::events::{EventName, Field, SecurityEvent};
 use super::types::{
     DbId,     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
     ProfileRow, ServiceClient, ServiceClientChange, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome, Session,
@@ -401,14 +402,14 @@ pub(super) async fn spend_refresh_token(
                 == 1;
         if !won {
             revoke_one(conn, session.id, "refresh_token_reused", now).await?;
-            let audit = AuditEvent::new("identity.refresh.reused")
+            let event = SecurityEvent::new(EventName::RefreshReused)
                 .profile(session.profile_id)
                 .session(session.id)
                 .client(client_addr);
-            insert_audit(conn, &audit).await?;
+            insert_audit(conn, &event.audit_row()).await?;
             return Ok(SpendOutcome::Reused {
                 session_id: session.id,
-                profile_id: session.profile_id,
+                event,
             });
         }
         diesel::insert_into(r::table)
@@ -511,7 +512,7 @@ pub(super) async fn revoke_all_sessions(
             .await?;
         if revoked > 0 {
             notify_revoked!(conn, Revoked::Profile { profile, except })?;
-            insert_audit(conn, &audit.clone().detail("count", revoked)).await?;
+            insert_audit(conn, &audit.clone().detail(Field::Count.key(), revoked)).await?;
         }
         Ok(revoked)
     })

@@ -104,7 +104,7 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 /// a first admin without any default credential.
 pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
     use crate::cli::AdminCommand;
-    use identity_store::AuditEvent;
+    use crate::service::events::{Actor, Emit as _, EventName, SecurityEvent};
     let url = args
         .database_url
         .context("IDENTITY_DATABASE_URL is required")?;
@@ -165,17 +165,17 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
     }
     next.revision += 1;
     next.updated_at = chrono::Utc::now();
-    let audit = AuditEvent::new("identity.role.changed")
+    let changed = SecurityEvent::new(EventName::RoleChanged)
         .profile(profile.id)
-        .detail("actor", "identity admin")
-        .detail("roles", next.roles.join(" "));
+        .actor(Actor::AdminCli)
+        .roles(&next.roles);
     anyhow::ensure!(
         store
-            .update_profile(&next, profile.revision, &[audit])
+            .update_profile(&next, profile.revision, &[changed.audit_row()])
             .await?,
         "the profile changed meanwhile; run the command again"
     );
-    tracing::info!(target: "identity::security", { event.name = "identity.role.changed", profile.id = %profile.id, roles = %next.roles.join(" ") }, "security event");
+    changed.emit_committed();
     println!("{}: roles now {}", profile.id, next.roles.join(" "));
     Ok(())
 }

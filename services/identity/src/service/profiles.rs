@@ -9,11 +9,12 @@
 use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::auth::{Auth, LOCAL_PROVIDER, Reauth};
+use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use chrono::{SubsecRound, Utc};
 use identity_core::tokens::{AccessClaims, TokenKeys};
 use identity_core::{Violations, page_token, validation};
 use identity_store::notify::Revoked;
-use identity_store::{AuditEvent, Id, Profile, Store};
+use identity_store::{Id, Profile, Store};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
@@ -119,7 +120,7 @@ impl Profiles {
         target: Option<Id>,
         principal: &Principal,
     ) {
-        crate::service::audit::access_denied(
+        crate::service::events::access_denied(
             &self.audit,
             caller.id,
             principal.client_addr.as_deref(),
@@ -298,17 +299,18 @@ impl Profiles {
             updated_at: now,
             email_verified: false,
         };
-        let audit = AuditEvent::new("identity.profile.created")
+        let event = SecurityEvent::new(EventName::ProfileCreated)
             .profile(profile.id)
-            .client(principal.client_addr.as_deref())
-            .detail("actor", caller.id.to_string());
+            .actor(Actor::Profile(caller.id))
+            .client(principal.client_addr.as_deref());
         self.store
-            .create_profile(&profile, &audit)
+            .create_profile(&profile, &event.audit_row())
             .await
             .map_err(|e| match Error::from(e) {
                 Error::AlreadyExists(_) => Error::AlreadyExists("auth_provider and auth_id"),
                 other => other,
             })?;
+        event.emit_committed();
         Ok(profile)
     }
 
@@ -370,6 +372,7 @@ impl Profiles {
                  AuthService.ChangeEmail, with the current password",
             ));
         }
+        let client = principal.client_addr.as_deref();
         if paths.contains(&"roles") {
             identity_core::roles::check_for_provider(&current.auth_provider, &clean.roles)
                 .map_err(|d| Error::invalid("profile.roles", d))?;
@@ -378,7 +381,7 @@ impl Profiles {
             return Err(Error::StaleEtag);
         }
         let mut next = current.clone();
-        let mut audit = Vec::new();
+        let mut events = Vec::new();
         for path in &paths {
             match *path {
                 "display_name" => next.display_name = clean.display_name.clone(),
@@ -392,18 +395,12 @@ impl Profiles {
                 "roles" => {
                     next.roles = clean.roles.clone();
                     if next.roles != current.roles {
-                        audit.push(
-                            AuditEvent::new("identity.role.changed")
+                        events.push(
+                            SecurityEvent::new(EventName::RoleChanged)
                                 .profile(current.id)
-                                .client(principal.client_addr.as_deref())
-                                .detail("actor", caller.id.to_string())
-                                .detail("roles", next.roles.join(" ")),
-                        );
-                        security_event!(
-                            "identity.role.changed",
-                            profile.id = %current.id,
-                            actor = %caller.id,
-                            roles = %next.roles.join(" "),
+                                .actor(Actor::Profile(caller.id))
+                                .roles(&next.roles)
+                                .client(client),
                         );
                     }
                 }
@@ -412,16 +409,17 @@ impl Profiles {
         }
         next.revision = current.revision + 1;
         next.updated_at = now().max(current.updated_at);
-        audit.push(
-            AuditEvent::new("identity.profile.updated")
+        events.push(
+            SecurityEvent::new(EventName::ProfileUpdated)
                 .profile(current.id)
-                .client(principal.client_addr.as_deref())
-                .detail("actor", caller.id.to_string())
-                .detail("paths", paths.join(",")),
+                .actor(Actor::Profile(caller.id))
+                .paths(&paths)
+                .client(client),
         );
+        let rows: Vec<_> = events.iter().map(SecurityEvent::audit_row).collect();
         let updated = self
             .store
-            .update_profile(&next, current.revision, &audit)
+            .update_profile(&next, current.revision, &rows)
             .await;
         // Whatever the outcome (a lost race, an error after an ambiguous
         // commit), this replica's copy may be stale: drop it first.
@@ -430,6 +428,9 @@ impl Profiles {
             .revoked(Revoked::ProfileChanged(current.id));
         if !updated? {
             return Err(Error::StaleEtag);
+        }
+        for event in events {
+            event.emit_committed();
         }
         Ok(next)
     }
@@ -466,11 +467,14 @@ impl Profiles {
                 _ => return Err(Error::StaleEtag),
             }
         };
-        let audit = AuditEvent::new("identity.profile.deleted")
+        let event = SecurityEvent::new(EventName::ProfileDeleted)
             .profile(id)
-            .client(principal.client_addr.as_deref())
-            .detail("actor", caller.id.to_string());
-        let deleted = self.store.delete_profile(id, expected, &audit).await;
+            .actor(Actor::Profile(caller.id))
+            .client(principal.client_addr.as_deref());
+        let deleted = self
+            .store
+            .delete_profile(id, expected, &event.audit_row())
+            .await;
         self.fast.load().revoked(Revoked::ProfileChanged(id));
         if !deleted? {
             return Err(if expected.is_some() {
@@ -483,7 +487,7 @@ impl Profiles {
             profile: id,
             except: None,
         });
-        security_event!("identity.profile.deleted", profile.id = %id, actor = %caller.id);
+        event.emit_committed();
         Ok(())
     }
 
