@@ -6,13 +6,12 @@
 use crate::on_both_backends;
 use crate::support::better_auth::{BetterAuth, BetterAuthOptions};
 use crate::support::{
-    Backend, Server, ServerOptions, TestDb, active, bearer, binary, forwarded_for, scalar,
+    Backend, Server, ServerOptions, TestDb, active, admin, bearer, forwarded_for, scalar,
 };
 use crate::support::{refused_within, violated_fields};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tonic::Code;
@@ -30,23 +29,6 @@ type Auth = AuthServiceClient<Channel>;
 const MAX_STALENESS: Duration = Duration::from_secs(1);
 /// Room for the polling call itself on a busy machine.
 const SLACK: Duration = Duration::from_millis(500);
-
-/// `identity admin <args>` against `db`: success, stdout, stderr.
-fn admin(db: &TestDb, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(binary())
-        .arg("admin")
-        .args(args)
-        .env_clear()
-        .env("IDENTITY_DATABASE_URL", &db.url)
-        .env("IDENTITY_DATA_DIR", db.dir.path())
-        .output()
-        .expect("the identity binary runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 /// Client id and secret, as `create-service-client` or
 /// `rotate-service-client` print them.

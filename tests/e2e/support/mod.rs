@@ -125,6 +125,23 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_identity")
 }
 
+/// `identity admin <args>` against `db`: success, stdout, stderr.
+pub fn admin(db: &TestDb, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary())
+        .arg("admin")
+        .args(args)
+        .env_clear()
+        .env("IDENTITY_DATABASE_URL", &db.url)
+        .env("IDENTITY_DATA_DIR", db.dir.path())
+        .output()
+        .expect("the identity binary runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Runs `identity serve --dev` with only `env` (and a fresh data folder),
 /// expecting it to stop before serving: its exit code and its output
 /// (stdout then stderr). A server that starts anyway is killed after 60 s.

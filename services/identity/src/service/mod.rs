@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod exchange;
 pub mod housekeeping;
+pub mod profile_change;
 pub mod profiles;
 pub mod revocation;
 pub mod service_clients;

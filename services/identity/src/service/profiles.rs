@@ -10,6 +10,7 @@ use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::auth::{Auth, LOCAL_PROVIDER, Reauth};
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
+use crate::service::profile_change::ProfileChange;
 use chrono::{SubsecRound, Utc};
 use identity_core::tokens::{AccessClaims, TokenKeys};
 use identity_core::{Violations, page_token, validation};
@@ -357,7 +358,8 @@ impl Profiles {
 
         let caller = self.caller(principal).await?;
         self.visible(principal, &caller, id, "update").await?;
-        let current = self.stored(id).await?;
+        let mut change = ProfileChange::of(self.stored(id).await?);
+        let current = change.current().clone();
         let admin = Self::is_admin(&caller);
         if paths.contains(&"roles") && !admin {
             self.denied(&caller, "change_roles", Some(id), principal);
@@ -374,14 +376,14 @@ impl Profiles {
         }
         let client = principal.client_addr.as_deref();
         if paths.contains(&"roles") {
-            identity_core::roles::check_for_provider(&current.auth_provider, &clean.roles)
+            change
+                .set_roles(&clean.roles, Actor::Profile(caller.id), client)
                 .map_err(|d| Error::invalid("profile.roles", d))?;
         }
         if expected != Some(current.revision) {
             return Err(Error::StaleEtag);
         }
-        let mut next = current.clone();
-        let mut events = Vec::new();
+        let next = &mut change.next;
         for path in &paths {
             match *path {
                 "display_name" => next.display_name = clean.display_name.clone(),
@@ -392,47 +394,24 @@ impl Profiles {
                     // As stored: the provider vouched for the old address only.
                     next.email_verified &= next.email == current.email;
                 }
-                "roles" => {
-                    next.roles = clean.roles.clone();
-                    if next.roles != current.roles {
-                        events.push(
-                            SecurityEvent::new(EventName::RoleChanged)
-                                .profile(current.id)
-                                .actor(Actor::Profile(caller.id))
-                                .roles(&next.roles)
-                                .client(client),
-                        );
-                    }
-                }
+                // Set above, by the rules of every role change.
                 _ => {}
             }
         }
-        next.revision = current.revision + 1;
-        next.updated_at = now().max(current.updated_at);
-        events.push(
+        change.record(
             SecurityEvent::new(EventName::ProfileUpdated)
                 .profile(current.id)
                 .actor(Actor::Profile(caller.id))
                 .paths(&paths)
                 .client(client),
         );
-        let rows: Vec<_> = events.iter().map(SecurityEvent::audit_row).collect();
-        let updated = self
-            .store
-            .update_profile(&next, current.revision, &rows)
-            .await;
+        let updated = change.commit(&self.store).await;
         // Whatever the outcome (a lost race, an error after an ambiguous
         // commit), this replica's copy may be stale: drop it first.
         self.fast
             .load()
             .revoked(Revoked::ProfileChanged(current.id));
-        if !updated? {
-            return Err(Error::StaleEtag);
-        }
-        for event in events {
-            event.emit_committed();
-        }
-        Ok(next)
+        updated?.ok_or(Error::StaleEtag)
     }
 
     pub async fn delete(

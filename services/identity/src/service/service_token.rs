@@ -13,6 +13,7 @@
 use crate::provider::settings::is_reserved_provider;
 use crate::service::Error;
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
+use crate::service::profile_change::ProfileChange;
 use crate::service::profiles::{ADMIN_ROLE, NewProfile};
 use chrono::{DateTime, SubsecRound, Utc};
 use identity_core::tokens::{AccessClaims, TokenKeys};
@@ -149,24 +150,13 @@ pub async fn issue(
             ),
         ));
     }
-    if !profile.roles.iter().any(|r| r == role) {
-        let mut next = profile.clone();
-        next.roles.push(role.to_owned());
-        next.roles.sort();
-        next.revision += 1;
-        next.updated_at = now.max(profile.updated_at);
-        let changed = SecurityEvent::new(EventName::RoleChanged)
-            .profile(profile.id)
-            .actor(Actor::AdminCli)
-            .roles(&next.roles);
-        if !store
-            .update_profile(&next, profile.revision, &[changed.audit_row()])
-            .await?
-        {
-            return Err(Error::StaleEtag);
-        }
-        changed.emit_committed();
-        profile = next;
+    let mut change = ProfileChange::of(profile.clone());
+    let roles = change.granting(role);
+    change
+        .set_roles(&roles, Actor::AdminCli, None)
+        .map_err(|d| Error::invalid("role", d))?;
+    if change.changes_roles() {
+        profile = change.commit(store).await?.ok_or(Error::StaleEtag)?;
     }
 
     let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
