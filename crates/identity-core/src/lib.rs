@@ -14,6 +14,7 @@
 pub mod audit_filter;
 pub mod client_key;
 pub mod error;
+pub mod events;
 pub mod id;
 pub mod model;
 pub mod page_token;

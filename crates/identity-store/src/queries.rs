@@ -14,6 +14,7 @@
 // `insert_session`, `PROFILE_COLUMNS`, ...).
 
 use identity_core::Revoked;
+use identity_core::events::{EventName, Field, SecurityEvent};
 use super::types::{
     DbId,     join_roles, AuditEvent, AuditRow, CredentialRow, Id, NewAccount, NewSession, Profile,
     ProfileRow, ServiceClient, ServiceClientChange, ServiceClientRow, SessionDetails, SessionRow, SpendOutcome, Session,

@@ -241,8 +241,12 @@ pub enum SpendOutcome {
         session: Session,
         profile: Box<Profile>,
     },
-    /// The token had been spent before: the whole session is now revoked.
-    Reused { session_id: Id, profile_id: Id },
+    /// The token had been spent before: the whole session is now revoked,
+    /// and `event` (`identity.refresh.reused`) was audited with it.
+    Reused {
+        session_id: Id,
+        event: identity_core::events::SecurityEvent,
+    },
     /// The session had ended (revoked or past its absolute lifetime).
     SessionEnded,
     /// No such token.

@@ -104,7 +104,8 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
 /// a first admin without any default credential.
 pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
     use crate::cli::AdminCommand;
-    use identity_store::AuditEvent;
+    use crate::service::events::Actor;
+    use crate::service::profile_change::ProfileChange;
     let url = args
         .database_url
         .context("IDENTITY_DATABASE_URL is required")?;
@@ -147,35 +148,27 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
         crate::service::service_token::service_role(&role)
             .map_err(|e| anyhow::anyhow!("{}: a service principal's role {e}", profile.id))?;
     }
-    let mut next = profile.clone();
-    if grant {
-        next.roles.push(role.clone());
+    let mut change = ProfileChange::of(profile);
+    let roles = if grant {
+        change.granting(&role)
     } else {
-        next.roles.retain(|r| *r != role);
-    }
-    next.roles.sort();
-    next.roles.dedup();
-    if next.roles == profile.roles {
+        change.revoking(&role)
+    };
+    let id = change.current().id;
+    change
+        .set_roles(&roles, Actor::AdminCli, None)
+        .map_err(|e| anyhow::anyhow!("{id}: {e}"))?;
+    if !change.changes_roles() {
         println!(
-            "{}: roles unchanged ({})",
-            profile.id,
-            profile.roles.join(" ")
+            "{id}: roles unchanged ({})",
+            change.current().roles.join(" ")
         );
         return Ok(());
     }
-    next.revision += 1;
-    next.updated_at = chrono::Utc::now();
-    let audit = AuditEvent::new("identity.role.changed")
-        .profile(profile.id)
-        .detail("actor", "identity admin")
-        .detail("roles", next.roles.join(" "));
-    anyhow::ensure!(
-        store
-            .update_profile(&next, profile.revision, &[audit])
-            .await?,
-        "the profile changed meanwhile; run the command again"
-    );
-    tracing::info!(target: "identity::security", { event.name = "identity.role.changed", profile.id = %profile.id, roles = %next.roles.join(" ") }, "security event");
-    println!("{}: roles now {}", profile.id, next.roles.join(" "));
+    let next = change
+        .commit(&store)
+        .await?
+        .context("the profile changed meanwhile; run the command again")?;
+    println!("{id}: roles now {}", next.roles.join(" "));
     Ok(())
 }

@@ -6,15 +6,6 @@
 //! types) ← [`transport`] (tonic handlers, thin) ← [`server`] (builds and
 //! wires everything).
 
-/// A security event: one JSON log line with a stable name. Attributes name
-/// profiles and sessions by id and unknown accounts by a keyed pseudonym,
-/// never by email, password or token.
-macro_rules! security_event {
-    ($name:literal, $($fields:tt)*) => {
-        tracing::info!(target: "identity::security", { event.name = $name, $($fields)* }, $name)
-    };
-}
-
 pub mod admin_token;
 pub mod cli;
 pub mod commands;

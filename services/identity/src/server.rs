@@ -189,12 +189,13 @@ pub async fn run(
         // The insecure start is part of the audit trail too (best effort,
         // in the background: an unreachable database must not hold up the
         // start by its connection timeout).
-        let event = identity_store::AuditEvent::new("identity.config.insecure")
-            .detail("dev_mode", config.mode == Mode::Dev)
-            .detail("rate_limits", config.limits.enabled);
+        use crate::service::events::{Emit as _, EventName, SecurityEvent};
+        let event = SecurityEvent::new(EventName::ConfigInsecure)
+            .dev_mode(config.mode == Mode::Dev)
+            .rate_limits(config.limits.enabled);
         let audit_store = store.clone();
         tokio::spawn(async move {
-            if let Err(e) = audit_store.record_audit(&event).await {
+            if let Err(e) = event.emit_awaited(&audit_store).await {
                 tracing::warn!(error = %e, "could not record identity.config.insecure in the audit trail");
             }
         });

@@ -4,6 +4,7 @@
 mod commands;
 mod database_roles;
 mod production;
+mod roles;
 
 use crate::support::{
     Backend, Server, ServerOptions, TempDir, TestDb, admin_command, bearer, binary, credentials,

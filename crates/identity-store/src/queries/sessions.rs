@@ -125,14 +125,14 @@ pub(super) async fn spend_refresh_token(
                 == 1;
         if !won {
             revoke_one(conn, session.id, "refresh_token_reused", now).await?;
-            let audit = AuditEvent::new("identity.refresh.reused")
+            let event = SecurityEvent::new(EventName::RefreshReused)
                 .profile(session.profile_id)
                 .session(session.id)
                 .client(client_addr);
-            insert_audit(conn, &audit).await?;
+            insert_audit(conn, &event.audit_row()).await?;
             return Ok(SpendOutcome::Reused {
                 session_id: session.id,
-                profile_id: session.profile_id,
+                event,
             });
         }
         diesel::insert_into(r::table)
@@ -223,7 +223,7 @@ pub(super) async fn revoke_all_sessions(
     write_tx!(conn, async |conn| {
         let revoked = revoke_sessions_of(conn, profile, except, reason, now).await?;
         if revoked > 0 {
-            insert_audit(conn, &audit.clone().detail("count", revoked)).await?;
+            insert_audit(conn, &audit.clone().detail(Field::Count.key(), revoked)).await?;
         }
         Ok(revoked)
     })

@@ -21,6 +21,7 @@
 
 use crate::telemetry::metrics::metrics;
 use chrono::{DateTime, Utc};
+use identity_core::events::EventName;
 use identity_store::{AuditEvent, Id, Store};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -32,14 +33,14 @@ use tokio::task::JoinHandle;
 /// Events that callers without an account can cause at will, before any
 /// rate limit applies: aggregated.
 const AGGREGATED: &[&str] = &[
-    "identity.token.refused",
-    "identity.register.refused",
-    "identity.exchange.refused",
+    EventName::TokenRefused.as_str(),
+    EventName::RegisterRefused.as_str(),
+    EventName::ExchangeRefused.as_str(),
 ];
 
 /// Security events that a signed-in caller causes at will: each profile has
 /// a budget of rows a minute in the reserved queue, then they are counted.
-const BUDGETED: &[&str] = &["identity.access.denied"];
+const BUDGETED: &[&str] = &[EventName::AccessDenied.as_str()];
 
 /// Rows a minute one profile may put into the reserved queue through
 /// [`BUDGETED`] events: far above what a person or a well-behaved service
@@ -315,34 +316,6 @@ impl Refusals {
         rows.sort_by_key(|row| row.occurred_at);
         rows
     }
-}
-
-/// A refused authorization is a security event (ASVS 16.3.2), though the
-/// caller may only see NOT_FOUND: the log line and the audit row of every
-/// refusal, for profiles and sessions alike.
-pub fn access_denied(
-    audit: &AuditSink,
-    caller: Id,
-    client_addr: Option<&str>,
-    action: &'static str,
-    target: Option<String>,
-) {
-    let target = target.unwrap_or_default();
-    security_event!(
-        "identity.access.denied",
-        profile.id = %caller,
-        action = action,
-        target = %target,
-        client.address = client_addr
-    );
-    let mut event = AuditEvent::new("identity.access.denied")
-        .profile(caller)
-        .client(client_addr)
-        .detail("action", action);
-    if !target.is_empty() {
-        event = event.detail("target", target);
-    }
-    audit.record(event);
 }
 
 /// Deletes audit rows older than `retention`, hourly.

@@ -4,6 +4,7 @@ use crate::infra::bcrypt::{HashError, Hasher};
 use crate::infra::limits::{Limiter, Scope};
 use crate::service::Error;
 use crate::service::audit::AuditSink;
+use crate::service::events::{Emit, EventName, SecurityEvent, Subject};
 use crate::service::profiles::{ADMIN_ROLE, Principal};
 use crate::service::revocation::FastPath;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -15,8 +16,7 @@ use identity_core::tokens::{AccessClaims, PublicJwk, Refusal, TokenKeys};
 use identity_core::{Violations, refresh, validation};
 use identity_store::notify::Revoked;
 use identity_store::{
-    AuditEvent, Id, NewAccount, NewSession, Profile, SessionOrigin, SpendOutcome, Store,
-    VerifiedLogin,
+    Id, NewAccount, NewSession, Profile, SessionOrigin, SpendOutcome, Store, VerifiedLogin,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -93,10 +93,10 @@ impl Reauth {
         }
     }
 
-    fn refused_event(self) -> &'static str {
+    fn refused_event(self) -> SecurityEvent {
         match self {
-            Reauth::ChangePassword => "identity.password.change_refused",
-            _ => "identity.reauthentication.failed",
+            Reauth::ChangePassword => SecurityEvent::new(EventName::PasswordChangeRefused),
+            _ => SecurityEvent::new(EventName::ReauthenticationFailed).purpose(self.as_str()),
         }
     }
 }
@@ -245,13 +245,12 @@ impl Auth {
                 // would crowd out the ones that matter. The log event and
                 // the metric say enough (service::audit).
                 crate::telemetry::metrics::metrics().rate_limited(action.as_str());
-                security_event!(
-                    "identity.rate_limited",
-                    rpc = action.as_str(),
-                    scope = scope,
-                    retry_after_ms = limited.retry_after.as_millis() as u64,
-                    client.address = caller.addr()
-                );
+                SecurityEvent::new(EventName::RateLimited)
+                    .rpc(action.as_str())
+                    .scope(scope)
+                    .retry_after_ms(limited.retry_after.as_millis() as u64)
+                    .client(caller.addr())
+                    .emit(&self.audit);
                 Err(Error::Busy {
                     retry_after: limited.retry_after.max(Duration::from_millis(1)),
                 })
@@ -351,16 +350,10 @@ impl Auth {
         violations.check("password", password_ok);
         let display_name = violations.check("display_name", display_name);
         if let Err(e) = violations.into_result() {
-            security_event!(
-                "identity.register.refused",
-                reason = "invalid_input",
-                client.address = caller.addr()
-            );
-            self.audit.record(
-                AuditEvent::new("identity.register.refused")
-                    .client(caller.addr())
-                    .detail("reason", "invalid_input"),
-            );
+            SecurityEvent::new(EventName::RegisterRefused)
+                .reason("invalid_input")
+                .client(caller.addr())
+                .emit(&self.audit);
             return Err(e.into());
         }
         let (email, display_name) = (email.unwrap_or_default(), display_name.unwrap_or_default());
@@ -388,64 +381,55 @@ impl Auth {
             email_verified: false,
         };
         let (session, refresh_token) = self.new_session(id, caller, now);
-        let audit = AuditEvent::new("identity.register.succeeded")
+        let registered = SecurityEvent::new(EventName::RegisterSucceeded)
             .profile(id)
             .session(session.id)
             .client(caller.addr());
         // Listed emails become admin only while no admin exists: decided by
         // the store inside the insert's transaction.
-        let bootstrap_admin = listed.then(|| {
-            AuditEvent::new("identity.role.changed")
-                .profile(id)
-                .client(caller.addr())
-                .detail("roles", ADMIN_ROLE)
-                .detail("reason", "IDENTITY_BOOTSTRAP_ADMINS")
-        });
+        let admin_roles = [ADMIN_ROLE.to_owned()];
+        let bootstrap = SecurityEvent::new(EventName::RoleChanged)
+            .profile(id)
+            .client(caller.addr())
+            .roles(&admin_roles)
+            .reason("IDENTITY_BOOTSTRAP_ADMINS");
         let account = NewAccount {
             profile: profile.clone(),
             email,
             password_hash,
             session: session.clone(),
-            bootstrap_admin,
+            bootstrap_admin: listed.then(|| bootstrap.audit_row()),
         };
-        let admin = match self.store.create_local_account(&account, &[audit]).await {
+        let admin = match self
+            .store
+            .create_local_account(&account, &[registered.audit_row()])
+            .await
+        {
             Ok(granted) => granted,
             Err(e) => {
                 let e = Error::from(e);
                 if matches!(e, Error::AlreadyExists(_)) {
-                    security_event!(
-                        "identity.register.refused",
-                        reason = "email_taken",
-                        client.address = caller.addr()
-                    );
-                    self.audit.record(
-                        AuditEvent::new("identity.register.refused")
-                            .client(caller.addr())
-                            .detail("reason", "email_taken")
-                            .detail("email_pseudonym", self.keys.pseudonym(&account.email)),
-                    );
+                    SecurityEvent::new(EventName::RegisterRefused)
+                        .reason("email_taken")
+                        .email_pseudonym(self.keys.pseudonym(&account.email))
+                        .client(caller.addr())
+                        .emit(&self.audit);
                 }
                 return Err(e);
             }
         };
         if admin {
             profile.roles.push(ADMIN_ROLE.to_owned());
-            security_event!("identity.role.changed", profile.id = %id, roles = ADMIN_ROLE, reason = "bootstrap");
+            bootstrap.emit_committed();
         } else if listed {
-            security_event!(
-                "identity.role.refused",
-                profile.id = %id,
-                roles = ADMIN_ROLE,
-                reason = "bootstrap_admin_exists",
-                client.address = caller.addr()
-            );
+            SecurityEvent::new(EventName::RoleRefused)
+                .profile(id)
+                .roles(&admin_roles)
+                .reason("bootstrap_admin_exists")
+                .client(caller.addr())
+                .emit(&self.audit);
         }
-        security_event!(
-            "identity.register.succeeded",
-            profile.id = %id,
-            session.id = %session.id,
-            client.address = caller.addr()
-        );
+        registered.emit_committed();
         let tokens = self.issue(&profile, session.id, session.expires_at, refresh_token, now)?;
         Ok((profile, tokens))
     }
@@ -499,20 +483,13 @@ impl Auth {
             Ok(reservation) => reservation,
             Err(wait) => {
                 crate::telemetry::metrics::metrics().login_failed("throttled");
-                self.audit.record(
-                    AuditEvent::new("identity.login.failed")
-                        .client(caller.addr())
-                        .detail("reason", "throttled")
-                        .detail("scope", wait.scope())
-                        .detail("email_pseudonym", throttle_key.clone()),
-                );
-                security_event!(
-                    "identity.login.failed",
-                    reason = "throttled",
-                    scope = wait.scope(),
-                    subject = %format!("email:{throttle_key}"),
-                    client.address = caller.addr()
-                );
+                SecurityEvent::new(EventName::LoginFailed)
+                    .reason("throttled")
+                    .scope(wait.scope())
+                    .subject(Subject::Email(throttle_key.clone()))
+                    .email_pseudonym(throttle_key)
+                    .client(caller.addr())
+                    .emit(&self.audit);
                 return Err(throttled(wait));
             }
         };
@@ -528,25 +505,27 @@ impl Auth {
         let account = match account {
             Some(account) if ok => account,
             account => {
-                let (reason, subject) = match &account {
-                    None => (
-                        "unknown_account",
-                        format!("email:{}", self.keys.pseudonym(&email)),
-                    ),
-                    Some(a) => ("bad_password", a.profile.id.to_string()),
+                let failed = SecurityEvent::new(EventName::LoginFailed).client(caller.addr());
+                let (reason, failed) = match &account {
+                    None => {
+                        let pseudonym = self.keys.pseudonym(&email);
+                        let failed = failed
+                            .subject(Subject::Email(pseudonym.clone()))
+                            .email_pseudonym(pseudonym);
+                        ("unknown_account", failed)
+                    }
+                    Some(a) => {
+                        let id = a.profile.id;
+                        (
+                            "bad_password",
+                            failed.subject(Subject::Profile(id)).profile(id),
+                        )
+                    }
                 };
-                security_event!("identity.login.failed", reason = reason, subject = %subject, client.address = caller.addr());
                 crate::telemetry::metrics::metrics().login_failed(reason);
-                let mut audit = AuditEvent::new("identity.login.failed")
-                    .client(caller.addr())
-                    .detail("reason", reason);
-                audit = match &account {
-                    Some(a) => audit.profile(a.profile.id),
-                    None => audit.detail("email_pseudonym", self.keys.pseudonym(&email)),
-                };
                 // The reservation stands as this failure.
                 drop(reservation);
-                self.store.record_audit(&audit).await?;
+                failed.reason(reason).emit_awaited(&self.store).await?;
                 return Err(Error::InvalidCredentials);
             }
         };
@@ -559,32 +538,27 @@ impl Auth {
         };
         let now = Utc::now();
         let (session, refresh_token) = self.new_session(profile.id, caller, now);
-        let audit = AuditEvent::new("identity.login.succeeded")
+        let logged_in = SecurityEvent::new(EventName::LoginSucceeded)
             .profile(profile.id)
             .session(session.id)
             .client(caller.addr());
         if !self
             .store
-            .start_session(&session, Some(&verified), &audit)
+            .start_session(&session, Some(&verified), &logged_in.audit_row())
             .await?
         {
             // The password changed between verification and now: what was
             // verified is no longer the credential.
-            security_event!(
-                "identity.login.failed",
-                reason = "credential_changed",
-                subject = %profile.id,
-                client.address = caller.addr()
-            );
+            SecurityEvent::new(EventName::LoginFailed)
+                .reason("credential_changed")
+                .subject(Subject::Profile(profile.id))
+                .profile(profile.id)
+                .client(caller.addr())
+                .emit(&self.audit);
             crate::telemetry::metrics::metrics().login_failed("credential_changed");
             return Err(Error::InvalidCredentials);
         }
-        security_event!(
-            "identity.login.succeeded",
-            profile.id = %profile.id,
-            session.id = %session.id,
-            client.address = caller.addr()
-        );
+        logged_in.emit_committed();
         let tokens = self.issue(&profile, session.id, session.expires_at, refresh_token, now)?;
         let device_token = self
             .remember_device(profile.id, device_token, known_device, &verified)
@@ -687,48 +661,30 @@ impl Auth {
             SpendOutcome::Rotated { session, profile } => {
                 self.issue(&profile, session.id, session.expires_at, next.token, now)
             }
-            SpendOutcome::Reused {
-                session_id,
-                profile_id,
-            } => {
-                security_event!(
-                    "identity.refresh.reused",
-                    profile.id = %profile_id,
-                    session.id = %session_id,
-                    client.address = caller.addr()
-                );
+            SpendOutcome::Reused { session_id, event } => {
+                event.emit_committed();
                 self.fast.revoked(Revoked::Session(session_id));
-                security_event!("identity.session.revoked", session.id = %session_id, reason = "refresh_token_reused");
+                // Its audit row is the reuse's, written in the same transaction.
+                SecurityEvent::new(EventName::SessionRevoked)
+                    .session(session_id)
+                    .reason("refresh_token_reused")
+                    .emit_committed();
                 Err(Error::Unauthenticated)
             }
             SpendOutcome::SessionEnded => {
-                security_event!(
-                    "identity.token.refused",
-                    token.kind = "refresh",
-                    reason = "session_ended",
-                    client.address = caller.addr()
-                );
-                self.audit.record(
-                    AuditEvent::new("identity.token.refused")
-                        .client(caller.addr())
-                        .detail("token.kind", "refresh")
-                        .detail("reason", "session_ended"),
-                );
+                SecurityEvent::new(EventName::TokenRefused)
+                    .token_kind("refresh")
+                    .reason("session_ended")
+                    .client(caller.addr())
+                    .emit(&self.audit);
                 Err(Error::Unauthenticated)
             }
             SpendOutcome::Unknown => {
-                security_event!(
-                    "identity.token.refused",
-                    token.kind = "refresh",
-                    reason = "unknown",
-                    client.address = caller.addr()
-                );
-                self.audit.record(
-                    AuditEvent::new("identity.token.refused")
-                        .client(caller.addr())
-                        .detail("token.kind", "refresh")
-                        .detail("reason", "unknown"),
-                );
+                SecurityEvent::new(EventName::TokenRefused)
+                    .token_kind("refresh")
+                    .reason("unknown")
+                    .client(caller.addr())
+                    .emit(&self.audit);
                 Err(Error::Unauthenticated)
             }
         }
@@ -783,18 +739,11 @@ impl Auth {
         match self.verify_access_token(token).await? {
             Ok(claims) => Ok(Some(claims)),
             Err(refusal) => {
-                security_event!(
-                    "identity.token.refused",
-                    token.kind = "access",
-                    reason = refusal.as_str(),
-                    client.address = caller.addr()
-                );
-                self.audit.record(
-                    AuditEvent::new("identity.token.refused")
-                        .client(caller.addr())
-                        .detail("token.kind", "access")
-                        .detail("reason", refusal.as_str()),
-                );
+                SecurityEvent::new(EventName::TokenRefused)
+                    .token_kind("access")
+                    .reason(refusal.as_str())
+                    .client(caller.addr())
+                    .emit(&self.audit);
                 Ok(None)
             }
         }
@@ -837,21 +786,21 @@ impl Auth {
             }
         };
         let session = self.store.find_session(session_id).await?;
-        let audit = AuditEvent::new("identity.session.revoked")
+        let event = SecurityEvent::new(EventName::SessionRevoked)
             .session(session_id)
-            .client(caller.addr())
-            .detail("reason", "logout");
-        let audit = match &session {
-            Some(s) => audit.profile(s.profile_id),
-            None => audit,
+            .reason("logout")
+            .client(caller.addr());
+        let event = match &session {
+            Some(s) => event.profile(s.profile_id),
+            None => event,
         };
         let revoked = self
             .store
-            .revoke_session(session_id, "logout", &audit)
+            .revoke_session(session_id, "logout", &event.audit_row())
             .await?;
         self.fast.revoked(Revoked::Session(session_id));
         if revoked {
-            security_event!("identity.session.revoked", session.id = %session_id, reason = "logout", client.address = caller.addr());
+            event.emit_committed();
         }
         Ok(())
     }
@@ -872,21 +821,13 @@ impl Auth {
         let profile = principal.profile_id;
         let caller = Caller::from(principal);
         let refused = |reason: &'static str| {
-            match purpose {
-                Reauth::ChangePassword => {
-                    security_event!("identity.password.change_refused", profile.id = %profile, reason = reason, client.address = caller.addr())
-                }
-                _ => {
-                    security_event!("identity.reauthentication.failed", profile.id = %profile, purpose = purpose.as_str(), reason = reason, client.address = caller.addr())
-                }
-            }
-            self.audit.record(
-                AuditEvent::new(purpose.refused_event())
-                    .profile(profile)
-                    .session(principal.session_id)
-                    .client(caller.addr())
-                    .detail("reason", reason),
-            );
+            purpose
+                .refused_event()
+                .profile(profile)
+                .session(principal.session_id)
+                .client(caller.addr())
+                .reason(reason)
+                .emit(&self.audit);
         };
         let client = self.client_key(&caller);
         self.limit_keys(Action::Login, &caller, client.as_deref(), None)
@@ -956,14 +897,14 @@ impl Auth {
             .reverify(principal, Reauth::ChangeEmail, current)
             .await?;
         let (profile, session) = (principal.profile_id, principal.session_id);
-        let audit = AuditEvent::new("identity.email.changed")
+        let event = SecurityEvent::new(EventName::EmailChanged)
             .profile(profile)
             .session(session)
             .client(principal.client_addr.as_deref())
-            .detail("email_pseudonym", self.keys.pseudonym(&new_email));
+            .email_pseudonym(self.keys.pseudonym(&new_email));
         let changed = self
             .store
-            .change_email(profile, &verified, &new_email, session, &audit)
+            .change_email(profile, &verified, &new_email, session, &event.audit_row())
             .await;
         // Whatever the outcome, this replica's copy may be stale.
         self.fast.revoked(Revoked::ProfileChanged(profile));
@@ -982,12 +923,7 @@ impl Auth {
             profile,
             except: Some(session),
         });
-        security_event!(
-            "identity.email.changed",
-            profile.id = %profile,
-            session.id = %session,
-            client.address = principal.client_addr.as_deref()
-        );
+        event.emit_committed();
         Ok(())
     }
 
@@ -1035,13 +971,13 @@ impl Auth {
             .hash(new, self.hash_deadline(&caller))
             .await
             .map_err(busy)?;
-        let audit = AuditEvent::new("identity.password.changed")
+        let event = SecurityEvent::new(EventName::PasswordChanged)
             .profile(profile)
             .session(session)
             .client(caller.addr());
         if !self
             .store
-            .change_password(profile, &stored, &new_hash, session, &audit)
+            .change_password(profile, &stored, &new_hash, session, &event.audit_row())
             .await?
         {
             // Changed concurrently by another call: make the caller retry.
@@ -1051,7 +987,7 @@ impl Auth {
             profile,
             except: Some(session),
         });
-        security_event!("identity.password.changed", profile.id = %profile, session.id = %session, client.address = caller.addr());
+        event.emit_committed();
         Ok(())
     }
 }

@@ -26,6 +26,7 @@
 //! meanwhile.
 
 use crate::service::Error;
+use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use crate::service::{Auth, Caller, IssuedTokens};
 use chrono::{SubsecRound, Utc};
 use identity_core::provider::{
@@ -33,7 +34,7 @@ use identity_core::provider::{
 };
 use identity_core::tokens::MAX_TOKEN_BYTES;
 use identity_core::{Violations, validation};
-use identity_store::{AuditEvent, Id, Profile, Store};
+use identity_store::{Id, Profile, Store};
 use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,21 +113,15 @@ impl TokenExchange {
     }
 
     async fn refused(&self, caller: &Caller, reason: &'static str) -> Error {
-        security_event!(
-            "identity.exchange.refused",
-            token.kind = "provider",
-            reason = reason,
-            auth.provider = %self.provider,
-            client.address = caller.client_addr.as_deref()
-        );
-        let audit = AuditEvent::new("identity.exchange.refused")
-            .client(caller.client_addr.as_deref())
-            .detail("reason", reason)
-            .detail("provider", self.provider.as_str());
         // Anyone can cause this without an account: aggregated per address,
         // reason and minute like the other such refusals (service::audit),
         // never a row per call.
-        self.auth.audit_sink().record(audit);
+        SecurityEvent::new(EventName::ExchangeRefused)
+            .token_kind("provider")
+            .reason(reason)
+            .provider(&self.provider)
+            .client(caller.client_addr.as_deref())
+            .emit(&self.auth.audit_sink());
         match reason {
             "provider_unavailable" => Error::Unavailable,
             "already_exchanged" => Error::TokenAlreadyExchanged,
@@ -187,27 +182,20 @@ impl TokenExchange {
             .saturating_add(REMEMBER_MARGIN_SECS);
         let remember_until = chrono::DateTime::from_timestamp(remember_until, 0)
             .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
-        let audit = AuditEvent::new("identity.exchange.succeeded")
+        let event = SecurityEvent::new(EventName::ExchangeSucceeded)
             .profile(profile.id)
             .session(session.id)
-            .client(caller.client_addr.as_deref())
-            .detail("provider", self.provider.as_str())
-            .detail("created", created);
+            .provider(&self.provider)
+            .created(created)
+            .client(caller.client_addr.as_deref());
         let first = self
             .store
-            .start_exchanged_session(&spent, remember_until, &session, &audit)
+            .start_exchanged_session(&spent, remember_until, &session, &event.audit_row())
             .await?;
         if !first {
             return Err(self.refused(caller, "already_exchanged").await);
         }
-        security_event!(
-            "identity.exchange.succeeded",
-            profile.id = %profile.id,
-            session.id = %session.id,
-            auth.provider = %self.provider,
-            created = created,
-            client.address = caller.client_addr.as_deref()
-        );
+        event.emit_committed();
         let tokens =
             self.auth
                 .issue(&profile, session.id, session.expires_at, refresh_token, now)?;
@@ -248,19 +236,16 @@ impl TokenExchange {
                     updated_at: now,
                     email_verified: claims.email_verified && claimed_email.is_some(),
                 };
-                let audit = AuditEvent::new("identity.profile.created")
+                let event = SecurityEvent::new(EventName::ProfileCreated)
                     .profile(candidate.id)
-                    .client(caller.client_addr.as_deref())
-                    .detail("actor", "ExchangeToken")
-                    .detail("provider", self.provider.as_str());
-                let (profile, created) = store.provision_profile(&candidate, &audit).await?;
+                    .actor(Actor::ExchangeToken)
+                    .provider(&self.provider)
+                    .client(caller.client_addr.as_deref());
+                let (profile, created) = store
+                    .provision_profile(&candidate, &event.audit_row())
+                    .await?;
                 if created {
-                    security_event!(
-                        "identity.profile.created",
-                        profile.id = %profile.id,
-                        auth.provider = %self.provider,
-                        actor = "ExchangeToken"
-                    );
+                    event.emit_committed();
                 }
                 (profile, created)
             }
@@ -277,11 +262,11 @@ impl TokenExchange {
         {
             return Ok((profile, created));
         }
-        let audit = AuditEvent::new("identity.profile.updated")
+        let event = SecurityEvent::new(EventName::ProfileUpdated)
             .profile(profile.id)
-            .client(caller.client_addr.as_deref())
-            .detail("actor", "ExchangeToken")
-            .detail("paths", "email,display_name");
+            .actor(Actor::ExchangeToken)
+            .paths(&["email", "display_name"])
+            .client(caller.client_addr.as_deref());
         match store
             .sync_provider_fields(
                 profile.id,
@@ -289,11 +274,14 @@ impl TokenExchange {
                 email.as_deref(),
                 email_verified,
                 &display_name,
-                &audit,
+                &event.audit_row(),
             )
             .await?
         {
-            Some(synced) => Ok((synced, false)),
+            Some(synced) => {
+                event.emit_committed();
+                Ok((synced, false))
+            }
             None => Ok((profile, false)),
         }
     }

@@ -9,12 +9,14 @@
 use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::auth::{Auth, LOCAL_PROVIDER, Reauth};
+use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
+use crate::service::profile_change::ProfileChange;
 use crate::service::revocation::FastPath;
 use chrono::{SubsecRound, Utc};
 use identity_core::tokens::{AccessClaims, TokenKeys};
 use identity_core::{Violations, page_token, validation};
 use identity_store::notify::Revoked;
-use identity_store::{AuditEvent, Id, Profile, Store};
+use identity_store::{Id, Profile, Store};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
@@ -128,7 +130,7 @@ impl Profiles {
         target: Option<Id>,
         principal: &Principal,
     ) {
-        crate::service::audit::access_denied(
+        crate::service::events::access_denied(
             &self.audit,
             caller.id,
             principal.client_addr.as_deref(),
@@ -315,17 +317,18 @@ impl Profiles {
             updated_at: now,
             email_verified: false,
         };
-        let audit = AuditEvent::new("identity.profile.created")
+        let event = SecurityEvent::new(EventName::ProfileCreated)
             .profile(profile.id)
-            .client(principal.client_addr.as_deref())
-            .detail("actor", caller.id.to_string());
+            .actor(Actor::Profile(caller.id))
+            .client(principal.client_addr.as_deref());
         self.store
-            .create_profile(&profile, &audit)
+            .create_profile(&profile, &event.audit_row())
             .await
             .map_err(|e| match Error::from(e) {
                 Error::AlreadyExists(_) => Error::AlreadyExists("auth_provider and auth_id"),
                 other => other,
             })?;
+        event.emit_committed();
         Ok(profile)
     }
 
@@ -372,7 +375,8 @@ impl Profiles {
 
         let caller = self.caller(principal).await?;
         self.visible(principal, &caller, id, "update").await?;
-        let current = self.stored(id).await?;
+        let mut change = ProfileChange::of(self.stored(id).await?);
+        let current = change.current().clone();
         let admin = Self::is_admin(&caller);
         if paths.contains(&"roles") && !admin {
             self.denied(&caller, "change_roles", Some(id), principal);
@@ -387,15 +391,16 @@ impl Profiles {
                  AuthService.ChangeEmail, with the current password",
             ));
         }
+        let client = principal.client_addr.as_deref();
         if paths.contains(&"roles") {
-            identity_core::roles::check_for_provider(&current.auth_provider, &clean.roles)
+            change
+                .set_roles(&clean.roles, Actor::Profile(caller.id), client)
                 .map_err(|d| Error::invalid("profile.roles", d))?;
         }
         if expected != Some(current.revision) {
             return Err(Error::StaleEtag);
         }
-        let mut next = current.clone();
-        let mut audit = Vec::new();
+        let next = &mut change.next;
         for path in &paths {
             match *path {
                 "display_name" => next.display_name = clean.display_name.clone(),
@@ -406,47 +411,22 @@ impl Profiles {
                     // As stored: the provider vouched for the old address only.
                     next.email_verified &= next.email == current.email;
                 }
-                "roles" => {
-                    next.roles = clean.roles.clone();
-                    if next.roles != current.roles {
-                        audit.push(
-                            AuditEvent::new("identity.role.changed")
-                                .profile(current.id)
-                                .client(principal.client_addr.as_deref())
-                                .detail("actor", caller.id.to_string())
-                                .detail("roles", next.roles.join(" ")),
-                        );
-                        security_event!(
-                            "identity.role.changed",
-                            profile.id = %current.id,
-                            actor = %caller.id,
-                            roles = %next.roles.join(" "),
-                        );
-                    }
-                }
+                // Set above, by the rules of every role change.
                 _ => {}
             }
         }
-        next.revision = current.revision + 1;
-        next.updated_at = now().max(current.updated_at);
-        audit.push(
-            AuditEvent::new("identity.profile.updated")
+        change.record(
+            SecurityEvent::new(EventName::ProfileUpdated)
                 .profile(current.id)
-                .client(principal.client_addr.as_deref())
-                .detail("actor", caller.id.to_string())
-                .detail("paths", paths.join(",")),
+                .actor(Actor::Profile(caller.id))
+                .paths(&paths)
+                .client(client),
         );
-        let updated = self
-            .store
-            .update_profile(&next, current.revision, &audit)
-            .await;
+        let updated = change.commit(&self.store).await;
         // Whatever the outcome (a lost race, an error after an ambiguous
         // commit), this replica's copy may be stale: drop it first.
         self.fast.revoked(Revoked::ProfileChanged(current.id));
-        if !updated? {
-            return Err(Error::StaleEtag);
-        }
-        Ok(next)
+        updated?.ok_or(Error::StaleEtag)
     }
 
     pub async fn delete(
@@ -481,11 +461,14 @@ impl Profiles {
                 _ => return Err(Error::StaleEtag),
             }
         };
-        let audit = AuditEvent::new("identity.profile.deleted")
+        let event = SecurityEvent::new(EventName::ProfileDeleted)
             .profile(id)
-            .client(principal.client_addr.as_deref())
-            .detail("actor", caller.id.to_string());
-        let deleted = self.store.delete_profile(id, expected, &audit).await;
+            .actor(Actor::Profile(caller.id))
+            .client(principal.client_addr.as_deref());
+        let deleted = self
+            .store
+            .delete_profile(id, expected, &event.audit_row())
+            .await;
         self.fast.revoked(Revoked::ProfileChanged(id));
         if !deleted? {
             return Err(if expected.is_some() {
@@ -498,7 +481,7 @@ impl Profiles {
             profile: id,
             except: None,
         });
-        security_event!("identity.profile.deleted", profile.id = %id, actor = %caller.id);
+        event.emit_committed();
         Ok(())
     }
 

@@ -10,12 +10,13 @@
 //! revocation (`store::notify`). Services never hold `admin`.
 
 use crate::service::Error;
+use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use crate::service::service_token::{new_principal, service_name, service_role};
 use chrono::{SubsecRound, Utc};
 use identity_core::service_client::{self, NewSecret};
 use identity_core::validation;
 use identity_store::{
-    AuditEvent, Profile, ServiceClient, ServiceClientChange, ServiceClientRow, Store, StoreError,
+    Profile, ServiceClient, ServiceClientChange, ServiceClientRow, Store, StoreError,
 };
 use secrecy::SecretString;
 
@@ -47,25 +48,23 @@ pub async fn create(store: &Store, role: &str, name: Option<&str>) -> Result<Cre
         rotated_at: None,
         disabled_at: None,
     };
-    let audit = [
+    let events = [
         created,
-        AuditEvent::new("identity.service_client.created")
+        SecurityEvent::new(EventName::ServiceClientCreated)
             .profile(profile.id)
-            .detail("actor", "identity admin")
-            .detail("client_id", client_id.clone())
-            .detail("roles", role),
+            .actor(Actor::AdminCli)
+            .client_id(&client_id)
+            .roles(&profile.roles),
     ];
-    match store.create_service_client(&profile, &row, &audit).await {
+    let rows = events.each_ref().map(SecurityEvent::audit_row);
+    match store.create_service_client(&profile, &row, &rows).await {
         Ok(()) => {}
         Err(StoreError::Conflict("auth_id")) => return Err(Error::AlreadyExists("name")),
         Err(e) => return Err(e.into()),
     }
-    security_event!(
-        "identity.service_client.created",
-        profile.id = %profile.id,
-        client_id = %client_id,
-        roles = role
-    );
+    for event in events {
+        event.emit_committed();
+    }
     Ok(Credentials {
         client_id,
         secret,
@@ -91,24 +90,19 @@ async fn enabled(store: &Store, client_id: &str) -> Result<ServiceClient, Error>
 pub async fn rotate(store: &Store, client_id: &str) -> Result<Credentials, Error> {
     let client = enabled(store, client_id).await?;
     let NewSecret { secret, hash } = service_client::new_secret();
-    let audit = AuditEvent::new("identity.service_client.rotated")
+    let event = SecurityEvent::new(EventName::ServiceClientRotated)
         .profile(client.profile.id)
-        .detail("actor", "identity admin")
-        .detail("client_id", client_id);
+        .actor(Actor::AdminCli)
+        .client_id(client_id);
     let revoked = store
         .change_service_client(
             client_id,
             ServiceClientChange::Rotate { new_hash: &hash },
-            &audit,
+            &event.audit_row(),
         )
         .await?
         .ok_or(Error::StaleEtag)?;
-    security_event!(
-        "identity.service_client.rotated",
-        profile.id = %client.profile.id,
-        client_id = %client_id,
-        sessions_revoked = revoked
-    );
+    event.sessions_revoked(revoked as u64).emit_committed();
     Ok(Credentials {
         client_id: client_id.to_owned(),
         secret,
@@ -121,19 +115,14 @@ pub async fn rotate(store: &Store, client_id: &str) -> Result<Credentials, Error
 /// every replica; answers the principal and the sessions revoked.
 pub async fn disable(store: &Store, client_id: &str) -> Result<(Profile, usize), Error> {
     let client = enabled(store, client_id).await?;
-    let audit = AuditEvent::new("identity.service_client.disabled")
+    let event = SecurityEvent::new(EventName::ServiceClientDisabled)
         .profile(client.profile.id)
-        .detail("actor", "identity admin")
-        .detail("client_id", client_id);
+        .actor(Actor::AdminCli)
+        .client_id(client_id);
     let revoked = store
-        .change_service_client(client_id, ServiceClientChange::Disable, &audit)
+        .change_service_client(client_id, ServiceClientChange::Disable, &event.audit_row())
         .await?
         .ok_or(Error::StaleEtag)?;
-    security_event!(
-        "identity.service_client.disabled",
-        profile.id = %client.profile.id,
-        client_id = %client_id,
-        sessions_revoked = revoked
-    );
+    event.sessions_revoked(revoked as u64).emit_committed();
     Ok((client.profile, revoked))
 }

@@ -12,11 +12,13 @@
 
 use crate::provider::settings::is_reserved_provider;
 use crate::service::Error;
+use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
+use crate::service::profile_change::ProfileChange;
 use crate::service::profiles::{ADMIN_ROLE, NewProfile};
 use chrono::{DateTime, SubsecRound, Utc};
 use identity_core::tokens::{AccessClaims, TokenKeys};
 use identity_core::{refresh, validation};
-use identity_store::{AuditEvent, Id, NewSession, Profile, Store};
+use identity_store::{Id, NewSession, Profile, Store};
 use secrecy::SecretString;
 use std::time::Duration;
 
@@ -57,9 +59,9 @@ pub fn provisioner_may_create(caller: &Profile, new: &NewProfile) -> bool {
         && !is_reserved_provider(&new.auth_provider)
 }
 
-/// A new service principal `name` holding `role`, and the audit row of its
-/// creation (written in the same transaction).
-pub fn new_principal(name: &str, role: &str, now: DateTime<Utc>) -> (Profile, AuditEvent) {
+/// A new service principal `name` holding `role`, and the event of its
+/// creation (its audit row is written in the same transaction).
+pub fn new_principal(name: &str, role: &str, now: DateTime<Utc>) -> (Profile, SecurityEvent) {
     let profile = Profile {
         id: Id::new(),
         auth_provider: SERVICE_PROVIDER.into(),
@@ -74,11 +76,11 @@ pub fn new_principal(name: &str, role: &str, now: DateTime<Utc>) -> (Profile, Au
         updated_at: now,
         email_verified: false,
     };
-    let audit = AuditEvent::new("identity.profile.created")
+    let event = SecurityEvent::new(EventName::ProfileCreated)
         .profile(profile.id)
-        .detail("actor", "identity admin")
-        .detail("roles", role);
-    (profile, audit)
+        .actor(Actor::AdminCli)
+        .roles(&profile.roles);
+    (profile, event)
 }
 
 /// A minted service token.
@@ -122,9 +124,12 @@ pub async fn issue(
     let mut profile = match store.find_profile_by_auth(SERVICE_PROVIDER, &name).await? {
         Some(profile) => profile,
         None => {
-            let (candidate, audit) = new_principal(&name, role, now);
-            match store.create_profile(&candidate, &audit).await {
-                Ok(()) => candidate,
+            let (candidate, created) = new_principal(&name, role, now);
+            match store.create_profile(&candidate, &created.audit_row()).await {
+                Ok(()) => {
+                    created.emit_committed();
+                    candidate
+                }
                 Err(identity_store::StoreError::Conflict(_)) => store
                     .find_profile_by_auth(SERVICE_PROVIDER, &name)
                     .await?
@@ -145,23 +150,13 @@ pub async fn issue(
             ),
         ));
     }
-    if !profile.roles.iter().any(|r| r == role) {
-        let mut next = profile.clone();
-        next.roles.push(role.to_owned());
-        next.roles.sort();
-        next.revision += 1;
-        next.updated_at = now.max(profile.updated_at);
-        let audit = AuditEvent::new("identity.role.changed")
-            .profile(profile.id)
-            .detail("actor", "identity admin")
-            .detail("roles", next.roles.join(" "));
-        if !store
-            .update_profile(&next, profile.revision, &[audit])
-            .await?
-        {
-            return Err(Error::StaleEtag);
-        }
-        profile = next;
+    let mut change = ProfileChange::of(profile.clone());
+    let roles = change.granting(role);
+    change
+        .set_roles(&roles, Actor::AdminCli, None)
+        .map_err(|d| Error::invalid("role", d))?;
+    if change.changes_roles() {
+        profile = change.commit(store).await?.ok_or(Error::StaleEtag)?;
     }
 
     let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
@@ -173,12 +168,14 @@ pub async fn issue(
         refresh_token_hash: refresh::generate().hash,
         origin: Default::default(),
     };
-    let audit = AuditEvent::new("identity.service_token.issued")
+    let issued = SecurityEvent::new(EventName::ServiceTokenIssued)
         .profile(profile.id)
         .session(session.id)
-        .detail("role", role)
-        .detail("ttl_secs", ttl.as_secs());
-    store.start_session(&session, None, &audit).await?;
+        .role(role)
+        .ttl_secs(ttl.as_secs());
+    store
+        .start_session(&session, None, &issued.audit_row())
+        .await?;
     let claims = AccessClaims {
         iss: keys.issuer().to_owned(),
         aud: keys.audience().to_owned(),
@@ -194,13 +191,7 @@ pub async fn issue(
         auth_id: profile.auth_id.clone(),
     };
     let token = keys.sign(&claims).map_err(Error::Internal)?;
-    security_event!(
-        "identity.service_token.issued",
-        profile.id = %profile.id,
-        session.id = %session.id,
-        role = role,
-        ttl_secs = ttl.as_secs()
-    );
+    issued.emit_committed();
     Ok(ServiceToken {
         token: SecretString::from(token),
         profile,

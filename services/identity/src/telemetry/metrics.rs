@@ -51,6 +51,13 @@ struct RpcLabel {
     rpc: &'static str,
 }
 
+/// The `event.name` of a security event: one of the fixed vocabulary
+/// (`identity_core::events::EventName`), never input.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabel {
+    event: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TableLabel {
     table: &'static str,
@@ -245,6 +252,7 @@ pub struct Metrics {
     rpc_duration: Series<RpcLabels, Histogram>,
     login_failures: Series<ReasonLabel, Counter>,
     rate_limited: Series<RpcLabel, Counter>,
+    security_events: Series<EventLabel, Counter>,
     housekeeping_purged: Series<TableLabel, Counter>,
     pub bcrypt_shed: Total,
     pub jwks_refetches: Total,
@@ -264,6 +272,7 @@ impl Default for Metrics {
             rpc_duration: Series::with_constructor(rpc_histogram),
             login_failures: Series::default(),
             rate_limited: Series::default(),
+            security_events: Series::default(),
             housekeeping_purged: Series::default(),
             bcrypt_shed: Total::default(),
             jwks_refetches: Total::default(),
@@ -298,6 +307,12 @@ impl Default for Metrics {
             "identity_rate_limited",
             "Calls refused by a rate limit, by RPC.",
             metrics.rate_limited.clone(),
+        );
+        register(
+            &mut registry,
+            "identity_security_events",
+            "Security events, by event name.",
+            metrics.security_events.clone(),
         );
         register(
             &mut registry,
@@ -404,6 +419,14 @@ impl Metrics {
         });
     }
 
+    /// A security event (`service::events`), by its `event.name`.
+    pub fn security_event(&self, event: &'static str) {
+        self.security_events
+            .record(&EventLabel { event }, |events| {
+                events.inc();
+            });
+    }
+
     /// Rows deleted by housekeeping from `table`.
     pub fn purged(&self, table: &'static str, rows: usize) {
         self.housekeeping_purged
@@ -442,6 +465,13 @@ impl Metrics {
                 "identity.rate_limited",
                 vec![("rpc".into(), labels.rpc.into())],
                 refused.get() as f64,
+            ));
+        }
+        for (labels, events) in self.security_events.listed() {
+            out.push((
+                "identity.security.events",
+                vec![("event.name".into(), labels.event.into())],
+                events.get() as f64,
             ));
         }
         for (labels, purged) in self.housekeeping_purged.listed() {

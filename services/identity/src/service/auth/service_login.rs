@@ -7,13 +7,14 @@
 
 use super::{Auth, Caller, throttled};
 use crate::service::Error;
+use crate::service::events::{Emit, EventName, SecurityEvent};
 use crate::service::service_token::service_role;
 use chrono::{DateTime, Utc};
 use identity_core::rate_limit::Action;
 use identity_core::service_client::{self, UNKNOWN_CLIENT_HASH};
 use identity_core::throttle::Attempt;
 use identity_core::{Violations, refresh};
-use identity_store::{AuditEvent, Id, NewSession};
+use identity_store::{Id, NewSession};
 use secrecy::{ExposeSecret, SecretString};
 use std::time::Instant;
 
@@ -54,16 +55,10 @@ impl Auth {
             client: client.as_deref().unwrap_or("unknown"),
         };
         let refused = |reason: &'static str| {
-            security_event!(
-                "identity.service_login.failed",
-                reason = reason,
-                client_id = client_id,
-                client.address = caller.addr()
-            );
-            AuditEvent::new("identity.service_login.failed")
+            SecurityEvent::new(EventName::ServiceLoginFailed)
+                .reason(reason)
+                .client_id(client_id)
                 .client(caller.addr())
-                .detail("reason", reason)
-                .detail("client_id", client_id)
         };
         let reservation = match self
             .throttle
@@ -71,8 +66,7 @@ impl Auth {
         {
             Ok(reservation) => reservation,
             Err(wait) => {
-                self.audit
-                    .record(refused("throttled").detail("scope", wait.scope()));
+                refused("throttled").scope(wait.scope()).emit(&self.audit);
                 return Err(throttled(wait));
             }
         };
@@ -103,13 +97,13 @@ impl Auth {
             (Some(client), None) => client,
             (found, reason) => {
                 let reason = reason.unwrap_or("unknown_client");
-                let mut audit = refused(reason);
+                let mut event = refused(reason);
                 if let Some(c) = &found {
-                    audit = audit.profile(c.profile.id);
+                    event = event.profile(c.profile.id);
                 }
                 // The reservation stands as this failure.
                 drop(reservation);
-                self.store.record_audit(&audit).await?;
+                event.emit_awaited(&self.store).await?;
                 return Err(Error::Unauthenticated);
             }
         };
@@ -129,28 +123,29 @@ impl Auth {
                 user_agent: caller.user_agent.clone(),
             },
         };
-        let audit = AuditEvent::new("identity.service_login.succeeded")
+        let event = SecurityEvent::new(EventName::ServiceLoginSucceeded)
             .profile(profile.id)
             .session(session.id)
-            .client(caller.addr())
-            .detail("client_id", client_id);
+            .client_id(client_id)
+            .client(caller.addr());
         if !self
             .store
-            .start_service_session(client_id, &client.row.secret_hash, &session, &audit)
+            .start_service_session(
+                client_id,
+                &client.row.secret_hash,
+                &session,
+                &event.audit_row(),
+            )
             .await?
         {
             // Rotated or disabled since the secret was checked.
-            let audit = refused("credential_changed").profile(profile.id);
-            self.store.record_audit(&audit).await?;
+            refused("credential_changed")
+                .profile(profile.id)
+                .emit_awaited(&self.store)
+                .await?;
             return Err(Error::Unauthenticated);
         }
-        security_event!(
-            "identity.service_login.succeeded",
-            profile.id = %profile.id,
-            session.id = %session.id,
-            client_id = client_id,
-            client.address = caller.addr()
-        );
+        event.emit_committed();
         let tokens = self.issue(
             &profile,
             session.id,

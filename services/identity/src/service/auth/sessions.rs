@@ -11,13 +11,14 @@
 use super::Auth;
 use crate::provider::settings::is_reserved_provider;
 use crate::service::Error;
+use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
 use crate::service::service_token::PROVISIONER_ROLE;
 use chrono::{DateTime, Utc};
 use identity_core::client_key::coarse_address;
 use identity_core::{Violations, page_token, validation};
 use identity_store::notify::Revoked;
-use identity_store::{AuditEvent, Id, Profile};
+use identity_store::{Id, Profile};
 
 /// A live session as ListSessions answers it: no token, no hash, and the
 /// client address full only for admins.
@@ -79,7 +80,7 @@ impl Auth {
         action: &'static str,
         target: Option<String>,
     ) {
-        crate::service::audit::access_denied(
+        crate::service::events::access_denied(
             &self.audit,
             caller.id,
             principal.client_addr.as_deref(),
@@ -204,23 +205,19 @@ impl Auth {
         } else {
             "revoked_by_admin"
         };
-        let audit = AuditEvent::new("identity.session.revoked")
+        let event = SecurityEvent::new(EventName::SessionRevoked)
             .profile(session.profile_id)
             .session(id)
-            .client(principal.client_addr.as_deref())
-            .detail("reason", reason)
-            .detail("actor", caller.id.to_string());
-        let revoked = self.store.revoke_session(id, reason, &audit).await?;
+            .reason(reason)
+            .actor(Actor::Profile(caller.id))
+            .client(principal.client_addr.as_deref());
+        let revoked = self
+            .store
+            .revoke_session(id, reason, &event.audit_row())
+            .await?;
         self.fast.revoked(Revoked::Session(id));
         if revoked {
-            security_event!(
-                "identity.session.revoked",
-                profile.id = %session.profile_id,
-                session.id = %id,
-                reason = reason,
-                actor = %caller.id,
-                client.address = principal.client_addr.as_deref()
-            );
+            event.emit_committed();
         }
         Ok(())
     }
@@ -286,29 +283,23 @@ impl Auth {
             "revoked_by_provisioner"
         };
         let except = (request.keep_current && target == caller.id).then_some(principal.session_id);
-        let audit = AuditEvent::new("identity.session.revoked_all")
+        let event = SecurityEvent::new(EventName::SessionRevokedAll)
             .profile(target)
-            .client(principal.client_addr.as_deref())
-            .detail("reason", reason)
-            .detail("actor", caller.id.to_string())
-            .detail("kept_current", except.is_some());
+            .reason(reason)
+            .actor(Actor::Profile(caller.id))
+            .kept_current(except.is_some())
+            .client(principal.client_addr.as_deref());
+        // The store adds the count to the row: only it knows the number.
         let revoked = self
             .store
-            .revoke_all_sessions(target, except, reason, &audit)
+            .revoke_all_sessions(target, except, reason, &event.audit_row())
             .await?;
         self.fast.revoked(Revoked::Profile {
             profile: target,
             except,
         });
         if revoked > 0 {
-            security_event!(
-                "identity.session.revoked_all",
-                profile.id = %target,
-                count = revoked as u64,
-                reason = reason,
-                actor = %caller.id,
-                client.address = principal.client_addr.as_deref()
-            );
+            event.count(revoked as u64).emit_committed();
         }
         Ok(revoked)
     }

@@ -31,6 +31,8 @@ const EXPOSED: &str = "\
 # TYPE identity_login_failures_total counter
 # HELP identity_rate_limited_total Calls refused by a rate limit, by RPC.
 # TYPE identity_rate_limited_total counter
+# HELP identity_security_events_total Security events, by event name.
+# TYPE identity_security_events_total counter
 # HELP identity_housekeeping_purged_total Rows deleted by housekeeping, by table.
 # TYPE identity_housekeeping_purged_total counter
 # HELP identity_bcrypt_shed_total Password hashing calls shed because the queue was full.
