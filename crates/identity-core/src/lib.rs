@@ -11,6 +11,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub(crate) mod bounded;
 pub mod client_key;
 pub mod error;
 pub mod id;
