@@ -11,7 +11,6 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub(crate) mod bounded;
 pub mod client_key;
 pub mod error;
 pub mod id;
@@ -30,6 +29,9 @@ pub mod throttle;
 pub mod token_cache;
 pub mod tokens;
 pub mod validation;
+
+// The map under token_cache, revocations and profile_cache.
+mod bounded;
 
 pub use error::{FieldViolation, InvalidInput, Violations};
 pub use id::Id;

@@ -409,38 +409,45 @@ mod tests {
         );
     }
 
+    /// Lookups of one profile's sessions, all begun before `revocation`
+    /// and stored while it runs on another thread. Other sessions' entries
+    /// make its sweep long enough to race.
+    fn lookups_racing(
+        revocation: impl Fn(&RevocationState, Uuid) + Sync,
+    ) -> (RevocationState, Uuid, Vec<Uuid>) {
+        let state = trusted();
+        for _ in 0..800 {
+            state.revoke_session(Uuid::now_v7(), Instant::now());
+        }
+        let start = std::sync::Barrier::new(2);
+        let profile = Uuid::now_v7();
+        let sids: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
+        let tickets: Vec<Ticket> = sids.iter().map(|_| state.begin_lookup()).collect();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                start.wait();
+                for (sid, ticket) in sids.iter().zip(&tickets) {
+                    let live = Some((profile, i64::MAX));
+                    state.record_lookup(*ticket, *sid, live, Instant::now());
+                }
+            });
+            s.spawn(|| {
+                start.wait();
+                revocation(&state, profile)
+            });
+        });
+        (state, profile, sids)
+    }
+
     /// The race an attacker would need: a validation that read the session
     /// as live just before "log out everywhere" stores that answer just
-    /// after it. Every lookup here began before the revocation; whichever
-    /// way the threads interleave, none may answer live afterwards.
+    /// after it. Whichever way the threads interleave, none may answer
+    /// live afterwards.
     #[test]
     fn no_lookup_begun_before_a_profile_revocation_outlives_it() {
         for _ in 0..100 {
-            let state = trusted();
-            // Other sessions' entries make the sweep long enough to race.
-            for _ in 0..800 {
-                state.revoke_session(Uuid::now_v7(), Instant::now());
-            }
-            let start = std::sync::Barrier::new(2);
-            let profile = Uuid::now_v7();
-            let sids: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
-            let tickets: Vec<Ticket> = sids.iter().map(|_| state.begin_lookup()).collect();
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    start.wait();
-                    for (sid, ticket) in sids.iter().zip(&tickets) {
-                        state.record_lookup(
-                            *ticket,
-                            *sid,
-                            Some((profile, i64::MAX)),
-                            Instant::now(),
-                        );
-                    }
-                });
-                s.spawn(|| {
-                    start.wait();
-                    state.revoke_profile(profile, None, Instant::now())
-                });
+            let (state, profile, sids) = lookups_racing(|state, profile| {
+                state.revoke_profile(profile, None, Instant::now())
             });
             for sid in &sids {
                 assert_ne!(
@@ -455,32 +462,7 @@ mod tests {
     #[test]
     fn no_lookup_begun_before_forgetting_outlives_it() {
         for _ in 0..100 {
-            let state = trusted();
-            // Other sessions' entries make the sweep long enough to race.
-            for _ in 0..800 {
-                state.revoke_session(Uuid::now_v7(), Instant::now());
-            }
-            let start = std::sync::Barrier::new(2);
-            let profile = Uuid::now_v7();
-            let sids: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
-            let tickets: Vec<Ticket> = sids.iter().map(|_| state.begin_lookup()).collect();
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    start.wait();
-                    for (sid, ticket) in sids.iter().zip(&tickets) {
-                        state.record_lookup(
-                            *ticket,
-                            *sid,
-                            Some((profile, i64::MAX)),
-                            Instant::now(),
-                        );
-                    }
-                });
-                s.spawn(|| {
-                    start.wait();
-                    state.forget_live()
-                });
-            });
+            let (state, _, _) = lookups_racing(|state, _| state.forget_live());
             assert!(state.live_sessions().is_empty());
         }
     }
