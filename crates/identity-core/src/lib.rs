@@ -32,6 +32,9 @@ pub mod token_cache;
 pub mod tokens;
 pub mod validation;
 
+// The map under token_cache, revocations and profile_cache.
+mod bounded;
+
 pub use error::{FieldViolation, InvalidInput, Violations};
 pub use id::Id;
 pub use model::{AuditEvent, Profile, Revoked, Session};

@@ -15,12 +15,10 @@
 //! - a read that raced an invalidation is not stored: [`ProfileCache::begin`]
 //!   hands out the epoch, and [`ProfileCache::put`] refuses a stale one.
 
+use crate::bounded::{Bounded, Stripes};
 use crate::{id::Id, model::Profile};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-const SHARDS: usize = 16;
 
 /// Proof of when a database read began; see [`ProfileCache::put`].
 #[derive(Debug, Clone, Copy)]
@@ -31,23 +29,23 @@ pub struct Ticket {
     began: Instant,
 }
 
-struct Shard {
-    /// Bumped by every invalidation of this shard.
-    epoch: u64,
-    entries: HashMap<Id, (Arc<Profile>, Instant)>,
-}
-
 pub struct ProfileCache {
-    capacity_per_shard: usize,
     ttl: Duration,
-    shards: Vec<Mutex<Shard>>,
+    entries: Bounded<Id, (Arc<Profile>, Instant)>,
+    /// Each stripe's epoch, bumped by every invalidation of an id in it.
+    /// A put checks it and stores, and an invalidation bumps it and
+    /// removes, under the stripe's lock: a put either lands before the
+    /// removal or sees the bump.
+    epochs: Stripes<u64>,
+    /// The origin of the seconds that pace the sweep of expired entries.
+    origin: Instant,
 }
 
 /// Sizes only: the entries hold emails.
 impl std::fmt::Debug for ProfileCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProfileCache")
-            .field("capacity_per_shard", &self.capacity_per_shard)
+            .field("capacity", &self.entries.capacity())
             .field("ttl", &self.ttl)
             .finish_non_exhaustive()
     }
@@ -57,43 +55,26 @@ impl ProfileCache {
     /// `capacity` 0 disables the cache: every read goes to the database.
     pub fn new(capacity: usize, ttl: Duration) -> Self {
         ProfileCache {
-            capacity_per_shard: capacity.div_ceil(SHARDS),
             ttl,
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        epoch: 0,
-                        entries: HashMap::new(),
-                    })
-                })
-                .collect(),
+            entries: Bounded::new(capacity),
+            epochs: Stripes::new(),
+            origin: Instant::now(),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.capacity_per_shard > 0
-    }
-
-    fn shard(&self, id: Id) -> std::sync::MutexGuard<'_, Shard> {
-        // UUIDv7 starts with a timestamp: take the random tail.
-        self.shards[id.0.as_bytes()[15] as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.entries.enabled()
     }
 
     pub fn get(&self, id: Id, now: Instant) -> Option<Arc<Profile>> {
-        if !self.enabled() {
-            return None;
-        }
-        let shard = self.shard(id);
-        let (profile, stored) = shard.entries.get(&id)?;
-        (now.saturating_duration_since(*stored) < self.ttl).then(|| Arc::clone(profile))
+        let (profile, stored) = self.entries.get(&id)?;
+        (now.saturating_duration_since(stored) < self.ttl).then_some(profile)
     }
 
     /// Call before reading `id` from the database.
     pub fn begin(&self, id: Id) -> Ticket {
         Ticket {
-            epoch: self.shard(id).epoch,
+            epoch: *self.epochs.of(&id.0),
             began: Instant::now(),
         }
     }
@@ -106,46 +87,37 @@ impl ProfileCache {
             return;
         }
         let ttl = self.ttl;
-        let capacity = self.capacity_per_shard;
-        let mut shard = self.shard(profile.id);
-        if shard.epoch != ticket.epoch {
+        let epoch = self.epochs.of(&profile.id.0);
+        if *epoch != ticket.epoch {
             return;
         }
-        if shard.entries.len() >= capacity && !shard.entries.contains_key(&profile.id) {
-            shard
-                .entries
-                .retain(|_, (_, stored)| now.saturating_duration_since(*stored) < ttl);
-            if shard.entries.len() >= capacity {
-                // Full of fresh entries: drop one rather than grow.
-                if let Some(victim) = shard.entries.keys().next().copied() {
-                    shard.entries.remove(&victim);
-                }
-            }
-        }
-        shard.entries.insert(profile.id, (profile, stamp));
+        let second = now.saturating_duration_since(self.origin).as_secs();
+        self.entries
+            .insert(profile.id, (profile, stamp), second, |(_, stored)| {
+                now.saturating_duration_since(*stored) < ttl
+            });
+        // Only now may an invalidation of this stripe go ahead.
+        drop(epoch);
     }
 
     /// The profile changed or is gone.
     pub fn invalidate(&self, id: Id) {
-        let mut shard = self.shard(id);
-        shard.epoch += 1;
-        shard.entries.remove(&id);
+        let mut epoch = self.epochs.of(&id.0);
+        *epoch += 1;
+        self.entries.remove(&id);
     }
 
     /// Forget everything (announcements may have been missed).
     pub fn clear(&self) {
-        for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.epoch += 1;
-            shard.entries.clear();
+        let mut epochs = self.epochs.all();
+        for epoch in epochs.iter_mut() {
+            **epoch += 1;
         }
+        self.entries.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).entries.len())
-            .sum()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -222,5 +194,41 @@ mod tests {
         let p = profile(&[]);
         off.put(off.begin(p.id), Arc::clone(&p), now);
         assert!(off.get(p.id, now).is_none());
+    }
+
+    /// A role is taken away while reads of the old row are in flight on
+    /// other threads: once the invalidation (or a clear) has returned, no
+    /// read that began before it may be served.
+    #[test]
+    fn no_read_begun_before_an_invalidation_is_served_after_it() {
+        for clear in [false, true] {
+            for _ in 0..100 {
+                let cache = ProfileCache::new(1000, Duration::from_secs(5));
+                let ps: Vec<_> = (0..100).map(|_| profile(&["admin"])).collect();
+                let tickets: Vec<Ticket> = ps.iter().map(|p| cache.begin(p.id)).collect();
+                let start = std::sync::Barrier::new(2);
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        start.wait();
+                        for (p, ticket) in ps.iter().zip(&tickets) {
+                            cache.put(*ticket, Arc::clone(p), Instant::now());
+                        }
+                    });
+                    s.spawn(|| {
+                        start.wait();
+                        if clear {
+                            cache.clear();
+                        } else {
+                            for p in &ps {
+                                cache.invalidate(p.id);
+                            }
+                        }
+                    });
+                });
+                for p in &ps {
+                    assert!(cache.get(p.id, Instant::now()).is_none());
+                }
+            }
+        }
     }
 }

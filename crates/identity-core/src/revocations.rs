@@ -17,16 +17,14 @@
 //!   meanwhile. Every applied revocation bumps an epoch first; a lookup takes
 //!   a ticket (the epoch) before it reads, and its "live" answer is cached
 //!   only if no revocation was applied since. Ticket, bump and insert are
-//!   ordered by the shard lock, so a revocation is either seen by the
-//!   insert or overwrites it.
+//!   ordered by the session's stripe lock (a revocation of a whole profile,
+//!   and forgetting, take every stripe), so a revocation is either seen by
+//!   the insert or overwrites it. Reads take none of these locks.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use crate::bounded::{Bounded, Stripes};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-const SHARDS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -51,8 +49,9 @@ pub enum Answer {
 pub struct Ticket(u64);
 
 pub struct RevocationState {
-    shards: Box<[Mutex<HashMap<Uuid, State>>]>,
-    per_shard: usize,
+    sessions: Bounded<Uuid, State>,
+    /// Held from the epoch check (or bump) to the insert; see the module docs.
+    stripes: Stripes<()>,
     epoch: AtomicU64,
     /// Active entries answer only while `now < trusted_until` (ms since
     /// `origin`); `u64::MAX`: always.
@@ -66,7 +65,7 @@ pub struct RevocationState {
 impl std::fmt::Debug for RevocationState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RevocationState")
-            .field("capacity", &(self.per_shard * SHARDS))
+            .field("capacity", &self.sessions.capacity())
             .field("epoch", &self.epoch.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -82,8 +81,8 @@ impl RevocationState {
     /// check reads the database). Starts untrusted.
     pub fn new(capacity: usize, revoked_ttl: Duration) -> Self {
         RevocationState {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard: capacity.div_ceil(SHARDS),
+            sessions: Bounded::new(capacity),
+            stripes: Stripes::new(),
             epoch: AtomicU64::new(0),
             trusted_until: AtomicU64::new(0),
             origin: Instant::now(),
@@ -93,13 +92,6 @@ impl RevocationState {
 
     fn millis(&self, at: Instant) -> u64 {
         at.saturating_duration_since(self.origin).as_millis() as u64
-    }
-
-    fn shard(&self, id: &Uuid) -> std::sync::MutexGuard<'_, HashMap<Uuid, State>> {
-        // UUIDv7 starts with a timestamp: take the random tail.
-        self.shards[id.as_bytes()[15] as usize % SHARDS]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Memory is authoritative (single node: every revocation passes here).
@@ -124,11 +116,10 @@ impl RevocationState {
 
     /// Is session `sid` of profile `sub` live at `now_unix` (seconds)?
     pub fn check(&self, sid: Uuid, sub: &str, now_unix: i64, now: Instant) -> Answer {
-        if self.per_shard == 0 {
+        if !self.sessions.enabled() {
             return Answer::Unknown;
         }
-        let state = self.shard(&sid).get(&sid).copied();
-        match state {
+        match self.sessions.get(&sid) {
             Some(State::Revoked { .. }) => Answer::Revoked,
             // Every token of a session names its profile: a mismatch is a
             // forgery or a bug, refused like the database check refuses it.
@@ -155,16 +146,16 @@ impl RevocationState {
         live: Option<(Uuid, i64)>,
         now: Instant,
     ) {
-        if self.per_shard == 0 {
+        if !self.sessions.enabled() {
             return;
         }
-        let mut shard = self.shard(&sid);
+        let _stripe = self.stripes.of(&sid);
         let state = match live {
             Some((profile, expires_at)) => {
                 // Checked under the lock that revocations take: either the
                 // revocation already bumped the epoch, or it will overwrite.
                 if self.epoch.load(Ordering::SeqCst) != ticket.0
-                    || matches!(shard.get(&sid), Some(State::Revoked { .. }))
+                    || matches!(self.sessions.peek(&sid), Some(State::Revoked { .. }))
                 {
                     return;
                 }
@@ -177,41 +168,30 @@ impl RevocationState {
                 until: self.millis(now + self.revoked_ttl),
             },
         };
-        self.make_room(&mut shard, &sid, now);
-        shard.insert(sid, state);
+        self.store(sid, state, now);
     }
 
-    fn make_room(&self, shard: &mut HashMap<Uuid, State>, sid: &Uuid, now: Instant) {
-        if shard.len() < self.per_shard || shard.contains_key(sid) {
-            return;
-        }
+    /// Stores under the stripe lock the caller holds. When full, expired
+    /// entries make room first; losing any entry is safe: the next check
+    /// reads the database.
+    fn store(&self, sid: Uuid, state: State, now: Instant) {
         let (now_ms, now_unix) = (self.millis(now), chrono::Utc::now().timestamp());
-        shard.retain(|_, s| match *s {
-            State::Revoked { until } => now_ms < until,
-            State::Active { expires_at, .. } => now_unix < expires_at,
-        });
-        if shard.len() >= self.per_shard {
-            // Losing any entry is safe: the next check reads the database.
-            if let Some(victim) = shard.keys().next().copied() {
-                shard.remove(&victim);
-            }
-        }
+        self.sessions
+            .insert(sid, state, now_ms / 1000, |s| match *s {
+                State::Revoked { until } => now_ms < until,
+                State::Active { expires_at, .. } => now_unix < expires_at,
+            });
     }
 
     /// Session `sid` was revoked (here or announced by another replica).
     pub fn revoke_session(&self, sid: Uuid, now: Instant) {
-        let mut shard = self.shard(&sid);
+        let _stripe = self.stripes.of(&sid);
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        if self.per_shard == 0 {
+        if !self.sessions.enabled() {
             return;
         }
-        self.make_room(&mut shard, &sid, now);
-        shard.insert(
-            sid,
-            State::Revoked {
-                until: self.millis(now + self.revoked_ttl),
-            },
-        );
+        let until = self.millis(now + self.revoked_ttl);
+        self.store(sid, State::Revoked { until }, now);
     }
 
     /// Every session of `profile` but `except` was revoked. Sessions not in
@@ -219,50 +199,42 @@ impl RevocationState {
     pub fn revoke_profile(&self, profile: Uuid, except: Option<Uuid>, now: Instant) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let until = self.millis(now + self.revoked_ttl);
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            for (sid, state) in shard.iter_mut() {
-                if matches!(state, State::Active { profile: p, .. } if *p == profile)
+        // Every stripe, so that no lookup that checked the epoch before the
+        // bump can store a live answer behind the sweep.
+        let _stripes = self.stripes.all();
+        let revoked: Vec<Uuid> = self
+            .sessions
+            .entries()
+            .filter(|(sid, state)| {
+                matches!(state, State::Active { profile: p, .. } if *p == profile)
                     && Some(*sid) != except
-                {
-                    *state = State::Revoked { until };
-                }
-            }
+            })
+            .map(|(sid, _)| sid)
+            .collect();
+        for sid in revoked {
+            self.store(sid, State::Revoked { until }, now);
         }
     }
 
     /// Drops every live answer (e.g. notifications may have been missed).
     pub fn forget_live(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        for shard in self.shards.iter() {
-            shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, s| matches!(s, State::Revoked { .. }));
-        }
+        let _stripes = self.stripes.all();
+        self.sessions.retain(|s| matches!(s, State::Revoked { .. }));
     }
 
     /// Sessions held as live, for reconciliation against the database.
     pub fn live_sessions(&self) -> Vec<Uuid> {
-        let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            out.extend(
-                shard
-                    .iter()
-                    .filter(|(_, s)| matches!(s, State::Active { .. }))
-                    .map(|(id, _)| *id),
-            );
-        }
-        out
+        self.sessions
+            .entries()
+            .filter(|(_, s)| matches!(s, State::Active { .. }))
+            .map(|(id, _)| id)
+            .collect()
     }
 
     /// Number of sessions remembered (live and revoked).
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -435,5 +407,63 @@ mod tests {
             state.check(sid, &sub(profile), 0, Instant::now()),
             Answer::Unknown
         );
+    }
+
+    /// Lookups of one profile's sessions, all begun before `revocation`
+    /// and stored while it runs on another thread. Other sessions' entries
+    /// make its sweep long enough to race.
+    fn lookups_racing(
+        revocation: impl Fn(&RevocationState, Uuid) + Sync,
+    ) -> (RevocationState, Uuid, Vec<Uuid>) {
+        let state = trusted();
+        for _ in 0..800 {
+            state.revoke_session(Uuid::now_v7(), Instant::now());
+        }
+        let start = std::sync::Barrier::new(2);
+        let profile = Uuid::now_v7();
+        let sids: Vec<Uuid> = (0..100).map(|_| Uuid::now_v7()).collect();
+        let tickets: Vec<Ticket> = sids.iter().map(|_| state.begin_lookup()).collect();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                start.wait();
+                for (sid, ticket) in sids.iter().zip(&tickets) {
+                    let live = Some((profile, i64::MAX));
+                    state.record_lookup(*ticket, *sid, live, Instant::now());
+                }
+            });
+            s.spawn(|| {
+                start.wait();
+                revocation(&state, profile)
+            });
+        });
+        (state, profile, sids)
+    }
+
+    /// The race an attacker would need: a validation that read the session
+    /// as live just before "log out everywhere" stores that answer just
+    /// after it. Whichever way the threads interleave, none may answer
+    /// live afterwards.
+    #[test]
+    fn no_lookup_begun_before_a_profile_revocation_outlives_it() {
+        for _ in 0..100 {
+            let (state, profile, sids) = lookups_racing(|state, profile| {
+                state.revoke_profile(profile, None, Instant::now())
+            });
+            for sid in &sids {
+                assert_ne!(
+                    state.check(*sid, &sub(profile), 0, Instant::now()),
+                    Answer::Live
+                );
+            }
+        }
+    }
+
+    /// The same race against forgetting (announcements were missed).
+    #[test]
+    fn no_lookup_begun_before_forgetting_outlives_it() {
+        for _ in 0..100 {
+            let (state, _, _) = lookups_racing(|state, _| state.forget_live());
+            assert!(state.live_sessions().is_empty());
+        }
     }
 }

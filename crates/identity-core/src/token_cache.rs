@@ -9,12 +9,10 @@
 //! stays true until `exp`.
 
 use super::tokens::AccessClaims;
+use crate::bounded::Bounded;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use uuid::Uuid;
-
-const SHARDS: usize = 16;
 
 /// What a verified token says, parsed once.
 #[derive(Debug)]
@@ -45,21 +43,14 @@ pub fn key_of(token: &str) -> TokenKey {
     Sha256::digest(token.as_bytes()).into()
 }
 
-struct Shard {
-    entries: HashMap<TokenKey, Arc<Verified>>,
-    /// Unix second of the last sweep of expired entries.
-    swept_at: i64,
-}
-
 pub struct TokenCache {
-    shards: Box<[Mutex<Shard>]>,
-    per_shard: usize,
+    entries: Bounded<TokenKey, Arc<Verified>>,
 }
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
-            .field("capacity", &(self.per_shard * SHARDS))
+            .field("capacity", &self.entries.capacity())
             .finish_non_exhaustive()
     }
 }
@@ -67,39 +58,22 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     /// Holds at most about `capacity` tokens; 0 turns the cache off.
     pub fn new(capacity: usize) -> Self {
-        let per_shard = capacity.div_ceil(SHARDS);
         TokenCache {
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        entries: HashMap::new(),
-                        swept_at: 0,
-                    })
-                })
-                .collect(),
-            per_shard,
+            entries: Bounded::new(capacity),
         }
     }
 
     pub fn enabled(&self) -> bool {
-        self.per_shard > 0
-    }
-
-    fn shard(&self, key: &TokenKey) -> &Mutex<Shard> {
-        &self.shards[key[0] as usize % SHARDS]
+        self.entries.enabled()
     }
 
     /// The verification of this token, if cached and not expired at `now`
     /// (Unix seconds).
     pub fn get(&self, key: &TokenKey, now: i64) -> Option<Arc<Verified>> {
-        if !self.enabled() {
-            return None;
-        }
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        match shard.entries.get(key) {
-            Some(v) if now < v.claims.exp => Some(Arc::clone(v)),
+        match self.entries.get(key) {
+            Some(v) if now < v.claims.exp => Some(v),
             Some(_) => {
-                shard.entries.remove(key);
+                self.entries.remove_if(key, |v| v.claims.exp <= now);
                 None
             }
             None => None,
@@ -110,30 +84,12 @@ impl TokenCache {
         if !self.enabled() || verified.claims.exp <= now {
             return;
         }
-        let mut shard = self.shard(&key).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.entries.len() >= self.per_shard && !shard.entries.contains_key(&key) {
-            // Expired entries go first; the full sweep runs at most once a
-            // second per shard so that a cache full of live tokens does not
-            // pay a scan on every insert.
-            if shard.swept_at != now {
-                shard.swept_at = now;
-                shard.entries.retain(|_, v| now < v.claims.exp);
-            }
-            if shard.entries.len() >= self.per_shard {
-                // Any entry: the hasher's order is as good as random.
-                if let Some(victim) = shard.entries.keys().next().copied() {
-                    shard.entries.remove(&victim);
-                }
-            }
-        }
-        shard.entries.insert(key, verified);
+        self.entries
+            .insert(key, verified, now as u64, |v| now < v.claims.exp);
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).entries.len())
-            .sum()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -194,22 +150,15 @@ mod tests {
 
     #[test]
     fn expired_entries_make_room_first() {
-        let cache = TokenCache::new(SHARDS); // one per shard
-        let keys: Vec<_> = (0..200).map(|n| key_of(&n.to_string())).collect();
-        let (a, b) = keys
-            .iter()
-            .enumerate()
-            .find_map(|(i, k)| {
-                keys[i + 1..]
-                    .iter()
-                    .find(|o| o[0] as usize % SHARDS == k[0] as usize % SHARDS)
-                    .map(|o| (*k, *o))
-            })
-            .unwrap();
+        let cache = TokenCache::new(2);
+        let (a, c, b) = (key_of("a"), key_of("c"), key_of("b"));
         cache.insert(a, verified(10, SID), 1);
+        cache.insert(c, verified(100, SID), 1);
         cache.insert(b, verified(100, SID), 20);
         assert!(cache.get(&b, 20).is_some());
         assert!(cache.get(&a, 5).is_none());
+        // The live one stayed: the expired one made the room.
+        assert!(cache.get(&c, 20).is_some());
     }
 
     #[test]
