@@ -25,6 +25,26 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// A profile about to be created: first revision, no roles, nothing
+    /// but its identity filled in. Callers fill the rest with struct
+    /// update syntax, so a field added here has one default, not five.
+    pub fn new(id: Id, auth_provider: &str, auth_id: &str, now: DateTime<Utc>) -> Profile {
+        Profile {
+            id,
+            auth_provider: auth_provider.to_owned(),
+            auth_id: auth_id.to_owned(),
+            email: None,
+            display_name: String::new(),
+            avatar_url: String::new(),
+            locale: String::new(),
+            roles: Vec::new(),
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+            email_verified: false,
+        }
+    }
+
     /// Opaque to callers; changes on every update.
     pub fn etag(&self) -> String {
         format!("v{}", self.revision)

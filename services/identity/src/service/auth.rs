@@ -367,18 +367,9 @@ impl Auth {
         let now = Utc::now().trunc_subsecs(6);
         let id = Id::new();
         let mut profile = Profile {
-            id,
-            auth_provider: LOCAL_PROVIDER.into(),
-            auth_id: id.to_string(),
             email: Some(email.clone()),
             display_name,
-            avatar_url: String::new(),
-            locale: String::new(),
-            roles: Vec::new(),
-            revision: 1,
-            created_at: now,
-            updated_at: now,
-            email_verified: false,
+            ..Profile::new(id, LOCAL_PROVIDER, &id.to_string(), now)
         };
         let (session, refresh_token) = self.new_session(id, caller, now);
         let registered = SecurityEvent::new(EventName::RegisterSucceeded)

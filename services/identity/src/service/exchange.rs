@@ -223,18 +223,10 @@ impl TokenExchange {
             None => {
                 let now = Utc::now().trunc_subsecs(6);
                 let candidate = Profile {
-                    id: Id::new(),
-                    auth_provider: self.provider.clone(),
-                    auth_id: claims.sub.clone(),
                     email: claimed_email.clone(),
                     display_name: claimed_name.clone().unwrap_or_default(),
-                    avatar_url: String::new(),
-                    locale: String::new(),
-                    roles: Vec::new(),
-                    revision: 1,
-                    created_at: now,
-                    updated_at: now,
                     email_verified: claims.email_verified && claimed_email.is_some(),
+                    ..Profile::new(Id::new(), &self.provider, &claims.sub, now)
                 };
                 let event = SecurityEvent::new(EventName::ProfileCreated)
                     .profile(candidate.id)

@@ -304,18 +304,17 @@ impl Profiles {
         violations.into_result()?;
         let now = now();
         let profile = Profile {
-            id: Id::new(),
-            auth_provider: provider.unwrap_or_default(),
-            auth_id: auth_id.unwrap_or_default(),
             email: (!clean.email.is_empty()).then_some(clean.email),
             display_name: clean.display_name,
             avatar_url: clean.avatar_url,
             locale: clean.locale,
             roles: clean.roles,
-            revision: 1,
-            created_at: now,
-            updated_at: now,
-            email_verified: false,
+            ..Profile::new(
+                Id::new(),
+                &provider.unwrap_or_default(),
+                &auth_id.unwrap_or_default(),
+                now,
+            )
         };
         let event = SecurityEvent::new(EventName::ProfileCreated)
             .profile(profile.id)

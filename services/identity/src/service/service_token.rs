@@ -63,18 +63,9 @@ pub fn provisioner_may_create(caller: &Profile, new: &NewProfile) -> bool {
 /// creation (its audit row is written in the same transaction).
 pub fn new_principal(name: &str, role: &str, now: DateTime<Utc>) -> (Profile, SecurityEvent) {
     let profile = Profile {
-        id: Id::new(),
-        auth_provider: SERVICE_PROVIDER.into(),
-        auth_id: name.to_owned(),
-        email: None,
         display_name: format!("service {name}"),
-        avatar_url: String::new(),
-        locale: String::new(),
         roles: vec![role.to_owned()],
-        revision: 1,
-        created_at: now,
-        updated_at: now,
-        email_verified: false,
+        ..Profile::new(Id::new(), SERVICE_PROVIDER, name, now)
     };
     let event = SecurityEvent::new(EventName::ProfileCreated)
         .profile(profile.id)
