@@ -6,10 +6,16 @@
 //! `helm/identity/dashboards/identity.json` and the `expr: |` blocks of
 //! `helm/identity/templates/prometheusrule.yaml` (Helm actions stand in as a
 //! number). `tests/helm/test_dashboards.py` checks that Helm renders no
-//! metric these files do not show.
+//! metric these files do not show, and that every `event` they match on is
+//! an event the service emits.
+//!
+//! The scrape is of a server on PostgreSQL, where the revocation listener
+//! and its series exist; on SQLite they do not, and the alert on them reads
+//! nothing. How the listener's series follow its connection:
+//! `revocation/listener.rs`.
 
 use crate::support::{Backend, PASSWORD, Server, ServerOptions, TestDb, email, register};
-use crate::support::{metrics_addr, scrape};
+use crate::support::{MAX_STALENESS, eventually, metric, metrics_addr, scrape};
 use identity::proto::v1::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -432,6 +438,18 @@ fn what_the_service_does_not_export_is_caught() {
     }
 }
 
+/// The whole answer of one GET /metrics, checked to be a 200, as text.
+async fn scraped(server: &Server) -> String {
+    let response = scrape(metrics_addr(server)).await;
+    let (head, text) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    text.to_owned()
+}
+
+const REUSED: &str = "identity_security_events_total{event=\"identity.refresh.reused\"}";
+const LISTENER_UP: &str = "identity_revocation_listener_up";
+const STALENESS: &str = "identity_revocation_staleness_seconds";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_metric_the_dashboard_and_the_alerts_read_is_in_a_live_scrape() {
     let db = TestDb::new(Backend::Postgres);
@@ -441,18 +459,31 @@ async fn every_metric_the_dashboard_and_the_alerts_read_is_in_a_live_scrape() {
         ServerOptions::default()
             .env("IDENTITY_METRICS_ADDR", "127.0.0.1:0")
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
-            .env("IDENTITY_RATE_LIMIT_LOGIN", "3/1m"),
+            .env("IDENTITY_RATE_LIMIT_LOGIN", "3/1m")
+            // The re-use below follows the refresh at once: no retry grace.
+            .env("IDENTITY_REFRESH_REUSE_GRACE", "0s"),
     );
     let mut auth = server.auth().await;
+
+    // The re-use counter is there before the first re-use, at 0: an
+    // alert's increase() sees the first one.
+    assert_eq!(metric(&scraped(&server).await, REUSED), Some(0.0));
 
     // Every series the chart reads, brought into existence by real calls.
     let address = email("dashboards");
     let pair = register(&mut auth, &address).await;
     auth.refresh(RefreshRequest {
-        refresh_token: pair.refresh_token,
+        refresh_token: pair.refresh_token.clone(),
     })
     .await
     .expect("a refresh");
+    let reused = auth
+        .refresh(RefreshRequest {
+            refresh_token: pair.refresh_token,
+        })
+        .await
+        .expect_err("a spent refresh token is refused");
+    assert_eq!(reused.code(), Code::Unauthenticated);
     auth.login(LoginRequest {
         email: address.clone(),
         password: PASSWORD.into(),
@@ -479,15 +510,36 @@ async fn every_metric_the_dashboard_and_the_alerts_read_is_in_a_live_scrape() {
         "the login rate limit answers: {codes:?}"
     );
 
-    let response = scrape(metrics_addr(&server)).await;
-    let (head, text) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // The listener (PostgreSQL) hears its heartbeat.
+    assert!(
+        eventually(MAX_STALENESS * 10, || async {
+            metric(&scraped(&server).await, LISTENER_UP) == Some(1.0)
+        })
+        .await,
+        "the revocation listener is not up: {}",
+        server.logs()
+    );
+
+    let text = scraped(&server).await;
+    let text = text.as_str();
+    assert_eq!(metric(text, REUSED), Some(1.0), "{text}");
+    let staleness = metric(text, STALENESS).expect("the staleness of the listener");
+    assert!(
+        staleness < (MAX_STALENESS * 2).as_secs_f64(),
+        "{staleness} s stale while the listener hears"
+    );
     let exposition = Exposition::parse(text);
     let (dashboard, rules) = chart_exprs();
     assert!(
-        dashboard.len() >= 10 && rules.len() >= 3,
+        dashboard.len() >= 13 && rules.len() >= 5,
         "{dashboard:?} {rules:?}"
     );
+    for name in ["identity_security_events_total", LISTENER_UP, STALENESS] {
+        assert!(
+            rules.iter().chain(&dashboard).any(|e| e.contains(name)),
+            "the chart does not read {name}"
+        );
+    }
 
     let refused = exposition.refusals(&[dashboard.clone(), rules.clone()].concat());
     assert!(
@@ -510,5 +562,37 @@ async fn every_metric_the_dashboard_and_the_alerts_read_is_in_a_live_scrape() {
         exposition
             .refusals(&misspelt)
             .contains(&"identity_login_failure_total: no such series".to_owned())
+    );
+}
+
+/// SQLite has no revocation listener (one process, memory authoritative):
+/// the server exports no sample of its series, so the dashboard shows no
+/// data and the alert on them cannot fire; the rest is there as on
+/// PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_the_listener_series_are_absent_and_its_alert_reads_nothing() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start_with(
+        &db.url,
+        db.dir.path(),
+        ServerOptions::default().env("IDENTITY_METRICS_ADDR", "127.0.0.1:0"),
+    );
+    let mut auth = server.auth().await;
+    register(&mut auth, &email("sqlite-dashboards")).await;
+    let text = scraped(&server).await;
+    assert_eq!(metric(&text, LISTENER_UP), None, "{text}");
+    assert_eq!(metric(&text, STALENESS), None, "{text}");
+    assert_eq!(metric(&text, REUSED), Some(0.0), "{text}");
+
+    let exposition = Exposition::parse(&text);
+    let (_, rules) = chart_exprs();
+    let listener_rules: Vec<String> = rules
+        .into_iter()
+        .filter(|e| e.contains(LISTENER_UP))
+        .collect();
+    assert_eq!(listener_rules.len(), 1, "{listener_rules:?}");
+    assert_eq!(
+        exposition.refusals(&listener_rules),
+        [format!("{LISTENER_UP}: no such series")]
     );
 }

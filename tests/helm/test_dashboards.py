@@ -45,19 +45,14 @@ def parse(expr: str) -> promql_parser.Expr:
     return promql_parser.parse(expr)
 
 
-def metric_names(expr: str) -> set[str]:
-    """Every metric an expression selects (by name or by `__name__`)."""
-    names: set[str] = set()
+def vector_selectors(expr: str) -> list[promql_parser.VectorSelector]:
+    """Every vector selector of an expression, ranges and subqueries included."""
+    found: list[promql_parser.VectorSelector] = []
 
     def walk(node: Any) -> None:
         if isinstance(node, promql_parser.VectorSelector):
-            if node.name:
-                names.add(node.name)
-            for m in node.matchers.matchers:
-                if m.name == "__name__":
-                    names.add(m.value)
-            return
-        if isinstance(node, promql_parser.MatrixSelector):
+            found.append(node)
+        elif isinstance(node, promql_parser.MatrixSelector):
             walk(node.vector_selector)
         elif isinstance(node, promql_parser.BinaryExpr):
             walk(node.lhs)
@@ -73,7 +68,29 @@ def metric_names(expr: str) -> set[str]:
             walk(node.expr)
 
     walk(parse(expr))
+    return found
+
+
+def metric_names(expr: str) -> set[str]:
+    """Every metric an expression selects (by name or by `__name__`)."""
+    names: set[str] = set()
+    for node in vector_selectors(expr):
+        if node.name:
+            names.add(node.name)
+        for m in node.matchers.matchers:
+            if m.name == "__name__":
+                names.add(m.value)
     return names
+
+
+def equality_matches(expr: str, label: str) -> set[tuple[str, str]]:
+    """(metric, value) of each `label="value"` matcher of an expression."""
+    return {
+        (node.name, m.value)
+        for node in vector_selectors(expr)
+        for m in node.matchers.matchers
+        if m.name == label and m.op == promql_parser.MatchOp.Equal
+    }
 
 
 def label_values_metrics(query: str) -> set[str]:
@@ -98,6 +115,8 @@ def test_name_extraction_finds_every_selector_and_nothing_else():
         ' or {__name__="identity_other"} unless -absent(kube_pod_info offset 5m)'
     )
     assert metric_names(expr) == {"identity_nope_total", "up", "identity_other", "kube_pod_info"}
+    assert equality_matches(expr, "code") == {("identity_nope_total", "OK")}
+    assert equality_matches(expr, "method") == set()  # =~ is not equality
     assert label_values_metrics('label_values(identity_x{namespace="$namespace"}, pod)') == {"identity_x"}
     with pytest.raises(ValueError):
         metric_names("sum(rate(identity_rpc_requests_total[5m])")
@@ -222,8 +241,13 @@ def test_the_dashboard_shows_what_operators_asked_for(full):
         "identity_bcrypt_shed_total",  # shed
         "identity_db_pool_connections",
         "identity_bcrypt_queue_depth",
+        "identity_security_events_total",  # refresh re-use detections
+        "identity_revocation_listener_up",
+        "identity_revocation_staleness_seconds",
     ):
         assert name in used, name
+    reuse = set().union(*(equality_matches(e, "event") for e in exprs))
+    assert ("identity_security_events_total", "identity.refresh.reused") in reuse
     # Successful logins are the Login method's OK answers.
     assert any('method="identity.v1.AuthService/Login",code="OK"' in e for e in exprs)
     assert any("histogram_quantile(0.99" in e and "by (method, le)" in e for e in exprs)
@@ -289,9 +313,43 @@ def heading_anchors(markdown: str) -> dict[str, str]:
 
 
 def test_the_alerts_operators_asked_for_are_there(full):
-    alerts = {r["alert"] for r in rules(full)}
-    for name in ("IdentityBruteForceWave", "IdentityDatabaseUnavailable", "IdentityBcryptQueueSaturated"):
+    alerts = {r["alert"]: r["expr"] for r in rules(full)}
+    for name in (
+        "IdentityBruteForceWave",
+        "IdentityDatabaseUnavailable",
+        "IdentityBcryptQueueSaturated",
+        "IdentityRefreshReuse",
+        "IdentityRevocationListenerDown",
+    ):
         assert name in alerts
+    assert equality_matches(alerts["IdentityRefreshReuse"], "event") == {
+        ("identity_security_events_total", "identity.refresh.reused")
+    }
+    # Any one re-use: the counter starts at 0, so increase() sees the first.
+    assert re.search(r"increase\(identity_security_events_total\{[^}]*\}\[\d+m\]\)\) > 0$", alerts["IdentityRefreshReuse"].strip())
+    assert metric_names(alerts["IdentityRevocationListenerDown"]) == {"identity_revocation_listener_up"}
+    assert alerts["IdentityRevocationListenerDown"].strip().endswith("== 0")
+
+
+def event_vocabulary() -> set[str]:
+    """The `event.name`s the service knows (identity-core's `event_names!`)."""
+    source = (template.REPO / "crates" / "identity-core" / "src" / "events.rs").read_text()
+    block = source.split("event_names! {", 1)[1].split("\n}", 1)[0]
+    names = set(re.findall(r'^\s*[A-Z]\w* = "([a-z_.]+)",$', block, flags=re.M))
+    assert "identity.login.failed" in names and len(names) > 20, names
+    return names
+
+
+def test_every_event_matched_on_is_one_the_service_emits(full):
+    """A misspelt event name matches no series and the alert never fires;
+    the live scrape (tests/e2e/dashboards.rs) checks label names only."""
+    known = event_vocabulary()
+    exprs = dashboard_exprs(dashboard(full)) + [r["expr"] for r in rules(full)]
+    matched = set().union(*(equality_matches(e, "event") for e in exprs))
+    assert matched
+    for metric, event in matched:
+        assert metric == "identity_security_events_total", metric
+        assert event in known, f"{event}: no such event.name in identity-core"
 
 
 def test_every_alert_has_a_runbook_section_that_says_what_to_do(full, full_values):

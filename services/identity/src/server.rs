@@ -11,6 +11,7 @@ use crate::service::revocation::FastPath;
 use crate::service::{Auth, AuthSettings, Profiles};
 use crate::transport;
 use anyhow::Context as _;
+use identity_core::events::EventName;
 use identity_core::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
 use identity_store::Store;
 use secrecy::ExposeSecret;
@@ -76,10 +77,12 @@ pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Gauges read at scrape time: database pool, bcrypt queue and rate-limit
-/// counters.
-fn register_gauges(store: &Store, auth: &Arc<Auth>, limits: &Arc<Limiter>) {
+/// Gauges read at scrape time: database pool, bcrypt queue, rate-limit
+/// counters and the revocation listener; and every security event's
+/// counter at 0, so that alerts see the first one.
+fn register_gauges(store: &Store, auth: &Arc<Auth>, limits: &Arc<Limiter>, fast: &Arc<FastPath>) {
     let metrics = crate::telemetry::metrics::metrics();
+    metrics.security_events_from_zero(EventName::ALL.iter().map(|e| e.as_str()));
     let pool = store.clone();
     metrics.gauge(
         "identity_db_pool_connections",
@@ -107,6 +110,31 @@ fn register_gauges(store: &Store, auth: &Arc<Auth>, limits: &Arc<Limiter>) {
         "identity_rate_limit_keys",
         "Rate-limit counters held in this replica's memory (addresses and accounts).",
         Box::new(move || vec![(String::new(), limits.tracked_keys() as f64)]),
+    );
+    // No sample without a listener (SQLite): see `FastPath::listener_status`.
+    let listener = Arc::clone(fast);
+    metrics.gauge(
+        "identity_revocation_listener_up",
+        "1 while the revocation listener (PostgreSQL) is connected and hears its own heartbeat, else 0.",
+        Box::new(move || {
+            listener
+                .listener_status()
+                .map(|s| (String::new(), if s.hearing { 1.0 } else { 0.0 }))
+                .into_iter()
+                .collect()
+        }),
+    );
+    let listener = Arc::clone(fast);
+    metrics.gauge(
+        "identity_revocation_staleness_seconds",
+        "Seconds since the revocation listener (PostgreSQL) last confirmed it holds every revocation announced.",
+        Box::new(move || {
+            listener
+                .listener_status()
+                .map(|s| (String::new(), s.staleness.as_secs_f64()))
+                .into_iter()
+                .collect()
+        }),
     );
 }
 
@@ -245,7 +273,7 @@ pub async fn run(
         store.clone(),
         config.housekeeping,
     ));
-    register_gauges(&store, &auth, &limits);
+    register_gauges(&store, &auth, &limits, &fast);
     let admin = match config.metrics_addr {
         Some(addr) => {
             let listener = crate::telemetry::admin::bind(addr)

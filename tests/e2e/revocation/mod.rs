@@ -4,6 +4,7 @@
 //! on every other replica (PostgreSQL LISTEN/NOTIFY), and after a missed
 //! announcement or a revocation made outside the service.
 
+mod listener;
 mod roles;
 mod sessions;
 

@@ -56,6 +56,12 @@ impl Proxy {
         let _ = self.cut.send(());
     }
 
+    /// Refuses new connections and leaves the open ones alone (what ends
+    /// them is up to the test).
+    pub fn refuse_new(&self) {
+        self.up.store(false, Ordering::SeqCst);
+    }
+
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }

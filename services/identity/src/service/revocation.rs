@@ -39,7 +39,7 @@ use identity_store::notify::Revoked;
 use identity_store::{Backend, Id, Profile, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Settings of the fast validation path, flattened into `identity serve`.
@@ -139,6 +139,36 @@ pub struct FastPath {
     /// and cheap, and there the admin CLI writes without telling the
     /// server, so profiles are not cached.
     profiles_on: AtomicBool,
+    listener: Listening,
+}
+
+/// What the revocation listener last went through, kept for the metrics
+/// (see [`FastPath::listener_status`]).
+#[derive(Debug)]
+struct Listening {
+    /// A listener runs: PostgreSQL, once started.
+    running: AtomicBool,
+    /// Connected and has heard one of its heartbeats since; false from a
+    /// (re)connection until its first heartbeat comes back.
+    hearing: AtomicBool,
+    /// When the last heartbeat heard was sent, in milliseconds after
+    /// `since` (0 before the first).
+    confirmed_ms: AtomicU64,
+    since: Instant,
+}
+
+/// The revocation listener as the metrics show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerStatus {
+    /// Connected, and has heard its own heartbeat since.
+    pub hearing: bool,
+    /// How long ago the listener last confirmed that it holds every
+    /// announcement (the sending of the last heartbeat it heard; before
+    /// the first, the creation of the fast path, at start-up): how old a
+    /// revocation by another replica can be that this one has not heard
+    /// of. Memory answers only while this is under
+    /// `IDENTITY_REVOCATION_MAX_STALENESS`.
+    pub staleness: Duration,
 }
 
 impl FastPath {
@@ -153,6 +183,29 @@ impl FastPath {
                 settings.revocation_reconcile_interval,
             ),
             profiles_on: AtomicBool::new(false),
+            listener: Listening {
+                running: AtomicBool::new(false),
+                hearing: AtomicBool::new(false),
+                confirmed_ms: AtomicU64::new(0),
+                since: Instant::now(),
+            },
+        })
+    }
+
+    /// The revocation listener's state; `None` where none runs. SQLite has
+    /// none: every revocation passes through this process, so its memory
+    /// cannot be stale, and a listener reported up would be one that does
+    /// not exist.
+    pub fn listener_status(&self) -> Option<ListenerStatus> {
+        let listener = &self.listener;
+        if !listener.running.load(Ordering::Relaxed) {
+            return None;
+        }
+        let confirmed =
+            listener.since + Duration::from_millis(listener.confirmed_ms.load(Ordering::Relaxed));
+        Some(ListenerStatus {
+            hearing: listener.hearing.load(Ordering::Relaxed),
+            staleness: confirmed.elapsed(),
         })
     }
 
@@ -274,6 +327,7 @@ impl FastPath {
             Backend::Postgres => {
                 self.profiles_on
                     .store(self.profiles.enabled(), Ordering::Relaxed);
+                self.listener.running.store(true, Ordering::Relaxed);
                 tasks.push(tokio::spawn(follow(
                     Arc::clone(self),
                     listen_url.to_owned(),
@@ -296,26 +350,42 @@ impl FastPath {
 async fn follow(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
     let mut events = std::pin::pin!(listen(url, max_staleness));
     while let Some(event) = events.next().await {
+        fast.apply(event, max_staleness);
+    }
+}
+
+impl FastPath {
+    /// One event of the revocation listener.
+    fn apply(&self, event: ListenEvent, max_staleness: Duration) {
         match event {
             ListenEvent::Up => {
                 // Announcements sent while nobody listened are lost: start afresh.
-                fast.forget_live();
+                self.forget_live();
+                // Connected, not yet heard: nothing is confirmed on this
+                // connection until its first heartbeat comes back.
+                self.listener.hearing.store(false, Ordering::Relaxed);
                 tracing::info!(
                     event.name = "identity.revocation.listener_up",
                     "listening for revocations"
                 );
             }
-            ListenEvent::Revoked(what) => fast.revoked(what),
+            ListenEvent::Revoked(what) => self.revoked(what),
             ListenEvent::Unrecognised => {
                 // Not ours to understand: assume the worst.
                 tracing::warn!(
                     event.name = "identity.revocation.unknown_announcement",
                     "unrecognised revocation announcement: forgetting every live session"
                 );
-                fast.forget_live();
+                self.forget_live();
             }
             ListenEvent::Heard { sent, first } => {
-                fast.sessions.trust_until(sent + max_staleness);
+                self.sessions.trust_until(sent + max_staleness);
+                let confirmed = sent.saturating_duration_since(self.listener.since);
+                self.listener.confirmed_ms.fetch_max(
+                    u64::try_from(confirmed.as_millis()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                self.listener.hearing.store(true, Ordering::Relaxed);
                 if first {
                     tracing::info!(
                         event.name = "identity.revocation.heartbeat_heard",
@@ -324,7 +394,8 @@ async fn follow(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
                 }
             }
             ListenEvent::Down(error) => {
-                fast.sessions.distrust();
+                self.sessions.distrust();
+                self.listener.hearing.store(false, Ordering::Relaxed);
                 tracing::warn!(
                     event.name = "identity.revocation.listener_down",
                     error = %error,
@@ -332,7 +403,8 @@ async fn follow(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
                 );
             }
             ListenEvent::Unheard => {
-                fast.sessions.distrust();
+                self.sessions.distrust();
+                self.listener.hearing.store(false, Ordering::Relaxed);
                 tracing::error!(
                     event.name = "identity.revocation.listener_unheard",
                     "the revocation listener did not hear its own heartbeat within \
@@ -381,3 +453,6 @@ async fn reconcile(fast: Arc<FastPath>, store: Store, interval: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

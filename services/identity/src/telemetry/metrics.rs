@@ -427,6 +427,16 @@ impl Metrics {
             });
     }
 
+    /// Creates the series of each of `events` at 0. A rare event (a
+    /// refresh token re-used) would otherwise first appear as a series
+    /// already at 1, an increase that `rate()` and `increase()` never see:
+    /// an alert on it would miss the first one of every replica.
+    pub fn security_events_from_zero(&self, events: impl IntoIterator<Item = &'static str>) {
+        for event in events {
+            self.security_events.record(&EventLabel { event }, |_| {});
+        }
+    }
+
     /// Rows deleted by housekeeping from `table`.
     pub fn purged(&self, table: &'static str, rows: usize) {
         self.housekeeping_purged

@@ -316,3 +316,22 @@ fn concurrent_rpcs_are_all_counted() {
         "each series listed once: {listed:?}"
     );
 }
+
+#[test]
+fn security_events_can_start_at_zero_before_their_first_occurrence() {
+    let m = Metrics::default();
+    let series = "identity_security_events_total{event=\"identity.refresh.reused\"}";
+    assert_eq!(m.render().lines().find(|l| l.starts_with(series)), None);
+    m.security_events_from_zero(["identity.refresh.reused", "identity.login.failed"]);
+    let text = m.render();
+    assert!(text.lines().any(|l| l == format!("{series} 0")), "{text}");
+    m.security_event("identity.refresh.reused");
+    m.security_events_from_zero(["identity.refresh.reused"]);
+    let text = m.render();
+    assert!(text.lines().any(|l| l == format!("{series} 1")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "identity_security_events_total{event=\"identity.login.failed\"} 0"),
+        "{text}"
+    );
+}
