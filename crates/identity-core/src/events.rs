@@ -131,7 +131,10 @@ fields! {
     Role = "role",
     Actor = "actor",
     Action = "action",
-    Target = "target",
+    /// Logged as `denied.target`: JSON log lines already carry `target`,
+    /// the module that wrote them, and a second key of that name would
+    /// shadow one of the two in most log pipelines.
+    Target = "target" log "denied.target",
     Count = "count",
     Provider = "provider" log "auth.provider",
     Created = "created",
@@ -462,6 +465,25 @@ mod tests {
             assert_eq!(sorted.len(), keys.len(), "{keys:?}");
             for reserved in ["event.name", "profile.id", "session.id", "client.address"] {
                 assert!(!keys.contains(&reserved), "{reserved} is a column");
+            }
+        }
+    }
+
+    #[test]
+    fn no_log_key_is_one_the_json_log_line_writes_itself() {
+        // tracing-subscriber's JSON lines carry these beside the fields;
+        // a field of the same name would shadow one of the two.
+        for written in [
+            "timestamp",
+            "level",
+            "target",
+            "message",
+            "fields",
+            "span",
+            "spans",
+        ] {
+            for field in Field::ALL {
+                assert_ne!(field.log_key(), written, "{field:?}");
             }
         }
     }

@@ -86,7 +86,7 @@ fn log(event: &SecurityEvent) {
             role = text(Field::Role),
             actor = text(Field::Actor),
             action = text(Field::Action),
-            target = text(Field::Target),
+            denied.target = text(Field::Target),
             count = number(Field::Count),
             auth.provider = text(Field::Provider),
             created = flag(Field::Created),
