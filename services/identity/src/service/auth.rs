@@ -991,3 +991,6 @@ impl Auth {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
