@@ -548,3 +548,6 @@ impl Profiles {
         Ok((rows, next))
     }
 }
+
+#[cfg(test)]
+mod tests;
