@@ -982,3 +982,6 @@ impl Auth {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

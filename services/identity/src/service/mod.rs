@@ -13,6 +13,8 @@ pub mod profiles;
 pub mod revocation;
 pub mod service_clients;
 pub mod service_token;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
 pub use error::Error;

@@ -547,3 +547,6 @@ impl Profiles {
         Ok((rows, next))
     }
 }
+
+#[cfg(test)]
+mod tests;
