@@ -82,8 +82,10 @@ fn staleness_counts_from_the_last_heartbeat_heard_and_grows_while_none_is() {
     fast.apply(ListenEvent::Heard { sent, first: true }, MAX_STALENESS);
     let fresh = status(&fast).staleness;
     assert!(fresh <= sent.elapsed() + MS, "{fresh:?}");
+    // Start-up was at least 50 ms before the heartbeat; the confirmation
+    // is kept in whole milliseconds, so allow a little under that.
     assert!(
-        fresh + Duration::from_millis(50) <= created.elapsed(),
+        fresh + Duration::from_millis(40) <= created.elapsed(),
         "counted from the heartbeat, not from start-up: {fresh:?}"
     );
 
