@@ -1,7 +1,9 @@
 //! Register → login → validate → refresh → re-use → revocation → logout.
 
 use crate::on_both_backends;
-use crate::support::{Backend, PASSWORD, Server, TestDb, bearer, email, login, register};
+use crate::support::{
+    Backend, PASSWORD, Server, ServerOptions, TestDb, bearer, email, login, register,
+};
 use identity::proto::v1::*;
 use tonic::Code;
 
@@ -29,7 +31,12 @@ async fn validate(
 
 async fn the_whole_session_lifecycle_works_and_reuse_revokes_the_session(backend: Backend) {
     let db = TestDb::new(backend);
-    let server = Server::start(&db);
+    // Without the retry grace, so that the re-use right after the refresh
+    // is theft (the grace: refresh_grace.rs).
+    let server = Server::start_with_options(
+        &db,
+        ServerOptions::default().env("IDENTITY_REFRESH_REUSE_GRACE", "0s"),
+    );
     let mut auth = server.auth().await;
     let address = email("flow");
 

@@ -22,6 +22,7 @@ mod outage;
 mod pgbouncer;
 mod profiles;
 mod redis_tls;
+mod refresh_grace;
 mod register_cost;
 mod revocation;
 mod service_clients;

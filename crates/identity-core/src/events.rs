@@ -49,6 +49,9 @@ event_names! {
     RateLimited = "identity.rate_limited",
     TokenRefused = "identity.token.refused",
     RefreshReused = "identity.refresh.reused",
+    /// A spent refresh token came back within IDENTITY_REFRESH_REUSE_GRACE
+    /// while its successor was unused: answered again, session kept.
+    RefreshRetried = "identity.refresh.retried",
     SessionRevoked = "identity.session.revoked",
     SessionRevokedAll = "identity.session.revoked_all",
     PasswordChanged = "identity.password.changed",

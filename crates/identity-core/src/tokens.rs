@@ -177,6 +177,8 @@ pub struct TokenKeys {
     leeway: Duration,
     /// Keys the audit trail's pseudonyms (hashes of unknown emails).
     audit_key: SecretSlice<u8>,
+    /// Keys refresh-token successors (`refresh::successor`).
+    successor_key: SecretSlice<u8>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -245,8 +247,15 @@ impl TokenKeys {
         }
         let (signing_kid, signing_alg, signing_key) =
             signing.ok_or_else(|| "no signing key configured".to_owned())?;
-        let mut mac = crate::secure::hmac_sha256(&audit_material);
-        mac.update(b"identity/audit-pseudonym");
+        let derive = |purpose: &[u8]| {
+            let mut mac = crate::secure::hmac_sha256(&audit_material);
+            mac.update(purpose);
+            SecretSlice::from(mac.finalize().into_bytes().to_vec())
+        };
+        let audit_key = derive(b"identity/audit-pseudonym");
+        // Its own key, not the audit one: pseudonyms end up in logs, and a
+        // pseudonym of the right text must never be a successor's MAC.
+        let successor_key = derive(b"identity/refresh-successor");
         audit_material.fill(0);
         Ok(TokenKeys {
             signing_kid,
@@ -257,7 +266,8 @@ impl TokenKeys {
             issuer,
             audience,
             leeway,
-            audit_key: SecretSlice::from(mac.finalize().into_bytes().to_vec()),
+            audit_key,
+            successor_key,
         })
     }
 
@@ -336,6 +346,13 @@ impl TokenKeys {
     /// from the signing key material so that every replica shares it.
     pub fn internal_mac_key(&self) -> &[u8] {
         self.audit_key.expose_secret()
+    }
+
+    /// The key of refresh-token successors, derived from the signing key
+    /// material like [`Self::internal_mac_key`] (so every replica computes
+    /// the same successor) but for this purpose only.
+    pub fn refresh_successor_key(&self) -> &[u8] {
+        self.successor_key.expose_secret()
     }
 
     /// A stable pseudonym for an identifier that must not be logged (an
@@ -425,5 +442,25 @@ mod tests {
         let b = keys();
         assert_eq!(a.pseudonym("x@example.com"), a.pseudonym("x@example.com"));
         assert_ne!(a.pseudonym("x@example.com"), b.pseudonym("x@example.com"));
+    }
+
+    #[test]
+    fn the_successor_key_is_shared_by_replicas_and_used_for_nothing_else() {
+        let secret = SecretString::from("y".repeat(40));
+        let replica = || {
+            TokenKeys::new(
+                vec![],
+                Some(&secret),
+                "i".into(),
+                "a".into(),
+                Duration::ZERO,
+            )
+            .unwrap()
+        };
+        let (one, two) = (replica(), replica());
+        assert_eq!(one.refresh_successor_key(), two.refresh_successor_key());
+        assert_eq!(one.refresh_successor_key().len(), 32);
+        assert_ne!(one.refresh_successor_key(), one.internal_mac_key());
+        assert_ne!(keys().refresh_successor_key(), one.refresh_successor_key());
     }
 }

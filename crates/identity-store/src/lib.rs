@@ -297,16 +297,20 @@ impl Store {
         )
     }
 
+    /// `next_hash` is the successor's hash, the same for every
+    /// presentation of one token (`identity_core::refresh::successor`), so
+    /// that a retry within `reuse_grace` can be recognised.
     pub async fn spend_refresh_token(
         &self,
         presented_hash: &str,
         next_hash: &str,
         now: DateTime<Utc>,
+        reuse_grace: Duration,
         client_addr: Option<&str>,
     ) -> Result<SpendOutcome, StoreError> {
         on_backend!(
             self,
-            spend_refresh_token(presented_hash, next_hash, now, client_addr)
+            spend_refresh_token(presented_hash, next_hash, now, reuse_grace, client_addr)
         )
     }
 

@@ -141,6 +141,15 @@ macro_rules! lock_admin_grant {
     };
 }
 
+/// Locks the refresh-token rows a query reads until commit: concurrent
+/// Refreshes of one token take turns (under READ COMMITTED each statement
+/// after the lock sees what the previous holder committed).
+macro_rules! lock_refresh_token {
+    ($query:expr) => {
+        $query.for_update()
+    };
+}
+
 include!("queries.rs");
 
 pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {

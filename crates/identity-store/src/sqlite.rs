@@ -137,6 +137,14 @@ macro_rules! lock_admin_grant {
     }};
 }
 
+/// BEGIN IMMEDIATE already makes writers take turns (SQLite has no row
+/// locks).
+macro_rules! lock_refresh_token {
+    ($query:expr) => {
+        $query
+    };
+}
+
 include!("queries.rs");
 
 /// `sqlite://path`, `sqlite:path` or a bare path → the file path.

@@ -241,8 +241,19 @@ pub enum SpendOutcome {
         session: Session,
         profile: Box<Profile>,
     },
-    /// The token had been spent before: the whole session is now revoked,
-    /// and `event` (`identity.refresh.reused`) was audited with it.
+    /// The token had been spent within the re-use grace and its successor
+    /// (the hash the caller passed) is still unspent in the same session:
+    /// what a client retrying a Refresh whose answer it lost looks like (a
+    /// thief within the grace looks the same: docs/decisions/0011). Nothing
+    /// was revoked and no token stored, only the session's last use moved;
+    /// the caller answers the same successor again.
+    Retried {
+        session: Session,
+        profile: Box<Profile>,
+    },
+    /// The token had been spent before and this was no retry: the whole
+    /// session is now revoked, and `event` (`identity.refresh.reused`) was
+    /// audited with it.
     Reused {
         session_id: Id,
         event: identity_core::events::SecurityEvent,

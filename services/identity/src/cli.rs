@@ -227,6 +227,12 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_REFRESH_TOKEN_TTL", default_value = "30days", value_parser = humantime::parse_duration)]
     pub refresh_token_ttl: Duration,
 
+    /// A spent refresh token presented again within this long, while its
+    /// successor is unused, is a retry: answered with the same successor
+    /// instead of revoking the session (at most 1m; 0s: never).
+    #[arg(long, env = "IDENTITY_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refresh_reuse_grace: Duration,
+
     /// Clock skew tolerated on exp/nbf/iat (at most 5m).
     #[arg(long, env = "IDENTITY_TOKEN_LEEWAY", default_value = "30s", value_parser = humantime::parse_duration)]
     pub token_leeway: Duration,

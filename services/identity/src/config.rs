@@ -72,6 +72,8 @@ pub struct Config {
     pub audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// IDENTITY_REFRESH_REUSE_GRACE (see [`refresh_reuse_grace`]).
+    pub refresh_reuse_grace: Duration,
     pub token_leeway: Duration,
     pub bcrypt_cost: u32,
     pub bcrypt_threads: usize,
@@ -450,6 +452,7 @@ impl Config {
                 "must be at least IDENTITY_ACCESS_TOKEN_TTL",
             ));
         }
+        let refresh_reuse_grace = refresh_reuse_grace(settings.refresh_reuse_grace)?;
         if settings.token_leeway > 5 * minute {
             return Err(refuse("IDENTITY_TOKEN_LEEWAY", "must be at most 5m"));
         }
@@ -754,6 +757,7 @@ impl Config {
             audience: settings.audience,
             access_token_ttl: settings.access_token_ttl,
             refresh_token_ttl: settings.refresh_token_ttl,
+            refresh_reuse_grace,
             token_leeway: settings.token_leeway,
             bcrypt_cost,
             bcrypt_threads,
@@ -808,6 +812,19 @@ impl Config {
             .unwrap_or(&self.database_url)
             .expose_secret()
     }
+}
+
+/// How long a spent refresh token counts as a retry (docs/decisions/0011):
+/// the longer, the longer a thief's replay goes unnoticed, so it is capped
+/// at a minute, enough for any client's retry.
+fn refresh_reuse_grace(grace: Duration) -> Result<Duration, ConfigError> {
+    if grace > Duration::from_secs(60) {
+        return Err(refuse(
+            "IDENTITY_REFRESH_REUSE_GRACE",
+            "must be at most 1m (0s turns the retry grace off)",
+        ));
+    }
+    Ok(grace)
 }
 
 #[cfg(test)]
@@ -1127,5 +1144,18 @@ mod tests {
             ["billing.internal", "spiffe://example.org/sa/billing"]
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_refresh_reuse_grace_is_at_most_a_minute() {
+        let dev = ["--dev", "--data-dir=/tmp/identity-test"];
+        let config = load(&dev).unwrap();
+        assert_eq!(config.refresh_reuse_grace, Duration::from_secs(10));
+        for (arg, grace) in [("0s", 0), ("1m", 60)] {
+            let config = load(&[dev[0], dev[1], &format!("--refresh-reuse-grace={arg}")]).unwrap();
+            assert_eq!(config.refresh_reuse_grace, Duration::from_secs(grace));
+        }
+        let err = load(&[dev[0], dev[1], "--refresh-reuse-grace=61s"]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_REFRESH_REUSE_GRACE");
     }
 }

@@ -259,6 +259,7 @@ pub async fn run(
         AuthSettings {
             access_token_ttl: config.access_token_ttl,
             refresh_token_ttl: config.refresh_token_ttl,
+            refresh_reuse_grace: config.refresh_reuse_grace,
             bootstrap_admins: config.bootstrap_admins.clone(),
             password_min_score: config.password_min_score,
             ipv6_prefix: config.rate_limit_ipv6_prefix,

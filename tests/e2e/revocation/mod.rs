@@ -20,7 +20,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 /// Two replicas (same database, same signing key).
-fn replicas(db: &TestDb, options: impl Fn() -> ServerOptions) -> (Server, Server) {
+pub(crate) fn replicas(db: &TestDb, options: impl Fn() -> ServerOptions) -> (Server, Server) {
     let a = Server::start_with_options(db, options());
     // Started once A has written the development key, so both share it.
     let b = Server::start_with_options(db, options());

@@ -20,7 +20,12 @@ async fn warm(auth: &mut Auth, tokens: &[&TokenPair]) {
 
 async fn cached_tokens_of_revoked_sessions_are_refused_at_once(backend: Backend) {
     let db = TestDb::new(backend);
-    let server = Server::start(&db);
+    // The re-use below comes right after the refresh: without the retry
+    // grace it is theft (the grace: refresh_grace.rs).
+    let server = Server::start_with_options(
+        &db,
+        ServerOptions::default().env("IDENTITY_REFRESH_REUSE_GRACE", "0s"),
+    );
     let mut auth = server.auth().await;
     let mut profiles = ProfileServiceClient::new(server.channel().await);
     let address = email("cached");
@@ -184,6 +189,8 @@ async fn a_session_revoked_on_one_replica_is_refused_by_the_other_within_the_bou
             .env("IDENTITY_REVOCATION_MAX_STALENESS", "1s")
             // Only the announcements may carry the revocations here.
             .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h")
+            // The re-use right after the refresh is theft, not a retry.
+            .env("IDENTITY_REFRESH_REUSE_GRACE", "0s")
     });
     let (mut on_a, mut on_b) = (a.auth().await, b.auth().await);
     let address = email("replicas");

@@ -31,6 +31,8 @@ async fn a_full_flow_is_traced_counted_and_audited_without_leaking_a_secret() {
             .env("IDENTITY_METRICS_ADDR", "127.0.0.1:0")
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
             .env("IDENTITY_RATE_LIMIT_LOGIN", "2/1m")
+            // The flow's re-use right after the refresh is theft, not a retry.
+            .env("IDENTITY_REFRESH_REUSE_GRACE", "0s")
             // The test plays the caller's trusted proxy, whose trace continues.
             .env("IDENTITY_TRACE_TRUSTED_PROXIES", "127.0.0.1/32"),
     );

@@ -86,33 +86,47 @@ pub(super) async fn revoke_session(
     })
 }
 
-/// Spends a refresh token and stores its successor, or — if it was spent
-/// before — revokes its whole session (the token was stolen or replayed).
+/// Spends a refresh token and stores its successor (`next_hash`); if it
+/// was spent before, either answers a retry (spent less than `reuse_grace`
+/// ago, its successor still unspent: docs/decisions/0011) or revokes its
+/// whole session (the token was stolen or replayed).
 pub(super) async fn spend_refresh_token(
     conn: &mut Conn,
     presented_hash: &str,
     next_hash: &str,
     now: DateTime<Utc>,
+    reuse_grace: std::time::Duration,
     client_addr: Option<&str>,
 ) -> QueryResult<SpendOutcome> {
     write_tx!(conn, async |conn| {
         use schema::{profiles as p, refresh_tokens as r, sessions as s};
-        let found = r::table
-            .inner_join(s::table.inner_join(p::table))
-            .filter(r::token_hash.eq(presented_hash))
-            .select((r::spent_at, SESSION_COLUMNS, PROFILE_COLUMNS))
-            .first::<(Option<DateTime<Utc>>, SessionRow, ProfileRow)>(conn)
-            .await
-            .optional()?;
-        let Some((spent_at, session, profile)) = found else {
+        // Concurrent callers holding the same token take turns from here
+        // to commit, so the second reads the first one's spend and
+        // successor (PostgreSQL: the row lock; SQLite: BEGIN IMMEDIATE).
+        let locked = lock_refresh_token!(
+            r::table
+                .filter(r::token_hash.eq(presented_hash))
+                .select(r::spent_at)
+        )
+        .first::<Option<DateTime<Utc>>>(conn)
+        .await
+        .optional()?;
+        let Some(spent_at) = locked else {
             return Ok(SpendOutcome::Unknown);
         };
+        let (session, profile) = r::table
+            .inner_join(s::table.inner_join(p::table))
+            .filter(r::token_hash.eq(presented_hash))
+            .select((SESSION_COLUMNS, PROFILE_COLUMNS))
+            .first::<(SessionRow, ProfileRow)>(conn)
+            .await?;
         let session = Session::from(session);
         if !session.is_active(now) {
             return Ok(SpendOutcome::SessionEnded);
         }
-        // The conditional update is the arbiter between concurrent callers
-        // holding the same token: exactly one sees it unspent.
+        // The conditional update stays the arbiter between concurrent
+        // callers should the lock ever be missing: exactly one sees the
+        // token unspent, and a loser counts it spent just now.
         let won = spent_at.is_none()
             && diesel::update(
                 r::table
@@ -124,6 +138,17 @@ pub(super) async fn spend_refresh_token(
             .await?
                 == 1;
         if !won {
+            let spent_at = spent_at.unwrap_or(now);
+            let within_grace = !reuse_grace.is_zero()
+                && chrono::TimeDelta::from_std(reuse_grace)
+                    .is_ok_and(|grace| now.signed_duration_since(spent_at) < grace);
+            if within_grace && unspent_successor(conn, next_hash, session.id).await? {
+                touch_session(conn, session.id, now).await?;
+                return Ok(SpendOutcome::Retried {
+                    session,
+                    profile: Box::new(profile.into()),
+                });
+            }
             revoke_one(conn, session.id, "refresh_token_reused", now).await?;
             let event = SecurityEvent::new(EventName::RefreshReused)
                 .profile(session.profile_id)
@@ -143,17 +168,41 @@ pub(super) async fn spend_refresh_token(
             ))
             .execute(conn)
             .await?;
-        // Last use moves here and not on validation, the hot path (see the
-        // migration 2026-12-03-000200_session_details).
-        diesel::update(s::table.filter(s::id.eq(DbId(session.id))))
-            .set(s::last_used_at.eq(now))
-            .execute(conn)
-            .await?;
+        touch_session(conn, session.id, now).await?;
         Ok(SpendOutcome::Rotated {
             session,
             profile: Box::new(profile.into()),
         })
     })
+}
+
+/// Whether the successor a retry would answer is still unspent in
+/// `session`. Locked like the presented token, so a Refresh of the
+/// successor racing this retry is decided one way: first the successor's
+/// use, then the retry finds it spent (and revokes); or the other way round.
+async fn unspent_successor(conn: &mut Conn, next_hash: &str, session: Id) -> QueryResult<bool> {
+    use schema::refresh_tokens as r;
+    let successor = lock_refresh_token!(
+        r::table
+            .filter(r::token_hash.eq(next_hash))
+            .filter(r::session_id.eq(DbId(session)))
+            .select(r::spent_at)
+    )
+    .first::<Option<DateTime<Utc>>>(conn)
+    .await
+    .optional()?;
+    Ok(matches!(successor, Some(None)))
+}
+
+/// Last use moves on Refresh and not on validation, the hot path (see the
+/// migration 2026-12-03-000200_session_details).
+async fn touch_session(conn: &mut Conn, session: Id, now: DateTime<Utc>) -> QueryResult<()> {
+    use schema::sessions as s;
+    diesel::update(s::table.filter(s::id.eq(DbId(session))))
+        .set(s::last_used_at.eq(now))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// Of `ids`, those whose session is still live at `now` (reconciliation of

@@ -114,6 +114,10 @@ pub struct IssuedTokens {
 pub struct AuthSettings {
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// How long a spent refresh token presented again is taken for a retry
+    /// of its Refresh rather than theft (IDENTITY_REFRESH_REUSE_GRACE; zero:
+    /// never). See docs/decisions/0011.
+    pub refresh_reuse_grace: Duration,
     /// Normalised emails that get the admin role when they register.
     pub bootstrap_admins: Vec<String>,
     /// Smallest zxcvbn score a new password needs.
@@ -642,14 +646,29 @@ impl Auth {
             .map_err(|d| Error::invalid("refresh_token", d))?;
         self.limit(Action::Refresh, caller, None).await?;
         let presented = refresh::hash(refresh_token);
-        let next = refresh::generate();
+        // Derived, not random: a retry of this call computes the same one.
+        let next = refresh::successor(self.keys.refresh_successor_key(), refresh_token);
         let now = Utc::now();
         match self
             .store
-            .spend_refresh_token(&presented, &next.hash, now, caller.addr())
+            .spend_refresh_token(
+                &presented,
+                &next.hash,
+                now,
+                self.settings.refresh_reuse_grace,
+                caller.addr(),
+            )
             .await?
         {
             SpendOutcome::Rotated { session, profile } => {
+                self.issue(&profile, session.id, session.expires_at, next.token, now)
+            }
+            SpendOutcome::Retried { session, profile } => {
+                SecurityEvent::new(EventName::RefreshRetried)
+                    .profile(session.profile_id)
+                    .session(session.id)
+                    .client(caller.addr())
+                    .emit(&self.audit);
                 self.issue(&profile, session.id, session.expires_at, next.token, now)
             }
             SpendOutcome::Reused { session_id, event } => {

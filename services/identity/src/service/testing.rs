@@ -40,6 +40,8 @@ pub struct Options {
     pub limits: LimitSettings,
     /// IDENTITY_BCRYPT_THREADS.
     pub bcrypt_threads: usize,
+    /// IDENTITY_REFRESH_REUSE_GRACE (the service's default, 10 s).
+    pub refresh_reuse_grace: Duration,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
                 max_keys: 1000,
             },
             bcrypt_threads: 2,
+            refresh_reuse_grace: Duration::from_secs(10),
         }
     }
 }
@@ -134,6 +137,7 @@ impl Services {
                 password_min_score: 3,
                 ipv6_prefix: 64,
                 request_timeout: Duration::from_secs(10),
+                refresh_reuse_grace: options.refresh_reuse_grace,
             },
             Arc::new(Limiter::new(&options.limits).expect("local rate limits")),
             AuditSink::start(store.clone(), 4096, 1024),

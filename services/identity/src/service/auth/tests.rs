@@ -280,6 +280,95 @@ async fn refresh_rotates_and_the_successor_works() {
 }
 
 #[tokio::test]
+async fn a_refresh_retried_within_the_grace_answers_the_same_successor() {
+    let services = Services::start().await;
+    let (_, first) = services.register("ada@example.com").await;
+    let spent = first.refresh_token.expose_secret();
+
+    let answered = services
+        .auth
+        .refresh(&caller(), spent)
+        .await
+        .expect("refreshed");
+    // The answer was lost; the client retries with the token it still has.
+    let retried = services
+        .auth
+        .refresh(&caller(), spent)
+        .await
+        .expect("retried");
+    assert_eq!(
+        retried.refresh_token.expose_secret(),
+        answered.refresh_token.expose_secret(),
+        "a retry gets the successor the lost answer carried"
+    );
+    assert!(
+        services.claims(&retried).await.is_some(),
+        "and a working access token"
+    );
+    services
+        .auth
+        .refresh(&caller(), retried.refresh_token.expose_secret())
+        .await
+        .expect("the session lives on");
+}
+
+#[tokio::test]
+async fn a_spent_token_presented_after_its_successor_was_used_ends_the_session() {
+    let services = Services::start().await;
+    let (_, first) = services.register("ada@example.com").await;
+    let spent = first.refresh_token.expose_secret();
+    let second = services
+        .auth
+        .refresh(&caller(), spent)
+        .await
+        .expect("refreshed");
+    let third = services
+        .auth
+        .refresh(&caller(), second.refresh_token.expose_secret())
+        .await
+        .expect("the successor refreshes");
+
+    // Inside the grace, but the successor is spent: only a thief or a
+    // broken client holds the old token now.
+    let replay = services.auth.refresh(&caller(), spent).await;
+    assert!(
+        matches!(replay, Err(Error::Unauthenticated)),
+        "{:?}",
+        replay.err()
+    );
+    assert!(
+        services.claims(&third).await.is_none(),
+        "the whole session ended"
+    );
+}
+
+#[tokio::test]
+async fn with_no_grace_the_first_replay_ends_the_session() {
+    let services = Services::with(Options {
+        refresh_reuse_grace: std::time::Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
+    let (_, first) = services.register("ada@example.com").await;
+    let spent = first.refresh_token.expose_secret();
+    let second = services
+        .auth
+        .refresh(&caller(), spent)
+        .await
+        .expect("refreshed");
+    let replay = services.auth.refresh(&caller(), spent).await;
+    assert!(
+        matches!(replay, Err(Error::Unauthenticated)),
+        "{:?}",
+        replay.err()
+    );
+    assert!(
+        services.claims(&second).await.is_none(),
+        "the whole session ended"
+    );
+}
+
+#[tokio::test]
 async fn an_unknown_or_missing_refresh_token_is_refused() {
     let services = Services::start().await;
     let unknown = services
