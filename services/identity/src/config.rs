@@ -5,8 +5,8 @@ use crate::cli::{Cli, LogFormat, Settings};
 use crate::infra::limits::LimitSettings;
 use clap::{CommandFactory, FromArgMatches};
 use identity_core::rate_limit::{Action, Quota};
-use identity_store::{Backend, PoolSettings};
-use secrecy::{ExposeSecret, SecretString};
+use identity_store::{Backend, DatabaseUrl, PgUrl, PoolSettings, UrlError};
+use secrecy::SecretString;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -60,10 +60,11 @@ pub struct Config {
     pub mode: Mode,
     pub listen_addr: SocketAddr,
     pub health_listen_addr: Option<SocketAddr>,
-    pub database_url: SecretString,
+    /// Parsed once, here; its `Debug` hides the URL (it may hold a password).
+    pub database_url: DatabaseUrl,
     /// IDENTITY_REVOCATION_LISTEN_URL, when the listener must not use
     /// `database_url` (transaction pooling).
-    pub revocation_listen_url: Option<SecretString>,
+    pub revocation_listen_url: Option<PgUrl>,
     pub backend: Backend,
     pub pool: PoolSettings,
     pub migrate_on_start: bool,
@@ -239,6 +240,12 @@ fn read_toml_defaults(path: &Path) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
+/// IDENTITY_DATABASE_URL, parsed once: what `serve` and the commands that
+/// take a database hand to the store.
+pub fn database_url_setting(url: &str) -> Result<DatabaseUrl, ConfigError> {
+    DatabaseUrl::parse(url).map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem.to_string()))
+}
+
 fn read_file_setting(setting: &'static str, path: &Path) -> Result<(), ConfigError> {
     std::fs::metadata(path)
         .map(drop)
@@ -348,16 +355,10 @@ impl Config {
                 ));
             }
         };
-        let backend = Backend::of_url(&database_url).ok_or_else(|| {
-            refuse(
-                "IDENTITY_DATABASE_URL",
-                "must start with postgres://, postgresql:// or sqlite://",
-            )
-        })?;
-        if backend == Backend::Postgres {
-            let (_, security) = identity_store::pg_tls::parse(&database_url)
-                .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
-            identity_store::pg_tls::client_config(&security)
+        let database_url = database_url_setting(&database_url)?;
+        let backend = database_url.backend();
+        if let DatabaseUrl::Postgres(url) = &database_url {
+            identity_store::pg_tls::client_config(url.security())
                 .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
         }
         let revocation_listen_url = secret_setting(
@@ -366,18 +367,27 @@ impl Config {
             settings.revocation.revocation_listen_url.clone(),
             settings.revocation.revocation_listen_url_file.as_deref(),
         )?;
-        if let Some(url) = &revocation_listen_url {
-            if backend != Backend::Postgres || Backend::of_url(url) != Some(Backend::Postgres) {
-                return Err(refuse(
-                    "IDENTITY_REVOCATION_LISTEN_URL",
-                    "must be a postgres:// URL of the database of IDENTITY_DATABASE_URL (which must be PostgreSQL)",
-                ));
+        let revocation_listen_url = match revocation_listen_url {
+            None => None,
+            Some(url) => {
+                const SETTING: &str = "IDENTITY_REVOCATION_LISTEN_URL";
+                let url = match (backend, PgUrl::parse(&url)) {
+                    (Backend::Postgres, Ok(url)) => url,
+                    (Backend::Postgres, Err(problem)) if problem != UrlError::NotPostgres => {
+                        return Err(refuse(SETTING, problem.to_string()));
+                    }
+                    _ => {
+                        return Err(refuse(
+                            SETTING,
+                            "must be a postgres:// URL of the database of IDENTITY_DATABASE_URL (which must be PostgreSQL)",
+                        ));
+                    }
+                };
+                identity_store::pg_tls::client_config(url.security())
+                    .map_err(|problem| refuse(SETTING, problem))?;
+                Some(url)
             }
-            let (_, security) = identity_store::pg_tls::parse(url)
-                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
-            identity_store::pg_tls::client_config(&security)
-                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
-        }
+        };
         if production && backend == Backend::Sqlite && !settings.allow_sqlite {
             return Err(refuse(
                 "IDENTITY_DATABASE_URL",
@@ -737,8 +747,8 @@ impl Config {
             mode,
             listen_addr,
             health_listen_addr: settings.health_listen_addr,
-            database_url: SecretString::from(database_url),
-            revocation_listen_url: revocation_listen_url.map(SecretString::from),
+            database_url,
+            revocation_listen_url,
             backend,
             pool: PoolSettings {
                 max_size: settings.database_pool_size,
@@ -797,16 +807,17 @@ impl Config {
         })
     }
 
+    /// The database URL as given, password included: never log it.
     pub fn database_url(&self) -> &str {
-        self.database_url.expose_secret()
+        self.database_url.expose()
     }
 
-    /// Where the revocation listener connects.
+    /// Where the revocation listener connects, as given (password
+    /// included): IDENTITY_REVOCATION_LISTEN_URL, else the database's.
     pub fn revocation_listen_url(&self) -> &str {
         self.revocation_listen_url
             .as_ref()
-            .unwrap_or(&self.database_url)
-            .expose_secret()
+            .map_or(self.database_url.expose(), PgUrl::expose)
     }
 }
 

@@ -168,7 +168,7 @@ pub async fn run(
         );
     }
     if config.migrate_on_start {
-        let applied = Store::migrate(config.database_url())
+        let applied = Store::migrate(&config.database_url)
             .await
             .context("IDENTITY_DATABASE_URL: migrations failed")?;
         tracing::info!(count = applied.len(), "migrations applied");
@@ -183,8 +183,7 @@ pub async fn run(
         .await?
         .map_err(anyhow::Error::msg)
         .context("IDENTITY_BCRYPT_COST")?;
-    let store =
-        Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
+    let store = Store::open(&config.database_url, &config.pool).context("IDENTITY_DATABASE_URL")?;
     if config.mode == Mode::Dev || !config.limits.enabled {
         // The insecure start is part of the audit trail too (best effort,
         // in the background: an unreachable database must not hold up the
@@ -267,8 +266,8 @@ pub async fn run(
     let _revocation_tasks = fast.start(
         &config.revocation,
         &store,
-        config.backend,
-        config.revocation_listen_url(),
+        &config.database_url,
+        config.revocation_listen_url.as_ref(),
     );
 
     // Probe once before listening, so the first health answer is true.

@@ -36,7 +36,7 @@ use identity_core::token_cache::{self, TokenCache, Verified};
 use identity_core::tokens::{AccessClaims, Refusal, TokenKeys};
 use identity_store::listen::{ListenEvent, listen};
 use identity_store::notify::Revoked;
-use identity_store::{Backend, Id, Profile, Store, StoreError};
+use identity_store::{DatabaseUrl, Id, PgUrl, Profile, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,28 +259,28 @@ impl FastPath {
         self.profiles.clear();
     }
 
-    /// Starts what keeps the memory true: the PostgreSQL listener on
-    /// `listen_url` (or, on SQLite, authority of this process) and the
-    /// reconciliation.
+    /// Starts what keeps the memory true: on PostgreSQL the listener on
+    /// `listen_url` (default: the database's own URL), on SQLite authority
+    /// of this process; and the reconciliation.
     pub fn start(
         self: &Arc<Self>,
         settings: &RevocationSettings,
         store: &Store,
-        backend: Backend,
-        listen_url: &str,
+        database: &DatabaseUrl,
+        listen_url: Option<&PgUrl>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
-        match backend {
-            Backend::Postgres => {
+        match database {
+            DatabaseUrl::Postgres(own) => {
                 self.profiles_on
                     .store(self.profiles.enabled(), Ordering::Relaxed);
                 tasks.push(tokio::spawn(follow(
                     Arc::clone(self),
-                    listen_url.to_owned(),
+                    listen_url.unwrap_or(own).clone(),
                     settings.revocation_max_staleness,
                 )))
             }
-            Backend::Sqlite => self.sessions.trust_always(),
+            DatabaseUrl::Sqlite(_) => self.sessions.trust_always(),
         }
         tasks.push(tokio::spawn(reconcile(
             Arc::clone(self),
@@ -293,7 +293,7 @@ impl FastPath {
 
 /// Applies what the revocation listener (`identity_store::listen`) hears,
 /// for as long as the process runs.
-async fn follow(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
+async fn follow(fast: Arc<FastPath>, url: PgUrl, max_staleness: Duration) {
     let mut events = std::pin::pin!(listen(url, max_staleness));
     while let Some(event) = events.next().await {
         match event {
