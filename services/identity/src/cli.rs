@@ -419,8 +419,8 @@ pub struct Settings {
     pub log: String,
 
     #[command(flatten)]
-    pub provider: crate::provider::ProviderSettings,
+    pub provider: crate::config::provider::ProviderSettings,
 
     #[command(flatten)]
-    pub revocation: crate::service::revocation::RevocationSettings,
+    pub revocation: crate::config::revocation::RevocationArgs,
 }
