@@ -17,7 +17,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         .to_owned();
     match args.out {
         Some(path) => {
-            crate::server::write_private_file(&path, pem.expose_secret())?;
+            crate::config::keys::write_private_file(&path, pem.expose_secret())?;
             eprintln!("wrote Ed25519 signing key {} (kid {kid})", path.display());
         }
         None => {

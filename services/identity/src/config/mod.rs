@@ -108,7 +108,7 @@ impl Config {
         let provider = provider::load(&settings.provider, mode == Mode::Production)?;
         let revocation = revocation::load(&settings.revocation)?;
         let database = database::load(&settings, mode)?;
-        let keys = keys::load(&settings, mode)?;
+        let keys = keys::load(&settings.keys, mode, &settings.data_dir)?;
         let bcrypt = limits::bcrypt(&settings, mode)?;
         tokens::check(&settings)?;
         let tls = tls::load(&settings, mode)?;
@@ -128,8 +128,8 @@ impl Config {
             pool: database.pool,
             migrate_on_start: database.migrate_on_start,
             keys,
-            issuer: settings.issuer,
-            audience: settings.audience,
+            issuer: settings.keys.issuer,
+            audience: settings.keys.audience,
             access_token_ttl: settings.access_token_ttl,
             refresh_token_ttl: settings.refresh_token_ttl,
             token_leeway: settings.token_leeway,

@@ -21,10 +21,10 @@ pub(super) fn check(settings: &Settings) -> Result<(), ConfigError> {
     if settings.token_leeway > 5 * minute {
         return Err(refuse("IDENTITY_TOKEN_LEEWAY", "must be at most 5m"));
     }
-    if settings.issuer.trim().is_empty() {
+    if settings.keys.issuer.trim().is_empty() {
         return Err(refuse("IDENTITY_ISSUER", "must not be empty"));
     }
-    if settings.audience.trim().is_empty() {
+    if settings.keys.audience.trim().is_empty() {
         return Err(refuse("IDENTITY_AUDIENCE", "must not be empty"));
     }
     Ok(())
