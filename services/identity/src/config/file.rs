@@ -61,11 +61,24 @@ fn config_file_from(args: &[OsString]) -> Option<PathBuf> {
     std::env::var_os("IDENTITY_CONFIG_FILE").map(PathBuf::from)
 }
 
-fn read_toml_defaults(path: &Path) -> Result<Vec<(String, String)>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| e.message().to_owned())?;
+/// Why IDENTITY_CONFIG_FILE was refused; clap reports it after the file's
+/// name.
+#[derive(Debug, thiserror::Error)]
+enum FileError {
+    #[error("{0}")]
+    Read(#[from] std::io::Error),
+    /// Only the message: the full form quotes the file's lines.
+    #[error("{}", .0.message())]
+    Toml(#[from] toml::de::Error),
+    #[error("`{0}`: arrays hold strings")]
+    ArrayItem(String),
+    #[error("`{0}`: use a string, integer, boolean or array of strings")]
+    ValueType(String),
+}
+
+fn read_toml_defaults(path: &Path) -> Result<Vec<(String, String)>, FileError> {
+    let text = std::fs::read_to_string(path)?;
+    let table: toml::Table = text.parse()?;
     table
         .into_iter()
         .map(|(key, value)| {
@@ -78,17 +91,45 @@ fn read_toml_defaults(path: &Path) -> Result<Vec<(String, String)>, String> {
                     .map(|v| {
                         v.as_str()
                             .map(str::to_owned)
-                            .ok_or_else(|| format!("`{key}`: arrays hold strings"))
+                            .ok_or_else(|| FileError::ArrayItem(key.clone()))
                     })
                     .collect::<Result<Vec<_>, _>>()?
                     .join(","),
-                _ => {
-                    return Err(format!(
-                        "`{key}`: use a string, integer, boolean or array of strings"
-                    ));
-                }
+                _ => return Err(FileError::ValueType(key)),
             };
             Ok((key, text))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(contents: &str) -> String {
+        let path = std::env::temp_dir().join(format!("identity-toml-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, contents).unwrap();
+        let read = read_toml_defaults(&path);
+        let _ = std::fs::remove_file(&path);
+        read.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_kind_is_named_by_its_key_and_a_broken_line_is_not_echoed() {
+        assert_eq!(
+            refusal("max_message_bytes = 1.5\n"),
+            "`max_message_bytes`: use a string, integer, boolean or array of strings"
+        );
+        assert_eq!(
+            refusal("trusted_proxies = [\"10.0.0.0/8\", 7]\n"),
+            "`trusted_proxies`: arrays hold strings"
+        );
+        let broken = refusal("secret_key = \"hunter2-unterminated\n");
+        assert!(!broken.contains("hunter2"), "{broken}");
+        let missing = std::env::temp_dir().join(format!("identity-toml-{}", uuid::Uuid::new_v4()));
+        assert!(matches!(
+            read_toml_defaults(&missing),
+            Err(FileError::Read(_))
+        ));
+    }
 }
