@@ -238,3 +238,42 @@ fn the_provider_fetches_keys_and_knows_neither_use_cases_nor_grpc() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+#[test]
+fn use_cases_and_the_provider_read_no_settings_of_their_own() {
+    // `config` and `cli` own every setting and its validation: the use
+    // cases and the provider get typed, checked values through their
+    // constructors (server.rs), so each setting is read in one place.
+    let mut found = Vec::new();
+    for dir in ["service", "provider"] {
+        let files = sources(dir);
+        assert!(files.len() > 1, "the {dir} module was read");
+        for (path, text) in &files {
+            for line in mentions(text, &["crate::config", "crate::cli", "clap"]) {
+                found.push(format!("{}: {line}", path.display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn only_config_and_cli_define_command_line_arguments() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let all = sources("");
+    assert!(
+        all.iter().any(|(path, _)| path.ends_with("cli.rs")),
+        "the sources were read"
+    );
+    let mut found = Vec::new();
+    for (path, text) in &all {
+        let relative = path.strip_prefix(&src).expect("a path under src");
+        if relative.starts_with("config") || relative == Path::new("cli.rs") {
+            continue;
+        }
+        for line in mentions(text, &["clap"]) {
+            found.push(format!("{}: {line}", path.display()));
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

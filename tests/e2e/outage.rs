@@ -14,7 +14,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 async fn database_outage_turns_health_off_and_back_on_without_losing_registrations() {
     let db = TestDb::new(Backend::Postgres);
     // Migrate directly, then point the server at the proxy.
-    identity_store::Store::migrate(&db.url).await.unwrap();
+    identity_store::Store::migrate(&db.url.parse().unwrap())
+        .await
+        .unwrap();
     let upstream: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
     let proxy = Proxy::start(upstream).await;
     let server = Server::start_with(

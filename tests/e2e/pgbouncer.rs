@@ -68,7 +68,9 @@ async fn logout_is_refused_by_the_other_replica(a: &Server, b: &Server) -> Durat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_transaction_pooling_a_logout_on_one_replica_is_refused_by_the_other_at_once() {
     let db = TestDb::new(Backend::Postgres);
-    identity_store::Store::migrate(&db.url).await.unwrap();
+    identity_store::Store::migrate(&db.url.parse().unwrap())
+        .await
+        .unwrap();
     let bouncer = PgBouncer::start(
         &db,
         &[transaction_pool("replica_a"), transaction_pool("replica_b")],
@@ -96,7 +98,9 @@ async fn behind_transaction_pooling_a_logout_on_one_replica_is_refused_by_the_ot
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_on_a_session_pool_keeps_replicas_in_step_behind_transaction_pooling() {
     let db = TestDb::new(Backend::Postgres);
-    identity_store::Store::migrate(&db.url).await.unwrap();
+    identity_store::Store::migrate(&db.url.parse().unwrap())
+        .await
+        .unwrap();
     let bouncer = PgBouncer::start(
         &db,
         &[

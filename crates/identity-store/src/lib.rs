@@ -16,8 +16,10 @@ pub mod pg_tls;
 mod postgres;
 mod sqlite;
 pub mod types;
+mod url;
 
 pub use types::*;
+pub use url::{DatabaseUrl, PgUrl, SqliteUrl, UrlError};
 
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -103,23 +105,11 @@ pub struct PoolSettings {
     pub timeout: Duration,
 }
 
-/// Which database a URL names.
+/// Which database a URL names ([`DatabaseUrl::backend`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Postgres,
     Sqlite,
-}
-
-impl Backend {
-    pub fn of_url(url: &str) -> Option<Backend> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(Backend::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Some(Backend::Sqlite)
-        } else {
-            None
-        }
-    }
 }
 
 /// A handle on the database, cheap to clone.
@@ -175,25 +165,23 @@ macro_rules! on_backend {
 
 impl Store {
     /// Opens a pool for `url` (no connection is made until first use).
-    pub fn open(url: &str, settings: &PoolSettings) -> Result<Store, StoreError> {
-        match Backend::of_url(url) {
-            Some(Backend::Postgres) => postgres::pool(url, settings)
+    pub fn open(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Store, StoreError> {
+        match url {
+            DatabaseUrl::Postgres(url) => postgres::pool(url, settings)
                 .map(Store::Postgres)
                 .map_err(StoreError::Other),
-            Some(Backend::Sqlite) => sqlite::pool(url, settings)
+            DatabaseUrl::Sqlite(url) => sqlite::pool(url, settings)
                 .map(Store::Sqlite)
                 .map_err(StoreError::Other),
-            None => Err(StoreError::Other("unsupported database URL scheme".into())),
         }
     }
 
     /// Applies the embedded migrations that are not applied yet; returns
     /// their versions.
-    pub async fn migrate(url: &str) -> Result<Vec<String>, StoreError> {
-        match Backend::of_url(url) {
-            Some(Backend::Postgres) => postgres::migrate(url.to_owned()).await,
-            Some(Backend::Sqlite) => sqlite::migrate(url.to_owned()).await,
-            None => Err("unsupported database URL scheme".into()),
+    pub async fn migrate(url: &DatabaseUrl) -> Result<Vec<String>, StoreError> {
+        match url {
+            DatabaseUrl::Postgres(url) => postgres::migrate(url.clone()).await,
+            DatabaseUrl::Sqlite(url) => sqlite::migrate(url.clone()).await,
         }
         .map_err(StoreError::Unavailable)
     }

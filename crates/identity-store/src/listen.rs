@@ -16,6 +16,7 @@
 //! whenever the pooler hands the listener the server connection that ran
 //! the LISTEN, while notifications sent to it when idle are dropped.
 
+use crate::PgUrl;
 use crate::notify::{CHANNEL, Revoked, heartbeat_nonce, heartbeat_payload};
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection as _};
 use futures_util::{Stream, StreamExt as _};
@@ -54,7 +55,7 @@ pub enum ListenEvent {
 /// 100 ms, doubling up to 5 s (back to 100 ms after a connection that
 /// lasted over 10 s). `url` needs a session of its own: a direct connection
 /// or a session-mode pool.
-pub fn listen(url: String, max_staleness: Duration) -> impl Stream<Item = ListenEvent> + Send {
+pub fn listen(url: PgUrl, max_staleness: Duration) -> impl Stream<Item = ListenEvent> + Send {
     let listener = Listener {
         url,
         max_staleness,
@@ -68,7 +69,7 @@ pub fn listen(url: String, max_staleness: Duration) -> impl Stream<Item = Listen
 }
 
 struct Listener {
-    url: String,
+    url: PgUrl,
     max_staleness: Duration,
     /// The wait before the next reconnection.
     backoff: Duration,
@@ -137,7 +138,7 @@ enum Wake {
 
 impl Session {
     async fn open(
-        url: &str,
+        url: &PgUrl,
         max_staleness: Duration,
         started: Instant,
     ) -> Result<Self, ListenEvent> {
@@ -258,11 +259,15 @@ mod tests {
             .expect("the stream never ends")
     }
 
+    fn pg(url: &str) -> PgUrl {
+        PgUrl::parse(url).expect("a PostgreSQL URL")
+    }
+
     /// Runs `test` against a database of its own (the channel is per
     /// database: other tests' announcements stay out).
-    async fn on_own_database<F: Future<Output = ()>>(test: impl FnOnce(String) -> F) {
+    async fn on_own_database<F: Future<Output = ()>>(test: impl FnOnce(PgUrl) -> F) {
         let admin = pg_admin_url();
-        let mut conn = crate::pg_tls::establish(&admin)
+        let mut conn = crate::pg_tls::establish(&pg(&admin))
             .await
             .expect("PostgreSQL at IDENTITY_TEST_PG_URL");
         let name = format!("identity_listen_{}", uuid::Uuid::new_v4().simple());
@@ -270,7 +275,7 @@ mod tests {
             .await
             .expect("CREATE DATABASE");
         let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-        let outcome = std::panic::AssertUnwindSafe(test(format!("{base}/{name}")))
+        let outcome = std::panic::AssertUnwindSafe(test(pg(&format!("{base}/{name}"))))
             .catch_unwind()
             .await;
         conn.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
@@ -347,7 +352,7 @@ mod tests {
             .expect("a free port")
             .port();
         let mut events = pin!(listen(
-            format!("postgres://postgres@127.0.0.1:{port}/none"),
+            pg(&format!("postgres://postgres@127.0.0.1:{port}/none")),
             Duration::from_millis(100),
         ));
         let mut downs = Vec::new();

@@ -10,6 +10,7 @@
 //! `disable`, `prefer` or no `sslmode` connect in plaintext, as before.
 //! `verify-ca` (chain without host name) is refused rather than weakened.
 
+use crate::url::{PgUrl, UrlError};
 use diesel::ConnectionError;
 use diesel_async::AsyncPgConnection;
 use std::future::Future;
@@ -34,8 +35,9 @@ pub enum Security {
 }
 
 /// Splits our TLS parameters off `url`: what tokio-postgres gets, and how to
-/// secure it. Errors name the parameter.
-pub fn parse(url: &str) -> Result<(String, Security), String> {
+/// secure it. Errors name the parameter. `crate::PgUrl::parse` is the one
+/// caller outside the tests.
+pub(crate) fn parse(url: &str) -> Result<(String, Security), UrlError> {
     // The query starts after the credentials: a raw `?` in a password
     // must not be read as one.
     let after_credentials = url.rfind('@').map_or(0, |at| at + 1);
@@ -60,22 +62,13 @@ pub fn parse(url: &str) -> Result<(String, Security), String> {
     let security = match mode.as_deref() {
         None | Some("disable" | "allow" | "prefer") => {
             if root_cert.is_some() {
-                return Err("sslrootcert needs sslmode=verify-full".into());
+                return Err(UrlError::RootCertWithoutVerification);
             }
             Security::Plaintext
         }
         Some("require" | "verify-full") => Security::Verified { root_cert },
-        Some("verify-ca") => {
-            return Err(
-                "sslmode=verify-ca is not supported (it skips the host name check): use verify-full"
-                    .into(),
-            );
-        }
-        Some(other) => {
-            return Err(format!(
-                "sslmode={other} is unknown: use verify-full (or disable)"
-            ));
-        }
+        Some("verify-ca") => return Err(UrlError::VerifyCa),
+        Some(other) => return Err(UrlError::UnknownSslMode(other.to_owned())),
     };
     let mut cleaned = base.to_owned();
     if security != Security::Plaintext {
@@ -88,7 +81,7 @@ pub fn parse(url: &str) -> Result<(String, Security), String> {
     Ok((cleaned, security))
 }
 
-fn percent_decode(value: &str) -> Result<String, String> {
+fn percent_decode(value: &str) -> Result<String, UrlError> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -97,7 +90,7 @@ fn percent_decode(value: &str) -> Result<String, String> {
             let hex = value
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("sslrootcert: bad percent-encoding")?;
+                .ok_or(UrlError::RootCertEncoding)?;
             out.push(hex);
             i += 3;
         } else {
@@ -105,7 +98,7 @@ fn percent_decode(value: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "sslrootcert: not UTF-8".into())
+    String::from_utf8(out).map_err(|_| UrlError::RootCertNotUtf8)
 }
 
 /// The rustls client settings for `security` (None: plaintext).
@@ -161,11 +154,10 @@ fn cached_client_config(security: &Security) -> Result<Option<Arc<rustls::Client
 }
 
 /// Opens one connection as `url` says (see the module docs).
-pub async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectionError> {
-    let (url, security) = parse(url).map_err(ConnectionError::BadConnection)?;
-    let config = tokio_postgres::Config::from_str(&url)
+pub async fn establish(url: &PgUrl) -> Result<AsyncPgConnection, ConnectionError> {
+    let config = tokio_postgres::Config::from_str(url.connect_str())
         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-    let tls = cached_client_config(&security).map_err(ConnectionError::BadConnection)?;
+    let tls = cached_client_config(url.security()).map_err(ConnectionError::BadConnection)?;
     // With its causes: "error performing TLS handshake" alone does not say
     // that the certificate was refused.
     let map = |e: tokio_postgres::Error| {
@@ -300,16 +292,19 @@ mod tests {
         assert!(
             parse("postgres://db/x?sslmode=verify-ca")
                 .unwrap_err()
+                .to_string()
                 .contains("verify-full")
         );
         assert!(
             parse("postgres://db/x?sslmode=bogus")
                 .unwrap_err()
+                .to_string()
                 .contains("bogus")
         );
         assert!(
             parse("postgres://db/x?sslrootcert=/ca.pem")
                 .unwrap_err()
+                .to_string()
                 .contains("verify-full")
         );
         assert!(parse("postgres://db/x?sslmode=verify-full&sslrootcert=%zz").is_err());

@@ -152,11 +152,17 @@ macro_rules! lock_refresh_token {
 
 include!("queries.rs");
 
-pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {
+pub(super) fn pool(url: &super::PgUrl, settings: &super::PoolSettings) -> Result<Pool, String> {
     use futures_util::FutureExt as _;
     let mut config = ManagerConfig::<Conn>::default();
-    config.custom_setup = Box::new(|url| super::pg_tls::establish(url).boxed());
-    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url, config);
+    // Every connection is opened from the parsed URL; the manager's string
+    // is not read again.
+    let parsed = url.clone();
+    config.custom_setup = Box::new(move |_| {
+        let url = parsed.clone();
+        async move { super::pg_tls::establish(&url).await }.boxed()
+    });
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url.connect_str(), config);
     DeadPool::builder(manager)
         .max_size(settings.max_size)
         .wait_timeout(Some(settings.timeout))
@@ -167,7 +173,7 @@ pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, St
         .map_err(|e| e.to_string())
 }
 
-pub(super) async fn migrate(url: String) -> Result<Vec<String>, String> {
+pub(super) async fn migrate(url: super::PgUrl) -> Result<Vec<String>, String> {
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     use diesel_migrations::MigrationHarness;
     let conn = super::pg_tls::establish(&url)

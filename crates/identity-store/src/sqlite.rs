@@ -147,17 +147,10 @@ macro_rules! lock_refresh_token {
 
 include!("queries.rs");
 
-/// `sqlite://path`, `sqlite:path` or a bare path → the file path.
-pub fn file_path(url: &str) -> &str {
-    url.strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url)
-}
-
 const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
                        PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
 
-pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, String> {
+pub(super) fn pool(url: &super::SqliteUrl, settings: &super::PoolSettings) -> Result<Pool, String> {
     let mut config = ManagerConfig::<Conn>::default();
     config.custom_setup = Box::new(|url| {
         async move {
@@ -169,7 +162,7 @@ pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, St
         }
         .boxed()
     });
-    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(file_path(url), config);
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url.path(), config);
     DeadPool::builder(manager)
         .max_size(settings.max_size)
         .wait_timeout(Some(settings.timeout))
@@ -180,12 +173,12 @@ pub(super) fn pool(url: &str, settings: &super::PoolSettings) -> Result<Pool, St
         .map_err(|e| e.to_string())
 }
 
-pub(super) async fn migrate(url: String) -> Result<Vec<String>, String> {
+pub(super) async fn migrate(url: super::SqliteUrl) -> Result<Vec<String>, String> {
     use diesel::Connection as _;
     use diesel::connection::SimpleConnection as _;
     use diesel_migrations::MigrationHarness;
     tokio::task::spawn_blocking(move || {
-        let path = file_path(&url);
+        let path = url.path();
         if let Some(dir) = std::path::Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())

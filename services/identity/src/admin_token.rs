@@ -4,81 +4,21 @@
 //! accepts the token. And the service-client commands
 //! (`service::service_clients`), which need no signing key.
 
-use anyhow::Context as _;
-use clap::Args;
-use identity_core::tokens::{Ed25519Key, TokenKeys};
+use crate::cli::IssueServiceTokenArgs;
+use crate::config::keys;
+use identity_core::tokens::TokenKeys;
 use identity_store::Store;
-use secrecy::{ExposeSecret, SecretString};
-use std::path::PathBuf;
+use secrecy::ExposeSecret;
 use std::time::Duration;
 
-#[derive(Args)]
-pub struct IssueServiceTokenArgs {
-    /// Role of the token: `provisioner` (may create role-less profiles of
-    /// external providers). Never `admin`: admins are people
-    /// (IDENTITY_BOOTSTRAP_ADMINS, grant-role).
-    #[arg(long)]
-    pub role: String,
-    /// Lifetime of the token (1m to 24h).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
-    pub ttl: Duration,
-    /// Name of the service principal (its profile's auth_id, auth_provider
-    /// `service`) [default: the role].
-    #[arg(long)]
-    pub name: Option<String>,
-    /// The server's signing keys (the first signs), as for `identity serve`.
-    #[arg(long, env = "IDENTITY_SIGNING_KEY_FILE", value_delimiter = ',')]
-    pub signing_key_file: Vec<PathBuf>,
-    /// The server's HS256 secret, when it signs with one.
-    #[arg(long, env = "IDENTITY_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
-    /// `iss` of the token: the server's IDENTITY_ISSUER.
-    #[arg(long, env = "IDENTITY_ISSUER", default_value = "identity")]
-    pub issuer: String,
-    /// `aud` of the token: the server's IDENTITY_AUDIENCE.
-    #[arg(long, env = "IDENTITY_AUDIENCE", default_value = "identity")]
-    pub audience: String,
-    /// Use the key that `identity serve --dev` generated under the data folder.
-    #[arg(long)]
-    pub dev: bool,
-    /// Data folder of `identity serve --dev` (with --dev).
-    #[arg(long, env = "IDENTITY_DATA_DIR", default_value = "data")]
-    pub data_dir: PathBuf,
-}
-
 fn keys(args: &IssueServiceTokenArgs) -> anyhow::Result<TokenKeys> {
-    let mut files = args.signing_key_file.clone();
-    if files.is_empty() && args.dev {
-        files.push(args.data_dir.join("signing-key.pem"));
-    }
-    let mut ed25519 = Vec::new();
-    for file in &files {
-        let pem = std::fs::read_to_string(file).with_context(|| {
-            format!("IDENTITY_SIGNING_KEY_FILE: cannot read {}", file.display())
-        })?;
-        ed25519.push(Ed25519Key::from_pem(&pem, &file.display().to_string())?);
-    }
-    let secret = match args.secret_key.as_deref().filter(|s| !s.is_empty()) {
-        Some(secret) => {
-            if let Some(problem) = crate::config::weak_secret(secret) {
-                anyhow::bail!("IDENTITY_SECRET_KEY: {problem}");
-            }
-            Some(SecretString::from(secret.to_owned()))
-        }
-        None => None,
-    };
-    anyhow::ensure!(
-        !ed25519.is_empty() || secret.is_some(),
-        "no signing key: set IDENTITY_SIGNING_KEY_FILE (or IDENTITY_SECRET_KEY) as for the server, or --dev for the key of `identity serve --dev`"
-    );
-    TokenKeys::new(
-        ed25519,
-        secret.as_ref(),
-        args.issuer.clone(),
-        args.audience.clone(),
+    let settings = keys::load_for_command(&args.keys, args.dev, &args.data_dir)?;
+    keys::load_keys(
+        &settings,
+        &args.keys.issuer,
+        &args.keys.audience,
         Duration::ZERO,
     )
-    .map_err(anyhow::Error::msg)
 }
 
 /// Prints the token alone on stdout; what it is, on stderr.

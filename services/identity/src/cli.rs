@@ -61,7 +61,7 @@ pub enum AdminCommand {
     /// Bootstrapping only: print an access token (at most 24h) for a service
     /// principal. Services sign in with client credentials instead (see
     /// create-service-client).
-    IssueServiceToken(crate::admin_token::IssueServiceTokenArgs),
+    IssueServiceToken(IssueServiceTokenArgs),
     /// Create client credentials for a service (e.g. `--role provisioner` for
     /// the external provider's sign-up hook): prints IDENTITY_CLIENT_ID and
     /// IDENTITY_CLIENT_SECRET once (the secret is stored only hashed). The
@@ -82,6 +82,32 @@ pub enum AdminCommand {
     /// Disable a client for good: it can no longer sign in and every session
     /// it started is revoked on every replica.
     DisableServiceClient { client_id: String },
+}
+
+#[derive(Args)]
+pub struct IssueServiceTokenArgs {
+    /// Role of the token: `provisioner` (may create role-less profiles of
+    /// external providers). Never `admin`: admins are people
+    /// (IDENTITY_BOOTSTRAP_ADMINS, grant-role).
+    #[arg(long)]
+    pub role: String,
+    /// Lifetime of the token (1m to 24h).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Name of the service principal (its profile's auth_id, auth_provider
+    /// `service`) [default: the role].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The server's signing keys (the first signs), HS256 secret, `iss` and
+    /// `aud`, as for `identity serve`.
+    #[command(flatten)]
+    pub keys: crate::config::keys::KeyArgs,
+    /// Use the key that `identity serve --dev` generated under the data folder.
+    #[arg(long)]
+    pub dev: bool,
+    /// Data folder of `identity serve --dev` (with --dev).
+    #[arg(long, env = "IDENTITY_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -197,27 +223,10 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_DATA_DIR", default_value = "data")]
     pub data_dir: PathBuf,
 
-    /// Ed25519 private keys (PKCS#8 PEM files, comma-separated): the first
-    /// signs, all verify and are published by GetJwks (key rotation).
-    #[arg(long, env = "IDENTITY_SIGNING_KEY_FILE", value_delimiter = ',')]
-    pub signing_key_file: Vec<PathBuf>,
-
-    /// HS256 secret (at least 32 bytes). Signs only when no Ed25519 key is
-    /// set; otherwise it only verifies (for migrating off HS256).
-    #[arg(long, env = "IDENTITY_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
-
-    /// File holding IDENTITY_SECRET_KEY; a trailing newline is ignored.
-    #[arg(long, env = "IDENTITY_SECRET_KEY_FILE")]
-    pub secret_key_file: Option<PathBuf>,
-
-    /// `iss` of issued access tokens, required on verification.
-    #[arg(long, env = "IDENTITY_ISSUER", default_value = "identity")]
-    pub issuer: String,
-
-    /// `aud` of issued access tokens, required on verification.
-    #[arg(long, env = "IDENTITY_AUDIENCE", default_value = "identity")]
-    pub audience: String,
+    /// The signing keys, `iss` and `aud`: shared with `identity admin
+    /// issue-service-token`, which signs as the server does.
+    #[command(flatten)]
+    pub keys: crate::config::keys::KeyArgs,
 
     /// Access token lifetime (1m to 24h).
     #[arg(long, env = "IDENTITY_ACCESS_TOKEN_TTL", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -425,8 +434,8 @@ pub struct Settings {
     pub log: String,
 
     #[command(flatten)]
-    pub provider: crate::provider::ProviderSettings,
+    pub provider: crate::config::provider::ProviderSettings,
 
     #[command(flatten)]
-    pub revocation: crate::service::revocation::RevocationSettings,
+    pub revocation: crate::config::revocation::RevocationArgs,
 }

@@ -17,7 +17,7 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
         .to_owned();
     match args.out {
         Some(path) => {
-            crate::server::write_private_file(&path, pem.expose_secret())?;
+            crate::config::keys::write_private_file(&path, pem.expose_secret())?;
             eprintln!("wrote Ed25519 signing key {} (kid {kid})", path.display());
         }
         None => {
@@ -49,7 +49,8 @@ pub async fn healthcheck(args: HealthcheckArgs) -> anyhow::Result<bool> {
 }
 
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    let applied = Store::migrate(database_url)
+    let url = crate::config::database_url_setting(database_url)?;
+    let applied = Store::migrate(&url)
         .await
         .context("IDENTITY_DATABASE_URL: migrations failed")?;
     if applied.is_empty() {
@@ -73,8 +74,9 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 Some(p) => Some(Id::parse(&p).context("--profile must be a profile id (UUID)")?),
                 None => None,
             };
+            let url = crate::config::database_url_setting(&database_url)?;
             let store = Store::open(
-                &database_url,
+                &url,
                 &PoolSettings {
                     max_size: 1,
                     timeout: Duration::from_secs(5),
@@ -109,6 +111,7 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
     let url = args
         .database_url
         .context("IDENTITY_DATABASE_URL is required")?;
+    let url = crate::config::database_url_setting(&url)?;
     let store = Store::open(
         &url,
         &PoolSettings {

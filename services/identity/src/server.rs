@@ -1,7 +1,8 @@
 //! Start-up and shutdown: wires configuration, keys, store, services and
 //! listeners together, and drains on SIGTERM/SIGINT.
 
-use crate::config::{Config, KeySettings, Mode};
+use crate::config::keys::load_keys;
+use crate::config::{Config, Mode};
 use crate::infra::bcrypt::Hasher;
 use crate::infra::limits::Limiter;
 use crate::service::audit::{AuditSink, enforce_retention};
@@ -12,70 +13,13 @@ use crate::service::{Auth, AuthSettings, Profiles};
 use crate::transport;
 use anyhow::Context as _;
 use identity_core::events::EventName;
-use identity_core::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
 use identity_store::Store;
-use secrecy::ExposeSecret;
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
-
-/// Reads the configured keys; in dev mode without any, generates one under
-/// the data folder and keeps it there so tokens survive a restart.
-pub fn load_keys(settings: &KeySettings, config: &Config) -> anyhow::Result<TokenKeys> {
-    let mut ed25519 = Vec::new();
-    for file in &settings.ed25519_files {
-        let pem = std::fs::read_to_string(file).with_context(|| {
-            format!("IDENTITY_SIGNING_KEY_FILE: cannot read {}", file.display())
-        })?;
-        ed25519.push(
-            Ed25519Key::from_pem(&pem, &file.display().to_string())
-                .with_context(|| "IDENTITY_SIGNING_KEY_FILE".to_string())?,
-        );
-    }
-    if let Some(path) = &settings.dev_generated {
-        if !path.exists() {
-            write_private_file(
-                path,
-                generate_ed25519_pem()
-                    .map_err(anyhow::Error::msg)?
-                    .expose_secret(),
-            )?;
-            tracing::warn!(path = %path.display(), "generated a development signing key");
-        }
-        let pem = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        ed25519.push(Ed25519Key::from_pem(&pem, &path.display().to_string())?);
-    }
-    TokenKeys::new(
-        ed25519,
-        settings.hs256_secret.as_ref(),
-        config.issuer.clone(),
-        config.audience.clone(),
-        config.token_leeway,
-    )
-    .map_err(anyhow::Error::msg)
-}
-
-/// Creates a file only its owner can read; never overwrites.
-pub fn write_private_file(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(contents.as_bytes())?;
-    Ok(())
-}
 
 /// Gauges read at scrape time: database pool, bcrypt queue, rate-limit
 /// counters and the revocation listener; and every security event's
@@ -196,12 +140,17 @@ pub async fn run(
         );
     }
     if config.migrate_on_start {
-        let applied = Store::migrate(config.database_url())
+        let applied = Store::migrate(&config.database_url)
             .await
             .context("IDENTITY_DATABASE_URL: migrations failed")?;
         tracing::info!(count = applied.len(), "migrations applied");
     }
-    let keys = Arc::new(load_keys(&config.keys, &config)?);
+    let keys = Arc::new(load_keys(
+        &config.keys,
+        &config.issuer,
+        &config.audience,
+        config.token_leeway,
+    )?);
     let (cost, threads, queue) = (
         config.bcrypt_cost,
         config.bcrypt_threads,
@@ -211,8 +160,7 @@ pub async fn run(
         .await?
         .map_err(anyhow::Error::msg)
         .context("IDENTITY_BCRYPT_COST")?;
-    let store =
-        Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
+    let store = Store::open(&config.database_url, &config.pool).context("IDENTITY_DATABASE_URL")?;
     if config.mode == Mode::Dev || !config.limits.enabled {
         // The insecure start is part of the audit trail too (best effort,
         // in the background: an unreachable database must not hold up the
@@ -296,8 +244,8 @@ pub async fn run(
     let _revocation_tasks = fast.start(
         &config.revocation,
         &store,
-        config.backend,
-        config.revocation_listen_url(),
+        &config.database_url,
+        config.revocation_listen_url.as_ref(),
     );
 
     // Probe once before listening, so the first health answer is true.

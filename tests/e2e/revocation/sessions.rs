@@ -281,7 +281,9 @@ async fn a_session_revoked_on_one_replica_is_refused_by_the_other_within_the_bou
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_missed_announcements_never_validates_a_revoked_session() {
     let db = TestDb::new(Backend::Postgres);
-    identity_store::Store::migrate(&db.url).await.unwrap();
+    identity_store::Store::migrate(&db.url.parse().unwrap())
+        .await
+        .unwrap();
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let options = || {
         ServerOptions::default()

@@ -7,7 +7,7 @@
 pub mod jwks;
 pub mod settings;
 
-pub use settings::{ProviderConfig, ProviderSettings};
+pub use settings::ProviderConfig;
 
 use identity_core::provider::{
     ProviderClaims, Rules, TokenVerifier, VerifyFailure, Verifying, inspect, verify,

@@ -26,9 +26,7 @@
 //! `IDENTITY_REVOCATION_RECONCILE_INTERVAL`. SQLite is one node: every
 //! revocation passes through this process, so memory is authoritative.
 
-use crate::config::ConfigError;
 use crate::service::Error;
-use clap::Args;
 use futures_util::StreamExt as _;
 use identity_core::profile_cache::ProfileCache;
 use identity_core::revocations::{Answer, RevocationState};
@@ -36,94 +34,28 @@ use identity_core::token_cache::{self, TokenCache, Verified};
 use identity_core::tokens::{AccessClaims, Refusal, TokenKeys};
 use identity_store::listen::{ListenEvent, listen};
 use identity_store::notify::Revoked;
-use identity_store::{Backend, Id, Profile, Store, StoreError};
+use identity_store::{DatabaseUrl, Id, PgUrl, Profile, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Settings of the fast validation path, flattened into `identity serve`.
-#[derive(Args, Clone, Debug)]
+/// Settings of the fast validation path (`config::revocation` reads and
+/// checks them).
+#[derive(Clone, Debug)]
 pub struct RevocationSettings {
     /// Longest a replica answers "live" from memory without having heard
-    /// from PostgreSQL's revocation channel (checked by a heartbeat 4 times
-    /// per period); past it, validations read the database. The bound on
-    /// how late a revocation reaches another replica.
-    #[arg(long, env = "IDENTITY_REVOCATION_MAX_STALENESS", default_value = "1s", value_parser = humantime::parse_duration)]
+    /// from PostgreSQL's revocation channel.
     pub revocation_max_staleness: Duration,
-
     /// How often the sessions held in memory are re-checked against the
-    /// database: heals a missed announcement or a revocation made outside
-    /// the service (e.g. by SQL).
-    #[arg(long, env = "IDENTITY_REVOCATION_RECONCILE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// database.
     pub revocation_reconcile_interval: Duration,
-
     /// Verified access tokens kept in memory (0: verify every signature).
-    #[arg(long, env = "IDENTITY_TOKEN_CACHE_SIZE", default_value_t = 20_000)]
     pub token_cache_size: usize,
-
-    /// Sessions whose state is kept in memory (0: every validation reads
-    /// the database).
-    #[arg(long, env = "IDENTITY_SESSION_CACHE_SIZE", default_value_t = 100_000)]
+    /// Sessions whose state is kept in memory (0: always the database).
     pub session_cache_size: usize,
-
-    /// Profiles kept in memory for authenticated calls, on PostgreSQL only
-    /// (0: every call reads the caller's profile from the database). Kept
-    /// fresh like session state; each lives at most one reconciliation
-    /// interval.
-    #[arg(long, env = "IDENTITY_PROFILE_CACHE_SIZE", default_value_t = 10_000)]
+    /// Profiles kept in memory, on PostgreSQL only (0: always the database).
     pub profile_cache_size: usize,
-
-    /// PostgreSQL URL of the same database for the revocation listener's
-    /// two connections [default: IDENTITY_DATABASE_URL]. They need sessions
-    /// of their own: a direct connection or a PgBouncer session pool, never
-    /// transaction pooling (a LISTEN there hears nothing). Set it when
-    /// IDENTITY_DATABASE_URL goes through transaction pooling.
-    #[arg(long, env = "IDENTITY_REVOCATION_LISTEN_URL", hide_env_values = true)]
-    pub revocation_listen_url: Option<String>,
-
-    /// File holding IDENTITY_REVOCATION_LISTEN_URL (it may carry a
-    /// password); a trailing newline is ignored.
-    #[arg(long, env = "IDENTITY_REVOCATION_LISTEN_URL_FILE")]
-    pub revocation_listen_url_file: Option<std::path::PathBuf>,
-}
-
-impl RevocationSettings {
-    /// Validates the settings; each refusal names the variable to fix.
-    pub fn load(settings: &RevocationSettings) -> Result<RevocationSettings, ConfigError> {
-        let range = |setting: &'static str, value: Duration, min_ms: u64, max_s: u64| {
-            if value < Duration::from_millis(min_ms) || value > Duration::from_secs(max_s) {
-                Err(ConfigError {
-                    setting,
-                    problem: format!(
-                        "is {}; use {min_ms}ms to {max_s}s",
-                        humantime::format_duration(value)
-                    ),
-                })
-            } else {
-                Ok(())
-            }
-        };
-        range(
-            "IDENTITY_REVOCATION_MAX_STALENESS",
-            settings.revocation_max_staleness,
-            100,
-            60,
-        )?;
-        range(
-            "IDENTITY_REVOCATION_RECONCILE_INTERVAL",
-            settings.revocation_reconcile_interval,
-            100,
-            3600,
-        )?;
-        // The listener URL may carry a password: `Config` keeps it as a
-        // secret, not here where `Debug` would print it.
-        Ok(RevocationSettings {
-            revocation_listen_url: None,
-            revocation_listen_url_file: None,
-            ..settings.clone()
-        })
-    }
 }
 
 /// Sessions per reconciliation query.
@@ -312,29 +244,29 @@ impl FastPath {
         self.profiles.clear();
     }
 
-    /// Starts what keeps the memory true: the PostgreSQL listener on
-    /// `listen_url` (or, on SQLite, authority of this process) and the
-    /// reconciliation.
+    /// Starts what keeps the memory true: on PostgreSQL the listener on
+    /// `listen_url` (default: the database's own URL), on SQLite authority
+    /// of this process; and the reconciliation.
     pub fn start(
         self: &Arc<Self>,
         settings: &RevocationSettings,
         store: &Store,
-        backend: Backend,
-        listen_url: &str,
+        database: &DatabaseUrl,
+        listen_url: Option<&PgUrl>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
-        match backend {
-            Backend::Postgres => {
+        match database {
+            DatabaseUrl::Postgres(own) => {
                 self.profiles_on
                     .store(self.profiles.enabled(), Ordering::Relaxed);
                 self.listener.running.store(true, Ordering::Relaxed);
                 tasks.push(tokio::spawn(follow(
                     Arc::clone(self),
-                    listen_url.to_owned(),
+                    listen_url.unwrap_or(own).clone(),
                     settings.revocation_max_staleness,
                 )))
             }
-            Backend::Sqlite => self.sessions.trust_always(),
+            DatabaseUrl::Sqlite(_) => self.sessions.trust_always(),
         }
         tasks.push(tokio::spawn(reconcile(
             Arc::clone(self),
@@ -347,7 +279,7 @@ impl FastPath {
 
 /// Applies what the revocation listener (`identity_store::listen`) hears,
 /// for as long as the process runs.
-async fn follow(fast: Arc<FastPath>, url: String, max_staleness: Duration) {
+async fn follow(fast: Arc<FastPath>, url: PgUrl, max_staleness: Duration) {
     let mut events = std::pin::pin!(listen(url, max_staleness));
     while let Some(event) = events.next().await {
         fast.apply(event, max_staleness);

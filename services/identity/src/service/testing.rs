@@ -11,7 +11,7 @@ use crate::service::revocation::{FastPath, RevocationSettings};
 use crate::service::{Auth, AuthSettings, Caller, IssuedTokens, Principal, Profiles};
 use identity_core::provider::TokenVerifier;
 use identity_core::tokens::{AccessClaims, Ed25519Key, TokenKeys, generate_ed25519_pem};
-use identity_store::{Backend, Id, PoolSettings, Profile, Store};
+use identity_store::{DatabaseUrl, Id, PoolSettings, Profile, Store};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -97,8 +97,6 @@ fn revocation_settings() -> RevocationSettings {
         token_cache_size: 1000,
         session_cache_size: 1000,
         profile_cache_size: 1000,
-        revocation_listen_url: None,
-        revocation_listen_url_file: None,
     }
 }
 
@@ -109,7 +107,8 @@ impl Services {
 
     pub async fn with(options: Options) -> Services {
         let dir = std::env::temp_dir().join(format!("identity-unit-{}", Id::new()));
-        let url = format!("sqlite://{}", dir.join("identity.db").display());
+        let url = DatabaseUrl::parse(&format!("sqlite://{}", dir.join("identity.db").display()))
+            .expect("a SQLite URL");
         Store::migrate(&url).await.expect("migrations");
         let store = Store::open(
             &url,
@@ -151,7 +150,7 @@ impl Services {
             Arc::clone(&fast),
         ));
         // SQLite is one node: this process is the authority on revocations.
-        let tasks = fast.start(&revocation, &store, Backend::Sqlite, &url);
+        let tasks = fast.start(&revocation, &store, &url, None);
         Services {
             store,
             keys,

@@ -57,7 +57,9 @@ fn counted(event: EventName) -> u64 {
 async fn store() -> (Store, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("identity-events-{}", Id::new()));
     std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}", dir.join("identity.db").display());
+    let url = format!("sqlite://{}", dir.join("identity.db").display())
+        .parse()
+        .unwrap();
     Store::migrate(&url).await.unwrap();
     let settings = identity_store::PoolSettings {
         max_size: 2,

@@ -7,8 +7,6 @@ fn settings() -> RevocationSettings {
         token_cache_size: 10,
         session_cache_size: 10,
         profile_cache_size: 10,
-        revocation_listen_url: None,
-        revocation_listen_url_file: None,
     }
 }
 
