@@ -177,12 +177,8 @@ impl Store {
     /// Opens a pool for `url` (no connection is made until first use).
     pub fn open(url: &str, settings: &PoolSettings) -> Result<Store, StoreError> {
         match Backend::of_url(url) {
-            Some(Backend::Postgres) => postgres::pool(url, settings)
-                .map(Store::Postgres)
-                .map_err(StoreError::Other),
-            Some(Backend::Sqlite) => sqlite::pool(url, settings)
-                .map(Store::Sqlite)
-                .map_err(StoreError::Other),
+            Some(Backend::Postgres) => postgres::pool(url, settings).map(Store::Postgres),
+            Some(Backend::Sqlite) => sqlite::pool(url, settings).map(Store::Sqlite),
             None => Err(StoreError::Other("unsupported database URL scheme".into())),
         }
     }
@@ -193,9 +189,10 @@ impl Store {
         match Backend::of_url(url) {
             Some(Backend::Postgres) => postgres::migrate(url.to_owned()).await,
             Some(Backend::Sqlite) => sqlite::migrate(url.to_owned()).await,
-            None => Err("unsupported database URL scheme".into()),
+            None => Err(StoreError::Unavailable(
+                "unsupported database URL scheme".into(),
+            )),
         }
-        .map_err(StoreError::Unavailable)
     }
 
     /// Connections (size, available, waiting) for the pool gauges.

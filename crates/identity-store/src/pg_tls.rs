@@ -33,9 +33,33 @@ pub enum Security {
     },
 }
 
+/// Why a URL's TLS parameters or their root bundle cannot be used. Each
+/// names the parameter; the caller puts the setting's name in front.
+#[derive(Debug, thiserror::Error)]
+pub enum PgTlsError {
+    #[error("sslrootcert: bad percent-encoding")]
+    RootCertEncoding,
+    #[error("sslrootcert: not UTF-8")]
+    RootCertNotUtf8,
+    #[error("sslrootcert needs sslmode=verify-full")]
+    RootCertWithoutTls,
+    #[error("sslmode=verify-ca is not supported (it skips the host name check): use verify-full")]
+    VerifyCa,
+    #[error("sslmode={0} is unknown: use verify-full (or disable)")]
+    UnknownMode(String),
+    #[error("sslrootcert {0}")]
+    RootBundle(crate::pem::BundleError),
+    #[error("sslrootcert {path}: {reason}")]
+    RootCert { path: String, reason: rustls::Error },
+    #[error("sslmode=verify-full: no system CA certificates; set sslrootcert")]
+    NoSystemRoots,
+    #[error("{0}")]
+    Rustls(rustls::Error),
+}
+
 /// Splits our TLS parameters off `url`: what tokio-postgres gets, and how to
 /// secure it. Errors name the parameter.
-pub fn parse(url: &str) -> Result<(String, Security), String> {
+pub fn parse(url: &str) -> Result<(String, Security), PgTlsError> {
     // The query starts after the credentials: a raw `?` in a password
     // must not be read as one.
     let after_credentials = url.rfind('@').map_or(0, |at| at + 1);
@@ -60,22 +84,13 @@ pub fn parse(url: &str) -> Result<(String, Security), String> {
     let security = match mode.as_deref() {
         None | Some("disable" | "allow" | "prefer") => {
             if root_cert.is_some() {
-                return Err("sslrootcert needs sslmode=verify-full".into());
+                return Err(PgTlsError::RootCertWithoutTls);
             }
             Security::Plaintext
         }
         Some("require" | "verify-full") => Security::Verified { root_cert },
-        Some("verify-ca") => {
-            return Err(
-                "sslmode=verify-ca is not supported (it skips the host name check): use verify-full"
-                    .into(),
-            );
-        }
-        Some(other) => {
-            return Err(format!(
-                "sslmode={other} is unknown: use verify-full (or disable)"
-            ));
-        }
+        Some("verify-ca") => return Err(PgTlsError::VerifyCa),
+        Some(other) => return Err(PgTlsError::UnknownMode(other.to_owned())),
     };
     let mut cleaned = base.to_owned();
     if security != Security::Plaintext {
@@ -88,7 +103,7 @@ pub fn parse(url: &str) -> Result<(String, Security), String> {
     Ok((cleaned, security))
 }
 
-fn percent_decode(value: &str) -> Result<String, String> {
+fn percent_decode(value: &str) -> Result<String, PgTlsError> {
     let bytes = value.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -97,7 +112,7 @@ fn percent_decode(value: &str) -> Result<String, String> {
             let hex = value
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("sslrootcert: bad percent-encoding")?;
+                .ok_or(PgTlsError::RootCertEncoding)?;
             out.push(hex);
             i += 3;
         } else {
@@ -105,11 +120,11 @@ fn percent_decode(value: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "sslrootcert: not UTF-8".into())
+    String::from_utf8(out).map_err(|_| PgTlsError::RootCertNotUtf8)
 }
 
 /// The rustls client settings for `security` (None: plaintext).
-pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
     let Security::Verified { root_cert } = security else {
         return Ok(None);
     };
@@ -117,11 +132,12 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
     match root_cert {
         Some(path) => {
             let bundle = crate::pem::read_certificates(std::path::Path::new(path))
-                .map_err(|e| format!("sslrootcert {e}"))?;
+                .map_err(PgTlsError::RootBundle)?;
             for cert in bundle.certificates {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                roots.add(cert).map_err(|reason| PgTlsError::RootCert {
+                    path: path.clone(),
+                    reason,
+                })?;
             }
         }
         None => {
@@ -129,9 +145,7 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err(
-                    "sslmode=verify-full: no system CA certificates; set sslrootcert".into(),
-                );
+                return Err(PgTlsError::NoSystemRoots);
             }
         }
     }
@@ -139,7 +153,7 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(PgTlsError::Rustls)?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Some(Arc::new(config)))
@@ -148,7 +162,9 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
 /// [`client_config`] once per process for each setting: every pool
 /// connection and listener reconnect would otherwise re-read the bundle
 /// (or the system roots).
-fn cached_client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+fn cached_client_config(
+    security: &Security,
+) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
     type Built = Vec<(Security, Option<Arc<rustls::ClientConfig>>)>;
     static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,10 +178,12 @@ fn cached_client_config(security: &Security) -> Result<Option<Arc<rustls::Client
 
 /// Opens one connection as `url` says (see the module docs).
 pub async fn establish(url: &str) -> Result<AsyncPgConnection, ConnectionError> {
-    let (url, security) = parse(url).map_err(ConnectionError::BadConnection)?;
+    // diesel's connection errors carry text only.
+    let bad = |e: PgTlsError| ConnectionError::BadConnection(e.to_string());
+    let (url, security) = parse(url).map_err(bad)?;
     let config = tokio_postgres::Config::from_str(&url)
         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-    let tls = cached_client_config(&security).map_err(ConnectionError::BadConnection)?;
+    let tls = cached_client_config(&security).map_err(bad)?;
     // With its causes: "error performing TLS handshake" alone does not say
     // that the certificate was refused.
     let map = |e: tokio_postgres::Error| {
@@ -300,16 +318,19 @@ mod tests {
         assert!(
             parse("postgres://db/x?sslmode=verify-ca")
                 .unwrap_err()
+                .to_string()
                 .contains("verify-full")
         );
         assert!(
             parse("postgres://db/x?sslmode=bogus")
                 .unwrap_err()
+                .to_string()
                 .contains("bogus")
         );
         assert!(
             parse("postgres://db/x?sslrootcert=/ca.pem")
                 .unwrap_err()
+                .to_string()
                 .contains("verify-full")
         );
         assert!(parse("postgres://db/x?sslmode=verify-full&sslrootcert=%zz").is_err());
@@ -327,6 +348,7 @@ mod tests {
         assert!(
             client_config(&missing)
                 .unwrap_err()
+                .to_string()
                 .contains("/nonexistent/ca.pem")
         );
         let empty = std::env::temp_dir().join(format!("empty-{}.pem", std::process::id()));
@@ -336,6 +358,6 @@ mod tests {
         })
         .unwrap_err();
         let _ = std::fs::remove_file(&empty);
-        assert!(err.contains("no certificate"), "{err}");
+        assert!(err.to_string().contains("no certificate"), "{err}");
     }
 }

@@ -78,7 +78,7 @@ fn keys(args: &IssueServiceTokenArgs) -> anyhow::Result<TokenKeys> {
         args.audience.clone(),
         Duration::ZERO,
     )
-    .map_err(anyhow::Error::msg)
+    .map_err(anyhow::Error::from)
 }
 
 /// Prints the token alone on stdout; what it is, on stderr.

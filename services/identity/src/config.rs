@@ -356,9 +356,9 @@ impl Config {
         })?;
         if backend == Backend::Postgres {
             let (_, security) = identity_store::pg_tls::parse(&database_url)
-                .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
+                .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem.to_string()))?;
             identity_store::pg_tls::client_config(&security)
-                .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem))?;
+                .map_err(|problem| refuse("IDENTITY_DATABASE_URL", problem.to_string()))?;
         }
         let revocation_listen_url = secret_setting(
             "IDENTITY_REVOCATION_LISTEN_URL",
@@ -374,9 +374,9 @@ impl Config {
                 ));
             }
             let (_, security) = identity_store::pg_tls::parse(url)
-                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
+                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem.to_string()))?;
             identity_store::pg_tls::client_config(&security)
-                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem))?;
+                .map_err(|problem| refuse("IDENTITY_REVOCATION_LISTEN_URL", problem.to_string()))?;
         }
         if production && backend == Backend::Sqlite && !settings.allow_sqlite {
             return Err(refuse(
@@ -550,8 +550,9 @@ impl Config {
                 "rate limits can be switched off only with --dev (load tests); remove the setting",
             ));
         }
-        let quota =
-            |setting: &'static str, text: &str| Quota::parse(text).map_err(|p| refuse(setting, p));
+        let quota = |setting: &'static str, text: &str| {
+            Quota::parse(text).map_err(|p| refuse(setting, p.to_string()))
+        };
         let per_address = HashMap::from([
             (
                 Action::Register,
@@ -640,8 +641,8 @@ impl Config {
                         "needs a rediss:// IDENTITY_RATE_LIMIT_REDIS_URL",
                     ));
                 }
-                let bundle =
-                    identity_store::pem::read_certificates(path).map_err(|e| refuse(SETTING, e))?;
+                let bundle = identity_store::pem::read_certificates(path)
+                    .map_err(|e| refuse(SETTING, e.to_string()))?;
                 Some(bundle.pem)
             }
         };

@@ -37,12 +37,7 @@ pub fn load_keys(settings: &KeySettings, config: &Config) -> anyhow::Result<Toke
     }
     if let Some(path) = &settings.dev_generated {
         if !path.exists() {
-            write_private_file(
-                path,
-                generate_ed25519_pem()
-                    .map_err(anyhow::Error::msg)?
-                    .expose_secret(),
-            )?;
+            write_private_file(path, generate_ed25519_pem()?.expose_secret())?;
             tracing::warn!(path = %path.display(), "generated a development signing key");
         }
         let pem = std::fs::read_to_string(path)
@@ -56,7 +51,7 @@ pub fn load_keys(settings: &KeySettings, config: &Config) -> anyhow::Result<Toke
         config.audience.clone(),
         config.token_leeway,
     )
-    .map_err(anyhow::Error::msg)
+    .map_err(anyhow::Error::from)
 }
 
 /// Creates a file only its owner can read; never overwrites.
@@ -181,7 +176,6 @@ pub async fn run(
     );
     let hasher = tokio::task::spawn_blocking(move || Hasher::start(cost, threads, queue))
         .await?
-        .map_err(anyhow::Error::msg)
         .context("IDENTITY_BCRYPT_COST")?;
     let store =
         Store::open(config.database_url(), &config.pool).context("IDENTITY_DATABASE_URL")?;
@@ -201,7 +195,7 @@ pub async fn run(
         });
     }
     let reporter = tonic_health::server::HealthReporter::new();
-    let limits = Arc::new(Limiter::new(&config.limits).map_err(anyhow::Error::msg)?);
+    let limits = Arc::new(Limiter::new(&config.limits)?);
     let limits_health = limits.reachable().map(|reachable| {
         tokio::spawn(transport::follow_health(
             reporter.clone(),
@@ -374,7 +368,7 @@ pub async fn run(
         std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
     let server: Serving = match &config.tls {
         Some(files) => {
-            let tls = transport::tls::Reloadable::new(files).map_err(anyhow::Error::msg)?;
+            let tls = transport::tls::Reloadable::new(files)?;
             tls_watcher = Some(tls.watch(files.clone(), config.tls_reload_interval));
             Box::pin(transport::serve(http, api, tls.incoming(listener), stop))
         }

@@ -166,6 +166,13 @@ impl Shared {
     }
 }
 
+/// Why the limiter could not be built (the server refuses to start).
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("IDENTITY_RATE_LIMIT_REDIS_URL: {0}")]
+    Redis(redis::RedisError),
+}
+
 pub struct Limiter {
     enabled: bool,
     address: HashMap<Action, Local>,
@@ -174,7 +181,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(settings: &LimitSettings) -> Result<Limiter, String> {
+    pub fn new(settings: &LimitSettings) -> Result<Limiter, LimitsError> {
         let address = settings
             .per_address
             .iter()
@@ -197,13 +204,13 @@ impl Limiter {
                     ),
                     None => redis::Client::open(url.expose_secret()),
                 }
-                .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
+                .map_err(LimitsError::Redis)?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(500)))
                     .set_response_timeout(Some(Duration::from_millis(250)))
                     .set_number_of_retries(1);
                 let connection = ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
+                    .map_err(LimitsError::Redis)?;
                 let shared = Arc::new(Shared {
                     connection,
                     script: redis::Script::new(GCRA),

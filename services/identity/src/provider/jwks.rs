@@ -70,7 +70,7 @@ pub enum FetchError {
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
-    Invalid(String),
+    Invalid(identity_core::provider::ProviderError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

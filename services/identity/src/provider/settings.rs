@@ -114,10 +114,11 @@ pub fn is_reserved_provider(name: &str) -> bool {
         .any(|reserved| reserved.eq_ignore_ascii_case(name))
 }
 
-fn refuse(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+/// `problem` is a text or one of the typed errors of the rules applied.
+fn refuse(setting: &'static str, problem: impl std::fmt::Display) -> ConfigError {
     ConfigError {
         setting,
-        problem: problem.into(),
+        problem: problem.to_string(),
     }
 }
 
