@@ -285,7 +285,8 @@ pub async fn run(
                     tonic_health::ServingStatus::NotServing,
                 )
                 .await;
-            let provider = crate::provider::start(settings);
+            let provider = crate::provider::start(settings)
+                .context("IDENTITY_PROVIDER_JWKS_URL: the HTTPS client")?;
             let health = tokio::spawn(transport::follow_health(
                 reporter.clone(),
                 crate::provider::HEALTH_SERVICE,
@@ -365,7 +366,7 @@ pub async fn run(
     let stop = stopped(stop_rx.clone());
     let mut tls_watcher = None;
     type Serving =
-        std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+        std::pin::Pin<Box<dyn Future<Output = Result<(), transport::ServeError>> + Send>>;
     let server: Serving = match &config.tls {
         Some(files) => {
             let tls = transport::tls::Reloadable::new(files)?;

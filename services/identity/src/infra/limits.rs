@@ -57,19 +57,20 @@ struct Local {
 }
 
 impl Local {
-    fn new(quota: Quota, max_keys: usize) -> Local {
+    fn new(quota: Quota, max_keys: usize) -> Result<Local, LimitsError> {
         let burst = NonZeroU32::new(quota.count).unwrap_or(NonZeroU32::MIN);
+        // `Quota::interval` is at least a nanosecond, which governor takes.
         let governor_quota = governor::Quota::with_period(quota.interval())
-            .expect("a positive interval")
+            .ok_or(LimitsError::ZeroInterval(quota))?
             .allow_burst(burst);
-        Local {
+        Ok(Local {
             quota,
             limiter: RateLimiter::new(
                 governor_quota,
                 KeyStore::new(max_keys),
                 DefaultClock::default(),
             ),
-        }
+        })
     }
 
     fn check(&self, key: &str) -> Result<(), Duration> {
@@ -171,6 +172,8 @@ impl Shared {
 pub enum LimitsError {
     #[error("IDENTITY_RATE_LIMIT_REDIS_URL: {0}")]
     Redis(redis::RedisError),
+    #[error("rate limit {0}: no time between calls")]
+    ZeroInterval(Quota),
 }
 
 pub struct Limiter {
@@ -185,13 +188,13 @@ impl Limiter {
         let address = settings
             .per_address
             .iter()
-            .map(|(a, q)| (*a, Local::new(*q, settings.max_keys)))
-            .collect();
+            .map(|(a, q)| Ok((*a, Local::new(*q, settings.max_keys)?)))
+            .collect::<Result<_, LimitsError>>()?;
         let account = settings
             .per_account
             .iter()
-            .map(|(a, q)| (*a, Local::new(*q, settings.max_keys)))
-            .collect();
+            .map(|(a, q)| Ok((*a, Local::new(*q, settings.max_keys)?)))
+            .collect::<Result<_, LimitsError>>()?;
         let shared = match (&settings.redis_url, settings.enabled) {
             (Some(url), true) => {
                 let client = match &settings.redis_ca_pem {
