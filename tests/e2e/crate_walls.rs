@@ -277,3 +277,116 @@ fn only_config_and_cli_define_command_line_arguments() {
     }
     assert!(found.is_empty(), "{found:#?}");
 }
+
+/// Rust sources of every crate in `crates/` and `services/`, without the
+/// tests: `tests/` folders, `tests.rs` files and the `#[cfg(test)] mod`
+/// that ends a file (clippy keeps test modules last).
+fn workspace_sources() -> Vec<(PathBuf, String)> {
+    fn walk(path: &Path, out: &mut Vec<(PathBuf, String)>) {
+        for entry in std::fs::read_dir(path).expect("a source folder") {
+            let path = entry.expect("an entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if !["tests", "target"].contains(&name) {
+                    walk(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") && name != "tests.rs" {
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                out.push((path, without_test_module(&text)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for dir in ["crates", "services"] {
+        walk(&workspace_root().join(dir), &mut out);
+    }
+    out
+}
+
+fn without_test_module(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = lines
+        .windows(2)
+        .position(|pair| {
+            pair[0].trim() == "#[cfg(test)]"
+                && pair[1].trim_start().starts_with("mod ")
+                && pair[1].trim_end().ends_with('{')
+        })
+        .unwrap_or(lines.len());
+    lines[..end].join("\n")
+}
+
+/// Every `Result<…, String>` in `text` outside comments: errors as bare
+/// text, which callers can neither match on nor tell apart.
+fn string_errors(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in text.lines().map(str::trim_start) {
+        if line.starts_with("//") {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("Result<") {
+            let args = &rest[at + "Result<".len()..];
+            // The generic arguments up to the matching `>`; the last one at
+            // depth zero is the error type.
+            let (mut depth, mut last_comma, mut end) = (0i32, None, None);
+            let bytes = args.as_bytes();
+            for (i, c) in args.char_indices() {
+                match c {
+                    '<' | '(' | '[' => depth += 1,
+                    '>' if i > 0 && bytes[i - 1] == b'-' => {}
+                    '>' | ')' | ']' if depth == 0 => {
+                        end = Some(i);
+                        break;
+                    }
+                    '>' | ')' | ']' => depth -= 1,
+                    ',' if depth == 0 => last_comma = Some(i),
+                    _ => {}
+                }
+            }
+            if let (Some(comma), Some(end)) = (last_comma, end) {
+                let error = args[comma + 1..end].trim();
+                if error == "String" || error == "std::string::String" {
+                    found.push(line.to_owned());
+                }
+            }
+            rest = args;
+        }
+    }
+    found
+}
+
+#[test]
+fn no_layer_reports_its_errors_as_bare_strings() {
+    // One thiserror type per layer: identity_core's (Invalid, QuotaError,
+    // KeyError, …), identity_store's StoreError and friends, the
+    // service's Error. A String error cannot be matched on, and the
+    // message is all a caller ever gets.
+    assert_eq!(
+        string_errors(
+            "pub fn f() -> Result<Option<Arc<Config>>, String> {\n\
+             type T = Result<(String, u8), String>;\n\
+             // fn commented() -> Result<(), String>\n\
+             fn ok() -> Result<String, Error> {"
+        )
+        .len(),
+        2,
+        "the check would notice a String error"
+    );
+    let sources = workspace_sources();
+    assert!(
+        sources
+            .iter()
+            .any(|(path, _)| path.ends_with("identity-core/src/validation.rs")),
+        "the workspace was read"
+    );
+    let mut found = Vec::new();
+    for (path, text) in &sources {
+        let lines = string_errors(text);
+        let shown = path.strip_prefix(workspace_root()).unwrap_or(path);
+        for line in lines {
+            found.push(format!("{}: {line}", shown.display()));
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}

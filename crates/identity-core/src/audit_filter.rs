@@ -56,6 +56,12 @@ impl AuditFilter {
 #[error("{0}")]
 pub struct FilterError(String);
 
+impl From<FilterError> for crate::error::Invalid {
+    fn from(e: FilterError) -> Self {
+        e.0.into()
+    }
+}
+
 fn refuse(why: impl Into<String>) -> FilterError {
     FilterError(why.into())
 }

@@ -1,10 +1,46 @@
 //! Invalid input, named field by field.
 
+use std::borrow::Cow;
+
 /// One invalid input field (becomes a `google.rpc.BadRequest` violation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
     pub field: String,
     pub description: String,
+}
+
+/// Why one value was refused, in words meant for the caller: it names no
+/// secret and echoes no input. The rules of `validation`, `passwords`,
+/// `roles` and `service_client` answer with it; it becomes a
+/// [`FieldViolation`] once the use case says which field held the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(Cow<'static, str>);
+
+impl Invalid {
+    pub fn description(&self) -> &str {
+        &self.0
+    }
+
+    /// The violation of `field`.
+    pub fn at(self, field: &str) -> FieldViolation {
+        FieldViolation {
+            field: field.to_owned(),
+            description: self.0.into_owned(),
+        }
+    }
+}
+
+impl From<&'static str> for Invalid {
+    fn from(description: &'static str) -> Self {
+        Invalid(Cow::Borrowed(description))
+    }
+}
+
+impl From<String> for Invalid {
+    fn from(description: String) -> Self {
+        Invalid(Cow::Owned(description))
+    }
 }
 
 /// Every invalid field of one request.
@@ -21,14 +57,11 @@ impl Violations {
         Self::default()
     }
 
-    pub fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
+    pub fn check<T>(&mut self, field: &str, result: Result<T, Invalid>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
-            Err(description) => {
-                self.0.push(FieldViolation {
-                    field: field.to_owned(),
-                    description,
-                });
+            Err(invalid) => {
+                self.0.push(invalid.at(field));
                 None
             }
         }

@@ -35,6 +35,6 @@ pub mod validation;
 // The map under token_cache, revocations and profile_cache.
 mod bounded;
 
-pub use error::{FieldViolation, InvalidInput, Violations};
+pub use error::{FieldViolation, Invalid, InvalidInput, Violations};
 pub use id::Id;
 pub use model::{AuditEvent, Profile, Revoked, Session};

@@ -38,25 +38,48 @@ pub const MAX_KEYS: usize = 64;
 /// The algorithms a provider may sign with: asymmetric only.
 pub const SUPPORTED_ALGORITHMS: &[&str] = &["EdDSA", "ES256", "RS256", "PS256"];
 
+/// What is wrong with a configured algorithm, a JWK set or one of its keys.
+/// The texts reach start-up errors and the log of skipped keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("`none` (unsigned tokens) is never accepted")]
+    NoneAlgorithm,
+    #[error("`{0}` is refused: an HMAC key from a public JWK set is no secret")]
+    HmacAlgorithm(String),
+    #[error("`{0}` is not supported; use one or more of {list}", list = SUPPORTED_ALGORITHMS.join(", "))]
+    UnsupportedAlgorithm(String),
+    #[error("not a JWK set")]
+    NotAJwkSet,
+    #[error("symmetric key (kty oct)")]
+    SymmetricKey,
+    #[error("unsupported key type or curve")]
+    UnsupportedKeyType,
+    #[error("unsupported alg {0:?}")]
+    UnsupportedKeyAlgorithm(KeyAlgorithm),
+    #[error("alg {0:?} does not match the key type")]
+    AlgorithmNotOfKeyType(Algorithm),
+    #[error("key type of no allowed algorithm")]
+    KeyTypeNotAllowed,
+    #[error("RSA key without alg while RS256 and PS256 are both allowed")]
+    AmbiguousRsaKey,
+    #[error("alg {0:?} is not allowed")]
+    AlgorithmNotAllowed(Algorithm),
+}
+
 /// Parses an algorithm name of the allow-list. HMAC and `none` are refused
 /// with the reason: a JWK set is public, so an HMAC "key" from it is no
 /// secret at all.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+pub fn parse_algorithm(name: &str) -> Result<Algorithm, ProviderError> {
     match name.trim() {
         "EdDSA" => Ok(Algorithm::EdDSA),
         "ES256" => Ok(Algorithm::ES256),
         "RS256" => Ok(Algorithm::RS256),
         "PS256" => Ok(Algorithm::PS256),
-        n if n.eq_ignore_ascii_case("none") => {
-            Err("`none` (unsigned tokens) is never accepted".into())
+        n if n.eq_ignore_ascii_case("none") => Err(ProviderError::NoneAlgorithm),
+        n if n.to_ascii_uppercase().starts_with("HS") => {
+            Err(ProviderError::HmacAlgorithm(n.to_owned()))
         }
-        n if n.to_ascii_uppercase().starts_with("HS") => Err(format!(
-            "`{n}` is refused: an HMAC key from a public JWK set is no secret"
-        )),
-        n => Err(format!(
-            "`{n}` is not supported; use one or more of {}",
-            SUPPORTED_ALGORITHMS.join(", ")
-        )),
+        n => Err(ProviderError::UnsupportedAlgorithm(n.to_owned())),
     }
 }
 
@@ -86,7 +109,7 @@ pub struct KeySet {
 /// The algorithm a JWK may verify: its `alg` when it names one, else the
 /// only one its key type allows. RSA keys without `alg` are usable only
 /// when exactly one RSA algorithm is allowed.
-fn key_algorithm(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Algorithm, String> {
+fn key_algorithm(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Algorithm, ProviderError> {
     let implied: Vec<Algorithm> = match &jwk.algorithm {
         AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
             vec![Algorithm::EdDSA]
@@ -95,8 +118,8 @@ fn key_algorithm(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Algorithm, String> 
             vec![Algorithm::ES256]
         }
         AlgorithmParameters::RSA(_) => vec![Algorithm::RS256, Algorithm::PS256],
-        AlgorithmParameters::OctetKey(_) => return Err("symmetric key (kty oct)".into()),
-        _ => return Err("unsupported key type or curve".into()),
+        AlgorithmParameters::OctetKey(_) => return Err(ProviderError::SymmetricKey),
+        _ => return Err(ProviderError::UnsupportedKeyType),
     };
     let alg = match jwk.common.key_algorithm {
         Some(named) => {
@@ -105,10 +128,10 @@ fn key_algorithm(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Algorithm, String> 
                 KeyAlgorithm::ES256 => Algorithm::ES256,
                 KeyAlgorithm::RS256 => Algorithm::RS256,
                 KeyAlgorithm::PS256 => Algorithm::PS256,
-                other => return Err(format!("unsupported alg {other:?}")),
+                other => return Err(ProviderError::UnsupportedKeyAlgorithm(other)),
             };
             if !implied.contains(&alg) {
-                return Err(format!("alg {alg:?} does not match the key type"));
+                return Err(ProviderError::AlgorithmNotOfKeyType(alg));
             }
             alg
         }
@@ -119,15 +142,13 @@ fn key_algorithm(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Algorithm, String> 
                 .collect();
             match candidates.as_slice() {
                 [one] => *one,
-                [] => return Err("key type of no allowed algorithm".into()),
-                _ => {
-                    return Err("RSA key without alg while RS256 and PS256 are both allowed".into());
-                }
+                [] => return Err(ProviderError::KeyTypeNotAllowed),
+                _ => return Err(ProviderError::AmbiguousRsaKey),
             }
         }
     };
     if !allowed.contains(&alg) {
-        return Err(format!("alg {alg:?} is not allowed"));
+        return Err(ProviderError::AlgorithmNotAllowed(alg));
     }
     Ok(alg)
 }
@@ -135,12 +156,12 @@ fn key_algorithm(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Algorithm, String> 
 /// Parses a JWK set (`{"keys": [...]}`), keeping the signature keys of
 /// allowed algorithms. One odd key never spoils the others; a body that is
 /// not a JWK set at all is an error.
-pub fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<KeySet, String> {
+pub fn parse_jwks(body: &[u8], allowed: &[Algorithm]) -> Result<KeySet, ProviderError> {
     #[derive(Deserialize)]
     struct Set {
         keys: Vec<serde_json::Value>,
     }
-    let set: Set = serde_json::from_slice(body).map_err(|_| "not a JWK set".to_owned())?;
+    let set: Set = serde_json::from_slice(body).map_err(|_| ProviderError::NotAJwkSet)?;
     let mut out = KeySet::default();
     for (index, value) in set.keys.into_iter().enumerate() {
         if out.keys.len() >= MAX_KEYS {

@@ -15,19 +15,38 @@ pub struct Quota {
     pub period: Duration,
 }
 
+/// Why a quota's text was refused; each names the text as written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum QuotaError {
+    #[error("`{0}`: expected COUNT/PERIOD, e.g. 30/1m")]
+    Shape(String),
+    #[error("`{0}`: COUNT must be a whole number")]
+    Count(String),
+    #[error("`{text}`: {reason}")]
+    Period {
+        text: String,
+        reason: humantime::DurationError,
+    },
+    #[error("`{0}`: COUNT and PERIOD must be positive")]
+    NotPositive(String),
+}
+
 impl Quota {
-    pub fn parse(text: &str) -> Result<Quota, String> {
+    pub fn parse(text: &str) -> Result<Quota, QuotaError> {
         let (count, period) = text
             .split_once('/')
-            .ok_or_else(|| format!("`{text}`: expected COUNT/PERIOD, e.g. 30/1m"))?;
+            .ok_or_else(|| QuotaError::Shape(text.to_owned()))?;
         let count: u32 = count
             .trim()
             .parse()
-            .map_err(|_| format!("`{text}`: COUNT must be a whole number"))?;
+            .map_err(|_| QuotaError::Count(text.to_owned()))?;
         let period =
-            humantime::parse_duration(period.trim()).map_err(|e| format!("`{text}`: {e}"))?;
+            humantime::parse_duration(period.trim()).map_err(|reason| QuotaError::Period {
+                text: text.to_owned(),
+                reason,
+            })?;
         if count == 0 || period.is_zero() {
-            return Err(format!("`{text}`: COUNT and PERIOD must be positive"));
+            return Err(QuotaError::NotPositive(text.to_owned()));
         }
         Ok(Quota { count, period })
     }

@@ -1,5 +1,7 @@
 //! Role names with a meaning to the service itself.
 
+use crate::error::Invalid;
+
 /// May read, change and delete every profile and change roles.
 pub const ADMIN_ROLE: &str = "admin";
 
@@ -15,7 +17,7 @@ fn is_service_provider(auth_provider: &str) -> bool {
 /// `validation::roles` checks: never `admin` for a service principal. A
 /// service's credentials sit in configuration files and its tokens are
 /// copied around; admins are people.
-pub fn check_for_provider(auth_provider: &str, roles: &[String]) -> Result<(), String> {
+pub fn check_for_provider(auth_provider: &str, roles: &[String]) -> Result<(), Invalid> {
     if is_service_provider(auth_provider) && roles.iter().any(|r| r == ADMIN_ROLE) {
         return Err(
             "admin is for people (IDENTITY_BOOTSTRAP_ADMINS, identity admin grant-role), \

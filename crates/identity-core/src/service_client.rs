@@ -4,6 +4,7 @@
 //! passwords: nothing with full entropy can be guessed from its hash
 //! (docs/decisions/0007-service-client-secrets-hashed-with-sha-256.md).
 
+use crate::error::Invalid;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use secrecy::{ExposeSecret, SecretString};
@@ -63,12 +64,12 @@ pub fn matches(presented: &SecretString, stored_hash: &str) -> bool {
 /// [`MAX_CLIENT_ID_BYTES`], printable ASCII. Ids of other shapes are not
 /// refused here (they are simply unknown), so the answer says nothing about
 /// which ids exist.
-pub fn check_client_id(client_id: &str) -> Result<(), String> {
+pub fn check_client_id(client_id: &str) -> Result<(), Invalid> {
     if client_id.is_empty() {
         return Err("is required".into());
     }
     if client_id.len() > MAX_CLIENT_ID_BYTES {
-        return Err(format!("must be at most {MAX_CLIENT_ID_BYTES} bytes"));
+        return Err(format!("must be at most {MAX_CLIENT_ID_BYTES} bytes").into());
     }
     if !client_id.chars().all(|c| c.is_ascii_graphic()) {
         return Err("must be printable ASCII without spaces".into());
@@ -76,12 +77,12 @@ pub fn check_client_id(client_id: &str) -> Result<(), String> {
     Ok(())
 }
 
-pub fn check_secret(secret: &str) -> Result<(), String> {
+pub fn check_secret(secret: &str) -> Result<(), Invalid> {
     if secret.is_empty() {
         return Err("is required".into());
     }
     if secret.len() > MAX_SECRET_BYTES {
-        return Err(format!("must be at most {MAX_SECRET_BYTES} bytes"));
+        return Err(format!("must be at most {MAX_SECRET_BYTES} bytes").into());
     }
     Ok(())
 }

@@ -98,12 +98,22 @@ pub struct PublicJwk {
     pub x: String,
 }
 
+/// What went wrong with our own keys: loading, generating, signing.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{0}: not an Ed25519 PKCS#8 PEM private key")]
     BadPem(String),
     #[error("{0}: cannot read: {1}")]
     Io(String, std::io::Error),
+    /// The operating system's random source failed.
+    #[error("{0}")]
+    Random(getrandom::Error),
+    #[error("{0}")]
+    Encode(ed25519_dalek::pkcs8::Error),
+    #[error("no signing key configured")]
+    NoSigningKey,
+    #[error("{0}")]
+    Sign(jsonwebtoken::errors::Error),
 }
 
 /// One Ed25519 key loaded from PEM.
@@ -149,14 +159,14 @@ impl Ed25519Key {
 }
 
 /// Generates a new Ed25519 private key as PKCS#8 PEM (`identity keygen`).
-pub fn generate_ed25519_pem() -> Result<SecretString, String> {
+pub fn generate_ed25519_pem() -> Result<SecretString, KeyError> {
     let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| e.to_string())?;
+    getrandom::fill(&mut seed).map_err(KeyError::Random)?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     seed.fill(0);
     let pem = key
         .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
-        .map_err(|e| e.to_string())?;
+        .map_err(KeyError::Encode)?;
     Ok(SecretString::from(pem.to_string()))
 }
 
@@ -206,7 +216,7 @@ impl TokenKeys {
         issuer: String,
         audience: String,
         leeway: Duration,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, KeyError> {
         let mut verify = HashMap::new();
         let mut jwks = Vec::new();
         let mut signing: Option<(String, Algorithm, EncodingKey)> = None;
@@ -245,8 +255,7 @@ impl TokenKeys {
                 },
             );
         }
-        let (signing_kid, signing_alg, signing_key) =
-            signing.ok_or_else(|| "no signing key configured".to_owned())?;
+        let (signing_kid, signing_alg, signing_key) = signing.ok_or(KeyError::NoSigningKey)?;
         let derive = |purpose: &[u8]| {
             let mut mac = crate::secure::hmac_sha256(&audit_material);
             mac.update(purpose);
@@ -287,11 +296,11 @@ impl TokenKeys {
         &self.jwks
     }
 
-    pub fn sign(&self, claims: &AccessClaims) -> Result<String, String> {
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
         let mut header = Header::new(self.signing_alg);
         header.kid = Some(self.signing_kid.clone());
         header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
-        jsonwebtoken::encode(&header, claims, &self.signing_key).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&header, claims, &self.signing_key).map_err(KeyError::Sign)
     }
 
     /// Checks everything a token carries by itself. Revocation is the

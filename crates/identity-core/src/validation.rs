@@ -1,5 +1,8 @@
 //! Input rules shared by every RPC. Each function returns the normalised
-//! value or a description that names no secret and echoes no input.
+//! value or an [`Invalid`] whose description names no secret and echoes
+//! no input.
+
+use crate::error::Invalid;
 
 pub const MAX_EMAIL_BYTES: usize = 254;
 pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
@@ -7,13 +10,13 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 /// Trims, checks the shape (one `@`, a local part of at most 64 bytes, a
 /// dotted domain, no spaces or control characters) and lower-cases the
 /// domain. The local part keeps its case: RFC 5321 lets it matter.
-pub fn email(input: &str) -> Result<String, String> {
+pub fn email(input: &str) -> Result<String, Invalid> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return Err("is required".into());
     }
     if trimmed.len() > MAX_EMAIL_BYTES {
-        return Err(format!("must be at most {MAX_EMAIL_BYTES} bytes"));
+        return Err(format!("must be at most {MAX_EMAIL_BYTES} bytes").into());
     }
     if trimmed.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("must not contain spaces or control characters".into());
@@ -38,7 +41,7 @@ pub fn email(input: &str) -> Result<String, String> {
 
 /// 1 to 100 characters, no control characters; surrounding whitespace is
 /// trimmed. Empty is allowed where `required` is false.
-pub fn display_name(input: &str, required: bool) -> Result<String, String> {
+pub fn display_name(input: &str, required: bool) -> Result<String, Invalid> {
     let trimmed = input.trim();
     if trimmed.is_empty() {
         return if required {
@@ -48,9 +51,7 @@ pub fn display_name(input: &str, required: bool) -> Result<String, String> {
         };
     }
     if trimmed.chars().count() > MAX_DISPLAY_NAME_CHARS {
-        return Err(format!(
-            "must be at most {MAX_DISPLAY_NAME_CHARS} characters"
-        ));
+        return Err(format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters").into());
     }
     if trimmed.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
@@ -59,11 +60,11 @@ pub fn display_name(input: &str, required: bool) -> Result<String, String> {
 }
 
 /// A required opaque string of bounded size (tokens and ids).
-pub fn required(input: &str, max_bytes: usize) -> Result<&str, String> {
+pub fn required(input: &str, max_bytes: usize) -> Result<&str, Invalid> {
     if input.is_empty() {
         Err("is required".into())
     } else if input.len() > max_bytes {
-        Err(format!("must be at most {max_bytes} bytes"))
+        Err(format!("must be at most {max_bytes} bytes").into())
     } else {
         Ok(input)
     }
@@ -74,12 +75,12 @@ pub const MAX_AUTH_FIELD_BYTES: usize = 255;
 
 /// An absolute `https` URL of at most 2048 bytes, without spaces, control
 /// characters or credentials. Empty clears the avatar.
-pub fn avatar_url(input: &str) -> Result<String, String> {
+pub fn avatar_url(input: &str) -> Result<String, Invalid> {
     if input.is_empty() {
         return Ok(String::new());
     }
     if input.len() > MAX_AVATAR_URL_BYTES {
-        return Err(format!("must be at most {MAX_AVATAR_URL_BYTES} bytes"));
+        return Err(format!("must be at most {MAX_AVATAR_URL_BYTES} bytes").into());
     }
     if input.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("must not contain spaces or control characters".into());
@@ -97,7 +98,7 @@ pub fn avatar_url(input: &str) -> Result<String, String> {
 /// A BCP 47 language tag in its common shape (`en`, `en-GB`,
 /// `zh-Hant-TW`, `es-419`): a 2–3 letter language, then subtags of 1–8
 /// letters or digits. Empty clears the locale.
-pub fn locale(input: &str) -> Result<String, String> {
+pub fn locale(input: &str) -> Result<String, Invalid> {
     if input.is_empty() {
         return Ok(String::new());
     }
@@ -114,7 +115,7 @@ pub fn locale(input: &str) -> Result<String, String> {
 }
 
 /// Role names: 1–32 of `a-z`, `0-9`, `_`, `-`; duplicates removed, sorted.
-pub fn roles(input: &[String]) -> Result<Vec<String>, String> {
+pub fn roles(input: &[String]) -> Result<Vec<String>, Invalid> {
     if input.len() > 32 {
         return Err("at most 32 roles".into());
     }
@@ -136,12 +137,12 @@ pub fn roles(input: &[String]) -> Result<Vec<String>, String> {
 
 /// `auth_provider` and `auth_id`: required, at most 255 bytes, no control
 /// characters. Kept byte for byte otherwise: external ids are opaque.
-pub fn auth_field(input: &str) -> Result<String, String> {
+pub fn auth_field(input: &str) -> Result<String, Invalid> {
     if input.is_empty() {
         return Err("is required".into());
     }
     if input.len() > MAX_AUTH_FIELD_BYTES {
-        return Err(format!("must be at most {MAX_AUTH_FIELD_BYTES} bytes"));
+        return Err(format!("must be at most {MAX_AUTH_FIELD_BYTES} bytes").into());
     }
     if input.chars().any(char::is_control) {
         return Err("must not contain control characters".into());

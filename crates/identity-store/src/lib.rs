@@ -167,12 +167,8 @@ impl Store {
     /// Opens a pool for `url` (no connection is made until first use).
     pub fn open(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Store, StoreError> {
         match url {
-            DatabaseUrl::Postgres(url) => postgres::pool(url, settings)
-                .map(Store::Postgres)
-                .map_err(StoreError::Other),
-            DatabaseUrl::Sqlite(url) => sqlite::pool(url, settings)
-                .map(Store::Sqlite)
-                .map_err(StoreError::Other),
+            DatabaseUrl::Postgres(url) => postgres::pool(url, settings).map(Store::Postgres),
+            DatabaseUrl::Sqlite(url) => sqlite::pool(url, settings).map(Store::Sqlite),
         }
     }
 
@@ -183,7 +179,6 @@ impl Store {
             DatabaseUrl::Postgres(url) => postgres::migrate(url.clone()).await,
             DatabaseUrl::Sqlite(url) => sqlite::migrate(url.clone()).await,
         }
-        .map_err(StoreError::Unavailable)
     }
 
     /// Connections (size, available, waiting) for the pool gauges.

@@ -3,9 +3,9 @@
 //! in one way everywhere. Errors give the path and the reason, never the
 //! contents; the caller puts the setting's name in front.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio_rustls::rustls::pki_types::CertificateDer;
-use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject as _};
 
 /// A PEM file with at least one certificate: its bytes (for libraries that
 /// take PEM) and the parsed certificates (public material: Debug is fine).
@@ -15,14 +15,37 @@ pub struct Bundle {
     pub certificates: Vec<CertificateDer<'static>>,
 }
 
-pub fn read_certificates(path: &Path) -> Result<Bundle, String> {
-    let shown = path.display();
-    let pem = std::fs::read(path).map_err(|e| format!("{shown}: {e}"))?;
+/// Why a bundle could not be used: its path and the reason. The reason is
+/// part of the text (and not a `source`), so a chain printed with `{:#}`
+/// says it once.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{}: {reason}", path.display())]
+    Read {
+        path: PathBuf,
+        reason: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    Parse { path: PathBuf, reason: pem::Error },
+    #[error("{}: no certificate in it", path.display())]
+    Empty { path: PathBuf },
+}
+
+pub fn read_certificates(path: &Path) -> Result<Bundle, BundleError> {
+    let pem = std::fs::read(path).map_err(|reason| BundleError::Read {
+        path: path.to_owned(),
+        reason,
+    })?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|reason| BundleError::Parse {
+            path: path.to_owned(),
+            reason,
+        })?;
     if certificates.is_empty() {
-        return Err(format!("{shown}: no certificate in it"));
+        return Err(BundleError::Empty {
+            path: path.to_owned(),
+        });
     }
     Ok(Bundle { pem, certificates })
 }
@@ -39,6 +62,7 @@ mod tests {
         assert!(
             read_certificates(&missing)
                 .unwrap_err()
+                .to_string()
                 .contains("missing.pem")
         );
         let empty = dir.join("empty.pem");
@@ -46,6 +70,7 @@ mod tests {
         assert!(
             read_certificates(&empty)
                 .unwrap_err()
+                .to_string()
                 .contains("no certificate")
         );
         let broken = dir.join("broken.pem");

@@ -34,6 +34,21 @@ pub enum Security {
     },
 }
 
+/// Why a URL's root bundle cannot be used (the URL's own parameters are
+/// checked when it is parsed: `crate::UrlError`). Each names the parameter;
+/// the caller puts the setting's name in front.
+#[derive(Debug, thiserror::Error)]
+pub enum PgTlsError {
+    #[error("sslrootcert {0}")]
+    RootBundle(crate::pem::BundleError),
+    #[error("sslrootcert {path}: {reason}")]
+    RootCert { path: String, reason: rustls::Error },
+    #[error("sslmode=verify-full: no system CA certificates; set sslrootcert")]
+    NoSystemRoots,
+    #[error("{0}")]
+    Rustls(rustls::Error),
+}
+
 /// Splits our TLS parameters off `url`: what tokio-postgres gets, and how to
 /// secure it. Errors name the parameter. `crate::PgUrl::parse` is the one
 /// caller outside the tests.
@@ -102,7 +117,7 @@ fn percent_decode(value: &str) -> Result<String, UrlError> {
 }
 
 /// The rustls client settings for `security` (None: plaintext).
-pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
     let Security::Verified { root_cert } = security else {
         return Ok(None);
     };
@@ -110,11 +125,12 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
     match root_cert {
         Some(path) => {
             let bundle = crate::pem::read_certificates(std::path::Path::new(path))
-                .map_err(|e| format!("sslrootcert {e}"))?;
+                .map_err(PgTlsError::RootBundle)?;
             for cert in bundle.certificates {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("sslrootcert {path}: {e}"))?;
+                roots.add(cert).map_err(|reason| PgTlsError::RootCert {
+                    path: path.clone(),
+                    reason,
+                })?;
             }
         }
         None => {
@@ -122,9 +138,7 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                return Err(
-                    "sslmode=verify-full: no system CA certificates; set sslrootcert".into(),
-                );
+                return Err(PgTlsError::NoSystemRoots);
             }
         }
     }
@@ -132,7 +146,7 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(PgTlsError::Rustls)?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(Some(Arc::new(config)))
@@ -141,7 +155,9 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
 /// [`client_config`] once per process for each setting: every pool
 /// connection and listener reconnect would otherwise re-read the bundle
 /// (or the system roots).
-fn cached_client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+fn cached_client_config(
+    security: &Security,
+) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
     type Built = Vec<(Security, Option<Arc<rustls::ClientConfig>>)>;
     static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -157,7 +173,9 @@ fn cached_client_config(security: &Security) -> Result<Option<Arc<rustls::Client
 pub async fn establish(url: &PgUrl) -> Result<AsyncPgConnection, ConnectionError> {
     let config = tokio_postgres::Config::from_str(url.connect_str())
         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
-    let tls = cached_client_config(url.security()).map_err(ConnectionError::BadConnection)?;
+    // diesel's connection errors carry text only.
+    let tls = cached_client_config(url.security())
+        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
     // With its causes: "error performing TLS handshake" alone does not say
     // that the certificate was refused.
     let map = |e: tokio_postgres::Error| {
@@ -322,6 +340,7 @@ mod tests {
         assert!(
             client_config(&missing)
                 .unwrap_err()
+                .to_string()
                 .contains("/nonexistent/ca.pem")
         );
         let empty = std::env::temp_dir().join(format!("empty-{}.pem", std::process::id()));
@@ -331,6 +350,6 @@ mod tests {
         })
         .unwrap_err();
         let _ = std::fs::remove_file(&empty);
-        assert!(err.contains("no certificate"), "{err}");
+        assert!(err.to_string().contains("no certificate"), "{err}");
     }
 }

@@ -152,7 +152,10 @@ macro_rules! lock_refresh_token {
 
 include!("queries.rs");
 
-pub(super) fn pool(url: &super::PgUrl, settings: &super::PoolSettings) -> Result<Pool, String> {
+pub(super) fn pool(
+    url: &super::PgUrl,
+    settings: &super::PoolSettings,
+) -> Result<Pool, super::StoreError> {
     use futures_util::FutureExt as _;
     let mut config = ManagerConfig::<Conn>::default();
     // Every connection is opened from the parsed URL; the manager's string
@@ -170,15 +173,18 @@ pub(super) fn pool(url: &super::PgUrl, settings: &super::PoolSettings) -> Result
         .recycle_timeout(Some(settings.timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| super::StoreError::Other(e.to_string()))
 }
 
-pub(super) async fn migrate(url: super::PgUrl) -> Result<Vec<String>, String> {
+/// Every failure is `StoreError::Unavailable`: the migrations could not
+/// run, whatever stopped them.
+pub(super) async fn migrate(url: super::PgUrl) -> Result<Vec<String>, super::StoreError> {
     use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
     use diesel_migrations::MigrationHarness;
+    let unavailable = |e: &dyn std::fmt::Display| super::StoreError::Unavailable(e.to_string());
     let conn = super::pg_tls::establish(&url)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| unavailable(&e))?;
     // The migration harness is synchronous; run it on a blocking thread
     // through the async connection (no libpq involved).
     tokio::task::spawn_blocking(move || {
@@ -188,11 +194,11 @@ pub(super) async fn migrate(url: super::PgUrl) -> Result<Vec<String>, String> {
             diesel::sql_query("SELECT pg_advisory_lock(7242019)"),
             &mut conn,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| unavailable(&e))?;
         let applied = conn
             .run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| e.to_string());
+            .map_err(|e| unavailable(&e));
         let _ = diesel::RunQueryDsl::execute(
             diesel::sql_query("SELECT pg_advisory_unlock(7242019)"),
             &mut conn,
@@ -200,5 +206,5 @@ pub(super) async fn migrate(url: super::PgUrl) -> Result<Vec<String>, String> {
         applied
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| unavailable(&e))?
 }

@@ -150,7 +150,10 @@ include!("queries.rs");
 const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
                        PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
 
-pub(super) fn pool(url: &super::SqliteUrl, settings: &super::PoolSettings) -> Result<Pool, String> {
+pub(super) fn pool(
+    url: &super::SqliteUrl,
+    settings: &super::PoolSettings,
+) -> Result<Pool, super::StoreError> {
     let mut config = ManagerConfig::<Conn>::default();
     config.custom_setup = Box::new(|url| {
         async move {
@@ -170,27 +173,31 @@ pub(super) fn pool(url: &super::SqliteUrl, settings: &super::PoolSettings) -> Re
         .recycle_timeout(Some(settings.timeout))
         .runtime(deadpool::Runtime::Tokio1)
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| super::StoreError::Other(e.to_string()))
 }
 
-pub(super) async fn migrate(url: super::SqliteUrl) -> Result<Vec<String>, String> {
+/// Every failure is `StoreError::Unavailable`: the migrations could not
+/// run, whatever stopped them.
+pub(super) async fn migrate(url: super::SqliteUrl) -> Result<Vec<String>, super::StoreError> {
     use diesel::Connection as _;
     use diesel::connection::SimpleConnection as _;
     use diesel_migrations::MigrationHarness;
+    let unavailable = |e: &dyn std::fmt::Display| super::StoreError::Unavailable(e.to_string());
     tokio::task::spawn_blocking(move || {
         let path = url.path();
         if let Some(dir) = std::path::Path::new(path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| super::StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
-        let mut conn = SqliteConnection::establish(path).map_err(|e| e.to_string())?;
-        conn.batch_execute(PRAGMAS).map_err(|e| e.to_string())?;
+        let mut conn = SqliteConnection::establish(path).map_err(|e| unavailable(&e))?;
+        conn.batch_execute(PRAGMAS).map_err(|e| unavailable(&e))?;
         conn.run_pending_migrations(MIGRATIONS)
             .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| e.to_string())
+            .map_err(|e| unavailable(&e))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| unavailable(&e))?
 }

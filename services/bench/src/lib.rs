@@ -2,6 +2,11 @@
 //! server, the baseline) over loopback sockets and reports throughput,
 //! latency percentiles, errors by status and server memory.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod h2load;
 pub mod load;
 pub mod procs;

@@ -20,8 +20,19 @@ pub struct Plan {
     pub rate: Option<f64>,
 }
 
-/// Outcome of one call: `Err(label)` counts as an error under `label`.
-pub type Outcome = Result<(), String>;
+/// Why one call failed; its text is the label it is counted under.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The server answered with this gRPC status.
+    #[error("{0:?}")]
+    Status(tonic::Code),
+    /// The server answered, but not what the call expected.
+    #[error("wrong_answer")]
+    WrongAnswer,
+}
+
+/// Outcome of one call: an `Err` counts as an error under its label.
+pub type Outcome = Result<(), Failure>;
 
 /// Runs `call(client, n)` under `plan`; `n` numbers the calls (distinct
 /// across workers) so callers can pick from pools.
@@ -95,7 +106,7 @@ where
                 if counted {
                     match outcome {
                         Ok(()) => rec.ok(done - due),
-                        Err(label) => rec.error(&label),
+                        Err(failure) => rec.error(&failure.to_string()),
                     }
                 }
                 n += workers as u64;
@@ -105,12 +116,16 @@ where
     }
     let mut all = Recorder::default();
     for task in tasks {
+        // A worker ends only by finishing or by a panic in `call` (a bug of
+        // the scenario, never the server's doing): the run is void then,
+        // and stopping with that panic is the honest answer.
+        #[allow(clippy::expect_used)]
         all.merge(task.await.expect("load worker"));
     }
     all
 }
 
-/// The label of a failed call: its gRPC code.
-pub fn label(status: &tonic::Status) -> String {
-    format!("{:?}", status.code())
+/// The failure of a call the server refused: its gRPC code.
+pub fn label(status: &tonic::Status) -> Failure {
+    Failure::Status(status.code())
 }

@@ -5,6 +5,11 @@
 //! ceiling any unary RPC can reach here. Prints a table with the ratios that
 //! matter and writes everything as JSON.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures_util::StreamExt as _;
@@ -14,7 +19,7 @@ use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
 use identity_bench::echo::EchoRequest;
 use identity_bench::echo::echo_service_client::EchoServiceClient;
-use identity_bench::load::{self, Plan, label};
+use identity_bench::load::{self, Failure, Plan, label};
 use identity_bench::procs::{Database, Machine, Proc, TempDir, check_loopback};
 use identity_bench::stats::{Recorder, Summary, percentile_ms};
 use serde::Serialize;
@@ -198,10 +203,10 @@ struct Report {
     elapsed_s: f64,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), String> {
+fn parse_key_value(s: &str) -> anyhow::Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if k.starts_with("IDENTITY_") => Ok((k.to_owned(), v.to_owned())),
-        _ => Err("expected IDENTITY_NAME=value".into()),
+        _ => bail!("expected IDENTITY_NAME=value"),
     }
 }
 
@@ -768,7 +773,7 @@ async fn prepare_validate(env: &Env, variant: Variant) -> anyhow::Result<Prepare
             if r.get_ref().active == *expected {
                 Ok(())
             } else {
-                Err("wrong_answer".into())
+                Err(Failure::WrongAnswer)
             }
         }
     });
@@ -810,7 +815,7 @@ async fn prepare_get_profile(env: &Env) -> anyhow::Result<Prepared> {
                 .await
                 .map_err(|s| label(&s))?;
             if p.get_ref().id.is_empty() {
-                Err("wrong_answer".into())
+                Err(Failure::WrongAnswer)
             } else {
                 Ok(())
             }
@@ -943,7 +948,7 @@ async fn refresh(env: &Env) -> anyhow::Result<Row> {
                     .map_err(|s| label(&s))?
                     .into_inner()
                     .tokens
-                    .ok_or_else(|| "wrong_answer".to_owned())?;
+                    .ok_or(Failure::WrongAnswer)?;
                 *token = pair.refresh_token;
                 Ok(())
             }
@@ -1063,7 +1068,7 @@ async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Result<Vec<Row>>
                 if r.get_ref().active {
                     Ok(())
                 } else {
-                    Err("wrong_answer".into())
+                    Err(Failure::WrongAnswer)
                 }
             }
         })
@@ -1296,7 +1301,7 @@ async fn revocation_propagation(env: &Env) -> anyhow::Result<(Row, Propagation)>
             match validate(&mut on_b, &s.access).await {
                 Ok(false) => break,
                 Ok(true) => {}
-                Err(status) => *errors.entry(label(&status)).or_default() += 1,
+                Err(status) => *errors.entry(label(&status).to_string()).or_default() += 1,
             }
             if acked.elapsed() > Duration::from_secs(30) {
                 bail!("B still validates a session revoked 30s ago");

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 const KEPT_LOG_LINES: usize = 200;
@@ -20,7 +20,8 @@ pub struct Proc {
 }
 
 fn keep(logs: &Arc<Mutex<VecDeque<String>>>, line: String) {
-    let mut logs = logs.lock().unwrap();
+    // Lines of a log: a panic elsewhere leaves them usable.
+    let mut logs = logs.lock().unwrap_or_else(PoisonError::into_inner);
     if logs.len() == KEPT_LOG_LINES {
         logs.pop_front();
     }
@@ -43,7 +44,7 @@ impl Proc {
             .with_context(|| format!("cannot start {what}"))?;
         let logs = Arc::new(Mutex::new(VecDeque::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("piped");
+        let stdout = child.stdout.take().context("stdout was not piped")?;
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -53,7 +54,7 @@ impl Proc {
                 keep(&sink, line);
             }
         });
-        let stderr = child.stderr.take().expect("piped");
+        let stderr = child.stderr.take().context("stderr was not piped")?;
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -133,7 +134,7 @@ impl Proc {
 
     /// The last lines the server wrote.
     pub fn tail(&self) -> String {
-        let logs = self.logs.lock().unwrap();
+        let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
         logs.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 }

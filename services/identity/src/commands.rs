@@ -11,7 +11,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
-    let pem = generate_ed25519_pem().map_err(anyhow::Error::msg)?;
+    let pem = generate_ed25519_pem()?;
     let kid = Ed25519Key::from_pem(pem.expose_secret(), "generated")?
         .kid()
         .to_owned();

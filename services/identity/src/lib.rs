@@ -6,6 +6,11 @@
 //! types) ← [`transport`] (tonic handlers, thin) ← [`server`] (builds and
 //! wires everything).
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod admin_token;
 pub mod cli;
 pub mod commands;

@@ -1,3 +1,8 @@
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use identity::cli::Command;
 use identity::config::{Config, parse_cli};
 use identity::{commands, server};

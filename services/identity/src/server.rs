@@ -158,7 +158,6 @@ pub async fn run(
     );
     let hasher = tokio::task::spawn_blocking(move || Hasher::start(cost, threads, queue))
         .await?
-        .map_err(anyhow::Error::msg)
         .context("IDENTITY_BCRYPT_COST")?;
     let store = Store::open(&config.database_url, &config.pool).context("IDENTITY_DATABASE_URL")?;
     if config.mode == Mode::Dev || !config.limits.enabled {
@@ -177,7 +176,7 @@ pub async fn run(
         });
     }
     let reporter = tonic_health::server::HealthReporter::new();
-    let limits = Arc::new(Limiter::new(&config.limits).map_err(anyhow::Error::msg)?);
+    let limits = Arc::new(Limiter::new(&config.limits)?);
     let limits_health = limits.reachable().map(|reachable| {
         tokio::spawn(transport::follow_health(
             reporter.clone(),
@@ -268,7 +267,8 @@ pub async fn run(
                     tonic_health::ServingStatus::NotServing,
                 )
                 .await;
-            let provider = crate::provider::start(settings);
+            let provider = crate::provider::start(settings)
+                .context("IDENTITY_PROVIDER_JWKS_URL: the HTTPS client")?;
             let health = tokio::spawn(transport::follow_health(
                 reporter.clone(),
                 crate::provider::HEALTH_SERVICE,
@@ -348,10 +348,10 @@ pub async fn run(
     let stop = stopped(stop_rx.clone());
     let mut tls_watcher = None;
     type Serving =
-        std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+        std::pin::Pin<Box<dyn Future<Output = Result<(), transport::ServeError>> + Send>>;
     let server: Serving = match &config.tls {
         Some(files) => {
-            let tls = transport::tls::Reloadable::new(files).map_err(anyhow::Error::msg)?;
+            let tls = transport::tls::Reloadable::new(files)?;
             tls_watcher = Some(tls.watch(files.clone(), config.tls_reload_interval));
             Box::pin(transport::serve(http, api, tls.incoming(listener), stop))
         }

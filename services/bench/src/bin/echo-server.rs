@@ -2,6 +2,11 @@
 //! tonic version, runtime and HTTP/2 settings as `identity serve`, and
 //! nothing else (no layers, no database).
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 use identity_bench::echo::echo_service_server::{EchoService, EchoServiceServer};
 use identity_bench::echo::{EchoRequest, EchoResponse};
 use std::net::SocketAddr;

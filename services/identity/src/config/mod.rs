@@ -39,10 +39,11 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn refuse(setting: &'static str, problem: impl Into<String>) -> ConfigError {
+/// `problem` is a text or one of the typed errors of the rules applied.
+fn refuse(setting: &'static str, problem: impl std::fmt::Display) -> ConfigError {
     ConfigError {
         setting,
-        problem: problem.into(),
+        problem: problem.to_string(),
     }
 }
 

@@ -24,6 +24,21 @@ pub enum HashError {
     Failed,
 }
 
+/// Why the pool could not start (the server refuses to start on it). Apart
+/// from [`HashError`], which a call gets and sheds on, and which is `Copy`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Thread(std::io::Error),
+    #[error("{0}")]
+    Random(getrandom::Error),
+    #[error("bcrypt cost {cost}: {reason}")]
+    Cost {
+        cost: u32,
+        reason: bcrypt::BcryptError,
+    },
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Jobs waiting for a bcrypt thread. A condition variable rather than a
@@ -183,7 +198,7 @@ impl std::fmt::Debug for Hasher {
 impl Hasher {
     /// Starts `threads` workers with room for `queue` waiting jobs. Blocks
     /// for one hash (the dummy), so call it before serving.
-    pub fn start(cost: u32, threads: usize, queue: usize) -> Result<Self, String> {
+    pub fn start(cost: u32, threads: usize, queue: usize) -> Result<Self, StartError> {
         let jobs = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
             ready: Condvar::new(),
@@ -196,13 +211,13 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("bcrypt-{n}"))
                 .spawn(move || worker(&jobs))
-                .map_err(|e| e.to_string())?;
+                .map_err(StartError::Thread)?;
         }
         let mut random = [0u8; 32];
-        getrandom::fill(&mut random).map_err(|e| e.to_string())?;
+        getrandom::fill(&mut random).map_err(StartError::Random)?;
         let started = Instant::now();
         let dummy_hash = bcrypt::non_truncating_hash(hex::encode(random), cost)
-            .map_err(|e| format!("bcrypt cost {cost}: {e}"))?;
+            .map_err(|reason| StartError::Cost { cost, reason })?;
         Ok(Hasher {
             cost,
             threads,

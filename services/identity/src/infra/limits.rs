@@ -57,19 +57,20 @@ struct Local {
 }
 
 impl Local {
-    fn new(quota: Quota, max_keys: usize) -> Local {
+    fn new(quota: Quota, max_keys: usize) -> Result<Local, LimitsError> {
         let burst = NonZeroU32::new(quota.count).unwrap_or(NonZeroU32::MIN);
+        // `Quota::interval` is at least a nanosecond, which governor takes.
         let governor_quota = governor::Quota::with_period(quota.interval())
-            .expect("a positive interval")
+            .ok_or(LimitsError::ZeroInterval(quota))?
             .allow_burst(burst);
-        Local {
+        Ok(Local {
             quota,
             limiter: RateLimiter::new(
                 governor_quota,
                 KeyStore::new(max_keys),
                 DefaultClock::default(),
             ),
-        }
+        })
     }
 
     fn check(&self, key: &str) -> Result<(), Duration> {
@@ -166,6 +167,15 @@ impl Shared {
     }
 }
 
+/// Why the limiter could not be built (the server refuses to start).
+#[derive(Debug, thiserror::Error)]
+pub enum LimitsError {
+    #[error("IDENTITY_RATE_LIMIT_REDIS_URL: {0}")]
+    Redis(redis::RedisError),
+    #[error("rate limit {0}: no time between calls")]
+    ZeroInterval(Quota),
+}
+
 pub struct Limiter {
     enabled: bool,
     address: HashMap<Action, Local>,
@@ -174,17 +184,17 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(settings: &LimitSettings) -> Result<Limiter, String> {
+    pub fn new(settings: &LimitSettings) -> Result<Limiter, LimitsError> {
         let address = settings
             .per_address
             .iter()
-            .map(|(a, q)| (*a, Local::new(*q, settings.max_keys)))
-            .collect();
+            .map(|(a, q)| Ok((*a, Local::new(*q, settings.max_keys)?)))
+            .collect::<Result<_, LimitsError>>()?;
         let account = settings
             .per_account
             .iter()
-            .map(|(a, q)| (*a, Local::new(*q, settings.max_keys)))
-            .collect();
+            .map(|(a, q)| Ok((*a, Local::new(*q, settings.max_keys)?)))
+            .collect::<Result<_, LimitsError>>()?;
         let shared = match (&settings.redis_url, settings.enabled) {
             (Some(url), true) => {
                 let client = match &settings.redis_ca_pem {
@@ -197,13 +207,13 @@ impl Limiter {
                     ),
                     None => redis::Client::open(url.expose_secret()),
                 }
-                .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
+                .map_err(LimitsError::Redis)?;
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(Duration::from_millis(500)))
                     .set_response_timeout(Some(Duration::from_millis(250)))
                     .set_number_of_retries(1);
                 let connection = ConnectionManager::new_lazy_with_config(client, config)
-                    .map_err(|e| format!("IDENTITY_RATE_LIMIT_REDIS_URL: {e}"))?;
+                    .map_err(LimitsError::Redis)?;
                 let shared = Arc::new(Shared {
                     connection,
                     script: redis::Script::new(GCRA),

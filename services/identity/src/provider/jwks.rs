@@ -70,7 +70,7 @@ pub enum FetchError {
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
     #[error("{0}")]
-    Invalid(String),
+    Invalid(identity_core::provider::ProviderError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,9 @@ pub struct JwksCache {
     rescheduled: Notify,
 }
 
-fn tls_connector(timeout: Duration) -> HttpsConnector<HttpConnector> {
+/// Fails only for a crypto provider without TLS 1.2 and 1.3, which ring is
+/// not; the error stops the start rather than a panic.
+fn tls_connector(timeout: Duration) -> Result<HttpsConnector<HttpConnector>, rustls::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(timeout));
@@ -147,12 +149,10 @@ fn tls_connector(timeout: Duration) -> HttpsConnector<HttpConnector> {
         Ok(builder) => builder,
         Err(e) => {
             tracing::debug!(error = %e, "no system CA certificates; using the Mozilla roots");
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_provider_and_webpki_roots(provider)
-                .expect("ring supports rustls' safe default protocol versions")
+            hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)?
         }
     };
-    builder.https_or_http().enable_http1().wrap_connector(http)
+    Ok(builder.https_or_http().enable_http1().wrap_connector(http))
 }
 
 /// `max-age` of a Cache-Control header (`no-store`/`no-cache` count as 0).
@@ -177,13 +177,13 @@ fn ttl_of(headers: &http::HeaderMap) -> Duration {
 }
 
 impl JwksCache {
-    pub fn new(settings: JwksSettings) -> Arc<JwksCache> {
+    pub fn new(settings: JwksSettings) -> Result<Arc<JwksCache>, rustls::Error> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(1)
-            .build(tls_connector(settings.timeout));
+            .build(tls_connector(settings.timeout)?);
         let (reachable, _) = watch::channel(None);
-        Arc::new(JwksCache {
+        Ok(Arc::new(JwksCache {
             settings,
             client,
             state: RwLock::new(State {
@@ -199,7 +199,7 @@ impl JwksCache {
             fetch: Arc::new(Mutex::new(())),
             reachable,
             rescheduled: Notify::new(),
-        })
+        }))
     }
 
     /// Whether the last fetch reached the provider (`None` before the first).

@@ -30,8 +30,8 @@ pub struct ProviderVerifier {
 }
 
 impl ProviderVerifier {
-    pub fn new(config: &ProviderConfig) -> ProviderVerifier {
-        ProviderVerifier {
+    pub fn new(config: &ProviderConfig) -> Result<ProviderVerifier, rustls::Error> {
+        Ok(ProviderVerifier {
             rules: Rules {
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
@@ -45,8 +45,8 @@ impl ProviderVerifier {
                 timeout: config.timeout,
                 max_bytes: config.max_bytes,
                 max_stale: config.max_stale,
-            }),
-        }
+            })?,
+        })
     }
 
     pub fn jwks(&self) -> &Arc<JwksCache> {
@@ -98,8 +98,8 @@ impl Drop for Running {
 
 /// Starts the provider integration: the first JWKS fetch runs in the
 /// background (a failure is logged, not fatal).
-pub fn start(config: &ProviderConfig) -> Running {
-    let verifier = Arc::new(ProviderVerifier::new(config));
+pub fn start(config: &ProviderConfig) -> Result<Running, rustls::Error> {
+    let verifier = Arc::new(ProviderVerifier::new(config)?);
     let refresher = tokio::spawn(Arc::clone(verifier.jwks()).run());
     tracing::info!(
         jwks_url = %config.jwks_url,
@@ -109,8 +109,8 @@ pub fn start(config: &ProviderConfig) -> Running {
         algorithms = ?config.algorithms,
         "ExchangeToken enabled"
     );
-    Running {
+    Ok(Running {
         verifier,
         refresher,
-    }
+    })
 }

@@ -6,7 +6,7 @@ use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal, Prof
 use chrono::{DateTime, SecondsFormat, Utc};
 use identity_core::audit_filter::{self, AuditFilter};
 use identity_core::tokens::TokenKeys;
-use identity_core::{Violations, page_token};
+use identity_core::{Invalid, Violations, page_token};
 use identity_store::{AuditRow, Id, Store};
 use std::sync::Arc;
 
@@ -58,10 +58,7 @@ impl AuditTrail {
         if page_size < 0 {
             violations.check::<()>("page_size", Err("must not be negative".into()));
         }
-        let filter = violations.check(
-            "filter",
-            audit_filter::parse(filter).map_err(|e| e.to_string()),
-        );
+        let filter = violations.check("filter", audit_filter::parse(filter).map_err(Invalid::from));
         let key = self.keys.internal_mac_key();
         let after = match (&filter, page_token.is_empty()) {
             (_, true) => None,

@@ -312,7 +312,10 @@ impl Auth {
             auth_provider: profile.auth_provider.clone(),
             auth_id: profile.auth_id.clone(),
         };
-        let access_token = self.keys.sign(&claims).map_err(Error::Internal)?;
+        let access_token = self
+            .keys
+            .sign(&claims)
+            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(IssuedTokens {
             access_token: SecretString::from(access_token),
             refresh_token,
@@ -445,7 +448,7 @@ impl Auth {
         if device_token.len() > MAX_DEVICE_TOKEN_BYTES {
             violations.check::<()>(
                 "device_token",
-                Err(format!("must be at most {MAX_DEVICE_TOKEN_BYTES} bytes")),
+                Err(format!("must be at most {MAX_DEVICE_TOKEN_BYTES} bytes").into()),
             );
         }
         violations.into_result()?;

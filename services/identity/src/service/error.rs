@@ -2,7 +2,7 @@
 //! (`transport::status`); nothing here carries a secret or a database
 //! message meant for callers.
 
-use identity_core::error::{FieldViolation, InvalidInput};
+use identity_core::error::{FieldViolation, Invalid, InvalidInput};
 use identity_store::StoreError;
 use std::time::Duration;
 
@@ -46,11 +46,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
-        Error::Invalid(vec![FieldViolation {
-            field: field.to_owned(),
-            description: description.into(),
-        }])
+    pub fn invalid(field: &str, description: impl Into<Invalid>) -> Self {
+        Error::Invalid(vec![description.into().at(field)])
     }
 }
 

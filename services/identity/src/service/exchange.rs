@@ -143,7 +143,7 @@ impl TokenExchange {
         if !ACCEPTED_TOKEN_TYPES.contains(&subject_token_type) {
             violations.check::<()>(
                 "subject_token_type",
-                Err(format!("must be {TOKEN_TYPE_JWT} (or empty)")),
+                Err(format!("must be {TOKEN_TYPE_JWT} (or empty)").into()),
             );
         }
         violations.into_result()?;

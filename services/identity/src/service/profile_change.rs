@@ -12,7 +12,7 @@
 
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use chrono::{DateTime, SubsecRound, Utc};
-use identity_core::{roles, validation};
+use identity_core::{Invalid, roles, validation};
 use identity_store::{Profile, Store, StoreError};
 
 pub struct ProfileChange {
@@ -45,7 +45,7 @@ impl ProfileChange {
         roles: &[String],
         actor: Actor,
         client: Option<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Invalid> {
         let roles = validation::roles(roles)?;
         roles::check_for_provider(&self.current.auth_provider, &roles)?;
         self.events

@@ -355,7 +355,8 @@ impl Profiles {
                         Err(format!(
                             "`{path}` cannot be updated; updatable: {}",
                             MUTABLE_PATHS.join(", ")
-                        )),
+                        )
+                        .into()),
                     );
                 }
             }
@@ -499,7 +500,7 @@ impl Profiles {
             Ok(p) => p,
             Err(Error::Invalid(v)) => {
                 for fv in v {
-                    violations.check::<()>(&fv.field, Err(fv.description));
+                    violations.check::<()>(&fv.field, Err(fv.description.into()));
                 }
                 None
             }

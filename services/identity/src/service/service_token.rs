@@ -17,7 +17,7 @@ use crate::service::profile_change::ProfileChange;
 use crate::service::profiles::{ADMIN_ROLE, NewProfile};
 use chrono::{DateTime, SubsecRound, Utc};
 use identity_core::tokens::{AccessClaims, TokenKeys};
-use identity_core::{refresh, validation};
+use identity_core::{Invalid, refresh, validation};
 use identity_store::{Id, NewSession, Profile, Store};
 use secrecy::SecretString;
 use std::time::Duration;
@@ -37,16 +37,17 @@ pub const MIN_TTL: Duration = Duration::from_secs(60);
 pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Checks a role for a service principal (`SERVICE_ROLES`).
-pub fn service_role(role: &str) -> Result<(), String> {
+pub fn service_role(role: &str) -> Result<(), Invalid> {
     if SERVICE_ROLES.contains(&role) {
         Ok(())
     } else if role == ADMIN_ROLE {
         Err(format!(
             "admin is for people (IDENTITY_BOOTSTRAP_ADMINS, identity admin grant-role), never for services; use one of: {}",
             SERVICE_ROLES.join(", ")
-        ))
+        )
+        .into())
     } else {
-        Err(format!("must be one of: {}", SERVICE_ROLES.join(", ")))
+        Err(format!("must be one of: {}", SERVICE_ROLES.join(", ")).into())
     }
 }
 
@@ -83,7 +84,7 @@ pub struct ServiceToken {
 }
 
 /// Checks a service name: 1 to 64 of `a-z`, `0-9`, `.`, `_`, `-`.
-pub fn service_name(name: &str) -> Result<String, String> {
+pub fn service_name(name: &str) -> Result<String, Invalid> {
     let ok = (1..=64).contains(&name.len())
         && name
             .chars()
@@ -181,7 +182,9 @@ pub async fn issue(
         auth_provider: profile.auth_provider.clone(),
         auth_id: profile.auth_id.clone(),
     };
-    let token = keys.sign(&claims).map_err(Error::Internal)?;
+    let token = keys
+        .sign(&claims)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     issued.emit_committed();
     Ok(ServiceToken {
         token: SecretString::from(token),

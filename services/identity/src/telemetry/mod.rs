@@ -42,12 +42,27 @@ pub fn otlp_enabled() -> bool {
         && (env_set("OTEL_EXPORTER_OTLP_ENDPOINT") || env_set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 }
 
+/// Why OTLP export cannot be set up as configured (the server refuses to
+/// start on it); each names the variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error(
+        "OTEL_EXPORTER_OTLP_ENDPOINT: credentials in the URL are refused; use OTEL_EXPORTER_OTLP_HEADERS"
+    )]
+    CredentialsInEndpoint,
+    #[error("{variable}: {reason}")]
+    Certificate {
+        variable: &'static str,
+        reason: identity_store::pem::BundleError,
+    },
+}
+
 /// TLS for an `https://` collector: the CA bundle named by the standard
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE` (or `..._TRACES_CERTIFICATE`), else the
 /// system roots; the certificate and host name are always checked. `None`
 /// for a plaintext endpoint. An error names the variable, and the server
 /// refuses to start on it.
-pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
+pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, OtlpError> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
@@ -56,10 +71,7 @@ pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     // (OTEL_EXPORTER_OTLP_HEADERS is the place for them).
     let authority = endpoint.split("://").nth(1).unwrap_or("").split('/').next();
     if authority.is_some_and(|a| a.contains('@')) {
-        return Err(
-            "OTEL_EXPORTER_OTLP_ENDPOINT: credentials in the URL are refused; use OTEL_EXPORTER_OTLP_HEADERS"
-                .into(),
-        );
+        return Err(OtlpError::CredentialsInEndpoint);
     }
     if !endpoint.trim().to_ascii_lowercase().starts_with("https://") {
         return Ok(None);
@@ -74,7 +86,10 @@ pub fn otlp_tls() -> Result<Option<tonic::transport::ClientTlsConfig>, String> {
     match named {
         Some((name, path)) => {
             let bundle = identity_store::pem::read_certificates(std::path::Path::new(&path))
-                .map_err(|e| format!("{name}: {e}"))?;
+                .map_err(|reason| OtlpError::Certificate {
+                    variable: name,
+                    reason,
+                })?;
             Ok(Some(tls.ca_certificate(
                 tonic::transport::Certificate::from_pem(bundle.pem),
             )))

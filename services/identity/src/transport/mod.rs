@@ -120,15 +120,28 @@ pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     }
 }
 
+/// Why the gRPC server stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The compiled-in descriptors were refused: a build defect.
+    #[error("server reflection")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
 /// Server reflection, v1 and v1alpha (grpcurl 1.8 speaks only v1alpha).
-pub fn reflection() -> (
-    tonic_reflection::server::v1::ServerReflectionServer<
-        impl tonic_reflection::server::v1::ServerReflection,
-    >,
-    tonic_reflection::server::v1alpha::ServerReflectionServer<
-        impl tonic_reflection::server::v1alpha::ServerReflection,
-    >,
-) {
+pub fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServeError,
+> {
     let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -137,14 +150,10 @@ pub fn reflection() -> (
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
     };
     // The descriptors are compiled in; failing here is a build defect.
-    (
-        builder()
-            .build_v1()
-            .expect("embedded descriptors are valid"),
-        builder()
-            .build_v1alpha()
-            .expect("embedded descriptors are valid"),
-    )
+    Ok((
+        builder().build_v1().map_err(ServeError::Reflection)?,
+        builder().build_v1alpha().map_err(ServeError::Reflection)?,
+    ))
 }
 
 /// tonic answers an over-long request with OUT_OF_RANGE; gRPC's own
@@ -280,7 +289,7 @@ pub async fn serve<I, IO, IE, F>(
     api: Api,
     incoming: I,
     shutdown: F,
-) -> Result<(), tonic::transport::Error>
+) -> Result<(), ServeError>
 where
     I: tokio_stream::Stream<Item = Result<IO, IE>>,
     IO: tokio::io::AsyncRead
@@ -321,7 +330,7 @@ where
         .option_layer(web.then(|| cors(&http.grpc_web_origins)))
         .option_layer(web.then(tonic_web::GrpcWebLayer::new))
         .into_inner();
-    let (reflection_v1, reflection_v1alpha) = reflection();
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
     tonic::transport::Server::builder()
         .accept_http1(web)
         .timeout(http.request_timeout)
@@ -349,7 +358,8 @@ where
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .await?;
+    Ok(())
 }
 
 type Fixup = fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body>;

@@ -5,18 +5,20 @@
 
 use crate::config::TlsFiles;
 use arc_swap::ArcSwap;
+use identity_store::pem::BundleError;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::client::danger::HandshakeSignatureValid;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime,
 };
-use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use tokio_rustls::rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use tokio_rustls::rustls::{
     self, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme,
@@ -25,27 +27,71 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use x509_parser::extensions::GeneralName;
 
+/// Why the TLS files cannot be used; each names the setting and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("IDENTITY_TLS_CERT_FILE {0}")]
+    CertFile(BundleError),
+    #[error("IDENTITY_TLS_KEY_FILE {}: {reason}", path.display())]
+    KeyFile { path: PathBuf, reason: pem::Error },
+    #[error("IDENTITY_TLS_CERT_FILE/IDENTITY_TLS_KEY_FILE: {0}")]
+    CertAndKey(rustls::Error),
+    #[error("IDENTITY_TLS_CLIENT_CA_FILE {0}")]
+    ClientCaFile(BundleError),
+    #[error("IDENTITY_TLS_CLIENT_CA_FILE {}: {reason}", path.display())]
+    ClientCa {
+        path: PathBuf,
+        reason: rustls::Error,
+    },
+    #[error("IDENTITY_TLS_CLIENT_CA_FILE {}: {reason}", ca.display())]
+    ClientVerifier {
+        ca: PathBuf,
+        reason: VerifierBuilderError,
+    },
+    #[error(
+        "IDENTITY_TLS_CLIENT_CA_FILE {} / IDENTITY_TLS_CLIENT_CRL_FILE {}: {reason}",
+        ca.display(),
+        crl.display()
+    )]
+    ClientVerifierWithCrl {
+        ca: PathBuf,
+        crl: PathBuf,
+        reason: VerifierBuilderError,
+    },
+    #[error("IDENTITY_TLS_CLIENT_CRL_FILE {}: {reason}", path.display())]
+    CrlRead { path: PathBuf, reason: io::Error },
+    #[error("IDENTITY_TLS_CLIENT_CRL_FILE {}: {reason}", path.display())]
+    CrlParse { path: PathBuf, reason: pem::Error },
+    #[error("IDENTITY_TLS_CLIENT_CRL_FILE {}: no X509 CRL in it", path.display())]
+    CrlEmpty { path: PathBuf },
+    #[error("{0}")]
+    Rustls(rustls::Error),
+}
+
 /// Builds a server configuration from the files; errors name the setting.
-pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
+pub fn load(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let certs = identity_store::pem::read_certificates(&files.cert)
-        .map_err(|e| format!("IDENTITY_TLS_CERT_FILE {e}"))?
+        .map_err(TlsError::CertFile)?
         .certificates;
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| format!("IDENTITY_TLS_KEY_FILE {}: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|reason| TlsError::KeyFile {
+        path: files.key.clone(),
+        reason,
+    })?;
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsError::Rustls)?;
     let mut config = match &files.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
             for cert in identity_store::pem::read_certificates(ca)
-                .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {e}"))?
+                .map_err(TlsError::ClientCaFile)?
                 .certificates
             {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()))?;
+                roots.add(cert).map_err(|reason| TlsError::ClientCa {
+                    path: ca.clone(),
+                    reason,
+                })?;
             }
             let mut verifier =
                 WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
@@ -55,13 +101,16 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
                 // the file is refused (an incomplete file fails closed).
                 verifier = verifier.with_crls(read_crls(crl)?);
             }
-            let verifier = verifier.build().map_err(|e| match &files.client_crl {
-                Some(crl) => format!(
-                    "IDENTITY_TLS_CLIENT_CA_FILE {} / IDENTITY_TLS_CLIENT_CRL_FILE {}: {e}",
-                    ca.display(),
-                    crl.display()
-                ),
-                None => format!("IDENTITY_TLS_CLIENT_CA_FILE {}: {e}", ca.display()),
+            let verifier = verifier.build().map_err(|reason| match &files.client_crl {
+                Some(crl) => TlsError::ClientVerifierWithCrl {
+                    ca: ca.clone(),
+                    crl: crl.clone(),
+                    reason,
+                },
+                None => TlsError::ClientVerifier {
+                    ca: ca.clone(),
+                    reason,
+                },
             })?;
             if files.client_allowed_sans.is_empty() {
                 builder.with_client_cert_verifier(verifier)
@@ -75,24 +124,28 @@ pub fn load(files: &TlsFiles) -> Result<ServerConfig, String> {
         None => builder.with_no_client_auth(),
     }
     .with_single_cert(certs, key)
-    .map_err(|e| format!("IDENTITY_TLS_CERT_FILE/IDENTITY_TLS_KEY_FILE: {e}"))?;
+    .map_err(TlsError::CertAndKey)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
 
 /// A PEM file with at least one CRL (an empty file would silently revoke
 /// nothing).
-fn read_crls(path: &std::path::Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let shown = path.display();
-    let pem =
-        std::fs::read(path).map_err(|e| format!("IDENTITY_TLS_CLIENT_CRL_FILE {shown}: {e}"))?;
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|reason| TlsError::CrlRead {
+        path: path.to_owned(),
+        reason,
+    })?;
     let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("IDENTITY_TLS_CLIENT_CRL_FILE {shown}: {e}"))?;
+        .map_err(|reason| TlsError::CrlParse {
+            path: path.to_owned(),
+            reason,
+        })?;
     if crls.is_empty() {
-        return Err(format!(
-            "IDENTITY_TLS_CLIENT_CRL_FILE {shown}: no X509 CRL in it"
-        ));
+        return Err(TlsError::CrlEmpty {
+            path: path.to_owned(),
+        });
     }
     Ok(crls)
 }
@@ -195,7 +248,7 @@ pub struct Reloadable {
 }
 
 impl Reloadable {
-    pub fn new(files: &TlsFiles) -> Result<Self, String> {
+    pub fn new(files: &TlsFiles) -> Result<Self, TlsError> {
         Ok(Reloadable {
             current: Arc::new(ArcSwap::from_pointee(load(files)?)),
         })
@@ -300,10 +353,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "").unwrap();
-        let err = read_crls(&empty).unwrap_err();
+        let err = read_crls(&empty).unwrap_err().to_string();
         assert!(err.starts_with("IDENTITY_TLS_CLIENT_CRL_FILE"), "{err}");
         assert!(err.contains("no X509 CRL"), "{err}");
-        let err = read_crls(&dir.join("missing.pem")).unwrap_err();
+        let err = read_crls(&dir.join("missing.pem")).unwrap_err().to_string();
         assert!(err.starts_with("IDENTITY_TLS_CLIENT_CRL_FILE"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -51,6 +51,7 @@ fn cache(url: http::Uri, interval: Duration) -> Arc<JwksCache> {
         max_bytes: 2048,
         max_stale: Duration::from_secs(3600),
     })
+    .unwrap()
 }
 
 const ONE_KEY: &str = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
@@ -178,7 +179,8 @@ async fn cached_keys_expire_when_the_provider_stays_unreachable() {
     let jwks = JwksCache::new(JwksSettings {
         max_stale: Duration::from_millis(400),
         ..cache(url, Duration::from_millis(100)).settings.clone()
-    });
+    })
+    .unwrap();
     assert!(matches!(jwks.key("k1").await, Lookup::Found(_)));
     assert!(matches!(jwks.key("k1").await, Lookup::Found(_)), "fresh");
     tokio::time::sleep(Duration::from_millis(600)).await;

@@ -16,7 +16,7 @@ use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
 use crate::service::service_token::PROVISIONER_ROLE;
 use chrono::{DateTime, Utc};
 use identity_core::client_key::coarse_address;
-use identity_core::{Violations, page_token, validation};
+use identity_core::{Invalid, Violations, page_token, validation};
 use identity_store::notify::Revoked;
 use identity_store::{Id, Profile};
 
@@ -43,7 +43,7 @@ pub struct RevokeAll<'a> {
 }
 
 /// Empty or `me` for the caller, else a canonical profile id.
-fn profile_target(principal: &Principal, id: &str) -> Result<Id, String> {
+fn profile_target(principal: &Principal, id: &str) -> Result<Id, Invalid> {
     if id.is_empty() || id == "me" {
         return Ok(principal.profile_id);
     }
