@@ -31,8 +31,6 @@ mod sessions;
 pub use sessions::{ListedSession, RevokeAll};
 mod tokens;
 
-pub const LOCAL_PROVIDER: &str = "local";
-
 /// Who is calling, as far as the transport knows.
 #[derive(Debug, Clone, Default)]
 pub struct Caller {

@@ -2,13 +2,14 @@
 //! session, and the bootstrap admin role for a listed email while no admin
 //! exists.
 
-use super::{Auth, Caller, IssuedTokens, LOCAL_PROVIDER, busy};
+use super::{Auth, Caller, IssuedTokens, busy};
 use crate::service::Error;
 use crate::service::events::{Emit, EventName, SecurityEvent};
 use crate::service::profiles::ADMIN_ROLE;
 use chrono::{SubsecRound, Utc};
 use identity_core::passwords;
 use identity_core::rate_limit::Action;
+use identity_core::roles::LOCAL_PROVIDER;
 use identity_core::{Violations, validation};
 use identity_store::{Id, NewAccount, Profile};
 use secrecy::{ExposeSecret, SecretString};
