@@ -240,6 +240,28 @@ fn the_provider_fetches_keys_and_knows_neither_use_cases_nor_grpc() {
 }
 
 #[test]
+fn use_cases_never_import_the_provider() {
+    // The other half of the wall above: ExchangeToken gets the provider's
+    // verifier as an identity_core::provider::TokenVerifier, and the names
+    // reserved for the service's own accounts live in identity_core::roles,
+    // so the use cases need nothing of the JWKS fetcher or its settings.
+    let service = sources("service");
+    assert!(
+        service
+            .iter()
+            .any(|(path, _)| path.ends_with("exchange.rs")),
+        "the service layer was read"
+    );
+    let mut found = Vec::new();
+    for (path, text) in &service {
+        for line in mentions(text, &["crate::provider"]) {
+            found.push(format!("{}: {line}", path.display()));
+        }
+    }
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
 fn use_cases_and_the_provider_read_no_settings_of_their_own() {
     // `config` and `cli` own every setting and its validation: the use
     // cases and the provider get typed, checked values through their

@@ -1,4 +1,5 @@
-//! Role names with a meaning to the service itself.
+//! Role names and `auth_provider` names with a meaning to the service
+//! itself.
 
 use crate::error::Invalid;
 
@@ -8,6 +9,23 @@ pub const ADMIN_ROLE: &str = "admin";
 /// `auth_provider` of service principals (the profiles service clients and
 /// service tokens act as).
 pub const SERVICE_PROVIDER: &str = "service";
+
+/// `auth_provider` of accounts registered here, with a password.
+pub const LOCAL_PROVIDER: &str = "local";
+
+/// `auth_provider` values the service itself uses.
+pub const RESERVED_PROVIDER_NAMES: &[&str] = &[LOCAL_PROVIDER, SERVICE_PROVIDER];
+
+/// Whether `name` is, or passes for, one of [`RESERVED_PROVIDER_NAMES`]:
+/// compared trimmed and without regard to case, so `Local` or ` SERVICE`
+/// cannot be made to look like the service's own accounts to a reader or a
+/// case-insensitive consumer.
+pub fn is_reserved_provider(name: &str) -> bool {
+    let name = name.trim();
+    RESERVED_PROVIDER_NAMES
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+}
 
 fn is_service_provider(auth_provider: &str) -> bool {
     auth_provider.trim().eq_ignore_ascii_case(SERVICE_PROVIDER)
@@ -63,5 +81,16 @@ mod tests {
         let both = vec![ADMIN_ROLE.to_owned(), "provisioner".to_owned()];
         assert_eq!(effective("service", both.clone()), ["provisioner"]);
         assert_eq!(effective("local", both.clone()), both);
+    }
+
+    #[test]
+    fn reserved_provider_names_are_recognised_in_any_spelling() {
+        assert_eq!(RESERVED_PROVIDER_NAMES, ["local", "service"]);
+        for name in ["local", "Local", " LOCAL ", "service", "Service\t"] {
+            assert!(is_reserved_provider(name), "{name:?}");
+        }
+        for name in ["better-auth", "locals", "lo cal", ""] {
+            assert!(!is_reserved_provider(name), "{name:?}");
+        }
     }
 }

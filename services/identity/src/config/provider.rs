@@ -4,10 +4,11 @@
 //! exchange is off and nothing else here is read.
 
 use super::{ConfigError, refuse};
-use crate::provider::settings::{ProviderConfig, is_reserved_provider};
+use crate::provider::settings::ProviderConfig;
 use clap::Args;
 use clap::builder::BoolishValueParser;
 use identity_core::provider::parse_algorithm;
+use identity_core::roles::is_reserved_provider;
 use std::time::Duration;
 
 /// Raw provider settings as given; [`load`] validates them.

@@ -1,6 +1,6 @@
 //! The external provider's validated settings (`config::provider` reads
-//! and checks them) and the `auth_provider` names reserved for the
-//! service's own accounts.
+//! and checks them). The `auth_provider` names reserved for the service's
+//! own accounts are in `identity_core::roles`.
 
 use jsonwebtoken::Algorithm;
 use std::time::Duration;
@@ -19,18 +19,4 @@ pub struct ProviderConfig {
     pub max_bytes: usize,
     pub session_ttl: Duration,
     pub max_stale: Duration,
-}
-
-/// `auth_provider` values the service itself uses.
-pub const RESERVED_PROVIDER_NAMES: &[&str] = &["local", "service"];
-
-/// Whether `name` is, or passes for, one of [`RESERVED_PROVIDER_NAMES`]:
-/// compared trimmed and without regard to case, so `Local` or ` SERVICE`
-/// cannot be made to look like the service's own accounts to a reader or a
-/// case-insensitive consumer.
-pub fn is_reserved_provider(name: &str) -> bool {
-    let name = name.trim();
-    RESERVED_PROVIDER_NAMES
-        .iter()
-        .any(|reserved| reserved.eq_ignore_ascii_case(name))
 }

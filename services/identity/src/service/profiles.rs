@@ -8,11 +8,12 @@
 
 use crate::service::Error;
 use crate::service::audit::AuditSink;
-use crate::service::auth::{Auth, LOCAL_PROVIDER, Reauth};
+use crate::service::auth::{Auth, Reauth};
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use crate::service::profile_change::ProfileChange;
 use crate::service::revocation::FastPath;
 use chrono::{SubsecRound, Utc};
+use identity_core::roles::{LOCAL_PROVIDER, RESERVED_PROVIDER_NAMES, is_reserved_provider};
 use identity_core::tokens::{AccessClaims, TokenKeys};
 use identity_core::{Violations, page_token, validation};
 use identity_store::notify::Revoked;
@@ -282,10 +283,10 @@ impl Profiles {
             "profile.auth_provider",
             validation::auth_field(&new.auth_provider),
         );
-        if provider.as_deref().is_some_and(|p| {
-            crate::provider::settings::is_reserved_provider(p)
-                && !crate::provider::settings::RESERVED_PROVIDER_NAMES.contains(&p)
-        }) {
+        if provider
+            .as_deref()
+            .is_some_and(|p| is_reserved_provider(p) && !RESERVED_PROVIDER_NAMES.contains(&p))
+        {
             violations.check::<()>(
                 "profile.auth_provider",
                 Err("is another spelling of a reserved name (`local`, `service`)".into()),

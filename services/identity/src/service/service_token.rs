@@ -10,12 +10,12 @@
 //! from the database on every call. Its refresh token is thrown away: a
 //! service gets a new token by running the command again.
 
-use crate::provider::settings::is_reserved_provider;
 use crate::service::Error;
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use crate::service::profile_change::ProfileChange;
 use crate::service::profiles::{ADMIN_ROLE, NewProfile};
 use chrono::{DateTime, SubsecRound, Utc};
+use identity_core::roles::is_reserved_provider;
 use identity_core::tokens::{AccessClaims, TokenKeys};
 use identity_core::{Invalid, refresh, validation};
 use identity_store::{Id, NewSession, Profile, Store};

@@ -9,13 +9,13 @@
 //! announced in its transaction, so every replica refuses at once.
 
 use super::Auth;
-use crate::provider::settings::is_reserved_provider;
 use crate::service::Error;
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
 use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
 use crate::service::service_token::PROVISIONER_ROLE;
 use chrono::{DateTime, Utc};
 use identity_core::client_key::coarse_address;
+use identity_core::roles::is_reserved_provider;
 use identity_core::{Invalid, Violations, page_token, validation};
 use identity_store::notify::Revoked;
 use identity_store::{Id, Profile};

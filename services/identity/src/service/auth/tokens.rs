@@ -1,0 +1,192 @@
+//! Tokens after login: Refresh, access-token verification, ValidateToken,
+//! authentication of calls, and Logout.
+
+use super::{Auth, Caller, IssuedTokens};
+use crate::service::Error;
+use crate::service::events::{Emit, EventName, SecurityEvent};
+use chrono::Utc;
+use identity_core::rate_limit::Action;
+use identity_core::tokens::{AccessClaims, Refusal};
+use identity_core::{refresh, validation};
+use identity_store::notify::Revoked;
+use identity_store::{Id, SpendOutcome};
+
+impl Auth {
+    pub async fn refresh(
+        &self,
+        caller: &Caller,
+        refresh_token: &str,
+    ) -> Result<IssuedTokens, Error> {
+        validation::required(refresh_token, refresh::MAX_REFRESH_TOKEN_BYTES)
+            .map_err(|d| Error::invalid("refresh_token", d))?;
+        self.limit(Action::Refresh, caller, None).await?;
+        let presented = refresh::hash(refresh_token);
+        // Derived, not random: a retry of this call computes the same one.
+        let next = refresh::successor(self.keys.refresh_successor_key(), refresh_token);
+        let now = Utc::now();
+        match self
+            .store
+            .spend_refresh_token(
+                &presented,
+                &next.hash,
+                now,
+                self.settings.refresh_reuse_grace,
+                caller.addr(),
+            )
+            .await?
+        {
+            SpendOutcome::Rotated { session, profile } => {
+                self.issue(&profile, session.id, session.expires_at, next.token, now)
+            }
+            SpendOutcome::Retried { session, profile } => {
+                SecurityEvent::new(EventName::RefreshRetried)
+                    .profile(session.profile_id)
+                    .session(session.id)
+                    .client(caller.addr())
+                    .emit(&self.audit);
+                self.issue(&profile, session.id, session.expires_at, next.token, now)
+            }
+            SpendOutcome::Reused { session_id, event } => {
+                event.emit_committed();
+                self.fast.revoked(Revoked::Session(session_id));
+                // Its audit row is the reuse's, written in the same transaction.
+                SecurityEvent::new(EventName::SessionRevoked)
+                    .session(session_id)
+                    .reason("refresh_token_reused")
+                    .emit_committed();
+                Err(Error::Unauthenticated)
+            }
+            SpendOutcome::SessionEnded => {
+                SecurityEvent::new(EventName::TokenRefused)
+                    .token_kind("refresh")
+                    .reason("session_ended")
+                    .client(caller.addr())
+                    .emit(&self.audit);
+                Err(Error::Unauthenticated)
+            }
+            SpendOutcome::Unknown => {
+                SecurityEvent::new(EventName::TokenRefused)
+                    .token_kind("refresh")
+                    .reason("unknown")
+                    .client(caller.addr())
+                    .emit(&self.audit);
+                Err(Error::Unauthenticated)
+            }
+        }
+    }
+
+    /// Verifies a bearer access token completely: signature, claims and
+    /// that its session is still live. The one path for ValidateToken,
+    /// ChangePassword, Logout and every ProfileService call.
+    pub async fn verify_access_token(
+        &self,
+        token: &str,
+    ) -> Result<Result<AccessClaims, Refusal>, Error> {
+        // Same checks, answered from memory when it can (service::revocation).
+        self.fast.verify(&self.keys, &self.store, token).await
+    }
+
+    /// ValidateToken: `None` means inactive (the reason is logged, not told);
+    /// else the claims and whether the profile's email is verified now.
+    pub async fn validate(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Option<(AccessClaims, bool)>, Error> {
+        self.limit(Action::Validate, caller, None).await?;
+        let Some(mut claims) = self.check_token(caller, token).await? else {
+            return Ok(None);
+        };
+        // The roles the profile holds now, not those signed into the token:
+        // a role an admin took away must not be reported until the token
+        // expires. Read like every authorization check (the profile cache,
+        // fresh within the revocation bound).
+        let Some(id) = Id::parse(&claims.sub) else {
+            return Ok(None);
+        };
+        match self.fast.profile(&self.store, id).await? {
+            Some(profile) => {
+                claims.roles =
+                    identity_core::roles::effective(&profile.auth_provider, profile.roles);
+                Ok(Some((claims, profile.email_verified)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Verification with the refusal logged, without the ValidateToken rate
+    /// limit (authenticated calls have their own).
+    async fn check_token(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Option<AccessClaims>, Error> {
+        match self.verify_access_token(token).await? {
+            Ok(claims) => Ok(Some(claims)),
+            Err(refusal) => {
+                SecurityEvent::new(EventName::TokenRefused)
+                    .token_kind("access")
+                    .reason(refusal.as_str())
+                    .client(caller.addr())
+                    .emit(&self.audit);
+                Ok(None)
+            }
+        }
+    }
+
+    /// For calls that require a caller: UNAUTHENTICATED unless the bearer
+    /// token is fully valid.
+    pub async fn authenticate(
+        &self,
+        caller: &Caller,
+        bearer: Option<&str>,
+    ) -> Result<AccessClaims, Error> {
+        let token = bearer.ok_or(Error::Unauthenticated)?;
+        self.check_token(caller, token)
+            .await?
+            .ok_or(Error::Unauthenticated)
+    }
+
+    /// Revokes the session of a refresh token or, without one, of the
+    /// bearer access token. Unknown refresh tokens succeed quietly (RFC 7009).
+    pub async fn logout(
+        &self,
+        caller: &Caller,
+        refresh_token: &str,
+        bearer: Option<&str>,
+    ) -> Result<(), Error> {
+        let session_id = if refresh_token.is_empty() {
+            let claims = self.authenticate(caller, bearer).await?;
+            Id::parse(&claims.sid).ok_or(Error::Unauthenticated)?
+        } else {
+            validation::required(refresh_token, refresh::MAX_REFRESH_TOKEN_BYTES)
+                .map_err(|d| Error::invalid("refresh_token", d))?;
+            match self
+                .store
+                .session_of_refresh_token(&refresh::hash(refresh_token))
+                .await?
+            {
+                Some(session) => session.id,
+                None => return Ok(()),
+            }
+        };
+        let session = self.store.find_session(session_id).await?;
+        let event = SecurityEvent::new(EventName::SessionRevoked)
+            .session(session_id)
+            .reason("logout")
+            .client(caller.addr());
+        let event = match &session {
+            Some(s) => event.profile(s.profile_id),
+            None => event,
+        };
+        let revoked = self
+            .store
+            .revoke_session(session_id, "logout", &event.audit_row())
+            .await?;
+        self.fast.revoked(Revoked::Session(session_id));
+        if revoked {
+            event.emit_committed();
+        }
+        Ok(())
+    }
+}
