@@ -7,9 +7,13 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+mod fixtures;
 pub mod h2load;
 pub mod load;
+pub mod options;
 pub mod procs;
+pub mod report;
+pub mod scenarios;
 pub mod stats;
 
 /// The echo baseline's generated code.

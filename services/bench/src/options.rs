@@ -1,0 +1,160 @@
+//! The command line of `bench` and what it resolves to: windows, pool
+//! sizes and the binaries to start.
+
+use crate::load::Plan;
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "bench",
+    about = "Load benchmark of the identity service against a bare tonic baseline"
+)]
+pub struct Args {
+    /// Short run (under a minute): shorter windows, fewer sessions and samples.
+    #[arg(long)]
+    pub quick: bool,
+    /// Measurement window per scenario [default: 10s; quick: 2s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Warm-up before each window, not recorded [default: 2s; quick: 500ms].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub warmup: Option<Duration>,
+    /// HTTP/2 connections per scenario.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Concurrent streams (calls in flight) across those connections.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// bcrypt cost of the login and flood scenarios (production minimum: 12).
+    #[arg(long, default_value_t = 12)]
+    pub bcrypt_cost: u32,
+    /// Concurrent logins of the login scenario.
+    #[arg(long, default_value_t = 8)]
+    pub login_concurrency: usize,
+    /// Concurrent logins of the flood.
+    #[arg(long, default_value_t = 100)]
+    pub flood_logins: usize,
+    /// ValidateToken calls per second (open loop) of the flood comparison
+    /// [default: a quarter of the validate scenario's rate, at most 5000].
+    #[arg(long)]
+    pub flood_rate: Option<f64>,
+    /// What drives ValidateToken in the flood comparison: `h2load` (the
+    /// figure of record: it costs the shared cores far less than a tonic
+    /// client), `rust` (this process), or `auto` (h2load when on the PATH).
+    #[arg(long, value_enum, default_value_t = Generator::Auto)]
+    pub flood_generator: Generator,
+    /// Sessions (tokens) in the validation pools [default: 1000; quick: 200].
+    #[arg(long)]
+    pub sessions: Option<usize>,
+    /// Revocations measured by revocation_propagation [default: 200; quick: 40].
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Scenarios to run (comma-separated) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Worker threads of this load generator's runtime [default: one per
+    /// core]. It shares the cores with the server it measures.
+    #[arg(long)]
+    pub client_threads: Option<usize>,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "target/bench/results.json")]
+    pub out: PathBuf,
+    /// The identity binary [default: next to this one].
+    #[arg(long)]
+    pub identity_bin: Option<PathBuf>,
+    /// The echo server binary [default: next to this one].
+    #[arg(long)]
+    pub echo_bin: Option<PathBuf>,
+    /// Extra settings for every identity server (`KEY=VALUE`, repeatable),
+    /// e.g. `--server-env IDENTITY_BCRYPT_THREADS=1` to compare.
+    #[arg(long = "server-env", value_parser = parse_key_value)]
+    pub server_env: Vec<(String, String)>,
+    /// PostgreSQL to create the databases on (loopback only).
+    #[arg(
+        long,
+        env = "IDENTITY_TEST_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub pg_url: String,
+}
+
+/// One run's settings: the options with their defaults filled in.
+pub struct Env {
+    pub args: Args,
+    pub identity: PathBuf,
+    pub echo: PathBuf,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub sessions: usize,
+    pub samples: usize,
+}
+
+impl Env {
+    /// The defaults filled in (`--quick` picks the short ones) and the
+    /// binaries found.
+    pub fn new(args: Args) -> anyhow::Result<Env> {
+        let quick = args.quick;
+        Ok(Env {
+            identity: match &args.identity_bin {
+                Some(p) => p.clone(),
+                None => sibling("identity")?,
+            },
+            echo: match &args.echo_bin {
+                Some(p) => p.clone(),
+                None => sibling("echo-server")?,
+            },
+            duration: args.duration.unwrap_or(if quick {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_secs(10)
+            }),
+            warmup: args.warmup.unwrap_or(if quick {
+                Duration::from_millis(500)
+            } else {
+                Duration::from_secs(2)
+            }),
+            sessions: args.sessions.unwrap_or(if quick { 200 } else { 1000 }),
+            samples: args.samples.unwrap_or(if quick { 40 } else { 200 }),
+            args,
+        })
+    }
+
+    pub fn plan(&self, concurrency: usize) -> Plan {
+        Plan {
+            concurrency,
+            warmup: self.warmup,
+            duration: self.duration,
+            rate: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generator {
+    Auto,
+    H2load,
+    Rust,
+}
+
+fn parse_key_value(s: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if k.starts_with("IDENTITY_") => Ok((k.to_owned(), v.to_owned())),
+        _ => bail!("expected IDENTITY_NAME=value"),
+    }
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let dir = me.parent().context("no folder")?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (`cargo build --release -p identity -p identity-bench`)",
+            path.display()
+        );
+    }
+    Ok(path)
+}

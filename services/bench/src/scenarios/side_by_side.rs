@@ -1,0 +1,97 @@
+//! The scenarios whose ratios are targets, measured in alternation.
+
+use super::prepared::Prepared;
+use crate::load::Plan;
+use crate::options::Env;
+use crate::report::Row;
+use crate::stats::Recorder;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The scenarios whose ratios matter, measured in alternation: every round
+/// runs each for a slice of the window, in a rotating order, so that
+/// whatever else the machine does hits them alike. Each ratio is the median
+/// of the per-round ratios; each row merges its rounds.
+pub(super) async fn side_by_side(
+    env: &Env,
+    prepared: &[Prepared],
+    rounds: usize,
+) -> (Vec<Row>, BTreeMap<&'static str, f64>) {
+    let slice = env.duration.div_f64(rounds as f64);
+    let mut samples: Vec<Vec<Recorder>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut rps: Vec<Vec<f64>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut peaks: Vec<Option<f64>> = vec![None; prepared.len()];
+    for round in 0..rounds {
+        for k in 0..prepared.len() {
+            let i = (round + k) % prepared.len();
+            let plan = Plan {
+                // The first round warms each server up fully; later ones
+                // only refill the pipes.
+                warmup: if round == 0 {
+                    env.warmup
+                } else {
+                    env.warmup.min(Duration::from_millis(300))
+                },
+                duration: slice,
+                ..env.plan(env.args.concurrency)
+            };
+            let (rec, peak) = (prepared[i].measure)(plan).await;
+            rps[i].push(rec.ok_count() as f64 / slice.as_secs_f64());
+            samples[i].push(rec);
+            peaks[i] = match (peaks[i], peak) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    let index = |name: &str| prepared.iter().position(|p| p.name == name);
+    let mut ratios = BTreeMap::new();
+    let per_round = |a: usize, b: usize| {
+        median(
+            rps[a]
+                .iter()
+                .zip(&rps[b])
+                .map(|(x, y)| x / y.max(1e-9))
+                .collect(),
+        )
+    };
+    if let (Some(v), Some(e)) = (index("validate"), index("echo")) {
+        ratios.insert("validate_over_echo", per_round(v, e));
+    }
+    if let (Some(g), Some(e)) = (index("get_profile"), index("echo")) {
+        ratios.insert("get_profile_over_echo", per_round(g, e));
+    }
+    let rows = prepared
+        .iter()
+        .zip(samples)
+        .zip(rps)
+        .zip(peaks)
+        .map(|(((p, recs), rps), peak)| {
+            let mut all = Recorder::default();
+            for r in recs {
+                all.merge(r);
+            }
+            let mut row = p.row(env, all.summarize(slice * rounds as u32), peak);
+            row.notes.insert("rounds".into(), rounds.into());
+            row.notes.insert(
+                "req_per_s_by_round".into(),
+                rps.iter().map(|r| (r * 10.0).round() / 10.0).collect(),
+            );
+            row
+        })
+        .collect();
+    (rows, ratios)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
