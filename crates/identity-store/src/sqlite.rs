@@ -72,14 +72,7 @@ pub(super) fn pool(
         .boxed()
     });
     let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url.path(), config);
-    DeadPool::builder(manager)
-        .max_size(settings.max_size)
-        .wait_timeout(Some(settings.timeout))
-        .create_timeout(Some(settings.timeout))
-        .recycle_timeout(Some(settings.timeout))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| super::StoreError::Other(e.to_string()))
+    super::build_pool(manager, settings)
 }
 
 /// Every failure is `StoreError::Unavailable`: the migrations could not
