@@ -100,6 +100,23 @@ impl<K: Eq + Hash + Clone, V: Clone> Bounded<K, V> {
     }
 }
 
+/// The `len` and `is_empty` of a cache that keeps its entries in the
+/// [`Bounded`] field `$field` (attributes, such as a doc comment, go on
+/// `len`).
+macro_rules! sizes {
+    ($(#[$attr:meta])* $field:ident) => {
+        $(#[$attr])*
+        pub fn len(&self) -> usize {
+            self.$field.len()
+        }
+
+        pub fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    };
+}
+pub(crate) use sizes;
+
 const STRIPES: usize = 16;
 
 /// Locks of ours beside the map, for the rules that must order a check

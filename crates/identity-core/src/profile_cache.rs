@@ -116,13 +116,7 @@ impl ProfileCache {
         self.entries.clear();
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    crate::bounded::sizes!(entries);
 }
 
 #[cfg(test)]

@@ -232,14 +232,10 @@ impl RevocationState {
             .collect()
     }
 
-    /// Number of sessions remembered (live and revoked).
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    crate::bounded::sizes!(
+        /// Number of sessions remembered (live and revoked).
+        sessions
+    );
 }
 
 #[cfg(test)]

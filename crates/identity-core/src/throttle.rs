@@ -184,9 +184,23 @@ impl<K: Hash + Eq + Clone> Table<K> {
         }
     }
 
+    fn settle(&mut self, key: &K, how: Settle) {
+        match how {
+            Settle::Succeeded => self.reset(key),
+            Settle::Released => self.unbump(key),
+        }
+    }
+
     fn len(&self) -> usize {
         self.entries.len()
     }
+}
+
+/// How a reservation ends: `Throttle::succeeded` or `Throttle::release`.
+#[derive(Debug, Clone, Copy)]
+enum Settle {
+    Succeeded,
+    Released,
 }
 
 /// Who is attempting: a client (already keyed, see `client_key`) or a
@@ -356,37 +370,30 @@ impl Throttle {
     /// success leaves the account-wide counter alone, so the owner's
     /// routine logins never reopen a paused account to strangers.
     pub fn succeeded(&self, reservation: Reservation) {
-        let Reservation { account, who } = reservation;
-        match who {
-            Who::Device(hash) => self
-                .devices
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .reset(&(account, hash)),
-            Who::Client(client) => {
-                let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
-                let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
-                accounts.reset(&account);
-                pairs.reset(&(account, client));
-            }
-        }
+        self.settle(reservation, Settle::Succeeded);
     }
 
     /// The password was never checked (e.g. the hasher was busy): the
     /// attempt does not count.
     pub fn release(&self, reservation: Reservation) {
+        self.settle(reservation, Settle::Released);
+    }
+
+    /// Settles the counters the reservation bumped: the device's, or the
+    /// account's and the pair's (in the lock order).
+    fn settle(&self, reservation: Reservation, how: Settle) {
         let Reservation { account, who } = reservation;
         match who {
             Who::Device(hash) => self
                 .devices
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .unbump(&(account, hash)),
+                .settle(&(account, hash), how),
             Who::Client(client) => {
                 let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
-                accounts.unbump(&account);
-                pairs.unbump(&(account, client));
+                accounts.settle(&account, how);
+                pairs.settle(&(account, client), how);
             }
         }
     }

@@ -88,13 +88,7 @@ impl TokenCache {
             .insert(key, verified, now as u64, |v| now < v.claims.exp);
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+    crate::bounded::sizes!(entries);
 }
 
 #[cfg(test)]

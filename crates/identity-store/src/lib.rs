@@ -163,6 +163,22 @@ macro_rules! on_backend {
     }};
 }
 
+/// A pool of `manager`'s connections, sized and timed by `settings`: the
+/// same for both backends.
+fn build_pool<M: deadpool::managed::Manager>(
+    manager: M,
+    settings: &PoolSettings,
+) -> Result<deadpool::managed::Pool<M>, StoreError> {
+    deadpool::managed::Pool::builder(manager)
+        .max_size(settings.max_size)
+        .wait_timeout(Some(settings.timeout))
+        .create_timeout(Some(settings.timeout))
+        .recycle_timeout(Some(settings.timeout))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .map_err(|e| StoreError::Other(e.to_string()))
+}
+
 impl Store {
     /// Opens a pool for `url` (no connection is made until first use).
     pub fn open(url: &DatabaseUrl, settings: &PoolSettings) -> Result<Store, StoreError> {

@@ -12,103 +12,9 @@ pub type Pool = DeadPool<Conn>;
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/postgres");
 
 pub(super) mod schema {
-    diesel::table! {
-        profiles (id) {
-            id -> Uuid,
-            auth_provider -> Text,
-            auth_id -> Text,
-            email -> Nullable<Text>,
-            display_name -> Text,
-            avatar_url -> Text,
-            locale -> Text,
-            roles -> Text,
-            revision -> BigInt,
-            created_at -> Timestamptz,
-            updated_at -> Timestamptz,
-            provider_synced_revision -> Nullable<BigInt>,
-            provider_verified_email -> Nullable<Text>,
-        }
-    }
-    diesel::table! {
-        credentials (profile_id) {
-            profile_id -> Uuid,
-            email -> Text,
-            password_hash -> Text,
-            created_at -> Timestamptz,
-            updated_at -> Timestamptz,
-        }
-    }
-    diesel::table! {
-        sessions (id) {
-            id -> Uuid,
-            profile_id -> Uuid,
-            created_at -> Timestamptz,
-            expires_at -> Timestamptz,
-            revoked_at -> Nullable<Timestamptz>,
-            revoke_reason -> Nullable<Text>,
-            client_addr -> Nullable<Text>,
-            user_agent -> Nullable<Text>,
-            last_used_at -> Nullable<Timestamptz>,
-        }
-    }
-    diesel::table! {
-        refresh_tokens (token_hash) {
-            token_hash -> Text,
-            session_id -> Uuid,
-            created_at -> Timestamptz,
-            spent_at -> Nullable<Timestamptz>,
-        }
-    }
-    diesel::table! {
-        audit_events (id) {
-            id -> Uuid,
-            occurred_at -> Timestamptz,
-            event_name -> Text,
-            profile_id -> Nullable<Uuid>,
-            session_id -> Nullable<Uuid>,
-            client_addr -> Nullable<Text>,
-            detail -> Text,
-        }
-    }
-    diesel::table! {
-        device_tokens (token_hash) {
-            token_hash -> Text,
-            profile_id -> Uuid,
-            created_at -> Timestamptz,
-            last_used_at -> Timestamptz,
-        }
-    }
-    diesel::table! {
-        exchanged_provider_tokens (token_key) {
-            token_key -> Text,
-            expires_at -> BigInt,
-        }
-    }
-    diesel::table! {
-        service_clients (client_id) {
-            client_id -> Text,
-            profile_id -> Uuid,
-            secret_hash -> Text,
-            roles -> Text,
-            created_at -> Timestamptz,
-            rotated_at -> Nullable<Timestamptz>,
-            disabled_at -> Nullable<Timestamptz>,
-        }
-    }
-    diesel::joinable!(credentials -> profiles (profile_id));
-    diesel::joinable!(service_clients -> profiles (profile_id));
-    diesel::joinable!(sessions -> profiles (profile_id));
-    diesel::joinable!(refresh_tokens -> sessions (session_id));
-    diesel::joinable!(device_tokens -> credentials (profile_id));
-    diesel::allow_tables_to_appear_in_same_query!(
-        profiles,
-        credentials,
-        sessions,
-        refresh_tokens,
-        audit_events,
-        device_tokens,
-        service_clients
-    );
+    type IdSql = diesel::sql_types::Uuid;
+    type TimeSql = diesel::sql_types::Timestamptz;
+    include!("schema.rs");
 }
 
 macro_rules! write_tx {
@@ -166,14 +72,7 @@ pub(super) fn pool(
         async move { super::pg_tls::establish(&url).await }.boxed()
     });
     let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url.connect_str(), config);
-    DeadPool::builder(manager)
-        .max_size(settings.max_size)
-        .wait_timeout(Some(settings.timeout))
-        .create_timeout(Some(settings.timeout))
-        .recycle_timeout(Some(settings.timeout))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| super::StoreError::Other(e.to_string()))
+    super::build_pool(manager, settings)
 }
 
 /// Every failure is `StoreError::Unavailable`: the migrations could not

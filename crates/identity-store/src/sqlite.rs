@@ -14,103 +14,9 @@ pub type Pool = DeadPool<Conn>;
 pub(super) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../../migrations/sqlite");
 
 pub(super) mod schema {
-    diesel::table! {
-        profiles (id) {
-            id -> Text,
-            auth_provider -> Text,
-            auth_id -> Text,
-            email -> Nullable<Text>,
-            display_name -> Text,
-            avatar_url -> Text,
-            locale -> Text,
-            roles -> Text,
-            revision -> BigInt,
-            created_at -> TimestamptzSqlite,
-            updated_at -> TimestamptzSqlite,
-            provider_synced_revision -> Nullable<BigInt>,
-            provider_verified_email -> Nullable<Text>,
-        }
-    }
-    diesel::table! {
-        credentials (profile_id) {
-            profile_id -> Text,
-            email -> Text,
-            password_hash -> Text,
-            created_at -> TimestamptzSqlite,
-            updated_at -> TimestamptzSqlite,
-        }
-    }
-    diesel::table! {
-        sessions (id) {
-            id -> Text,
-            profile_id -> Text,
-            created_at -> TimestamptzSqlite,
-            expires_at -> TimestamptzSqlite,
-            revoked_at -> Nullable<TimestamptzSqlite>,
-            revoke_reason -> Nullable<Text>,
-            client_addr -> Nullable<Text>,
-            user_agent -> Nullable<Text>,
-            last_used_at -> Nullable<TimestamptzSqlite>,
-        }
-    }
-    diesel::table! {
-        refresh_tokens (token_hash) {
-            token_hash -> Text,
-            session_id -> Text,
-            created_at -> TimestamptzSqlite,
-            spent_at -> Nullable<TimestamptzSqlite>,
-        }
-    }
-    diesel::table! {
-        audit_events (id) {
-            id -> Text,
-            occurred_at -> TimestamptzSqlite,
-            event_name -> Text,
-            profile_id -> Nullable<Text>,
-            session_id -> Nullable<Text>,
-            client_addr -> Nullable<Text>,
-            detail -> Text,
-        }
-    }
-    diesel::table! {
-        device_tokens (token_hash) {
-            token_hash -> Text,
-            profile_id -> Text,
-            created_at -> TimestamptzSqlite,
-            last_used_at -> TimestamptzSqlite,
-        }
-    }
-    diesel::table! {
-        exchanged_provider_tokens (token_key) {
-            token_key -> Text,
-            expires_at -> BigInt,
-        }
-    }
-    diesel::table! {
-        service_clients (client_id) {
-            client_id -> Text,
-            profile_id -> Text,
-            secret_hash -> Text,
-            roles -> Text,
-            created_at -> TimestamptzSqlite,
-            rotated_at -> Nullable<TimestamptzSqlite>,
-            disabled_at -> Nullable<TimestamptzSqlite>,
-        }
-    }
-    diesel::joinable!(credentials -> profiles (profile_id));
-    diesel::joinable!(service_clients -> profiles (profile_id));
-    diesel::joinable!(sessions -> profiles (profile_id));
-    diesel::joinable!(refresh_tokens -> sessions (session_id));
-    diesel::joinable!(device_tokens -> credentials (profile_id));
-    diesel::allow_tables_to_appear_in_same_query!(
-        profiles,
-        credentials,
-        sessions,
-        refresh_tokens,
-        audit_events,
-        device_tokens,
-        service_clients
-    );
+    type IdSql = diesel::sql_types::Text;
+    type TimeSql = diesel::sql_types::TimestamptzSqlite;
+    include!("schema.rs");
 }
 
 // BEGIN IMMEDIATE takes the write lock up front, so two writers queue on
@@ -166,14 +72,7 @@ pub(super) fn pool(
         .boxed()
     });
     let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(url.path(), config);
-    DeadPool::builder(manager)
-        .max_size(settings.max_size)
-        .wait_timeout(Some(settings.timeout))
-        .create_timeout(Some(settings.timeout))
-        .recycle_timeout(Some(settings.timeout))
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| super::StoreError::Other(e.to_string()))
+    super::build_pool(manager, settings)
 }
 
 /// Every failure is `StoreError::Unavailable`: the migrations could not

@@ -71,33 +71,20 @@ impl From<MaybeDbId> for Option<Id> {
     }
 }
 
-impl FromSql<sql_types::Nullable<sql_types::Uuid>, Pg> for MaybeDbId {
-    fn from_sql(bytes: <Pg as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
-        <DbId as FromSql<sql_types::Uuid, Pg>>::from_sql(bytes).map(|id| MaybeDbId(Some(id.0)))
+/// For both backends at once: a nullable column of whatever type [`DbId`]
+/// reads there (`uuid` on PostgreSQL, text on SQLite).
+impl<ST, DB> FromSql<sql_types::Nullable<ST>, DB> for MaybeDbId
+where
+    DB: Backend,
+    DbId: FromSql<ST, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
+        <DbId as FromSql<ST, DB>>::from_sql(bytes).map(|id| MaybeDbId(Some(id.0)))
     }
-    fn from_nullable_sql(
-        bytes: Option<<Pg as Backend>::RawValue<'_>>,
-    ) -> deserialize::Result<Self> {
-        match bytes {
-            Some(bytes) => {
-                <Self as FromSql<sql_types::Nullable<sql_types::Uuid>, Pg>>::from_sql(bytes)
-            }
-            None => Ok(MaybeDbId(None)),
-        }
-    }
-}
 
-impl FromSql<sql_types::Nullable<sql_types::Text>, Sqlite> for MaybeDbId {
-    fn from_sql(bytes: <Sqlite as Backend>::RawValue<'_>) -> deserialize::Result<Self> {
-        <DbId as FromSql<sql_types::Text, Sqlite>>::from_sql(bytes).map(|id| MaybeDbId(Some(id.0)))
-    }
-    fn from_nullable_sql(
-        bytes: Option<<Sqlite as Backend>::RawValue<'_>>,
-    ) -> deserialize::Result<Self> {
+    fn from_nullable_sql(bytes: Option<DB::RawValue<'_>>) -> deserialize::Result<Self> {
         match bytes {
-            Some(bytes) => {
-                <Self as FromSql<sql_types::Nullable<sql_types::Text>, Sqlite>>::from_sql(bytes)
-            }
+            Some(bytes) => <Self as FromSql<sql_types::Nullable<ST>, DB>>::from_sql(bytes),
             None => Ok(MaybeDbId(None)),
         }
     }

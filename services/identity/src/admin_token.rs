@@ -28,13 +28,7 @@ pub async fn run(store: &Store, args: IssueServiceTokenArgs) -> anyhow::Result<(
     let minted = crate::service::service_token::issue(store, &keys, &name, &args.role, args.ttl)
         .await
         .map_err(|e| match e {
-            crate::service::Error::Invalid(v) => anyhow::anyhow!(
-                "{}",
-                v.iter()
-                    .map(|v| format!("--{} {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+            crate::service::Error::Invalid(v) => invalid_flags(&v),
             other => anyhow::anyhow!("{other}"),
         })?;
     println!("{}", minted.token.expose_secret());
@@ -50,16 +44,22 @@ pub async fn run(store: &Store, args: IssueServiceTokenArgs) -> anyhow::Result<(
     Ok(())
 }
 
-/// `--field description; ...` for invalid input, else the error itself.
+/// `--field description; ...`: the request's fields are the command's flags.
+fn invalid_flags(violations: &[identity_core::FieldViolation]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{}",
+        violations
+            .iter()
+            .map(|v| format!("--{} {}", v.field, v.description))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+/// [`invalid_flags`] for invalid input, else the error itself.
 fn cli_error(e: crate::service::Error) -> anyhow::Error {
     match e {
-        crate::service::Error::Invalid(v) => anyhow::anyhow!(
-            "{}",
-            v.iter()
-                .map(|v| format!("--{} {}", v.field, v.description))
-                .collect::<Vec<_>>()
-                .join("; ")
-        ),
+        crate::service::Error::Invalid(v) => invalid_flags(&v),
         crate::service::Error::AlreadyExists(what) => {
             anyhow::anyhow!("--{what}: a service principal of that name exists; choose another")
         }

@@ -62,6 +62,19 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store of a one-off command: one connection is all it uses.
+fn command_store(database_url: &str) -> anyhow::Result<Store> {
+    let url = crate::config::database_url_setting(database_url)?;
+    Store::open(
+        &url,
+        &PoolSettings {
+            max_size: 1,
+            timeout: Duration::from_secs(5),
+        },
+    )
+    .context("IDENTITY_DATABASE_URL")
+}
+
 pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Tail {
@@ -74,15 +87,7 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<()> {
                 Some(p) => Some(Id::parse(&p).context("--profile must be a profile id (UUID)")?),
                 None => None,
             };
-            let url = crate::config::database_url_setting(&database_url)?;
-            let store = Store::open(
-                &url,
-                &PoolSettings {
-                    max_size: 1,
-                    timeout: Duration::from_secs(5),
-                },
-            )
-            .context("IDENTITY_DATABASE_URL")?;
+            let store = command_store(&database_url)?;
             let since = chrono::Utc::now()
                 - chrono::Duration::from_std(since).unwrap_or(chrono::Duration::days(1));
             for row in store.recent_audit(since, profile, limit).await? {
@@ -111,15 +116,7 @@ pub async fn admin(args: crate::cli::AdminArgs) -> anyhow::Result<()> {
     let url = args
         .database_url
         .context("IDENTITY_DATABASE_URL is required")?;
-    let url = crate::config::database_url_setting(&url)?;
-    let store = Store::open(
-        &url,
-        &PoolSettings {
-            max_size: 1,
-            timeout: Duration::from_secs(5),
-        },
-    )
-    .context("IDENTITY_DATABASE_URL")?;
+    let store = command_store(&url)?;
     let (user, role, grant) = match args.command {
         AdminCommand::GrantRole { user, role } => (user, role, true),
         AdminCommand::RevokeRole { user, role } => (user, role, false),

@@ -2,7 +2,8 @@
 //! paged like ListProfiles (page tokens are MACed and bound to the filter).
 
 use crate::service::Error;
-use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal, Profiles};
+use crate::service::paging::PageSize;
+use crate::service::profiles::{Principal, Profiles};
 use chrono::{DateTime, SecondsFormat, Utc};
 use identity_core::audit_filter::{self, AuditFilter};
 use identity_core::tokens::TokenKeys;
@@ -55,9 +56,7 @@ impl AuditTrail {
         filter: &str,
     ) -> Result<(Vec<AuditRow>, String), Error> {
         let mut violations = Violations::new();
-        if page_size < 0 {
-            violations.check::<()>("page_size", Err("must not be negative".into()));
-        }
+        let size = PageSize::check(&mut violations, page_size);
         let filter = violations.check("filter", audit_filter::parse(filter).map_err(Invalid::from));
         let key = self.keys.internal_mac_key();
         let after = match (&filter, page_token.is_empty()) {
@@ -81,23 +80,10 @@ impl AuditTrail {
         self.profiles
             .require_admin(principal, "list_audit_events")
             .await?;
-        let size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        // One extra row says whether another page follows.
-        let mut rows = self
-            .store
-            .list_audit(&filter, after, i64::from(size) + 1)
-            .await?;
-        let next = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|row| page_token::encode(key, &position(row), &query_of(&filter)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let mut rows = self.store.list_audit(&filter, after, size.fetch()).await?;
+        let next = size.cut(&mut rows, |row| {
+            page_token::encode(key, &position(row), &query_of(&filter))
+        });
         Ok((rows, next))
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod exchange;
 pub mod housekeeping;
+pub mod paging;
 pub mod profile_change;
 pub mod profiles;
 pub mod revocation;

@@ -10,6 +10,7 @@ use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::auth::{Auth, Reauth};
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
+use crate::service::paging::PageSize;
 use crate::service::profile_change::ProfileChange;
 use crate::service::revocation::FastPath;
 use chrono::{SubsecRound, Utc};
@@ -22,8 +23,6 @@ use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
 pub use identity_core::roles::ADMIN_ROLE;
-pub const DEFAULT_PAGE_SIZE: i32 = 50;
-pub const MAX_PAGE_SIZE: i32 = 100;
 
 /// The authenticated caller, from a fully verified access token.
 #[derive(Debug, Clone)]
@@ -494,9 +493,7 @@ impl Profiles {
         filter: &str,
     ) -> Result<(Vec<Profile>, String), Error> {
         let mut violations = Violations::new();
-        if page_size < 0 {
-            violations.check::<()>("page_size", Err("must not be negative".into()));
-        }
+        let size = PageSize::check(&mut violations, page_size);
         let provider = match parse_filter(filter) {
             Ok(p) => p,
             Err(Error::Invalid(v)) => {
@@ -529,23 +526,13 @@ impl Profiles {
             self.denied(&caller, "list", None, principal);
             return Err(Error::PermissionDenied);
         }
-        let size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        // One extra row says whether another page follows.
         let mut rows = self
             .store
-            .list_profiles(after, provider.as_deref(), i64::from(size) + 1)
+            .list_profiles(after, provider.as_deref(), size.fetch())
             .await?;
-        let next = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|p| page_token::encode(key, &p.id.to_string(), &query))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next = size.cut(&mut rows, |p| {
+            page_token::encode(key, &p.id.to_string(), &query)
+        });
         Ok((rows, next))
     }
 }

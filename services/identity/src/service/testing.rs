@@ -197,6 +197,14 @@ impl Services {
             .map(|logged_in| logged_in.tokens)
     }
 
+    /// Refreshes with `refresh_token`, from the usual caller.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+    ) -> Result<IssuedTokens, crate::service::Error> {
+        self.auth.refresh(&caller(), refresh_token).await
+    }
+
     /// The claims of `tokens`' access token if it is fully valid now
     /// (signature, claims and a live session).
     pub async fn claims(&self, tokens: &IssuedTokens) -> Option<AccessClaims> {

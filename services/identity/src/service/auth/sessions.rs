@@ -11,7 +11,8 @@
 use super::Auth;
 use crate::service::Error;
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
-use crate::service::profiles::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Principal};
+use crate::service::paging::PageSize;
+use crate::service::profiles::Principal;
 use crate::service::service_token::PROVISIONER_ROLE;
 use chrono::{DateTime, Utc};
 use identity_core::client_key::coarse_address;
@@ -119,9 +120,7 @@ impl Auth {
         page_token: &str,
     ) -> Result<(Vec<ListedSession>, String), Error> {
         let mut violations = Violations::new();
-        if page_size < 0 {
-            violations.check::<()>("page_size", Err("must not be negative".into()));
-        }
+        let size = PageSize::check(&mut violations, page_size);
         let target = violations.check("profile_id", profile_target(principal, profile_id));
         let key = self.keys.internal_mac_key();
         let before = match (target, page_token.is_empty()) {
@@ -145,23 +144,13 @@ impl Auth {
             .sessions_owner(principal, &caller, target, "list_sessions")
             .await?;
         let admin = is_admin(&caller);
-        let size = match page_size {
-            0 => DEFAULT_PAGE_SIZE,
-            n => n.min(MAX_PAGE_SIZE),
-        };
-        // One extra row says whether another page follows.
         let mut rows = self
             .store
-            .list_sessions(target, before, i64::from(size) + 1)
+            .list_sessions(target, before, size.fetch())
             .await?;
-        let next = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last()
-                .map(|s| page_token::encode(key, &s.id.to_string(), &page_query(target)))
-                .unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let next = size.cut(&mut rows, |s| {
+            page_token::encode(key, &s.id.to_string(), &page_query(target))
+        });
         let listed = rows
             .into_iter()
             .map(|s| ListedSession {

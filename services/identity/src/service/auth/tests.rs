@@ -9,6 +9,13 @@ use crate::service::testing::{NEW_PASSWORD, Options, PASSWORD, Services, caller,
 use secrecy::ExposeSecret;
 use std::task::Poll;
 
+/// Asserts that `result` failed with `pattern`, showing the error if not.
+macro_rules! assert_err {
+    ($result:expr, $pattern:pat) => {
+        assert!(matches!($result, Err($pattern)), "{:?}", $result.err())
+    };
+}
+
 /// The fields an `Error::Invalid` names.
 fn invalid_fields(error: &Error) -> Vec<&str> {
     match error {
@@ -77,11 +84,7 @@ async fn a_wrong_password_is_refused_and_counts_toward_the_throttle() {
     // The free failures of one client (identity_core::throttle).
     for _ in 0..5 {
         let wrong = services.login("ada@example.com", NEW_PASSWORD).await;
-        assert!(
-            matches!(wrong, Err(Error::InvalidCredentials)),
-            "{:?}",
-            wrong.err()
-        );
+        assert_err!(wrong, Error::InvalidCredentials);
     }
     let throttled = services.login("ada@example.com", PASSWORD).await;
     match throttled {
@@ -107,11 +110,7 @@ async fn a_wrong_password_is_refused_and_counts_toward_the_throttle() {
 async fn an_unknown_email_is_refused_like_a_wrong_password() {
     let services = Services::start().await;
     let unknown = services.login("nobody@example.com", PASSWORD).await;
-    assert!(
-        matches!(unknown, Err(Error::InvalidCredentials)),
-        "{:?}",
-        unknown.err()
-    );
+    assert_err!(unknown, Error::InvalidCredentials);
 }
 
 #[tokio::test]
@@ -131,25 +130,14 @@ async fn change_password_revokes_every_other_session() {
         services.claims(&other).await.is_none(),
         "the other session's access token is refused at once"
     );
-    let refreshed = services
-        .auth
-        .refresh(&caller(), other.refresh_token.expose_secret())
-        .await;
-    assert!(
-        matches!(refreshed, Err(Error::Unauthenticated)),
-        "{:?}",
-        refreshed.err()
-    );
+    let refreshed = services.refresh(other.refresh_token.expose_secret()).await;
+    assert_err!(refreshed, Error::Unauthenticated);
     assert!(
         services.claims(&current).await.is_some(),
         "the session that changed the password goes on"
     );
     let old = services.login("ada@example.com", PASSWORD).await;
-    assert!(
-        matches!(old, Err(Error::InvalidCredentials)),
-        "{:?}",
-        old.err()
-    );
+    assert_err!(old, Error::InvalidCredentials);
     services
         .login("ada@example.com", NEW_PASSWORD)
         .await
@@ -171,11 +159,7 @@ async fn change_password_with_a_wrong_current_password_changes_nothing() {
             secret(NEW_PASSWORD),
         )
         .await;
-    assert!(
-        matches!(refused, Err(Error::InvalidCredentials)),
-        "{:?}",
-        refused.err()
-    );
+    assert_err!(refused, Error::InvalidCredentials);
     assert!(services.claims(&other).await.is_some());
     services
         .login("ada@example.com", PASSWORD)
@@ -257,8 +241,7 @@ async fn refresh_rotates_and_the_successor_works() {
     let (profile, first) = services.register("ada@example.com").await;
 
     let second = services
-        .auth
-        .refresh(&caller(), first.refresh_token.expose_secret())
+        .refresh(first.refresh_token.expose_secret())
         .await
         .expect("refreshed");
     assert_ne!(
@@ -272,8 +255,7 @@ async fn refresh_rotates_and_the_successor_works() {
     assert_eq!(claims.sid, first.session_id.to_string());
 
     let third = services
-        .auth
-        .refresh(&caller(), second.refresh_token.expose_secret())
+        .refresh(second.refresh_token.expose_secret())
         .await
         .expect("the successor refreshes");
     assert_eq!(third.session_id, first.session_id);
@@ -285,17 +267,9 @@ async fn a_refresh_retried_within_the_grace_answers_the_same_successor() {
     let (_, first) = services.register("ada@example.com").await;
     let spent = first.refresh_token.expose_secret();
 
-    let answered = services
-        .auth
-        .refresh(&caller(), spent)
-        .await
-        .expect("refreshed");
+    let answered = services.refresh(spent).await.expect("refreshed");
     // The answer was lost; the client retries with the token it still has.
-    let retried = services
-        .auth
-        .refresh(&caller(), spent)
-        .await
-        .expect("retried");
+    let retried = services.refresh(spent).await.expect("retried");
     assert_eq!(
         retried.refresh_token.expose_secret(),
         answered.refresh_token.expose_secret(),
@@ -306,8 +280,7 @@ async fn a_refresh_retried_within_the_grace_answers_the_same_successor() {
         "and a working access token"
     );
     services
-        .auth
-        .refresh(&caller(), retried.refresh_token.expose_secret())
+        .refresh(retried.refresh_token.expose_secret())
         .await
         .expect("the session lives on");
 }
@@ -317,25 +290,16 @@ async fn a_spent_token_presented_after_its_successor_was_used_ends_the_session()
     let services = Services::start().await;
     let (_, first) = services.register("ada@example.com").await;
     let spent = first.refresh_token.expose_secret();
-    let second = services
-        .auth
-        .refresh(&caller(), spent)
-        .await
-        .expect("refreshed");
+    let second = services.refresh(spent).await.expect("refreshed");
     let third = services
-        .auth
-        .refresh(&caller(), second.refresh_token.expose_secret())
+        .refresh(second.refresh_token.expose_secret())
         .await
         .expect("the successor refreshes");
 
     // Inside the grace, but the successor is spent: only a thief or a
     // broken client holds the old token now.
-    let replay = services.auth.refresh(&caller(), spent).await;
-    assert!(
-        matches!(replay, Err(Error::Unauthenticated)),
-        "{:?}",
-        replay.err()
-    );
+    let replay = services.refresh(spent).await;
+    assert_err!(replay, Error::Unauthenticated);
     assert!(
         services.claims(&third).await.is_none(),
         "the whole session ended"
@@ -351,17 +315,9 @@ async fn with_no_grace_the_first_replay_ends_the_session() {
     .await;
     let (_, first) = services.register("ada@example.com").await;
     let spent = first.refresh_token.expose_secret();
-    let second = services
-        .auth
-        .refresh(&caller(), spent)
-        .await
-        .expect("refreshed");
-    let replay = services.auth.refresh(&caller(), spent).await;
-    assert!(
-        matches!(replay, Err(Error::Unauthenticated)),
-        "{:?}",
-        replay.err()
-    );
+    let second = services.refresh(spent).await.expect("refreshed");
+    let replay = services.refresh(spent).await;
+    assert_err!(replay, Error::Unauthenticated);
     assert!(
         services.claims(&second).await.is_none(),
         "the whole session ended"
@@ -371,16 +327,9 @@ async fn with_no_grace_the_first_replay_ends_the_session() {
 #[tokio::test]
 async fn an_unknown_or_missing_refresh_token_is_refused() {
     let services = Services::start().await;
-    let unknown = services
-        .auth
-        .refresh(&caller(), "an-unknown-refresh-token")
-        .await;
-    assert!(
-        matches!(unknown, Err(Error::Unauthenticated)),
-        "{:?}",
-        unknown.err()
-    );
-    let missing = services.auth.refresh(&caller(), "").await.err().unwrap();
+    let unknown = services.refresh("an-unknown-refresh-token").await;
+    assert_err!(unknown, Error::Unauthenticated);
+    let missing = services.refresh("").await.err().unwrap();
     assert_eq!(invalid_fields(&missing), ["refresh_token"]);
 }
 
@@ -396,15 +345,8 @@ async fn logout_ends_the_session() {
         .await
         .expect("logged out");
     assert!(services.claims(&tokens).await.is_none());
-    let refreshed = services
-        .auth
-        .refresh(&caller(), tokens.refresh_token.expose_secret())
-        .await;
-    assert!(
-        matches!(refreshed, Err(Error::Unauthenticated)),
-        "{:?}",
-        refreshed.err()
-    );
+    let refreshed = services.refresh(tokens.refresh_token.expose_secret()).await;
+    assert_err!(refreshed, Error::Unauthenticated);
     assert!(
         services.claims(&other).await.is_some(),
         "only that session ends"
