@@ -62,6 +62,7 @@ fn micros(event: &AuditEvent) -> i64 {
 on_both_backends!(
     an_admin_reads_the_trail_newest_first_filtered_and_paged,
     only_admins_read_the_trail_and_it_never_holds_a_secret,
+    time_bounds_past_year_9999_are_refused_not_misread,
 );
 
 async fn an_admin_reads_the_trail_newest_first_filtered_and_paged(backend: Backend) {
@@ -212,6 +213,56 @@ async fn an_admin_reads_the_trail_newest_first_filtered_and_paged(backend: Backe
         let negative = list(&mut audit, &admin, "", -1, "").await.unwrap_err();
         assert_invalid(&negative, "page_size", "a negative page size");
     }
+}
+
+/// A strict or inclusive bound at the very end of year 9999 becomes a bound
+/// in year 10000, which SQLite (times kept as text) compared as text:
+/// "after the end of 9999" listed every row and "up to the end of 9999"
+/// none. Such bounds are refused, naming the filter, on both backends; the
+/// latest bound still within 9999 selects what it says.
+async fn time_bounds_past_year_9999_are_refused_not_misread(backend: Backend) {
+    let db = TestDb::new(backend);
+    let admin_email = email("auditor");
+    let server = Server::start_with_options(
+        &db,
+        ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
+    );
+    let mut auth = server.auth().await;
+    let mut audit = AuditServiceClient::new(server.channel().await);
+    let admin = register(&mut auth, &admin_email).await.access_token;
+    register(&mut auth, &email("alice")).await;
+    let all = walk(&mut audit, &admin, "", 100).await;
+    assert!(all.len() >= 2, "{all:?}");
+
+    for past_9999 in [
+        r#"occur_time>"9999-12-31T23:59:59.999999999Z""#,
+        r#"occur_time<="9999-12-31T23:59:59.999999999Z""#,
+        r#"occur_time>"9999-12-31T23:59:59.9999995Z""#,
+    ] {
+        let status = list(&mut audit, &admin, past_9999, 100, "")
+            .await
+            .expect_err(past_9999);
+        assert_invalid(&status, "filter", past_9999);
+    }
+    let until_9999 = walk(
+        &mut audit,
+        &admin,
+        r#"occur_time<"9999-12-31T23:59:59Z""#,
+        100,
+    )
+    .await;
+    assert!(
+        all.iter().all(|e| until_9999.iter().any(|u| u.id == e.id)),
+        "{until_9999:?}"
+    );
+    let after_9999 = walk(
+        &mut audit,
+        &admin,
+        r#"occur_time>="9999-12-31T23:59:59Z""#,
+        100,
+    )
+    .await;
+    assert!(after_9999.is_empty(), "{after_9999:?}");
 }
 
 async fn only_admins_read_the_trail_and_it_never_holds_a_secret(backend: Backend) {

@@ -11,7 +11,7 @@
 //! the caller asked for.
 
 use crate::id::Id;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 
 /// Longest filter accepted (a handful of terms fits easily).
 pub const MAX_FILTER_BYTES: usize = 512;
@@ -103,16 +103,16 @@ pub fn parse(filter: &str) -> Result<AuditFilter, FilterError> {
                     .map_err(|_| refuse("occur_time must be compared with an RFC 3339 time"))?
                     .with_timezone(&Utc);
                 match op {
-                    ">=" => set_once(&mut parsed.since, at, "occur_time's lower bound")?,
+                    ">=" => set_once(&mut parsed.since, in_range(at)?, "occur_time's lower bound")?,
                     ">" => set_once(
                         &mut parsed.since,
-                        at + chrono::Duration::microseconds(1),
+                        in_range(at + chrono::Duration::microseconds(1))?,
                         "occur_time's lower bound",
                     )?,
-                    "<" => set_once(&mut parsed.until, at, "occur_time's upper bound")?,
+                    "<" => set_once(&mut parsed.until, in_range(at)?, "occur_time's upper bound")?,
                     "<=" => set_once(
                         &mut parsed.until,
-                        at + chrono::Duration::microseconds(1),
+                        in_range(at + chrono::Duration::microseconds(1))?,
                         "occur_time's upper bound",
                     )?,
                     _ => return Err(refuse(SUPPORTED)),
@@ -122,6 +122,17 @@ pub fn parse(filter: &str) -> Result<AuditFilter, FilterError> {
         }
     }
     Ok(parsed)
+}
+
+/// A time bound the stores compare correctly. SQLite keeps times as text,
+/// where a bound in year 10000 (the end of 9999 made strict or inclusive)
+/// sorts before every row: "after 9999" would list everything, "up to the
+/// end of 9999" nothing.
+fn in_range(bound: DateTime<Utc>) -> Result<DateTime<Utc>, FilterError> {
+    if bound.year() > 9999 {
+        return Err(refuse("occur_time must be before the end of year 9999"));
+    }
+    Ok(bound)
 }
 
 fn set_once<T>(slot: &mut Option<T>, value: T, what: &str) -> Result<(), FilterError> {
@@ -228,10 +239,15 @@ mod tests {
             r#"event_name="a" AND event_name="b""#,
             r#"event_name="unterminated"#,
             r#"event_name="x"" AND profile_id="y""#,
+            r#"occur_time>"9999-12-31T23:59:59.999999999Z""#,
+            r#"occur_time<="9999-12-31T23:59:59.9999995Z""#,
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
         assert!(parse(&"x".repeat(MAX_FILTER_BYTES + 1)).is_err());
+        // The latest bounds within year 9999 stay accepted.
+        assert!(parse(r#"occur_time>="9999-12-31T23:59:59.999999Z""#).is_ok());
+        assert!(parse(r#"occur_time<="9999-12-31T23:59:59.999998Z""#).is_ok());
     }
 
     #[test]
