@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests drive from outside Rust: grpcurl, pytest and the
-# Helm SDK (Python venv), buf and Better-Auth (npm), jq, psql and PgBouncer
-# (Debian packages; tests/e2e/pgbouncer.rs starts PgBouncers of its own).
+# Helm SDK (Python venv), buf and Better-Auth (npm), jq, psql, PgBouncer and
+# libfaketime (Debian packages; tests/e2e/pgbouncer.rs starts PgBouncers of
+# its own, tests/e2e/refresh_grace.rs a replica with its clock behind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/venv.sh
@@ -19,6 +20,7 @@ missing=()
 command -v jq >/dev/null || missing+=(jq)
 command -v psql >/dev/null || missing+=(postgresql-client)
 [[ -x /usr/sbin/pgbouncer ]] || command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || missing+=(faketime)
 if ((${#missing[@]})); then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -278,3 +278,57 @@ fn a_grace_beyond_a_minute_is_refused_at_start() {
         );
     }
 }
+
+/// libfaketime, which `scripts/ensure-tools.sh` installs: a replica run
+/// under it reads a wall clock two minutes behind the others.
+fn clock_behind(options: ServerOptions) -> ServerOptions {
+    let library = std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .filter_map(Result::ok)
+        .map(|dir| dir.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.exists())
+        .expect("libfaketime (Debian package faketime; make test installs it)");
+    options
+        .env("LD_PRELOAD", library.display().to_string())
+        .env("FAKETIME", "-120s")
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+}
+
+/// Replicas' clocks drift; the grace must not drift with them. A replica
+/// whose clock runs behind must not take a replay long after the grace for
+/// a retry, and one whose clock runs ahead must not take a client's prompt
+/// retry for theft: the time a token was spent and the time it comes back
+/// are both read from the one database clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_skewed_clocks_keep_the_grace_to_its_length() {
+    let db = TestDb::new(Backend::Postgres);
+    let grace = || ServerOptions::default().env("IDENTITY_REFRESH_REUSE_GRACE", "2s");
+    let a = Server::start_with_options(&db, grace());
+    // Started once A has written the development key, so both share it.
+    let behind = Server::start_with_options(&db, clock_behind(grace()));
+    let (mut on_a, mut on_behind) = (a.auth().await, behind.auth().await);
+
+    // Spent on A; replayed on the slow replica well after the grace.
+    let stolen = crate::support::register(&mut on_a, &email("skew-replay")).await;
+    let rotated = refresh(&mut on_a, &stolen.refresh_token).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_refused(
+        refresh(&mut on_behind, &stolen.refresh_token).await,
+        "a replay after the grace, on a replica whose clock is behind",
+    );
+    assert_refused(
+        refresh(&mut on_a, &rotated.refresh_token).await,
+        "the re-use ended the whole session",
+    );
+
+    // Spent on the slow replica; the client's prompt retry reaches A.
+    let honest = crate::support::register(&mut on_a, &email("skew-retry")).await;
+    let first = refresh(&mut on_behind, &honest.refresh_token)
+        .await
+        .unwrap();
+    let retried = refresh(&mut on_a, &honest.refresh_token)
+        .await
+        .expect("a prompt retry on a replica whose clock is ahead");
+    assert_eq!(retried.refresh_token, first.refresh_token);
+    assert!(active(&mut on_a, &retried.access_token).await);
+}

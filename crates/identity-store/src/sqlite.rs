@@ -45,6 +45,13 @@ macro_rules! lock_admin_grant {
 
 /// BEGIN IMMEDIATE already makes writers take turns (SQLite has no row
 /// locks).
+/// One process writes the file: its own clock is the database's clock.
+macro_rules! database_now {
+    ($conn:expr, $now:expr) => {
+        $now
+    };
+}
+
 macro_rules! lock_refresh_token {
     ($query:expr) => {
         $query

@@ -114,6 +114,10 @@ pub(super) async fn spend_refresh_token(
         let Some(spent_at) = locked else {
             return Ok(SpendOutcome::Unknown);
         };
+        // From here on, the database's clock: the spend this call writes
+        // and the one it compares with are read from the same clock,
+        // whichever replica wrote it (docs/decisions/0011).
+        let now: DateTime<Utc> = database_now!(conn, now);
         let (session, profile) = r::table
             .inner_join(s::table.inner_join(p::table))
             .filter(r::token_hash.eq(presented_hash))
@@ -139,9 +143,11 @@ pub(super) async fn spend_refresh_token(
                 == 1;
         if !won {
             let spent_at = spent_at.unwrap_or(now);
+            // A clock stepped back makes the spend look to come from the
+            // future: that counts as within the grace only by as much.
             let within_grace = !reuse_grace.is_zero()
                 && chrono::TimeDelta::from_std(reuse_grace)
-                    .is_ok_and(|grace| now.signed_duration_since(spent_at) < grace);
+                    .is_ok_and(|grace| now.signed_duration_since(spent_at).abs() < grace);
             if within_grace && unspent_successor(conn, next_hash, session.id).await? {
                 touch_session(conn, session.id, now).await?;
                 return Ok(SpendOutcome::Retried {
