@@ -187,6 +187,7 @@ pub struct TokenKeys {
     leeway: Duration,
     /// Keys the audit trail's pseudonyms (hashes of unknown emails).
     audit_key: SecretSlice<u8>,
+    page_key: SecretSlice<u8>,
     /// Keys refresh-token successors (`refresh::successor`).
     successor_key: SecretSlice<u8>,
 }
@@ -265,6 +266,8 @@ impl TokenKeys {
         // Its own key, not the audit one: pseudonyms end up in logs, and a
         // pseudonym of the right text must never be a successor's MAC.
         let successor_key = derive(b"identity/refresh-successor");
+        // Page tokens too: a MAC made for one purpose is never valid for another.
+        let page_key = derive(b"identity/page-token");
         audit_material.fill(0);
         Ok(TokenKeys {
             signing_kid,
@@ -276,6 +279,7 @@ impl TokenKeys {
             audience,
             leeway,
             audit_key,
+            page_key,
             successor_key,
         })
     }
@@ -351,10 +355,11 @@ impl TokenKeys {
         Ok(data.claims)
     }
 
-    /// A key for MACs the service makes for itself (page tokens), derived
-    /// from the signing key material so that every replica shares it.
+    /// The key of the page tokens' MACs, derived from the signing key
+    /// material so that every replica shares it, and for this purpose only
+    /// (not the pseudonyms' key: those are logged).
     pub fn internal_mac_key(&self) -> &[u8] {
-        self.audit_key.expose_secret()
+        self.page_key.expose_secret()
     }
 
     /// The key of refresh-token successors, derived from the signing key
@@ -470,6 +475,17 @@ mod tests {
         assert_eq!(one.refresh_successor_key(), two.refresh_successor_key());
         assert_eq!(one.refresh_successor_key().len(), 32);
         assert_ne!(one.refresh_successor_key(), one.internal_mac_key());
+        assert_ne!(
+            one.pseudonym("x"),
+            hex::encode(
+                &{
+                    let mut mac = crate::secure::hmac_sha256(one.internal_mac_key());
+                    mac.update(b"x");
+                    mac.finalize().into_bytes()
+                }[..16]
+            ),
+            "page tokens are not MACed under the pseudonyms' key"
+        );
         assert_ne!(keys().refresh_successor_key(), one.refresh_successor_key());
     }
 }
