@@ -24,7 +24,10 @@
 //! against the database, so that a revocation made outside the service (or
 //! by a replica that does not announce) heals within
 //! `IDENTITY_REVOCATION_RECONCILE_INTERVAL`. SQLite is one node: every
-//! revocation passes through this process, so memory is authoritative.
+//! revocation made through the service passes through this process, so
+//! memory is authoritative for those; one written by an `identity admin`
+//! command on the same file is not announced, and the reconciliation picks
+//! it up within the interval (as on PostgreSQL for writes from outside).
 
 use crate::service::Error;
 use futures_util::StreamExt as _;
@@ -125,9 +128,9 @@ impl FastPath {
     }
 
     /// The revocation listener's state; `None` where none runs. SQLite has
-    /// none: every revocation passes through this process, so its memory
-    /// cannot be stale, and a listener reported up would be one that does
-    /// not exist.
+    /// none: the service's own revocations pass through this process (the
+    /// CLI's are reconciled, see the module docs), and a listener reported
+    /// up would be one that does not exist.
     pub fn listener_status(&self) -> Option<ListenerStatus> {
         let listener = &self.listener;
         if !listener.running.load(Ordering::Relaxed) {
