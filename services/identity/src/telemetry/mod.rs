@@ -12,7 +12,6 @@
 pub mod admin;
 pub mod export;
 pub mod metrics;
-pub mod rpc;
 
 use crate::cli::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
