@@ -25,8 +25,9 @@ pub use keys::{KeySettings, MIN_SECRET_BYTES, weak_secret};
 pub use limits::PRODUCTION_MIN_BCRYPT_COST;
 pub use tls::TlsFiles;
 
-use crate::cli::{LogFormat, Settings};
+use crate::cli::{self, Settings};
 use crate::infra::limits::LimitSettings;
+use crate::telemetry::LogFormat;
 use identity_store::{Backend, DatabaseUrl, PgUrl, PoolSettings};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -143,10 +144,14 @@ impl Config {
             tls,
             shutdown_grace: settings.shutdown_grace,
             health_interval: settings.health_interval,
-            log_format: settings.log_format.unwrap_or(match mode {
-                Mode::Production => LogFormat::Json,
-                Mode::Dev => LogFormat::Text,
-            }),
+            log_format: match settings.log_format {
+                Some(cli::LogFormat::Json) => LogFormat::Json,
+                Some(cli::LogFormat::Text) => LogFormat::Text,
+                None => match mode {
+                    Mode::Production => LogFormat::Json,
+                    Mode::Dev => LogFormat::Text,
+                },
+            },
             log_filter: settings.log,
             bootstrap_admins,
             limits,
