@@ -23,11 +23,11 @@ pub use database::database_url_setting;
 pub use file::parse_cli;
 pub use keys::{KeySettings, MIN_SECRET_BYTES, weak_secret};
 pub use limits::PRODUCTION_MIN_BCRYPT_COST;
-pub use tls::TlsFiles;
 
 use crate::cli::{self, Settings};
 use crate::infra::limits::LimitSettings;
 use crate::telemetry::LogFormat;
+use crate::transport::tls::TlsFiles;
 use identity_store::{Backend, DatabaseUrl, PgUrl, PoolSettings};
 use std::net::SocketAddr;
 use std::time::Duration;
