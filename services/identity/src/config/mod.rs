@@ -1,10 +1,9 @@
 //! The one typed configuration, loaded and validated once at start. A bad
 //! setting stops the program with a message that names it.
 //!
-//! `Config::load` reads one section after another, each in its own file;
-//! the clap structs of the sections that have their own (keys, provider,
-//! revocation) live beside their validation, `crate::cli` flattens them
-//! into `identity serve`.
+//! `Config::load` reads one section after another, each in its own file.
+//! `crate::cli` owns every clap struct (the command line as given); config
+//! only validates, so the imports go one way: config → cli.
 
 mod accounts;
 mod database;
