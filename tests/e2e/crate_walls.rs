@@ -2,7 +2,7 @@
 //! (from `cargo metadata`) and which module may import which (from the
 //! sources). README's Layout section shows the same map.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -290,7 +290,10 @@ fn only_config_and_cli_define_command_line_arguments() {
     let mut found = Vec::new();
     for (path, text) in &all {
         let relative = path.strip_prefix(&src).expect("a path under src");
-        if relative.starts_with("config") || relative == Path::new("cli.rs") {
+        if relative.starts_with("config")
+            || relative.starts_with("cli")
+            || relative == Path::new("cli.rs")
+        {
             continue;
         }
         for line in mentions(text, &["clap"]) {
@@ -411,4 +414,197 @@ fn no_layer_reports_its_errors_as_bare_strings() {
         }
     }
     assert!(found.is_empty(), "{found:#?}");
+}
+
+/// The top-level modules of the service crate, file modules (`cli.rs`)
+/// and folder modules (`service/`) alike.
+const MODULES: &[&str] = &[
+    "admin_token",
+    "cli",
+    "commands",
+    "config",
+    "infra",
+    "proto",
+    "provider",
+    "server",
+    "service",
+    "telemetry",
+    "transport",
+];
+
+/// The modules named in `text` as `crate::<module>` or inside a
+/// `crate::{…}` list, outside comment lines.
+fn crate_imports(text: &str) -> BTreeSet<&'static str> {
+    let code: String = text
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| !line.starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut found = BTreeSet::new();
+    for (at, _) in code.match_indices("crate::") {
+        // `$crate::`, `other_crate::`, `x::crate::`: not this crate's root.
+        if code[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | ':' | '$'))
+        {
+            continue;
+        }
+        let rest = &code[at + "crate::".len()..];
+        // In a `{…}` list every top-level entry, otherwise the first path
+        // segment.
+        let mut entries = vec![rest];
+        if let Some(list) = rest.strip_prefix('{') {
+            entries.clear();
+            let (mut depth, mut start) = (0, 0);
+            for (i, c) in list.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        entries.push(&list[start..i]);
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        entries.push(&list[start..i]);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for entry in entries {
+            let name: String = entry
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            if let Some(module) = MODULES.iter().find(|m| **m == name) {
+                found.insert(*module);
+            }
+        }
+    }
+    found
+}
+
+/// Which top-level module imports which, from non-test code: `tests.rs`
+/// files, `tests/` folders and the `#[cfg(test)] mod` that ends a file
+/// are left out (tests may reach anywhere).
+fn module_graph() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<&'static str, BTreeSet<&'static str>> =
+        MODULES.iter().map(|m| (*m, BTreeSet::new())).collect();
+    for (path, text) in sources("") {
+        let relative = path.strip_prefix(&src).expect("a path under src");
+        if relative.file_name().is_some_and(|n| n == "tests.rs")
+            || relative.components().any(|c| c.as_os_str() == "tests")
+        {
+            continue;
+        }
+        let first = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .unwrap_or("");
+        let Some(module) = MODULES
+            .iter()
+            .find(|m| first == **m || first == format!("{m}.rs"))
+        else {
+            continue; // lib.rs, main.rs: the roots, not layers
+        };
+        let imports = graph.get_mut(module).expect("every module is a node");
+        for import in crate_imports(&without_test_module(&text)) {
+            if import != *module {
+                imports.insert(import);
+            }
+        }
+    }
+    graph
+}
+
+/// Every import circle of `graph`, each as the path that closes it
+/// (`a → b → a`), found by a depth-first walk.
+fn cycles(graph: &BTreeMap<&'static str, BTreeSet<&'static str>>) -> BTreeSet<String> {
+    fn walk(
+        node: &'static str,
+        graph: &BTreeMap<&'static str, BTreeSet<&'static str>>,
+        path: &mut Vec<&'static str>,
+        done: &mut BTreeSet<&'static str>,
+        found: &mut BTreeSet<String>,
+    ) {
+        if let Some(start) = path.iter().position(|n| *n == node) {
+            let mut circle = path[start..].to_vec();
+            circle.push(node);
+            found.insert(circle.join(" → "));
+            return;
+        }
+        if done.contains(node) {
+            return;
+        }
+        path.push(node);
+        for next in graph.get(node).into_iter().flatten() {
+            walk(next, graph, path, done, found);
+        }
+        path.pop();
+        done.insert(node);
+    }
+    let mut found = BTreeSet::new();
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        walk(node, graph, &mut Vec::new(), &mut done, &mut found);
+    }
+    found
+}
+
+#[test]
+fn no_two_modules_of_the_service_import_each_other_even_through_others() {
+    // A circle means neither side can be read, tested or moved without the
+    // other: the layers of README's Layout section only hold if each
+    // module's imports point one way.
+    let circle: BTreeMap<_, BTreeSet<_>> = [
+        ("cli", ["config"].into()),
+        ("config", ["service"].into()),
+        ("service", ["cli"].into()),
+        ("server", ["service"].into()),
+    ]
+    .into();
+    assert_eq!(
+        cycles(&circle).len(),
+        1,
+        "the check would notice a circle through three modules: {:?}",
+        cycles(&circle)
+    );
+    assert_eq!(
+        crate_imports(
+            "use crate::{cli::{Command, Settings}, infra};\n// crate::server\n$crate::proto"
+        ),
+        ["cli", "infra"].into(),
+        "imports in a list are read, comments and other crates' paths are not"
+    );
+
+    let graph = module_graph();
+    assert!(
+        graph["server"].contains("transport") && graph["transport"].contains("service"),
+        "the sources were read: {graph:#?}"
+    );
+    let found = cycles(&graph);
+    assert!(found.is_empty(), "import circles: {found:#?}\n{graph:#?}");
+}
+
+#[test]
+fn telemetry_imports_no_other_module_of_the_service() {
+    // Every layer logs and counts (`telemetry::metrics`), so telemetry must
+    // sit below all of them: the per-RPC span layer, which knows client
+    // addresses and method names, is transport's.
+    let graph = module_graph();
+    assert!(
+        graph["server"].contains("telemetry"),
+        "the sources were read: {graph:#?}"
+    );
+    assert!(
+        graph["telemetry"].is_empty(),
+        "telemetry imports {:?}",
+        graph["telemetry"]
+    );
 }

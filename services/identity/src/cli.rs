@@ -1,6 +1,14 @@
 //! Command line: subcommands and every setting, each with its environment
 //! variable (`identity serve --help` lists them all).
 
+mod keys;
+mod provider;
+mod revocation;
+
+pub use keys::KeyArgs;
+pub use provider::ProviderSettings;
+pub use revocation::RevocationArgs;
+
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -101,7 +109,7 @@ pub struct IssueServiceTokenArgs {
     /// The server's signing keys (the first signs), HS256 secret, `iss` and
     /// `aud`, as for `identity serve`.
     #[command(flatten)]
-    pub keys: crate::config::keys::KeyArgs,
+    pub keys: KeyArgs,
     /// Use the key that `identity serve --dev` generated under the data folder.
     #[arg(long)]
     pub dev: bool,
@@ -226,7 +234,7 @@ pub struct Settings {
     /// The signing keys, `iss` and `aud`: shared with `identity admin
     /// issue-service-token`, which signs as the server does.
     #[command(flatten)]
-    pub keys: crate::config::keys::KeyArgs,
+    pub keys: KeyArgs,
 
     /// Access token lifetime (1m to 24h).
     #[arg(long, env = "IDENTITY_ACCESS_TOKEN_TTL", default_value = "30m", value_parser = humantime::parse_duration)]
@@ -434,8 +442,8 @@ pub struct Settings {
     pub log: String,
 
     #[command(flatten)]
-    pub provider: crate::config::provider::ProviderSettings,
+    pub provider: ProviderSettings,
 
     #[command(flatten)]
-    pub revocation: crate::config::revocation::RevocationArgs,
+    pub revocation: RevocationArgs,
 }

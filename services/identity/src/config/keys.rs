@@ -1,44 +1,17 @@
 //! The signing keys: Ed25519 PEM files, an HS256 secret, or in --dev a key
 //! generated under the data folder. `identity serve` and `identity admin
-//! issue-service-token` take the same arguments ([`KeyArgs`]) and load the
+//! issue-service-token` take the same arguments (`cli::KeyArgs`) and load the
 //! keys with the same [`load_keys`], so the server accepts what the
 //! command signs.
 
 use super::secrets::{read_file_setting, secret_setting};
 use super::{ConfigError, Mode, refuse};
+use crate::cli::KeyArgs;
 use anyhow::Context as _;
-use clap::Args;
 use identity_core::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
 use secrecy::{ExposeSecret, SecretString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// The key arguments as given; [`load`] (serve) or [`load_for_command`]
-/// validate them. No `Debug`: they hold a secret.
-#[derive(Args, Clone)]
-pub struct KeyArgs {
-    /// Ed25519 private keys (PKCS#8 PEM files, comma-separated): the first
-    /// signs, all verify and are published by GetJwks (key rotation).
-    #[arg(long, env = "IDENTITY_SIGNING_KEY_FILE", value_delimiter = ',')]
-    pub signing_key_file: Vec<PathBuf>,
-
-    /// HS256 secret (at least 32 bytes). Signs only when no Ed25519 key is
-    /// set; otherwise it only verifies (for migrating off HS256).
-    #[arg(long, env = "IDENTITY_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
-
-    /// File holding IDENTITY_SECRET_KEY; a trailing newline is ignored.
-    #[arg(long, env = "IDENTITY_SECRET_KEY_FILE")]
-    pub secret_key_file: Option<PathBuf>,
-
-    /// `iss` of issued access tokens, required on verification.
-    #[arg(long, env = "IDENTITY_ISSUER", default_value = "identity")]
-    pub issuer: String,
-
-    /// `aud` of issued access tokens, required on verification.
-    #[arg(long, env = "IDENTITY_AUDIENCE", default_value = "identity")]
-    pub audience: String,
-}
 
 /// The key `identity serve --dev` generates (and keeps) under its data
 /// folder when no key is configured.

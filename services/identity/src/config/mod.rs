@@ -1,10 +1,9 @@
 //! The one typed configuration, loaded and validated once at start. A bad
 //! setting stops the program with a message that names it.
 //!
-//! `Config::load` reads one section after another, each in its own file;
-//! the clap structs of the sections that have their own (keys, provider,
-//! revocation) live beside their validation, `crate::cli` flattens them
-//! into `identity serve`.
+//! `Config::load` reads one section after another, each in its own file.
+//! `crate::cli` owns every clap struct (the command line as given); config
+//! only validates, so the imports go one way: config → cli.
 
 mod accounts;
 mod database;
@@ -23,10 +22,11 @@ pub use database::database_url_setting;
 pub use file::parse_cli;
 pub use keys::{KeySettings, MIN_SECRET_BYTES, weak_secret};
 pub use limits::PRODUCTION_MIN_BCRYPT_COST;
-pub use tls::TlsFiles;
 
-use crate::cli::{LogFormat, Settings};
+use crate::cli::{self, Settings};
 use crate::infra::limits::LimitSettings;
+use crate::telemetry::LogFormat;
+use crate::transport::tls::TlsFiles;
 use identity_store::{Backend, DatabaseUrl, PgUrl, PoolSettings};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -143,10 +143,14 @@ impl Config {
             tls,
             shutdown_grace: settings.shutdown_grace,
             health_interval: settings.health_interval,
-            log_format: settings.log_format.unwrap_or(match mode {
-                Mode::Production => LogFormat::Json,
-                Mode::Dev => LogFormat::Text,
-            }),
+            log_format: match settings.log_format {
+                Some(cli::LogFormat::Json) => LogFormat::Json,
+                Some(cli::LogFormat::Text) => LogFormat::Text,
+                None => match mode {
+                    Mode::Production => LogFormat::Json,
+                    Mode::Dev => LogFormat::Text,
+                },
+            },
             log_filter: settings.log,
             bootstrap_admins,
             limits,

@@ -5,18 +5,7 @@
 use super::secrets::read_file_setting;
 use super::{ConfigError, Mode, refuse};
 use crate::cli::Settings;
-use std::path::PathBuf;
-
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-    /// Only with `client_ca`.
-    pub client_crl: Option<PathBuf>,
-    /// Only with `client_ca`; empty: any name. DNS names are lower case.
-    pub client_allowed_sans: Vec<String>,
-}
+use crate::transport::tls::TlsFiles;
 
 /// The mTLS name allow-list: DNS names (compared in lower case, no
 /// wildcards) or URIs with a scheme (spiffe://...), compared exactly.

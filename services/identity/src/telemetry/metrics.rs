@@ -33,8 +33,8 @@ pub type Sample = (&'static str, Vec<(String, String)>, f64);
 type GaugeSource = Box<dyn Fn() -> Vec<(String, f64)> + Send + Sync>;
 
 /// Labels of the RPC metrics. Both are static: the method is one of a fixed
-/// set (see `rpc::method_label`), never a caller's path, and the code one of
-/// gRPC's seventeen.
+/// set (see `transport::rpc_telemetry::method_label`), never a caller's
+/// path, and the code one of gRPC's seventeen.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcLabels {
     method: &'static str,

@@ -12,9 +12,7 @@
 pub mod admin;
 pub mod export;
 pub mod metrics;
-pub mod rpc;
 
-use crate::cli::LogFormat;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
@@ -22,6 +20,14 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
+
+/// How log lines are written. The command line's `--log-format` maps to it
+/// (`config`), so telemetry needs nothing of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Handles to flush and stop exporters at exit.
 #[derive(Default)]

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod convert;
 pub mod metadata;
 pub mod profile;
+pub mod rpc_telemetry;
 pub mod status;
 pub mod tls;
 
@@ -307,7 +308,7 @@ where
         .layer(client_addr::ClientAddrLayer::new(
             http.trusted_proxies.clone(),
         ))
-        .layer(crate::telemetry::rpc::RpcSpanLayer::new(
+        .layer(rpc_telemetry::RpcSpanLayer::new(
             http.trace_trusted_proxies.clone(),
             http.listen_addr,
         ))

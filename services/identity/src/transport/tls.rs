@@ -3,7 +3,6 @@
 //! files are re-read when they change (polled) or on SIGHUP, without
 //! dropping established connections.
 
-use crate::config::TlsFiles;
 use arc_swap::ArcSwap;
 use identity_store::pem::BundleError;
 use std::io;
@@ -26,6 +25,19 @@ use tokio_rustls::rustls::{
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use x509_parser::extensions::GeneralName;
+
+/// The TLS files of the gRPC port, as `config` validated them (each one
+/// readable, the mTLS ones only with a client CA).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    /// Only with `client_ca`.
+    pub client_crl: Option<PathBuf>,
+    /// Only with `client_ca`; empty: any name. DNS names are lower case.
+    pub client_allowed_sans: Vec<String>,
+}
 
 /// Why the TLS files cannot be used; each names the setting and the file.
 #[derive(Debug, thiserror::Error)]

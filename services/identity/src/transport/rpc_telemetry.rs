@@ -9,8 +9,8 @@
 //! hide a call) and plant a trace id of their choosing in security log
 //! lines: their call starts a trace of its own, linked to theirs.
 
-use super::metrics::metrics;
-use crate::transport::client_addr::{is_mtls_peer, peer};
+use super::client_addr::{ClientAddr, is_mtls_peer, peer};
+use crate::telemetry::metrics::metrics;
 use ipnet::IpNet;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TraceState};
@@ -246,7 +246,7 @@ where
         let (service, method) = label.split_once('/').unwrap_or((label, ""));
         let client = request
             .extensions()
-            .get::<crate::transport::client_addr::ClientAddr>()
+            .get::<ClientAddr>()
             .and_then(|c| c.0)
             .map(|ip| ip.to_string())
             .unwrap_or_default();

@@ -1,0 +1,51 @@
+//! The fast validation path and revocation across replicas, flattened into
+//! `identity serve`.
+
+use clap::Args;
+use std::time::Duration;
+
+/// Settings of the fast validation path, flattened into `identity serve`.
+#[derive(Args, Clone)]
+pub struct RevocationArgs {
+    /// Longest a replica answers "live" from memory without having heard
+    /// from PostgreSQL's revocation channel (checked by a heartbeat 4 times
+    /// per period); past it, validations read the database. The bound on
+    /// how late a revocation reaches another replica.
+    #[arg(long, env = "IDENTITY_REVOCATION_MAX_STALENESS", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub revocation_max_staleness: Duration,
+
+    /// How often the sessions held in memory are re-checked against the
+    /// database: heals a missed announcement or a revocation made outside
+    /// the service (e.g. by SQL).
+    #[arg(long, env = "IDENTITY_REVOCATION_RECONCILE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub revocation_reconcile_interval: Duration,
+
+    /// Verified access tokens kept in memory (0: verify every signature).
+    #[arg(long, env = "IDENTITY_TOKEN_CACHE_SIZE", default_value_t = 20_000)]
+    pub token_cache_size: usize,
+
+    /// Sessions whose state is kept in memory (0: every validation reads
+    /// the database).
+    #[arg(long, env = "IDENTITY_SESSION_CACHE_SIZE", default_value_t = 100_000)]
+    pub session_cache_size: usize,
+
+    /// Profiles kept in memory for authenticated calls, on PostgreSQL only
+    /// (0: every call reads the caller's profile from the database). Kept
+    /// fresh like session state; each lives at most one reconciliation
+    /// interval.
+    #[arg(long, env = "IDENTITY_PROFILE_CACHE_SIZE", default_value_t = 10_000)]
+    pub profile_cache_size: usize,
+
+    /// PostgreSQL URL of the same database for the revocation listener's
+    /// two connections [default: IDENTITY_DATABASE_URL]. They need sessions
+    /// of their own: a direct connection or a PgBouncer session pool, never
+    /// transaction pooling (a LISTEN there hears nothing). Set it when
+    /// IDENTITY_DATABASE_URL goes through transaction pooling.
+    #[arg(long, env = "IDENTITY_REVOCATION_LISTEN_URL", hide_env_values = true)]
+    pub revocation_listen_url: Option<String>,
+
+    /// File holding IDENTITY_REVOCATION_LISTEN_URL (it may carry a
+    /// password); a trailing newline is ignored.
+    #[arg(long, env = "IDENTITY_REVOCATION_LISTEN_URL_FILE")]
+    pub revocation_listen_url_file: Option<std::path::PathBuf>,
+}
