@@ -5,8 +5,8 @@
 
 use crate::on_both_backends;
 use crate::support::{
-    Backend, PASSWORD, Server, ServerOptions, TestDb, assert_invalid, bearer, email, eventually,
-    login_request, register, scalar,
+    Auth, Backend, PASSWORD, Server, ServerOptions, TestDb, assert_invalid, bearer, email,
+    eventually, login_request, register, scalar,
 };
 use identity::proto::v1::audit_service_client::AuditServiceClient;
 use identity::proto::v1::*;
@@ -54,6 +54,21 @@ async fn walk(audit: &mut Audit, token: &str, filter: &str, page_size: i32) -> V
     }
 }
 
+/// A server on `db` whose first account, `auditor`, is its admin (by
+/// IDENTITY_BOOTSTRAP_ADMINS): the server, both clients and the admin's
+/// tokens.
+async fn with_an_admin(db: &TestDb) -> (Server, Auth, Audit, TokenPair) {
+    let admin_email = email("auditor");
+    let server = Server::start_with_options(
+        db,
+        ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
+    );
+    let mut auth = server.auth().await;
+    let audit = AuditServiceClient::new(server.channel().await);
+    let admin = register(&mut auth, &admin_email).await;
+    (server, auth, audit, admin)
+}
+
 fn micros(event: &AuditEvent) -> i64 {
     let t = event.occur_time.as_ref().expect("a time");
     t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
@@ -68,14 +83,8 @@ on_both_backends!(
 async fn an_admin_reads_the_trail_newest_first_filtered_and_paged(backend: Backend) {
     {
         let db = TestDb::new(backend);
-        let admin_email = email("auditor");
-        let server = Server::start_with_options(
-            &db,
-            ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
-        );
-        let mut auth = server.auth().await;
-        let mut audit = AuditServiceClient::new(server.channel().await);
-        let admin = register(&mut auth, &admin_email).await.access_token;
+        let (_server, mut auth, mut audit, admin) = with_an_admin(&db).await;
+        let admin = admin.access_token;
         let alice_email = email("alice");
         let alice = register(&mut auth, &alice_email).await;
         let alice_id = auth
@@ -222,14 +231,8 @@ async fn an_admin_reads_the_trail_newest_first_filtered_and_paged(backend: Backe
 /// latest bound still within 9999 selects what it says.
 async fn time_bounds_past_year_9999_are_refused_not_misread(backend: Backend) {
     let db = TestDb::new(backend);
-    let admin_email = email("auditor");
-    let server = Server::start_with_options(
-        &db,
-        ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
-    );
-    let mut auth = server.auth().await;
-    let mut audit = AuditServiceClient::new(server.channel().await);
-    let admin = register(&mut auth, &admin_email).await.access_token;
+    let (_server, mut auth, mut audit, admin) = with_an_admin(&db).await;
+    let admin = admin.access_token;
     register(&mut auth, &email("alice")).await;
     let all = walk(&mut audit, &admin, "", 100).await;
     assert!(all.len() >= 2, "{all:?}");
@@ -268,14 +271,7 @@ async fn time_bounds_past_year_9999_are_refused_not_misread(backend: Backend) {
 async fn only_admins_read_the_trail_and_it_never_holds_a_secret(backend: Backend) {
     {
         let db = TestDb::new(backend);
-        let admin_email = email("auditor");
-        let server = Server::start_with_options(
-            &db,
-            ServerOptions::default().env("IDENTITY_BOOTSTRAP_ADMINS", admin_email.clone()),
-        );
-        let mut auth = server.auth().await;
-        let mut audit = AuditServiceClient::new(server.channel().await);
-        let admin = register(&mut auth, &admin_email).await;
+        let (_server, mut auth, mut audit, admin) = with_an_admin(&db).await;
         let mallory_email = email("mallory");
         let mallory = register(&mut auth, &mallory_email).await;
         let refreshed = auth
