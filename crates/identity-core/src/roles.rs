@@ -17,14 +17,46 @@ pub const LOCAL_PROVIDER: &str = "local";
 pub const RESERVED_PROVIDER_NAMES: &[&str] = &[LOCAL_PROVIDER, SERVICE_PROVIDER];
 
 /// Whether `name` is, or passes for, one of [`RESERVED_PROVIDER_NAMES`]:
-/// compared trimmed and without regard to case, so `Local` or ` SERVICE`
-/// cannot be made to look like the service's own accounts to a reader or a
-/// case-insensitive consumer.
+/// compared trimmed, without the characters a reader never sees and
+/// without regard to case (Unicode's, so `ſervice` counts), so `Local`,
+/// ` SERVICE` or `local` followed by a zero-width space cannot be made to
+/// look like the service's own accounts to a reader or a case-insensitive
+/// consumer.
 pub fn is_reserved_provider(name: &str) -> bool {
-    let name = name.trim();
-    RESERVED_PROVIDER_NAMES
-        .iter()
-        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+    let folded: String = name
+        .trim()
+        .chars()
+        .filter(|c| !is_invisible(*c))
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .collect();
+    let folded = folded.trim();
+    RESERVED_PROVIDER_NAMES.contains(&folded)
+}
+
+/// Unicode's default-ignorable code points: drawn as nothing, so a name
+/// holding one reads as the name without it.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{34f}'
+            | '\u{61c}'
+            | '\u{115f}'..='\u{1160}'
+            | '\u{17b4}'..='\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fff8}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
 }
 
 fn is_service_provider(auth_provider: &str) -> bool {
@@ -86,7 +118,19 @@ mod tests {
     #[test]
     fn reserved_provider_names_are_recognised_in_any_spelling() {
         assert_eq!(RESERVED_PROVIDER_NAMES, ["local", "service"]);
-        for name in ["local", "Local", " LOCAL ", "service", "Service\t"] {
+        for name in [
+            "local",
+            "Local",
+            " LOCAL ",
+            "service",
+            "Service\t",
+            "local\u{200b}",
+            "\u{feff}service",
+            "loc\u{ad}al",
+            "serv\u{2060}ice",
+            "\u{17f}ervice",
+            "\u{200b} local",
+        ] {
             assert!(is_reserved_provider(name), "{name:?}");
         }
         for name in ["better-auth", "locals", "lo cal", ""] {

@@ -135,6 +135,49 @@ async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_li
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
 }
 
+/// A provisioner hides a reserved name behind characters a reader never
+/// sees (zero-width space, byte-order mark, soft hyphen, word joiner) or
+/// behind a letter whose upper case is an ASCII one (long s): the profile
+/// would read as one of the service's own accounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioner_cannot_create_a_reserved_provider_spelt_with_invisible_characters() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start_with_options(&db, ServerOptions::default());
+    let mut auth = server.auth().await;
+    let client = create_client(&db, "provisioner");
+    let token = service_login(&mut auth, &client.id, &client.secret)
+        .await
+        .unwrap()
+        .access_token;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    for disguised in [
+        "local\u{200b}",
+        "\u{feff}service",
+        "loc\u{ad}al",
+        "serv\u{2060}ice",
+        "\u{17f}ervice",
+    ] {
+        let status = profiles
+            .create_profile(bearer(
+                &token,
+                CreateProfileRequest {
+                    profile: Some(UserProfile {
+                        auth_provider: disguised.into(),
+                        auth_id: "user-1".into(),
+                        ..Default::default()
+                    }),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{disguised:?}: {status:?}"
+        );
+    }
+}
+
 /// An admin token (stolen, or a careless operator) tries to make a service
 /// principal an admin through the API: its live ServiceLogin token would
 /// then act as admin on every replica. Refused on write, and a row changed
