@@ -94,32 +94,49 @@ async fn a_service_login_token_expires_no_later_than_the_access_token_ttl(backen
     assert_eq!(session_end, 1, "the login started a session of its own");
 }
 
-/// The sign-up hook's powers through ServiceLogin, and not one more.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_list_them() {
-    let db = TestDb::new(Backend::Postgres);
-    let server = Server::start_with_options(&db, ServerOptions::default());
+/// A server on `db`, a ProfileService client and the access token a
+/// provisioner's ServiceLogin returns.
+async fn as_provisioner(
+    db: &TestDb,
+) -> (
+    Server,
+    ProfileServiceClient<tonic::transport::Channel>,
+    String,
+) {
+    let server = Server::start_with_options(db, ServerOptions::default());
     let mut auth = server.auth().await;
-    let client = create_client(&db, "provisioner");
+    let client = create_client(db, "provisioner");
     let token = service_login(&mut auth, &client.id, &client.secret)
         .await
         .unwrap()
         .access_token;
-    let mut profiles = ProfileServiceClient::new(server.channel().await);
-    let profile = |provider: &str| CreateProfileRequest {
+    let profiles = ProfileServiceClient::new(server.channel().await);
+    (server, profiles, token)
+}
+
+/// CreateProfile for `provider`'s user `user-1`.
+fn external_profile(provider: &str) -> CreateProfileRequest {
+    CreateProfileRequest {
         profile: Some(UserProfile {
             auth_provider: provider.into(),
             auth_id: "user-1".into(),
             ..Default::default()
         }),
-    };
+    }
+}
+
+/// The sign-up hook's powers through ServiceLogin, and not one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_list_them() {
+    let db = TestDb::new(Backend::Postgres);
+    let (_server, mut profiles, token) = as_provisioner(&db).await;
     profiles
-        .create_profile(bearer(&token, profile("better-auth")))
+        .create_profile(bearer(&token, external_profile("better-auth")))
         .await
         .expect("a provisioner creates an external provider's profile");
     for reserved in ["local", "service"] {
         let status = profiles
-            .create_profile(bearer(&token, profile(reserved)))
+            .create_profile(bearer(&token, external_profile(reserved)))
             .await
             .unwrap_err();
         assert_eq!(
@@ -142,14 +159,7 @@ async fn a_provisioner_via_service_login_creates_external_profiles_but_cannot_li
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provisioner_cannot_create_a_reserved_provider_spelt_with_invisible_characters() {
     let db = TestDb::new(Backend::Sqlite);
-    let server = Server::start_with_options(&db, ServerOptions::default());
-    let mut auth = server.auth().await;
-    let client = create_client(&db, "provisioner");
-    let token = service_login(&mut auth, &client.id, &client.secret)
-        .await
-        .unwrap()
-        .access_token;
-    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let (_server, mut profiles, token) = as_provisioner(&db).await;
     for disguised in [
         "local\u{200b}",
         "\u{feff}service",
@@ -158,16 +168,7 @@ async fn a_provisioner_cannot_create_a_reserved_provider_spelt_with_invisible_ch
         "\u{17f}ervice",
     ] {
         let status = profiles
-            .create_profile(bearer(
-                &token,
-                CreateProfileRequest {
-                    profile: Some(UserProfile {
-                        auth_provider: disguised.into(),
-                        auth_id: "user-1".into(),
-                        ..Default::default()
-                    }),
-                },
-            ))
+            .create_profile(bearer(&token, external_profile(disguised)))
             .await
             .unwrap_err();
         assert_eq!(
