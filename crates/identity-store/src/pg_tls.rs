@@ -116,8 +116,10 @@ fn percent_decode(value: &str) -> Result<String, UrlError> {
     String::from_utf8(out).map_err(|_| UrlError::RootCertNotUtf8)
 }
 
-/// The rustls client settings for `security` (None: plaintext).
-pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
+/// The rustls client settings for `security` (None: plaintext), built anew.
+fn build_client_config(
+    security: &Security,
+) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
     let Security::Verified { root_cert } = security else {
         return Ok(None);
     };
@@ -152,19 +154,19 @@ pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientCon
     Ok(Some(Arc::new(config)))
 }
 
-/// [`client_config`] once per process for each setting: every pool
-/// connection and listener reconnect would otherwise re-read the bundle
-/// (or the system roots).
-fn cached_client_config(
-    security: &Security,
-) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
+/// The rustls client settings for `security` (None: plaintext), built once
+/// per process for each setting: the check at start-up, every pool
+/// connection and every listener reconnect would otherwise re-read the
+/// bundle (or the system roots). Failures are not kept: a bundle fixed on
+/// disk is read again.
+pub fn client_config(security: &Security) -> Result<Option<Arc<rustls::ClientConfig>>, PgTlsError> {
     type Built = Vec<(Security, Option<Arc<rustls::ClientConfig>>)>;
     static BUILT: std::sync::Mutex<Built> = std::sync::Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, config)) = built.iter().find(|(s, _)| s == security) {
         return Ok(config.clone());
     }
-    let config = client_config(security)?;
+    let config = build_client_config(security)?;
     built.push((security.clone(), config.clone()));
     Ok(config)
 }
@@ -174,8 +176,8 @@ pub async fn establish(url: &PgUrl) -> Result<AsyncPgConnection, ConnectionError
     let config = tokio_postgres::Config::from_str(url.connect_str())
         .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
     // diesel's connection errors carry text only.
-    let tls = cached_client_config(url.security())
-        .map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
+    let tls =
+        client_config(url.security()).map_err(|e| ConnectionError::BadConnection(e.to_string()))?;
     // With its causes: "error performing TLS handshake" alone does not say
     // that the certificate was refused.
     let map = |e: tokio_postgres::Error| {

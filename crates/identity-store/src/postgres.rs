@@ -47,16 +47,13 @@ macro_rules! lock_admin_grant {
     };
 }
 
-/// Locks the refresh-token rows a query reads until commit: concurrent
-/// Refreshes of one token take turns (under READ COMMITTED each statement
-/// after the lock sees what the previous holder committed).
 /// The database's clock, as it reads now (not the transaction's start:
 /// a transaction that waited for a row lock must not see the past).
 /// Replicas' clocks drift apart; times compared across replicas, such as
 /// a refresh token's spend and its retry, are read from this one clock.
 macro_rules! database_now {
     ($conn:expr, $now:expr) => {{
-        // The caller's clock is SQLite's; here it is not read.
+        // The caller's clock serves SQLite (one process); not read here.
         let _ = $now;
         diesel::select(diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
             "clock_timestamp()",
@@ -66,6 +63,9 @@ macro_rules! database_now {
     }};
 }
 
+/// Locks the refresh-token rows a query reads until commit: concurrent
+/// Refreshes of one token take turns (under READ COMMITTED each statement
+/// after the lock sees what the previous holder committed).
 macro_rules! lock_refresh_token {
     ($query:expr) => {
         $query.for_update()

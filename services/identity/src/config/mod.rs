@@ -171,13 +171,17 @@ impl Config {
         })
     }
 
-    /// The database URL as given, password included: never log it.
+    /// The database URL as given, password included: for the tests only,
+    /// which compare it; the service uses the parsed [`DatabaseUrl`].
+    #[cfg(test)]
     pub fn database_url(&self) -> &str {
         self.database_url.expose()
     }
 
     /// Where the revocation listener connects, as given (password
-    /// included): IDENTITY_REVOCATION_LISTEN_URL, else the database's.
+    /// included): IDENTITY_REVOCATION_LISTEN_URL, else the database's. For
+    /// the tests only, like [`Self::database_url`].
+    #[cfg(test)]
     pub fn revocation_listen_url(&self) -> &str {
         self.revocation_listen_url
             .as_ref()
