@@ -233,10 +233,14 @@ pub enum SpendOutcome {
     /// what a client retrying a Refresh whose answer it lost looks like (a
     /// thief within the grace looks the same: docs/decisions/0011). Nothing
     /// was revoked and no token stored, only the session's last use moved;
-    /// the caller answers the same successor again.
+    /// the caller answers the same successor again. `event`
+    /// (`identity.refresh.retried`) was audited in the same transaction:
+    /// inside the grace a thief's replay looks like a retry, and this row
+    /// is its trace.
     Retried {
         session: Session,
         profile: Box<Profile>,
+        event: identity_core::events::SecurityEvent,
     },
     /// The token had been spent before and this was no retry: the whole
     /// session is now revoked, and `event` (`identity.refresh.reused`) was

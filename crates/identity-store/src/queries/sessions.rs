@@ -149,10 +149,18 @@ pub(super) async fn spend_refresh_token(
                 && chrono::TimeDelta::from_std(reuse_grace)
                     .is_ok_and(|grace| now.signed_duration_since(spent_at).abs() < grace);
             if within_grace && unspent_successor(conn, next_hash, session.id).await? {
-                touch_session(conn, session.id, now).await?;
+                if !touch_session(conn, session.id, now).await? {
+                    return Ok(SpendOutcome::SessionEnded);
+                }
+                let event = SecurityEvent::new(EventName::RefreshRetried)
+                    .profile(session.profile_id)
+                    .session(session.id)
+                    .client(client_addr);
+                insert_audit(conn, &event.audit_row()).await?;
                 return Ok(SpendOutcome::Retried {
                     session,
                     profile: Box::new(profile.into()),
+                    event,
                 });
             }
             revoke_one(conn, session.id, "refresh_token_reused", now).await?;
@@ -174,7 +182,9 @@ pub(super) async fn spend_refresh_token(
             ))
             .execute(conn)
             .await?;
-        touch_session(conn, session.id, now).await?;
+        if !touch_session(conn, session.id, now).await? {
+            return Ok(SpendOutcome::SessionEnded);
+        }
         Ok(SpendOutcome::Rotated {
             session,
             profile: Box::new(profile.into()),
@@ -201,14 +211,22 @@ async fn unspent_successor(conn: &mut Conn, next_hash: &str, session: Id) -> Que
 }
 
 /// Last use moves on Refresh and not on validation, the hot path (see the
-/// migration 2026-12-03-000200_session_details).
-async fn touch_session(conn: &mut Conn, session: Id, now: DateTime<Utc>) -> QueryResult<()> {
+/// migration 2026-12-03-000200_session_details). False if the session was
+/// revoked since it was read: the session row is not locked, and a Logout
+/// or RevokeSession committing meanwhile must not be answered with fresh
+/// tokens. On PostgreSQL this UPDATE waits for the revoker's row lock and
+/// then re-checks `revoked_at`; on SQLite writers take turns anyway.
+async fn touch_session(conn: &mut Conn, session: Id, now: DateTime<Utc>) -> QueryResult<bool> {
     use schema::sessions as s;
-    diesel::update(s::table.filter(s::id.eq(DbId(session))))
-        .set(s::last_used_at.eq(now))
-        .execute(conn)
-        .await
-        .map(drop)
+    diesel::update(
+        s::table
+            .filter(s::id.eq(DbId(session)))
+            .filter(s::revoked_at.is_null()),
+    )
+    .set(s::last_used_at.eq(now))
+    .execute(conn)
+    .await
+    .map(|touched| touched == 1)
 }
 
 /// Of `ids`, those whose session is still live at `now` (reconciliation of

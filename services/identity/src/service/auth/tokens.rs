@@ -38,12 +38,13 @@ impl Auth {
             SpendOutcome::Rotated { session, profile } => {
                 self.issue(&profile, session.id, session.expires_at, next.token, now)
             }
-            SpendOutcome::Retried { session, profile } => {
-                SecurityEvent::new(EventName::RefreshRetried)
-                    .profile(session.profile_id)
-                    .session(session.id)
-                    .client(caller.addr())
-                    .emit(&self.audit);
+            SpendOutcome::Retried {
+                session,
+                profile,
+                event,
+            } => {
+                // Its audit row was written with the retry, not queued.
+                event.emit_committed();
                 self.issue(&profile, session.id, session.expires_at, next.token, now)
             }
             SpendOutcome::Reused { session_id, event } => {
