@@ -332,3 +332,36 @@ async fn replicas_with_skewed_clocks_keep_the_grace_to_its_length() {
     assert_eq!(retried.refresh_token, first.refresh_token);
     assert!(active(&mut on_a, &retried.access_token).await);
 }
+
+/// A Logout (here: its UPDATE, held open in another connection) takes the
+/// session row while a Refresh of the same session is under way; the
+/// Refresh reads the session before the revocation commits. Answered with
+/// fresh tokens, the caller would see its session live on after it was
+/// ended; the Refresh must end as the session did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_racing_a_revocation_that_commits_first_gets_no_tokens() {
+    let db = TestDb::new(Backend::Postgres);
+    let server = server(&db, None);
+    let mut auth = server.auth().await;
+    let signed_in = crate::support::register(&mut auth, &email("racing")).await;
+    let revoker = std::process::Command::new("psql")
+        .args([db.url.as_str(), "-v", "ON_ERROR_STOP=1", "-qc"])
+        .arg(format!(
+            "BEGIN; UPDATE sessions SET revoked_at = now(), revoke_reason = 'logout' \
+             WHERE id = '{}'; SELECT pg_sleep(2); COMMIT;",
+            signed_in.session_id
+        ))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    // The revoker holds the row lock by now; the Refresh reads the session
+    // as live, spends its token, then waits for the lock.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answer = refresh(&mut auth, &signed_in.refresh_token).await;
+    let revoked = tokio::task::spawn_blocking(move || revoker.wait_with_output())
+        .await
+        .unwrap()
+        .expect("psql ran");
+    assert!(revoked.status.success(), "{revoked:?}");
+    assert_refused(answer, "a Refresh that finished after the revocation");
+}
