@@ -49,13 +49,27 @@ pub enum PgTlsError {
     Rustls(rustls::Error),
 }
 
+/// Where the query may start: after the credentials, so that a raw `?` in
+/// a password is not read as one. The credentials end at the last `@` of
+/// the authority (from `://` to the first `/`, which a password cannot hold
+/// raw), so that an `@` in the query (`application_name=a@b`) is not taken
+/// for their end either. A URL without a path has no such mark: there the
+/// last `@` of all ends them.
+fn end_of_credentials(url: &str) -> usize {
+    let start = url.find("://").map_or(0, |at| at + 3);
+    match url[start..].find('/') {
+        Some(slash) => url[start..start + slash]
+            .rfind('@')
+            .map_or(0, |at| start + at + 1),
+        None => url.rfind('@').map_or(0, |at| at + 1),
+    }
+}
+
 /// Splits our TLS parameters off `url`: what tokio-postgres gets, and how to
 /// secure it. Errors name the parameter. `crate::PgUrl::parse` is the one
 /// caller outside the tests.
 pub(crate) fn parse(url: &str) -> Result<(String, Security), UrlError> {
-    // The query starts after the credentials: a raw `?` in a password
-    // must not be read as one.
-    let after_credentials = url.rfind('@').map_or(0, |at| at + 1);
+    let after_credentials = end_of_credentials(url);
     let Some(split) = url[after_credentials..].find('?') else {
         return Ok((url.to_owned(), Security::Plaintext));
     };
@@ -332,6 +346,27 @@ mod tests {
         let (url, s) = parse("postgres://u:pa?ss@db/x?sslmode=verify-full").unwrap();
         assert_eq!(url, "postgres://u:pa?ss@db/x?sslmode=require");
         assert_eq!(s, Security::Verified { root_cert: None });
+        // Nor is an `@` inside the query the end of the credentials.
+        let (url, s) =
+            parse("postgres://u:p@db/x?sslmode=verify-full&application_name=a@b").unwrap();
+        assert_eq!(
+            url,
+            "postgres://u:p@db/x?application_name=a@b&sslmode=require"
+        );
+        assert_eq!(s, Security::Verified { root_cert: None });
+        assert!(
+            parse("postgres://u:p@db/x?application_name=a@b&sslmode=verify-ca")
+                .unwrap_err()
+                .to_string()
+                .contains("verify-full")
+        );
+        let (_, s) = parse("postgres://db/x?sslmode=verify-full&sslrootcert=/ca@1.pem").unwrap();
+        assert_eq!(
+            s,
+            Security::Verified {
+                root_cert: Some("/ca@1.pem".into())
+            }
+        );
     }
 
     #[test]
