@@ -305,9 +305,7 @@ impl Hasher {
             rx.await.map_err(|_| HashError::Failed)
         } else {
             self.queued.fetch_sub(1, Ordering::Relaxed);
-            crate::telemetry::metrics::metrics()
-                .bcrypt_shed
-                .fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::metrics::metrics().bcrypt_shed.inc();
             Err(HashError::Busy)
         }
     }

@@ -36,7 +36,6 @@ use hyper_util::rt::TokioExecutor;
 use identity_core::provider::{KeySet, ProviderKey, parse_jwks};
 use jsonwebtoken::Algorithm;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{Mutex, Notify, watch};
@@ -290,9 +289,7 @@ impl JwksCache {
 
     /// One fetch; the caller holds `self.fetch`.
     async fn fetch_locked(&self, reason: Reason) -> Result<(), FetchError> {
-        crate::telemetry::metrics::metrics()
-            .jwks_refetches
-            .fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::metrics::metrics().jwks_refetches.inc();
         let started = Instant::now();
         let result = tokio::time::timeout(self.settings.timeout, self.download())
             .await

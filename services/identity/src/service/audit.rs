@@ -24,7 +24,6 @@ use chrono::{DateTime, Utc};
 use identity_core::events::EventName;
 use identity_store::{AuditEvent, Id, Store};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -113,14 +112,14 @@ impl AuditSink {
             match added {
                 Added::NewRow => {}
                 Added::Counted => {
-                    metrics().audit_aggregated.fetch_add(1, Ordering::Relaxed);
+                    metrics().audit_aggregated.inc();
                 }
                 Added::Dropped => {
-                    metrics().audit_dropped.fetch_add(1, Ordering::Relaxed);
+                    metrics().audit_dropped.inc();
                 }
             }
         } else if self.shared.queue.try_send(event).is_err() {
-            metrics().audit_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics().audit_dropped.inc();
         }
     }
 
@@ -179,7 +178,7 @@ async fn write_all(store: &Store, events: Vec<AuditEvent>) {
 
 async fn write_one(store: &Store, event: &AuditEvent) {
     if let Err(e) = store.record_audit(event).await {
-        metrics().audit_dropped.fetch_add(1, Ordering::Relaxed);
+        metrics().audit_dropped.inc();
         tracing::warn!(error = %e, event = event.event_name, "audit row not written");
     }
 }

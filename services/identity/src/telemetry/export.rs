@@ -10,7 +10,6 @@ use opentelemetry::Context;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
-use std::sync::atomic::Ordering;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -86,10 +85,10 @@ async fn export<E: SpanExporter>(exporter: &E, batch: &mut Vec<SpanData>, timeou
     let count = spans.len() as u64;
     match tokio::time::timeout(timeout, exporter.export(spans)).await {
         Ok(Ok(())) => {
-            metrics().spans_exported.fetch_add(count, Ordering::Relaxed);
+            metrics().spans_exported.inc_by(count);
         }
         _ => {
-            metrics().spans_dropped.fetch_add(count, Ordering::Relaxed);
+            metrics().spans_dropped.inc_by(count);
         }
     }
 }
@@ -131,7 +130,7 @@ impl<E: SpanExporter + 'static> SpanProcessor for BoundedBatchProcessor<E> {
     fn on_end(&self, span: SpanData) {
         let Some(queue) = self.queue() else { return };
         if queue.try_send(Message::Span(Box::new(span))).is_err() {
-            metrics().spans_dropped.fetch_add(1, Ordering::Relaxed);
+            metrics().spans_dropped.inc();
         }
     }
 

@@ -14,8 +14,6 @@ use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 use std::hash::Hash;
-use std::ops::Deref;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -146,20 +144,6 @@ where
     }
 }
 
-/// A counter without labels. Callers add to it as to the atomic it is
-/// (`fetch_add(n, Ordering::Relaxed)`, which is what `Counter::inc_by`
-/// does).
-#[derive(Debug, Default)]
-pub struct Total(Counter);
-
-impl Deref for Total {
-    type Target = AtomicU64;
-
-    fn deref(&self) -> &AtomicU64 {
-        self.0.inner()
-    }
-}
-
 struct Gauge {
     name: &'static str,
     help: &'static str,
@@ -254,13 +238,13 @@ pub struct Metrics {
     rate_limited: Series<RpcLabel, Counter>,
     security_events: Series<EventLabel, Counter>,
     housekeeping_purged: Series<TableLabel, Counter>,
-    pub bcrypt_shed: Total,
-    pub jwks_refetches: Total,
-    pub spans_dropped: Total,
-    pub spans_exported: Total,
-    pub audit_dropped: Total,
+    pub bcrypt_shed: Counter,
+    pub jwks_refetches: Counter,
+    pub spans_dropped: Counter,
+    pub spans_exported: Counter,
+    pub audit_dropped: Counter,
     /// Refusals counted into an aggregated audit row instead of one of their own.
-    pub audit_aggregated: Total,
+    pub audit_aggregated: Counter,
     gauges: Gauges,
 }
 
@@ -274,12 +258,12 @@ impl Default for Metrics {
             rate_limited: Series::default(),
             security_events: Series::default(),
             housekeeping_purged: Series::default(),
-            bcrypt_shed: Total::default(),
-            jwks_refetches: Total::default(),
-            spans_dropped: Total::default(),
-            spans_exported: Total::default(),
-            audit_dropped: Total::default(),
-            audit_aggregated: Total::default(),
+            bcrypt_shed: Counter::default(),
+            jwks_refetches: Counter::default(),
+            spans_dropped: Counter::default(),
+            spans_exported: Counter::default(),
+            audit_dropped: Counter::default(),
+            audit_aggregated: Counter::default(),
             gauges: Gauges::default(),
         };
         let mut registry = Registry::default();
@@ -352,7 +336,7 @@ impl Default for Metrics {
                 &metrics.audit_aggregated,
             ),
         ] {
-            register(&mut registry, name, help, total.0.clone());
+            register(&mut registry, name, help, total.clone());
         }
         registry.register_collector(Box::new(metrics.gauges.clone()));
         Metrics {
@@ -496,7 +480,7 @@ impl Metrics {
             ("identity.jwks.refetches", &self.jwks_refetches),
             ("identity.spans.dropped", &self.spans_dropped),
         ] {
-            out.push((name, vec![], total.0.get() as f64));
+            out.push((name, vec![], total.get() as f64));
         }
         out
     }

@@ -1,5 +1,6 @@
 use super::*;
 use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A loopback HTTP server answering request n with `responses[n]` (the

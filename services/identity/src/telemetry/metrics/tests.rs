@@ -1,4 +1,5 @@
 use super::*;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
 
 #[test]
@@ -80,7 +81,7 @@ fn every_family_keeps_its_name_type_and_help_before_and_after_its_first_sample()
         &m.audit_dropped,
         &m.audit_aggregated,
     ] {
-        total.fetch_add(2, Ordering::Relaxed);
+        total.inc_by(2);
     }
     let text = m.render();
     assert_eq!(descriptors(&text), EXPOSED);
@@ -241,8 +242,8 @@ fn the_otlp_snapshot_reads_every_counter() {
     m.login_failed("throttled");
     m.rate_limited("register");
     m.purged("refresh_tokens", 7);
-    m.bcrypt_shed.fetch_add(1, Ordering::Relaxed);
-    m.spans_dropped.fetch_add(4, Ordering::Relaxed);
+    m.bcrypt_shed.inc();
+    m.spans_dropped.inc_by(4);
     let mut samples = m.snapshot_counters();
     samples.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     let attrs = |list: &[(&str, &str)]| {
