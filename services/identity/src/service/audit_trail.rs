@@ -2,7 +2,7 @@
 //! paged like ListProfiles (page tokens are MACed and bound to the filter).
 
 use crate::service::Error;
-use crate::service::paging::PageSize;
+use crate::service::paging::{self, PageSize};
 use crate::service::profiles::{Principal, Profiles};
 use chrono::{DateTime, SecondsFormat, Utc};
 use identity_core::audit_filter::{self, AuditFilter};
@@ -59,22 +59,18 @@ impl AuditTrail {
         let size = PageSize::check(&mut violations, page_size);
         let filter = violations.check("filter", audit_filter::parse(filter).map_err(Invalid::from));
         let key = self.keys.internal_mac_key();
-        let after = match (&filter, page_token.is_empty()) {
-            (_, true) => None,
-            (Some(filter), false) => {
-                let after = page_token::decode(key, page_token, &query_of(filter))
-                    .and_then(|text| parse_position(&text));
-                if after.is_none() {
-                    violations.check::<()>(
-                        "page_token",
-                        Err("is not a page token of this filter".into()),
-                    );
-                }
-                after
-            }
-            // The filter is already named; the token cannot be judged.
-            (None, false) => None,
-        };
+        // The filter is already named if it did not parse; the token
+        // cannot be judged then.
+        let after = filter.as_ref().and_then(|filter| {
+            paging::position(
+                &mut violations,
+                key,
+                page_token,
+                &query_of(filter),
+                "filter",
+                parse_position,
+            )
+        });
         violations.into_result()?;
         let filter = filter.unwrap_or_default();
         self.profiles

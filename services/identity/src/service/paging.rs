@@ -1,7 +1,7 @@
 //! The page size of the List use cases (profiles, sessions, audit events):
 //! one rule for what a request may ask and how a page is cut.
 
-use identity_core::Violations;
+use identity_core::{Violations, page_token};
 
 pub const DEFAULT_PAGE_SIZE: i32 = 50;
 pub const MAX_PAGE_SIZE: i32 = 100;
@@ -42,4 +42,29 @@ impl PageSize {
             String::new()
         }
     }
+}
+
+/// Where a page starts: the position `token` names if it is a page token
+/// of `query` (MACed under `key`) that `parse` reads, none for an empty
+/// token; anything else names `page_token` in `violations` (`of`: what a
+/// token must belong to, as the message says it).
+pub(crate) fn position<T>(
+    violations: &mut Violations,
+    key: &[u8],
+    token: &str,
+    query: &str,
+    of: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> Option<T> {
+    if token.is_empty() {
+        return None;
+    }
+    let position = page_token::decode(key, token, query).and_then(|text| parse(&text));
+    if position.is_none() {
+        violations.check::<()>(
+            "page_token",
+            Err(format!("is not a page token of this {of}").into()),
+        );
+    }
+    position
 }

@@ -10,7 +10,7 @@ use crate::service::Error;
 use crate::service::audit::AuditSink;
 use crate::service::auth::{Auth, Reauth};
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
-use crate::service::paging::PageSize;
+use crate::service::paging::{self, PageSize};
 use crate::service::profile_change::ProfileChange;
 use crate::service::revocation::FastPath;
 use chrono::{SubsecRound, Utc};
@@ -508,18 +508,7 @@ impl Profiles {
             .as_deref()
             .map_or(String::new(), |p| format!("auth_provider={p}"));
         let key = self.keys.internal_mac_key();
-        let after = if page_token.is_empty() {
-            None
-        } else {
-            let id = page_token::decode(key, page_token, &query).and_then(|id| Id::parse(&id));
-            if id.is_none() {
-                violations.check::<()>(
-                    "page_token",
-                    Err("is not a page token of this query".into()),
-                );
-            }
-            id
-        };
+        let after = paging::position(&mut violations, key, page_token, &query, "query", Id::parse);
         violations.into_result()?;
         let caller = self.caller(principal).await?;
         if !Self::is_admin(&caller) {

@@ -11,7 +11,7 @@
 use super::Auth;
 use crate::service::Error;
 use crate::service::events::{Actor, Emit, EventName, SecurityEvent};
-use crate::service::paging::PageSize;
+use crate::service::paging::{self, PageSize};
 use crate::service::profiles::Principal;
 use crate::service::service_token::PROVISIONER_ROLE;
 use chrono::{DateTime, Utc};
@@ -123,20 +123,17 @@ impl Auth {
         let size = PageSize::check(&mut violations, page_size);
         let target = violations.check("profile_id", profile_target(principal, profile_id));
         let key = self.keys.internal_mac_key();
-        let before = match (target, page_token.is_empty()) {
-            (_, true) | (None, _) => None,
-            (Some(target), false) => {
-                let id = page_token::decode(key, page_token, &page_query(target))
-                    .and_then(|id| Id::parse(&id));
-                if id.is_none() {
-                    violations.check::<()>(
-                        "page_token",
-                        Err("is not a page token of this query".into()),
-                    );
-                }
-                id
-            }
-        };
+        // Without a valid target the token cannot be judged.
+        let before = target.and_then(|target| {
+            paging::position(
+                &mut violations,
+                key,
+                page_token,
+                &page_query(target),
+                "query",
+                Id::parse,
+            )
+        });
         violations.into_result()?;
         let target = target.unwrap_or(principal.profile_id);
         let caller = self.caller_profile(principal).await?;
