@@ -12,6 +12,8 @@ run: toolchain
 
 ## test: everything CI checks — proto lint, Rust unit and end-to-end tests, chart tests
 test: tools postgres proto-lint
+	# every target's crates, so that `cargo metadata --offline` (tests/e2e/crate_walls.rs) resolves on a fresh machine
+	$(CARGO) fetch --locked
 	$(CARGO) test --workspace --locked -- --test-threads=4
 	$(MAKE) helm-test
 	$(MAKE) deny checklist
