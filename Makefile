@@ -6,9 +6,9 @@ export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/tools/node_modules/.bin:$(PATH)
 
 .PHONY: toolchain run test lint proto-lint fmt tools postgres migrate unit e2e helm-test helm-template keygen clean bench
 
-## run: serve in development mode on 127.0.0.1:50051 (SQLite under ./data)
+## run: serve in development mode on 127.0.0.1:50051 (SQLite under ./data), the JWKS on http://127.0.0.1:8080
 run: toolchain
-	$(CARGO) run --bin identity -- serve --dev
+	IDENTITY_HTTP_LISTEN_ADDR=$${IDENTITY_HTTP_LISTEN_ADDR:-127.0.0.1:8080} $(CARGO) run --bin identity -- serve --dev
 
 ## test: everything CI checks — proto lint, Rust unit and end-to-end tests, chart tests
 test: tools postgres proto-lint

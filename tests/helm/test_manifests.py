@@ -442,7 +442,7 @@ def test_network_policy_limits_ingress_and_egress(minimal, full):
     np = minimal.one("NetworkPolicy")
     assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     ingress_ports = {p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]}
-    assert ingress_ports == {"grpc", "health"}
+    assert ingress_ports == {"grpc", "health", "http"}
     # Only DNS: the database has no `to` in the defaults, so no rule.
     assert egress_ports(np) == {53}
     np_full = full.one("NetworkPolicy")

@@ -62,6 +62,7 @@ FULL_EXPECTED = {
     "IDENTITY_PROVIDER_JWKS_MIN_REFRESH_INTERVAL": "1m",
     "IDENTITY_PROVIDER_JWKS_TIMEOUT": "3s",
     "IDENTITY_PROVIDER_JWKS_MAX_BYTES": "131072",
+    "IDENTITY_HTTP_MAX_CONNECTIONS": "512",
 }
 
 # Rendered only when their value is given; otherwise the server's default applies.
@@ -98,6 +99,7 @@ OPTIONAL = [
     "IDENTITY_SESSION_RETENTION",
     "IDENTITY_HOUSEKEEPING_INTERVAL",
     "IDENTITY_HOUSEKEEPING_BATCH_SIZE",
+    "IDENTITY_HTTP_MAX_CONNECTIONS",
 ]
 PROVIDER_OPTIONAL = [
     "IDENTITY_PROVIDER_ALGORITHMS",
@@ -196,6 +198,8 @@ def test_a_null_default_leaves_the_setting_to_the_server(minimal_values):
 
 
 MTLS = {
+    # With TLS the JWKS URL must be https:// too (test_well_known.py).
+    "config__issuer": "https://identity.example.com",
     "tls__enabled": True,
     "tls__existingSecret": "identity-tls",
     "tls__clientCA__enabled": True,

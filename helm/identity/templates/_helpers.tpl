@@ -188,6 +188,12 @@ fails the same way.
 {{- if and (not (kindIs "invalid" .Values.terminationGracePeriodSeconds)) (le (int .Values.terminationGracePeriodSeconds) (add (include "identity.preStopSleep" .) .Values.config.shutdownGraceSeconds | int)) }}
 {{- fail "identity: terminationGracePeriodSeconds must exceed preStopSleepSeconds + config.shutdownGraceSeconds, or the server is killed mid-drain" }}
 {{- end }}
+{{- if and .Values.wellKnown.enabled .Values.tls.enabled }}
+{{- $url := include "identity.wellKnownPublicUrl" . }}
+{{- if hasPrefix "http://" $url }}
+{{- fail "identity: wellKnown.publicUrl: with tls.enabled the server refuses a plain-http jwks_uri (verifiers would fetch the signing keys without TLS). Set wellKnown.publicUrl (or config.issuer) to the https:// URL of an ingress in front of ports.http, or wellKnown.enabled=false." }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* preStop sleep seconds actually used (the sleep action needs Kubernetes 1.30+). */}}
@@ -230,5 +236,18 @@ nodeSelector:
 {{- with .Values.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+IDENTITY_HTTP_PUBLIC_URL to render, or "" when the server derives it from an
+https:// issuer. Default: the in-cluster Service, over plain HTTP.
+*/}}
+{{- define "identity.wellKnownPublicUrl" -}}
+{{- $w := .Values.wellKnown }}
+{{- if $w.publicUrl }}
+{{- $w.publicUrl }}
+{{- else if not (hasPrefix "https://" .Values.config.issuer) }}
+{{- printf "http://%s.%s.svc:%d" (include "identity.fullname" .) .Release.Namespace (int .Values.ports.http) }}
 {{- end }}
 {{- end }}

@@ -1,10 +1,12 @@
 //! Command line: subcommands and every setting, each with its environment
 //! variable (`identity serve --help` lists them all).
 
+mod http;
 mod keys;
 mod provider;
 mod revocation;
 
+pub use http::HttpArgs;
 pub use keys::KeyArgs;
 pub use provider::ProviderSettings;
 pub use revocation::RevocationArgs;
@@ -446,4 +448,7 @@ pub struct Settings {
 
     #[command(flatten)]
     pub revocation: RevocationArgs,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 }

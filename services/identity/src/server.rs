@@ -315,6 +315,33 @@ pub async fn run(
         health_only = Some(tokio::spawn(server));
     }
 
+    // Bound before the gRPC port, so that it serves once "serving gRPC" is logged.
+    let well_known = match &config.http {
+        Some(http) => {
+            let listener = TcpListener::bind(http.addr).await.with_context(|| {
+                format!("IDENTITY_HTTP_LISTEN_ADDR: cannot listen on {}", http.addr)
+            })?;
+            let bound = listener.local_addr()?;
+            let site = transport::well_known::WellKnown::new(
+                Arc::clone(&auth),
+                &config.issuer,
+                &http.public_url.resolve(bound),
+            );
+            tracing::info!(
+                address = %bound,
+                jwks_uri = site.jwks_uri(),
+                max_connections = http.max_connections,
+                "serving /.well-known/ (HTTP)"
+            );
+            Some(tokio::spawn(transport::well_known::serve(
+                listener,
+                Arc::new(site),
+                http.max_connections,
+            )))
+        }
+        None => None,
+    };
+
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| {
@@ -403,6 +430,9 @@ pub async fn run(
     }
     if let Some(admin) = admin {
         admin.abort();
+    }
+    if let Some(well_known) = well_known {
+        well_known.abort();
     }
     retention.abort();
     pruning.abort();

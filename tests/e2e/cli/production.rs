@@ -101,6 +101,28 @@ fn production_refuses_each_insecure_setting_naming_it() {
             ],
             "IDENTITY_BCRYPT_COST",
         ),
+        (
+            "a jwks_uri from nothing (the Host header would be all that is left)",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_ALLOW_PLAINTEXT", "true"),
+                ("IDENTITY_SECRET_KEY", STRONG),
+                ("IDENTITY_HTTP_LISTEN_ADDR", "127.0.0.1:0"),
+            ],
+            "IDENTITY_HTTP_PUBLIC_URL",
+        ),
+        (
+            "a plain-http jwks_uri without a mesh",
+            &[
+                ("IDENTITY_DATABASE_URL", PG),
+                ("IDENTITY_SECRET_KEY", STRONG),
+                ("IDENTITY_TLS_CERT_FILE", "/dev/null"),
+                ("IDENTITY_TLS_KEY_FILE", "/dev/null"),
+                ("IDENTITY_HTTP_LISTEN_ADDR", "127.0.0.1:0"),
+                ("IDENTITY_HTTP_PUBLIC_URL", "http://identity.example.com"),
+            ],
+            "IDENTITY_HTTP_PUBLIC_URL",
+        ),
     ];
     for (name, env, setting) in cases {
         let (ok, stderr) = serve_production(env);

@@ -24,17 +24,19 @@ pub const AUDIENCE: &str = "identity-e2e";
 /// The subject token type of a provider's sign-in JWT.
 pub const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
-fn provider_dir() -> PathBuf {
+pub fn provider_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/provider")
 }
 
 /// `make test` runs `npm ci` there (scripts/ensure-tools.sh); a bare
-/// `cargo test` does it here once.
-fn ensure_installed() {
+/// `cargo test` does it here once. Also jose, for the tests that verify
+/// tokens against the HTTP JWKS (tests/e2e/well_known/).
+pub fn ensure_installed() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
         let dir = provider_dir();
         if dir.join("node_modules/better-auth/package.json").exists()
+            && dir.join("node_modules/jose/package.json").exists()
             && dir
                 .join("node_modules/better-sqlite3/build/Release")
                 .exists()

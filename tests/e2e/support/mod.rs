@@ -14,6 +14,7 @@ pub mod proxy;
 mod server;
 mod tls;
 pub mod tls_postgres;
+mod well_known;
 mod wire;
 
 pub use client::*;
@@ -21,6 +22,7 @@ pub use jwt::*;
 pub use metrics::*;
 pub use server::*;
 pub use tls::*;
+pub use well_known::*;
 pub use wire::*;
 
 use std::path::{Path, PathBuf};

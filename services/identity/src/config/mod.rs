@@ -9,6 +9,7 @@ mod accounts;
 mod database;
 mod file;
 mod housekeeping;
+pub mod http_listener;
 pub mod keys;
 mod limits;
 mod listener;
@@ -96,6 +97,8 @@ pub struct Config {
     pub max_concurrent_streams: u32,
     pub request_timeout: Duration,
     pub metrics_addr: Option<SocketAddr>,
+    /// The `/.well-known/` listener (JWK set, discovery); `None`: off.
+    pub http: Option<http_listener::HttpListener>,
     pub audit_retention: Duration,
     /// Housekeeping of ended sessions (service::housekeeping).
     pub housekeeping: crate::service::housekeeping::HousekeepingSettings,
@@ -120,6 +123,7 @@ impl Config {
         let limits = limits::rate_limits(&settings, mode)?;
         let listener = listener::load(&settings, mode)?;
         let housekeeping = housekeeping::load(&settings)?;
+        let http = http_listener::load(&settings, mode)?;
 
         Ok(Config {
             mode,
@@ -164,6 +168,7 @@ impl Config {
             max_concurrent_streams: settings.max_concurrent_streams,
             request_timeout: settings.request_timeout,
             metrics_addr: settings.metrics_addr,
+            http,
             audit_retention: settings.audit_retention,
             housekeeping,
             provider,

@@ -5,7 +5,7 @@ use super::*;
 use crate::cli::Command;
 use std::time::Duration;
 
-fn load(args: &[&str]) -> Result<Config, ConfigError> {
+pub(super) fn load(args: &[&str]) -> Result<Config, ConfigError> {
     let mut argv = vec!["identity", "serve"];
     argv.extend_from_slice(args);
     let cli = parse_cli(argv).expect("arguments parse");

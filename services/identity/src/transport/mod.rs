@@ -12,6 +12,7 @@ pub mod profile;
 pub mod rpc_telemetry;
 pub mod status;
 pub mod tls;
+pub mod well_known;
 
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::auth_service_server::AuthServiceServer;
