@@ -118,7 +118,11 @@ impl Poller {
 }
 
 impl Session {
-    async fn open(url: &SqliteUrl, max_staleness: Duration, started: Instant) -> Result<Self, String> {
+    async fn open(
+        url: &SqliteUrl,
+        max_staleness: Duration,
+        started: Instant,
+    ) -> Result<Self, String> {
         let open = async {
             let mut conn = Conn::establish(url.path())
                 .await
@@ -258,7 +262,10 @@ mod tests {
             ListenEvent::Heard { first: true, .. }
         ));
 
-        let (one, two) = (Revoked::Session(Id::new()), Revoked::ProfileChanged(Id::new()));
+        let (one, two) = (
+            Revoked::Session(Id::new()),
+            Revoked::ProfileChanged(Id::new()),
+        );
         let before = Instant::now();
         announce(&file, &one.payload()).await;
         announce(&file, &two.payload()).await;

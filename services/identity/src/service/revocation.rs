@@ -263,11 +263,19 @@ impl FastPath {
             DatabaseUrl::Postgres(own) => {
                 self.listener.running.store(true, Ordering::Relaxed);
                 let events = listen(listen_url.unwrap_or(own).clone(), max_staleness);
-                tasks.push(tokio::spawn(follow(Arc::clone(self), events, max_staleness)))
+                tasks.push(tokio::spawn(follow(
+                    Arc::clone(self),
+                    events,
+                    max_staleness,
+                )))
             }
             DatabaseUrl::Sqlite(file) => {
                 let events = poll(file.clone(), max_staleness);
-                tasks.push(tokio::spawn(follow(Arc::clone(self), events, max_staleness)))
+                tasks.push(tokio::spawn(follow(
+                    Arc::clone(self),
+                    events,
+                    max_staleness,
+                )))
             }
         }
         tasks.push(tokio::spawn(reconcile(
