@@ -565,10 +565,10 @@ async fn every_metric_the_dashboard_and_the_alerts_read_is_in_a_live_scrape() {
     );
 }
 
-/// SQLite has no revocation listener (one process, memory authoritative):
-/// the server exports no sample of its series, so the dashboard shows no
-/// data and the alert on them cannot fire; the rest is there as on
-/// PostgreSQL.
+/// SQLite has no revocation listener (a poller of the announcements table
+/// keeps its memory true): the server exports no sample of the listener's
+/// series, so the dashboard shows no data and the alert on them cannot
+/// fire; the rest is there as on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite_the_listener_series_are_absent_and_its_alert_reads_nothing() {
     let db = TestDb::new(Backend::Sqlite);

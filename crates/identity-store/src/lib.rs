@@ -9,6 +9,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod announcements;
 pub mod listen;
 pub mod notify;
 pub mod pem;

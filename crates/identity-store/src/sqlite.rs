@@ -27,12 +27,35 @@ macro_rules! write_tx {
     };
 }
 
-/// One node: the service updates its own memory; nothing to announce.
+/// Appends the announcement to `revocation_announcements` (see
+/// `crate::announcements`): part of the transaction, so it is there from
+/// commit on and gone on rollback. The server polls the table, so that a
+/// revocation by `identity admin`, another process on the same file,
+/// reaches its memory too.
 macro_rules! notify_revoked {
     ($conn:expr, $revoked:expr) => {{
-        let _ = &$revoked;
-        diesel::result::QueryResult::Ok(())
+        use crate::sqlite::announced as a;
+        diesel::insert_into(a::table)
+            .values((
+                a::payload.eq($revoked.payload()),
+                a::announced_at.eq(Utc::now().timestamp_millis()),
+            ))
+            .execute($conn)
+            .await
+            .map(drop)
     }};
+}
+
+/// The SQLite-only table of announcements (migrations/sqlite, 000400).
+pub(super) mod announced {
+    diesel::table! {
+        revocation_announcements (id) {
+            id -> BigInt,
+            payload -> Text,
+            announced_at -> BigInt,
+        }
+    }
+    pub(crate) use revocation_announcements::*;
 }
 
 /// BEGIN IMMEDIATE already makes writers take turns.

@@ -60,7 +60,7 @@ async fn admin_role_changes_bump_the_revision_never_move_updated_at_back_and_nev
         let (ok, _, stderr) = admin(&db, &[command, &ann, "editor"]);
         assert!(ok, "{command}: {stderr}");
         // The server learns of a change made by another process through
-        // the announcement (PostgreSQL) or when its copy expires (SQLite).
+        // its announcement (PostgreSQL's channel, SQLite's table).
         let deadline = Instant::now() + Duration::from_secs(10);
         let changed = loop {
             let now = me().await;

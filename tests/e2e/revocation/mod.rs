@@ -1,7 +1,8 @@
 //! The fast validation path (verified-token cache, sessions in memory) and
 //! revocation across replicas: a revoked session never validates — at once
 //! on the replica that revoked it, within IDENTITY_REVOCATION_MAX_STALENESS
-//! on every other replica (PostgreSQL LISTEN/NOTIFY), and after a missed
+//! on every other replica (PostgreSQL LISTEN/NOTIFY) and, on SQLite, after
+//! `identity admin` (the announcements table), and after a missed
 //! announcement or a revocation made outside the service.
 
 mod listener;

@@ -1,8 +1,13 @@
 //! Profiles held in memory (roles decide authorization): a role taken away
 //! stops working at once on the replica that took it, within the bound on
-//! the others, and within the reconciliation interval when SQL took it.
+//! the others and when `identity admin` took it from another process, and
+//! within the reconciliation interval when SQL took it.
 
 use super::*;
+use crate::on_both_backends;
+use crate::support::admin_command;
+
+on_both_backends!(a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interval);
 
 type Profiles = ProfileServiceClient<Channel>;
 
@@ -157,9 +162,12 @@ async fn a_role_taken_away_on_one_replica_is_withdrawn_on_the_other_within_the_b
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interval() {
-    let db = TestDb::new(Backend::Postgres);
+/// Also the proof that profiles are cached on both backends: an edit that
+/// announces nothing is not seen while the entry is young.
+async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interval(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend);
     let root_email = email("root");
     let start = async |interval: &str| {
         let server = Server::start_with_options(
@@ -167,7 +175,8 @@ async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interva
             with_root_admin(ServerOptions::default(), &root_email)
                 .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", interval),
         );
-        // Memory answers only once the listener is up (and trusted).
+        // Memory answers only once the listener (or SQLite's poller) is up
+        // (and trusted).
         assert!(
             crate::support::eventually(Duration::from_secs(10), || async {
                 server.logs().contains("identity.revocation.listener_up")
@@ -223,5 +232,113 @@ async fn a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interva
         Duration::from_millis(300) + SLACK,
     )
     .await;
-    println!("a role taken away by SQL was withdrawn after {took:?}");
+    println!("{backend:?}: a role taken away by SQL was withdrawn after {took:?}");
+}
+
+/// The roles ValidateToken reports for `token` (none when inactive).
+async fn validated_roles(auth: &mut Auth, token: &str) -> Vec<String> {
+    auth.validate_token(ValidateTokenRequest {
+        access_token: token.to_owned(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .roles
+}
+
+/// On SQLite `identity admin` is another process writing the server's file:
+/// a role it takes away reaches the server's memory through the
+/// announcements table within the staleness bound (no reconciliation
+/// here), and one taken away through the API at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_role_taken_away_by_the_admin_command_is_withdrawn_within_the_bound() {
+    let db = TestDb::new(Backend::Sqlite);
+    let root_email = email("root");
+    let server = Server::start_with_options(
+        &db,
+        with_root_admin(ServerOptions::default(), &root_email)
+            .env("IDENTITY_REVOCATION_MAX_STALENESS", "1s")
+            .env("IDENTITY_REVOCATION_RECONCILE_INTERVAL", "1h"),
+    );
+    let mut auth = server.auth().await;
+    let mut profiles = ProfileServiceClient::new(server.channel().await);
+    let root = register(&mut auth, &root_email).await;
+    let deputy_email = email("deputy");
+    let deputy = register_profile(&mut auth, &deputy_email).await;
+    let (deputy, deputy_tokens) = (deputy.profile.unwrap(), deputy.tokens.unwrap());
+    let deputy_token = deputy_tokens.access_token.as_str();
+    let carol = register_profile(&mut auth, &email("carol"))
+        .await
+        .profile
+        .unwrap();
+
+    let admin = |args: &[&str]| {
+        let (ok, _, stderr) = admin_command(&db, args);
+        assert!(ok, "{args:?}: {stderr}");
+        Instant::now()
+    };
+    // Granted by the command: in memory within the bound too.
+    let granted = admin(&["grant-role", &deputy_email, "admin"]);
+    while get_profile(&mut profiles, deputy_token, &carol.id)
+        .await
+        .is_err()
+    {
+        assert!(
+            granted.elapsed() < MAX_STALENESS + SLACK,
+            "the grant is not seen"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Read again: the deputy's profile and session are answered from memory.
+    for _ in 0..2 {
+        get_profile(&mut profiles, deputy_token, &carol.id)
+            .await
+            .unwrap();
+        assert_eq!(validated_roles(&mut auth, deputy_token).await, ["admin"]);
+    }
+
+    let since = admin(&["revoke-role", &deputy_email, "admin"]);
+    let took = admin_withdrawn_within(
+        &mut profiles,
+        deputy_token,
+        &carol.id,
+        since,
+        MAX_STALENESS + SLACK,
+    )
+    .await;
+    assert!(
+        validated_roles(&mut auth, deputy_token).await.is_empty(),
+        "ValidateToken no longer reports the role"
+    );
+    assert!(
+        get_profile(&mut profiles, deputy_token, "me")
+            .await
+            .unwrap()
+            .roles
+            .is_empty(),
+        "GetProfile shows it gone"
+    );
+    println!("the role taken away by identity admin was withdrawn after {took:?}");
+
+    // Through the API: at once.
+    let granted = admin(&["grant-role", &deputy_email, "admin"]);
+    while validated_roles(&mut auth, deputy_token).await.is_empty() {
+        assert!(
+            granted.elapsed() < MAX_STALENESS + SLACK,
+            "the grant is not seen"
+        );
+        tokio::task::yield_now().await;
+    }
+    get_profile(&mut profiles, deputy_token, &carol.id)
+        .await
+        .unwrap();
+    set_roles(&mut profiles, &root.access_token, &deputy.id, &[]).await;
+    assert_eq!(
+        get_profile(&mut profiles, deputy_token, &carol.id)
+            .await
+            .unwrap_err(),
+        Code::NotFound,
+        "the server that took the role away refuses at once"
+    );
+    assert!(validated_roles(&mut auth, deputy_token).await.is_empty());
 }

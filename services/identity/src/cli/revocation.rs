@@ -9,8 +9,10 @@ use std::time::Duration;
 pub struct RevocationArgs {
     /// Longest a replica answers "live" from memory without having heard
     /// from PostgreSQL's revocation channel (checked by a heartbeat 4 times
-    /// per period); past it, validations read the database. The bound on
-    /// how late a revocation reaches another replica.
+    /// per period), or on SQLite without having read the announcements
+    /// table (polled 4 times per period); past it, validations read the
+    /// database. The bound on how late a revocation reaches another replica
+    /// (on SQLite: one made by `identity admin`).
     #[arg(long, env = "IDENTITY_REVOCATION_MAX_STALENESS", default_value = "1s", value_parser = humantime::parse_duration)]
     pub revocation_max_staleness: Duration,
 
@@ -29,10 +31,9 @@ pub struct RevocationArgs {
     #[arg(long, env = "IDENTITY_SESSION_CACHE_SIZE", default_value_t = 100_000)]
     pub session_cache_size: usize,
 
-    /// Profiles kept in memory for authenticated calls, on PostgreSQL only
-    /// (0: every call reads the caller's profile from the database). Kept
-    /// fresh like session state; each lives at most one reconciliation
-    /// interval.
+    /// Profiles kept in memory for authenticated calls (0: every call reads
+    /// the caller's profile from the database). Kept fresh like session
+    /// state; each lives at most one reconciliation interval.
     #[arg(long, env = "IDENTITY_PROFILE_CACHE_SIZE", default_value_t = 10_000)]
     pub profile_cache_size: usize,
 

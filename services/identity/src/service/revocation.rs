@@ -23,11 +23,11 @@
 //! forgotten. A periodic reconciliation re-checks the sessions held live
 //! against the database, so that a revocation made outside the service (or
 //! by a replica that does not announce) heals within
-//! `IDENTITY_REVOCATION_RECONCILE_INTERVAL`. SQLite is one node: every
-//! revocation made through the service passes through this process, so
-//! memory is authoritative for those; one written by an `identity admin`
-//! command on the same file is not announced, and the reconciliation picks
-//! it up within the interval (as on PostgreSQL for writes from outside).
+//! `IDENTITY_REVOCATION_RECONCILE_INTERVAL`. SQLite has no channel, and
+//! `identity admin` writes the same file from another process: there the
+//! announcements are rows of a table, written in the same transaction, and
+//! `identity_store::announcements` polls it and yields the listener's
+//! events, applied and trusted here the same way (docs/decisions/0016).
 
 use crate::service::Error;
 use futures_util::StreamExt as _;
@@ -35,6 +35,7 @@ use identity_core::profile_cache::ProfileCache;
 use identity_core::revocations::{Answer, RevocationState};
 use identity_core::token_cache::{self, TokenCache, Verified};
 use identity_core::tokens::{AccessClaims, Refusal, TokenKeys};
+use identity_store::announcements::poll;
 use identity_store::listen::{ListenEvent, listen};
 use identity_store::notify::Revoked;
 use identity_store::{DatabaseUrl, Id, PgUrl, Profile, Store, StoreError};
@@ -57,7 +58,7 @@ pub struct RevocationSettings {
     pub token_cache_size: usize,
     /// Sessions whose state is kept in memory (0: always the database).
     pub session_cache_size: usize,
-    /// Profiles kept in memory, on PostgreSQL only (0: always the database).
+    /// Profiles kept in memory (0: always the database).
     pub profile_cache_size: usize,
 }
 
@@ -70,9 +71,7 @@ pub struct FastPath {
     tokens: TokenCache,
     sessions: RevocationState,
     profiles: ProfileCache,
-    /// Set on PostgreSQL once the listener runs. SQLite reads are local
-    /// and cheap, and there the admin CLI writes without telling the
-    /// server, so profiles are not cached.
+    /// Set once what keeps memory true (listener or poller) runs.
     profiles_on: AtomicBool,
     listener: Listening,
 }
@@ -128,9 +127,8 @@ impl FastPath {
     }
 
     /// The revocation listener's state; `None` where none runs. SQLite has
-    /// none: the service's own revocations pass through this process (the
-    /// CLI's are reconciled, see the module docs), and a listener reported
-    /// up would be one that does not exist.
+    /// none: its poller of the announcements table is not a listener, and
+    /// its series would read as PostgreSQL's.
     pub fn listener_status(&self) -> Option<ListenerStatus> {
         let listener = &self.listener;
         if !listener.running.load(Ordering::Relaxed) {
@@ -248,8 +246,8 @@ impl FastPath {
     }
 
     /// Starts what keeps the memory true: on PostgreSQL the listener on
-    /// `listen_url` (default: the database's own URL), on SQLite authority
-    /// of this process; and the reconciliation.
+    /// `listen_url` (default: the database's own URL), on SQLite the poller
+    /// of the announcements table; and the reconciliation.
     pub fn start(
         self: &Arc<Self>,
         settings: &RevocationSettings,
@@ -258,18 +256,27 @@ impl FastPath {
         listen_url: Option<&PgUrl>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
+        let max_staleness = settings.revocation_max_staleness;
+        self.profiles_on
+            .store(self.profiles.enabled(), Ordering::Relaxed);
         match database {
             DatabaseUrl::Postgres(own) => {
-                self.profiles_on
-                    .store(self.profiles.enabled(), Ordering::Relaxed);
                 self.listener.running.store(true, Ordering::Relaxed);
+                let events = listen(listen_url.unwrap_or(own).clone(), max_staleness);
                 tasks.push(tokio::spawn(follow(
                     Arc::clone(self),
-                    listen_url.unwrap_or(own).clone(),
-                    settings.revocation_max_staleness,
+                    events,
+                    max_staleness,
                 )))
             }
-            DatabaseUrl::Sqlite(_) => self.sessions.trust_always(),
+            DatabaseUrl::Sqlite(file) => {
+                let events = poll(file.clone(), max_staleness);
+                tasks.push(tokio::spawn(follow(
+                    Arc::clone(self),
+                    events,
+                    max_staleness,
+                )))
+            }
         }
         tasks.push(tokio::spawn(reconcile(
             Arc::clone(self),
@@ -281,9 +288,14 @@ impl FastPath {
 }
 
 /// Applies what the revocation listener (`identity_store::listen`) hears,
-/// for as long as the process runs.
-async fn follow(fast: Arc<FastPath>, url: PgUrl, max_staleness: Duration) {
-    let mut events = std::pin::pin!(listen(url, max_staleness));
+/// or the poller (`identity_store::announcements`) reads, for as long as
+/// the process runs.
+async fn follow(
+    fast: Arc<FastPath>,
+    events: impl futures_util::Stream<Item = ListenEvent>,
+    max_staleness: Duration,
+) {
+    let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         fast.apply(event, max_staleness);
     }
