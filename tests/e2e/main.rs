@@ -30,3 +30,4 @@ mod sessions;
 mod takeover;
 mod telemetry;
 mod throttle;
+mod watch_revocations;

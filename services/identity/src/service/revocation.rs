@@ -30,6 +30,7 @@
 //! it up within the interval (as on PostgreSQL for writes from outside).
 
 use crate::service::Error;
+use crate::service::watch::Feed;
 use futures_util::StreamExt as _;
 use identity_core::profile_cache::ProfileCache;
 use identity_core::revocations::{Answer, RevocationState};
@@ -59,6 +60,12 @@ pub struct RevocationSettings {
     pub session_cache_size: usize,
     /// Profiles kept in memory, on PostgreSQL only (0: always the database).
     pub profile_cache_size: usize,
+    /// How often WatchRevocations heartbeats while knowledge is current.
+    pub revocation_heartbeat: Duration,
+    /// WatchRevocations streams at once.
+    pub revocation_max_watchers: usize,
+    /// Revocations kept for replay, and how far a watcher may fall behind.
+    pub revocation_watch_backlog: usize,
 }
 
 /// Sessions per reconciliation query.
@@ -75,6 +82,8 @@ pub struct FastPath {
     /// server, so profiles are not cached.
     profiles_on: AtomicBool,
     listener: Listening,
+    /// Every revocation applied, for WatchRevocations (`service::watch`).
+    feed: Feed,
 }
 
 /// What the revocation listener last went through, kept for the metrics
@@ -90,6 +99,9 @@ struct Listening {
     /// `since` (0 before the first).
     confirmed_ms: AtomicU64,
     since: Instant,
+    /// Has been up before: a later `Up` follows an outage whose
+    /// announcements were lost, which watchers must be told.
+    was_up: AtomicBool,
 }
 
 /// The revocation listener as the metrics show it.
@@ -123,8 +135,19 @@ impl FastPath {
                 hearing: AtomicBool::new(false),
                 confirmed_ms: AtomicU64::new(0),
                 since: Instant::now(),
+                was_up: AtomicBool::new(false),
             },
+            feed: Feed::new(
+                settings.revocation_watch_backlog,
+                settings.revocation_max_watchers,
+                revoked_ttl,
+            ),
         })
+    }
+
+    /// The revocation feed (AuthService.WatchRevocations).
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// The revocation listener's state; `None` where none runs. SQLite has
@@ -239,6 +262,9 @@ impl FastPath {
             }
             Revoked::ProfileChanged(id) => self.profiles.invalidate(id),
         }
+        // After memory refuses it: a watcher told of it may at once ask
+        // this replica, and must hear the same.
+        self.feed.revoked(&what);
     }
 
     /// Announcements may have been missed: drop every live answer.
@@ -276,6 +302,10 @@ impl FastPath {
             store.clone(),
             settings.revocation_reconcile_interval,
         )));
+        tasks.push(tokio::spawn(heartbeat(
+            Arc::clone(self),
+            settings.revocation_heartbeat,
+        )));
         tasks
     }
 }
@@ -296,6 +326,11 @@ impl FastPath {
             ListenEvent::Up => {
                 // Announcements sent while nobody listened are lost: start afresh.
                 self.forget_live();
+                // And so must watchers, unless this is the first connection
+                // (every stream starts with a reset anyway).
+                if self.listener.was_up.swap(true, Ordering::Relaxed) {
+                    self.feed.reset();
+                }
                 // Connected, not yet heard: nothing is confirmed on this
                 // connection until its first heartbeat comes back.
                 self.listener.hearing.store(false, Ordering::Relaxed);
@@ -354,6 +389,22 @@ impl FastPath {
     }
 }
 
+/// Tells watchers, every `interval`, that they have everything — only while
+/// this replica's own knowledge is trusted (the listener confirmed it hears
+/// every replica within the staleness bound; always on SQLite). Silence
+/// otherwise is the point: a watcher then fails closed after its bound
+/// instead of believing a replica that is itself behind.
+async fn heartbeat(fast: Arc<FastPath>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if fast.sessions.trusted(Instant::now()) {
+            fast.feed.heartbeat();
+        }
+    }
+}
+
 /// Re-checks the sessions held live against the database, every `interval`.
 async fn reconcile(fast: Arc<FastPath>, store: Store, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
@@ -369,7 +420,8 @@ async fn reconcile(fast: Arc<FastPath>, store: Store, interval: Duration) {
                 Ok(live) => {
                     let live: HashSet<Id> = live.into_iter().collect();
                     for id in ids.into_iter().filter(|id| !live.contains(id)) {
-                        fast.sessions.revoke_session(id.0, Instant::now());
+                        // Through `revoked`, so that watchers hear of it too.
+                        fast.revoked(Revoked::Session(id));
                         revoked += 1;
                     }
                 }
