@@ -108,7 +108,9 @@ async fn every_kind_of_revocation_reaches_the_watcher_as_its_event(backend: Back
         other => panic!("RevokeSession: {other:?}"),
     }
 
-    // RevokeAllSessions keeping the caller's.
+    // RevokeAllSessions keeping the caller's (with another one to end: a
+    // revocation that ends nothing is announced by nobody).
+    login(&mut auth, &ann_email).await;
     auth.revoke_all_sessions(bearer(
         &third.access_token,
         RevokeAllSessionsRequest {
@@ -128,6 +130,7 @@ async fn every_kind_of_revocation_reaches_the_watcher_as_its_event(backend: Back
     }
 
     // ChangePassword keeps the caller's session.
+    login(&mut auth, &ann_email).await;
     auth.change_password(bearer(
         &third.access_token,
         ChangePasswordRequest {

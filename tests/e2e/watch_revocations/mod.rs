@@ -4,7 +4,10 @@
 //! itself does, cursors resume or reset but never leave a silent gap, and
 //! only services may watch.
 
+mod access;
 mod events;
+mod resume;
+mod slow;
 
 use crate::support::{Auth, Backend, Server, ServerOptions, TestDb, bearer, issue_service_token};
 use identity::proto::v1::revocation_event::Event;
@@ -32,14 +35,24 @@ impl Watcher {
         token: &str,
         resume_after: &str,
     ) -> Result<Watcher, tonic::Status> {
-        let mut auth = server.auth().await;
-        let mut stream = auth
-            .watch_revocations(bearer(
-                token,
-                WatchRevocationsRequest {
-                    resume_after: resume_after.to_owned(),
-                },
-            ))
+        Watcher::try_start_on(server.channel().await, Some(token), resume_after).await
+    }
+
+    /// Watches over `channel`, with `token` as bearer when given.
+    pub async fn try_start_on(
+        channel: tonic::transport::Channel,
+        token: Option<&str>,
+        resume_after: &str,
+    ) -> Result<Watcher, tonic::Status> {
+        let request = WatchRevocationsRequest {
+            resume_after: resume_after.to_owned(),
+        };
+        let request = match token {
+            Some(token) => bearer(token, request),
+            None => tonic::Request::new(request),
+        };
+        let mut stream = Auth::new(channel)
+            .watch_revocations(request)
             .await?
             .into_inner();
         let (tx, events) = mpsc::unbounded_channel();

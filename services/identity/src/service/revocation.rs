@@ -99,9 +99,6 @@ struct Listening {
     /// `since` (0 before the first).
     confirmed_ms: AtomicU64,
     since: Instant,
-    /// Has been up before: a later `Up` follows an outage whose
-    /// announcements were lost, which watchers must be told.
-    was_up: AtomicBool,
 }
 
 /// The revocation listener as the metrics show it.
@@ -135,7 +132,6 @@ impl FastPath {
                 hearing: AtomicBool::new(false),
                 confirmed_ms: AtomicU64::new(0),
                 since: Instant::now(),
-                was_up: AtomicBool::new(false),
             },
             feed: Feed::new(
                 settings.revocation_watch_backlog,
@@ -253,8 +249,29 @@ impl FastPath {
     /// A revocation or profile change this process just committed (or
     /// heard of): in effect from now on, before any announcement comes back.
     pub fn revoked(&self, what: Revoked) {
+        self.remember(&what);
+        // On PostgreSQL the announcement committed with it comes back on
+        // the channel, and watchers are told then, with every replica's in
+        // the channel's one order, and once (publishing here as well would
+        // tell them twice, and no echo can be told apart from another
+        // replica's identical announcement). SQLite has no channel.
+        if !self.listener.running.load(Ordering::Relaxed) {
+            self.feed.revoked(&what);
+        }
+    }
+
+    /// A revocation heard of or found by reconciliation: into memory, and
+    /// to the watchers.
+    fn learnt(&self, what: Revoked) {
+        self.remember(&what);
+        self.feed.revoked(&what);
+    }
+
+    fn remember(&self, what: &Revoked) {
         let now = Instant::now();
-        match what {
+        // Memory first: a watcher told of it may at once ask this replica,
+        // and must hear the same.
+        match *what {
             Revoked::Session(id) => self.sessions.revoke_session(id.0, now),
             Revoked::Profile { profile, except } => {
                 self.sessions
@@ -262,9 +279,6 @@ impl FastPath {
             }
             Revoked::ProfileChanged(id) => self.profiles.invalidate(id),
         }
-        // After memory refuses it: a watcher told of it may at once ask
-        // this replica, and must hear the same.
-        self.feed.revoked(&what);
     }
 
     /// Announcements may have been missed: drop every live answer.
@@ -326,11 +340,11 @@ impl FastPath {
             ListenEvent::Up => {
                 // Announcements sent while nobody listened are lost: start afresh.
                 self.forget_live();
-                // And so must watchers, unless this is the first connection
-                // (every stream starts with a reset anyway).
-                if self.listener.was_up.swap(true, Ordering::Relaxed) {
-                    self.feed.reset();
-                }
+                // And so must watchers: what was committed while nobody
+                // listened (before the first connection too: this
+                // replica's own revocations reach watchers through the
+                // channel) was never published.
+                self.feed.reset();
                 // Connected, not yet heard: nothing is confirmed on this
                 // connection until its first heartbeat comes back.
                 self.listener.hearing.store(false, Ordering::Relaxed);
@@ -339,7 +353,7 @@ impl FastPath {
                     "listening for revocations"
                 );
             }
-            ListenEvent::Revoked(what) => self.revoked(what),
+            ListenEvent::Revoked(what) => self.learnt(what),
             ListenEvent::Unrecognised => {
                 // Not ours to understand: assume the worst.
                 tracing::warn!(
@@ -420,8 +434,8 @@ async fn reconcile(fast: Arc<FastPath>, store: Store, interval: Duration) {
                 Ok(live) => {
                     let live: HashSet<Id> = live.into_iter().collect();
                     for id in ids.into_iter().filter(|id| !live.contains(id)) {
-                        // Through `revoked`, so that watchers hear of it too.
-                        fast.revoked(Revoked::Session(id));
+                        // Announced by nobody: watchers hear of it here.
+                        fast.learnt(Revoked::Session(id));
                         revoked += 1;
                     }
                 }
