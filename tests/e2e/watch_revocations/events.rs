@@ -339,3 +339,21 @@ async fn heartbeats_stop_while_the_listener_is_down_and_a_reset_precedes_their_r
         other => panic!("heartbeats did not come back: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_outlives_the_request_timeout() {
+    // IDENTITY_REQUEST_TIMEOUT bounds the answer of a call, not a stream
+    // that already answered.
+    let (_db, server, token) = watched(
+        Backend::Sqlite,
+        heartbeat_every(100).env("IDENTITY_REQUEST_TIMEOUT", "1s"),
+    );
+    let mut watcher = Watcher::start(&server, &token, "").await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2500) {
+        match watcher.next_within(Duration::from_secs(1)).await {
+            Some((_, Ok(_))) => {}
+            other => panic!("after {:?}: {other:?}", started.elapsed()),
+        }
+    }
+}
