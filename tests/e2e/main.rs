@@ -30,4 +30,5 @@ mod sessions;
 mod takeover;
 mod telemetry;
 mod throttle;
+mod watch_revocations;
 mod well_known;

@@ -6,6 +6,16 @@ use crate::error::Invalid;
 /// May read, change and delete every profile and change roles.
 pub const ADMIN_ROLE: &str = "admin";
 
+/// May watch the revocation stream (AuthService.WatchRevocations). For
+/// service principals only: it tells who was signed out when, which is no
+/// person's business, and a verifier's token is copied into configuration.
+pub const REVOCATIONS_WATCH_ROLE: &str = "revocations:watch";
+
+/// Roles only a service principal may hold. Their names carry a `:`, which
+/// `validation::roles` accepts for these names alone, so no role a person
+/// was ever given can collide with one.
+pub const SERVICE_ONLY_ROLES: &[&str] = &[REVOCATIONS_WATCH_ROLE];
+
 /// `auth_provider` of service principals (the profiles service clients and
 /// service tokens act as).
 pub const SERVICE_PROVIDER: &str = "service";
@@ -75,17 +85,36 @@ pub fn check_for_provider(auth_provider: &str, roles: &[String]) -> Result<(), I
                 .into(),
         );
     }
+    if !is_service_provider(auth_provider)
+        && let Some(role) = roles
+            .iter()
+            .find(|r| SERVICE_ONLY_ROLES.contains(&r.as_str()))
+    {
+        return Err(format!(
+            "{role} is for service principals only (identity admin issue-service-token, \
+             identity admin create-service-client)"
+        )
+        .into());
+    }
     Ok(())
 }
 
 /// The roles a profile is reported to hold (ValidateToken): those it holds,
 /// but never `admin` for a service principal, for the reason of
-/// [`acts_as_admin`].
+/// [`acts_as_admin`], and never a service-only role for anyone else.
 pub fn effective(auth_provider: &str, mut roles: Vec<String>) -> Vec<String> {
     if is_service_provider(auth_provider) {
         roles.retain(|r| r != ADMIN_ROLE);
+    } else {
+        roles.retain(|r| !SERVICE_ONLY_ROLES.contains(&r.as_str()));
     }
     roles
+}
+
+/// Whether a profile may watch revocations: a service principal holding
+/// [`REVOCATIONS_WATCH_ROLE`] (a person's profile given it by SQL does not).
+pub fn may_watch_revocations(auth_provider: &str, roles: &[String]) -> bool {
+    is_service_provider(auth_provider) && roles.iter().any(|r| r == REVOCATIONS_WATCH_ROLE)
 }
 
 /// Whether a profile acts as an admin: it holds the role and is no service
@@ -113,6 +142,22 @@ mod tests {
         let both = vec![ADMIN_ROLE.to_owned(), "provisioner".to_owned()];
         assert_eq!(effective("service", both.clone()), ["provisioner"]);
         assert_eq!(effective("local", both.clone()), both);
+    }
+
+    #[test]
+    fn the_watch_role_is_for_service_principals_only() {
+        let watch = vec![REVOCATIONS_WATCH_ROLE.to_owned()];
+        assert!(check_for_provider("service", &watch).is_ok());
+        assert!(may_watch_revocations("service", &watch));
+        for provider in ["local", "better-auth"] {
+            assert!(check_for_provider(provider, &watch).is_err(), "{provider}");
+            assert!(!may_watch_revocations(provider, &watch), "{provider}");
+            assert!(effective(provider, watch.clone()).is_empty(), "{provider}");
+        }
+        assert!(!may_watch_revocations(
+            "service",
+            &["provisioner".to_owned()]
+        ));
     }
 
     #[test]

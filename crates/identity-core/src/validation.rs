@@ -125,7 +125,8 @@ pub fn roles(input: &[String]) -> Result<Vec<String>, Invalid> {
             && role
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-        if !ok {
+        // Who may hold them is `roles::check_for_provider`'s to decide.
+        if !ok && !crate::roles::SERVICE_ONLY_ROLES.contains(&role.as_str()) {
             return Err("each role must be 1-32 characters of a-z, 0-9, _ or -".into());
         }
         roles.push(role.clone());

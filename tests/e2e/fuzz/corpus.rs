@@ -268,7 +268,7 @@ pub(super) fn hostile_bearers(valid_token: &str) -> Vec<(&'static str, Vec<Heade
     ]
 }
 
-/// Every unary method with a valid request of its own. The requests are
+/// Every method with a valid request of its own. The requests are
 /// chosen so that a mutation that happens to stay valid does no harm to
 /// the caller's session (no real refresh token, a wrong current password).
 pub(super) fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
@@ -365,6 +365,16 @@ pub(super) fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Ve
                 keep_current: true,
                 auth_provider: String::new(),
                 auth_id: String::new(),
+            }
+            .encode_to_vec(),
+        ),
+        // The one streaming method: the fuzzer is no watcher, so every
+        // call ends before a stream starts (PERMISSION_DENIED, or the
+        // decoding or cursor refusal before it).
+        (
+            "/identity.v1.AuthService/WatchRevocations",
+            WatchRevocationsRequest {
+                resume_after: "c1.AAAA".into(),
             }
             .encode_to_vec(),
         ),

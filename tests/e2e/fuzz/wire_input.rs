@@ -1,4 +1,4 @@
-//! Every unary method (and reflection) under hostile wire input: never
+//! Every method (and reflection) under hostile wire input: never
 //! INTERNAL or UNKNOWN, a bad field named, the server still SERVING.
 
 use super::corpus::*;

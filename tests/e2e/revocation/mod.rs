@@ -18,7 +18,6 @@ use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::*;
 use std::time::{Duration, Instant};
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// Two replicas (same database, same signing key).
 pub(crate) fn replicas(db: &TestDb, options: impl Fn() -> ServerOptions) -> (Server, Server) {

@@ -9,35 +9,7 @@ use crate::support::admin_command;
 
 on_both_backends!(a_role_taken_away_by_sql_is_withdrawn_within_the_reconciliation_interval);
 
-type Profiles = ProfileServiceClient<Channel>;
-
-async fn get_profile(profiles: &mut Profiles, token: &str, id: &str) -> Result<UserProfile, Code> {
-    profiles
-        .get_profile(bearer(token, GetProfileRequest { id: id.into() }))
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| s.code())
-}
-
-/// Sets the roles of `id`, as the admin holding `admin_token`.
-async fn set_roles(profiles: &mut Profiles, admin_token: &str, id: &str, roles: &[&str]) {
-    let current = get_profile(profiles, admin_token, id).await.unwrap();
-    profiles
-        .update_profile(bearer(
-            admin_token,
-            UpdateProfileRequest {
-                profile: Some(UserProfile {
-                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-                    ..current
-                }),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["roles".into()],
-                }),
-            },
-        ))
-        .await
-        .unwrap();
-}
+use crate::support::{Profiles, get_profile, set_roles};
 
 /// Polls until `token`'s holder can no longer read `other` (NOT_FOUND, as
 /// for any non-admin); the time it took from `since`.

@@ -3,8 +3,10 @@
 
 use super::PASSWORD;
 use identity::proto::v1::auth_service_client::AuthServiceClient;
+use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::{
-    LoginRequest, RegisterRequest, RegisterResponse, TokenPair, ValidateTokenRequest,
+    GetProfileRequest, LoginRequest, RegisterRequest, RegisterResponse, TokenPair,
+    UpdateProfileRequest, UserProfile, ValidateTokenRequest,
 };
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
@@ -145,4 +147,40 @@ pub async fn refused_within(
         );
         tokio::task::yield_now().await;
     }
+}
+
+/// The ProfileService client of a test.
+pub type Profiles = ProfileServiceClient<Channel>;
+
+/// GetProfile as `token`'s holder; the status code when refused.
+pub async fn get_profile(
+    profiles: &mut Profiles,
+    token: &str,
+    id: &str,
+) -> Result<UserProfile, tonic::Code> {
+    profiles
+        .get_profile(bearer(token, GetProfileRequest { id: id.into() }))
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| s.code())
+}
+
+/// Sets the roles of `id`, as the admin holding `admin_token`.
+pub async fn set_roles(profiles: &mut Profiles, admin_token: &str, id: &str, roles: &[&str]) {
+    let current = get_profile(profiles, admin_token, id).await.unwrap();
+    profiles
+        .update_profile(bearer(
+            admin_token,
+            UpdateProfileRequest {
+                profile: Some(UserProfile {
+                    roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                    ..current
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["roles".into()],
+                }),
+            },
+        ))
+        .await
+        .unwrap();
 }

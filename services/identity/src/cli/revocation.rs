@@ -37,6 +37,27 @@ pub struct RevocationArgs {
     #[arg(long, env = "IDENTITY_PROFILE_CACHE_SIZE", default_value_t = 10_000)]
     pub profile_cache_size: usize,
 
+    /// How often AuthService.WatchRevocations sends a heartbeat, while this
+    /// replica's revocation knowledge is current (10ms to 60s, below
+    /// IDENTITY_REVOCATION_MAX_STALENESS).
+    #[arg(long, env = "IDENTITY_REVOCATION_HEARTBEAT", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub revocation_heartbeat: Duration,
+
+    /// Most WatchRevocations streams served at once; beyond it new ones
+    /// answer RESOURCE_EXHAUSTED.
+    #[arg(long, env = "IDENTITY_REVOCATION_MAX_WATCHERS", default_value_t = 4096)]
+    pub revocation_max_watchers: usize,
+
+    /// Revocations kept for WatchRevocations to replay to a watcher that
+    /// resumes, and how far (events and heartbeats) a watcher may fall
+    /// behind before its stream is ended (16 to 65536).
+    #[arg(
+        long,
+        env = "IDENTITY_REVOCATION_WATCH_BACKLOG",
+        default_value_t = 1024
+    )]
+    pub revocation_watch_backlog: usize,
+
     /// PostgreSQL URL of the same database for the revocation listener's
     /// two connections [default: IDENTITY_DATABASE_URL]. They need sessions
     /// of their own: a direct connection or a PgBouncer session pool, never

@@ -34,6 +34,36 @@ pub fn load(settings: &RevocationArgs) -> Result<RevocationSettings, ConfigError
         100,
         3600,
     )?;
+    range(
+        "IDENTITY_REVOCATION_HEARTBEAT",
+        settings.revocation_heartbeat,
+        10,
+        60,
+    )?;
+    // A heartbeat no more often than the staleness bound would let a
+    // watcher that keeps to the same bound fail closed between two.
+    if settings.revocation_heartbeat >= settings.revocation_max_staleness {
+        return Err(ConfigError {
+            setting: "IDENTITY_REVOCATION_HEARTBEAT",
+            problem: format!(
+                "is {}; use less than IDENTITY_REVOCATION_MAX_STALENESS ({})",
+                humantime::format_duration(settings.revocation_heartbeat),
+                humantime::format_duration(settings.revocation_max_staleness)
+            ),
+        });
+    }
+    if !(1..=1_000_000).contains(&settings.revocation_max_watchers) {
+        return Err(ConfigError {
+            setting: "IDENTITY_REVOCATION_MAX_WATCHERS",
+            problem: format!("is {}; use 1 to 1000000", settings.revocation_max_watchers),
+        });
+    }
+    if !(16..=65_536).contains(&settings.revocation_watch_backlog) {
+        return Err(ConfigError {
+            setting: "IDENTITY_REVOCATION_WATCH_BACKLOG",
+            problem: format!("is {}; use 16 to 65536", settings.revocation_watch_backlog),
+        });
+    }
     // The listener URL may carry a password: `Config` keeps it parsed, with
     // a `Debug` that hides it (`database.rs`), not here.
     Ok(RevocationSettings {
@@ -42,5 +72,8 @@ pub fn load(settings: &RevocationArgs) -> Result<RevocationSettings, ConfigError
         token_cache_size: settings.token_cache_size,
         session_cache_size: settings.session_cache_size,
         profile_cache_size: settings.profile_cache_size,
+        revocation_heartbeat: settings.revocation_heartbeat,
+        revocation_max_watchers: settings.revocation_max_watchers,
+        revocation_watch_backlog: settings.revocation_watch_backlog,
     })
 }

@@ -30,6 +30,8 @@ pub use service_login::ServiceLoggedIn;
 mod sessions;
 pub use sessions::{ListedSession, RevokeAll};
 mod tokens;
+mod watch;
+pub use watch::{Watcher, Watching};
 
 /// Who is calling, as far as the transport knows.
 #[derive(Debug, Clone, Default)]

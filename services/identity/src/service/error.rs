@@ -37,6 +37,10 @@ pub enum Error {
     Busy { retry_after: Duration },
     #[error("unavailable")]
     Unavailable,
+    /// A WatchRevocations stream fell further behind than the backlog; the
+    /// watcher resumes from its last cursor.
+    #[error("watcher too slow")]
+    WatcherTooSlow,
     /// A feature this server was not configured for (e.g. ExchangeToken
     /// without IDENTITY_PROVIDER_JWKS_URL).
     #[error("not enabled: {0}")]

@@ -16,6 +16,7 @@ pub mod service_clients;
 pub mod service_token;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod watch;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
 pub use error::Error;

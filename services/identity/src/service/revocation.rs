@@ -30,6 +30,7 @@
 //! events, applied and trusted here the same way (docs/decisions/0016).
 
 use crate::service::Error;
+use crate::service::watch::Feed;
 use futures_util::StreamExt as _;
 use identity_core::profile_cache::ProfileCache;
 use identity_core::revocations::{Answer, RevocationState};
@@ -60,6 +61,12 @@ pub struct RevocationSettings {
     pub session_cache_size: usize,
     /// Profiles kept in memory (0: always the database).
     pub profile_cache_size: usize,
+    /// How often WatchRevocations heartbeats while knowledge is current.
+    pub revocation_heartbeat: Duration,
+    /// WatchRevocations streams at once.
+    pub revocation_max_watchers: usize,
+    /// Revocations kept for replay, and how far a watcher may fall behind.
+    pub revocation_watch_backlog: usize,
 }
 
 /// Sessions per reconciliation query.
@@ -74,6 +81,8 @@ pub struct FastPath {
     /// Set once what keeps memory true (listener or poller) runs.
     profiles_on: AtomicBool,
     listener: Listening,
+    /// Every revocation applied, for WatchRevocations (`service::watch`).
+    feed: Feed,
 }
 
 /// What the revocation listener last went through, kept for the metrics
@@ -123,7 +132,17 @@ impl FastPath {
                 confirmed_ms: AtomicU64::new(0),
                 since: Instant::now(),
             },
+            feed: Feed::new(
+                settings.revocation_watch_backlog,
+                settings.revocation_max_watchers,
+                revoked_ttl,
+            ),
         })
+    }
+
+    /// The revocation feed (AuthService.WatchRevocations).
+    pub fn feed(&self) -> &Feed {
+        &self.feed
     }
 
     /// The revocation listener's state; `None` where none runs. SQLite has
@@ -228,8 +247,29 @@ impl FastPath {
     /// A revocation or profile change this process just committed (or
     /// heard of): in effect from now on, before any announcement comes back.
     pub fn revoked(&self, what: Revoked) {
+        self.remember(&what);
+        // On PostgreSQL the announcement committed with it comes back on
+        // the channel, and watchers are told then, with every replica's in
+        // the channel's one order, and once (publishing here as well would
+        // tell them twice, and no echo can be told apart from another
+        // replica's identical announcement). SQLite has no channel.
+        if !self.listener.running.load(Ordering::Relaxed) {
+            self.feed.revoked(&what);
+        }
+    }
+
+    /// A revocation heard of or found by reconciliation: into memory, and
+    /// to the watchers.
+    fn learnt(&self, what: Revoked) {
+        self.remember(&what);
+        self.feed.revoked(&what);
+    }
+
+    fn remember(&self, what: &Revoked) {
         let now = Instant::now();
-        match what {
+        // Memory first: a watcher told of it may at once ask this replica,
+        // and must hear the same.
+        match *what {
             Revoked::Session(id) => self.sessions.revoke_session(id.0, now),
             Revoked::Profile { profile, except } => {
                 self.sessions
@@ -283,6 +323,10 @@ impl FastPath {
             store.clone(),
             settings.revocation_reconcile_interval,
         )));
+        tasks.push(tokio::spawn(heartbeat(
+            Arc::clone(self),
+            settings.revocation_heartbeat,
+        )));
         tasks
     }
 }
@@ -308,6 +352,11 @@ impl FastPath {
             ListenEvent::Up => {
                 // Announcements sent while nobody listened are lost: start afresh.
                 self.forget_live();
+                // And so must watchers: what was committed while nobody
+                // listened (before the first connection too: this
+                // replica's own revocations reach watchers through the
+                // channel) was never published.
+                self.feed.reset();
                 // Connected, not yet heard: nothing is confirmed on this
                 // connection until its first heartbeat comes back.
                 self.listener.hearing.store(false, Ordering::Relaxed);
@@ -316,7 +365,7 @@ impl FastPath {
                     "listening for revocations"
                 );
             }
-            ListenEvent::Revoked(what) => self.revoked(what),
+            ListenEvent::Revoked(what) => self.learnt(what),
             ListenEvent::Unrecognised => {
                 // Not ours to understand: assume the worst.
                 tracing::warn!(
@@ -366,6 +415,22 @@ impl FastPath {
     }
 }
 
+/// Tells watchers, every `interval`, that they have everything — only while
+/// this replica's own knowledge is trusted (the listener confirmed it hears
+/// every replica within the staleness bound; always on SQLite). Silence
+/// otherwise is the point: a watcher then fails closed after its bound
+/// instead of believing a replica that is itself behind.
+async fn heartbeat(fast: Arc<FastPath>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if fast.sessions.trusted(Instant::now()) {
+            fast.feed.heartbeat();
+        }
+    }
+}
+
 /// Re-checks the sessions held live against the database, every `interval`.
 async fn reconcile(fast: Arc<FastPath>, store: Store, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
@@ -381,7 +446,8 @@ async fn reconcile(fast: Arc<FastPath>, store: Store, interval: Duration) {
                 Ok(live) => {
                     let live: HashSet<Id> = live.into_iter().collect();
                     for id in ids.into_iter().filter(|id| !live.contains(id)) {
-                        fast.sessions.revoke_session(id.0, Instant::now());
+                        // Announced by nobody: watchers hear of it here.
+                        fast.learnt(Revoked::Session(id));
                         revoked += 1;
                     }
                 }

@@ -96,6 +96,9 @@ fn revocation_settings() -> RevocationSettings {
         revocation_reconcile_interval: Duration::from_secs(5),
         token_cache_size: 1000,
         session_cache_size: 1000,
+        revocation_heartbeat: Duration::from_millis(250),
+        revocation_max_watchers: 16,
+        revocation_watch_backlog: 64,
         profile_cache_size: 1000,
     }
 }

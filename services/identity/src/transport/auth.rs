@@ -4,7 +4,7 @@ use super::{convert, metadata};
 use crate::proto::v1::auth_service_server::AuthService;
 use crate::proto::v1::*;
 use crate::service::Auth;
-use crate::service::auth::RevokeAll;
+use crate::service::auth::{RevokeAll, Watcher};
 use crate::service::exchange::TokenExchange;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -30,8 +30,41 @@ impl AuthApi {
     }
 }
 
+/// The answer stream of WatchRevocations.
+pub type RevocationStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<RevocationEvent, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl AuthService for AuthApi {
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        request: Request<WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let caller = metadata::caller(&request);
+        let bearer = metadata::bearer(&request);
+        // The handshake verified a presented certificate (chain, CRL, SAN
+        // allow-list); without IDENTITY_TLS_CLIENT_CA_FILE none is asked for.
+        let watcher = if super::client_addr::is_mtls_peer_of(&request) {
+            Watcher::Certificate
+        } else {
+            Watcher::Bearer(bearer.as_deref())
+        };
+        let watching = self
+            .auth
+            .watch_revocations(&caller, watcher, &request.get_ref().resume_after)
+            .await?;
+        let events = futures_util::stream::unfold(Some(watching), |state| async move {
+            let mut watching = state?;
+            match watching.next().await? {
+                Ok(event) => Some((Ok(convert::revocation_event(&event)), Some(watching))),
+                Err(end) => Some((Err(Status::from(end)), None)),
+            }
+        });
+        Ok(Response::new(Box::pin(events)))
+    }
+
     async fn register(
         &self,
         request: Request<RegisterRequest>,

@@ -68,6 +68,15 @@ pub fn is_mtls_peer(extensions: &http::Extensions) -> bool {
         .is_some_and(|certs| !certs.is_empty())
 }
 
+/// [`is_mtls_peer`] for a request as a handler sees it.
+pub fn is_mtls_peer_of<T>(request: &tonic::Request<T>) -> bool {
+    request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .is_some_and(|certs| !certs.is_empty())
+}
+
 #[derive(Clone)]
 pub struct ClientAddrLayer {
     trusted: Arc<Vec<IpNet>>,

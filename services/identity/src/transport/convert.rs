@@ -107,3 +107,37 @@ fn json_value(value: serde_json::Value) -> prost_types::Value {
     };
     prost_types::Value { kind: Some(kind) }
 }
+
+pub fn revocation_event(e: &crate::service::watch::FeedEvent) -> crate::proto::v1::RevocationEvent {
+    use crate::proto::v1::revocation_event::Event;
+    use crate::proto::v1::{
+        Heartbeat, ProfileChanged, ProfileSessionsRevoked, Reset, SessionRevoked,
+    };
+    use crate::service::watch::Change;
+    let event = match &e.change {
+        Change::SessionRevoked { session, expires } => Event::SessionRevoked(SessionRevoked {
+            session_id: session.to_string(),
+            expire_time: Some(timestamp(*expires)),
+        }),
+        Change::ProfileSessionsRevoked {
+            profile,
+            except,
+            at,
+            expires,
+        } => Event::ProfileSessionsRevoked(ProfileSessionsRevoked {
+            profile_id: profile.to_string(),
+            except_session_id: except.map(|e| e.to_string()).unwrap_or_default(),
+            revoke_time: Some(timestamp(*at)),
+            expire_time: Some(timestamp(*expires)),
+        }),
+        Change::ProfileChanged { profile } => Event::ProfileChanged(ProfileChanged {
+            profile_id: profile.to_string(),
+        }),
+        Change::Heartbeat => Event::Heartbeat(Heartbeat {}),
+        Change::Reset => Event::Reset(Reset {}),
+    };
+    crate::proto::v1::RevocationEvent {
+        cursor: e.cursor.clone(),
+        event: Some(event),
+    }
+}

@@ -8,6 +8,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 /// `google.rpc.ErrorInfo` reason of a replayed provider token.
 pub const TOKEN_ALREADY_EXCHANGED: &str = "TOKEN_ALREADY_EXCHANGED";
+/// `google.rpc.ErrorInfo` reason of a WatchRevocations stream ended for
+/// falling behind.
+pub const WATCHER_TOO_SLOW: &str = "WATCHER_TOO_SLOW";
 /// `google.rpc.ErrorInfo` domain of this service's reasons.
 pub const ERROR_DOMAIN: &str = "identity.v1";
 
@@ -57,6 +60,17 @@ impl From<Error> for Status {
                 Code::ResourceExhausted,
                 "too many requests; retry later",
                 ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            // ABORTED: retrying at once (resuming from the last cursor) is
+            // right, unlike RESOURCE_EXHAUSTED's back-off.
+            Error::WatcherTooSlow => Status::with_error_details(
+                Code::Aborted,
+                "this watcher fell too far behind; resume from the last cursor received",
+                ErrorDetails::with_error_info(
+                    WATCHER_TOO_SLOW,
+                    ERROR_DOMAIN,
+                    std::collections::HashMap::<String, String>::new(),
+                ),
             ),
             Error::Unavailable => {
                 Status::unavailable("service temporarily unavailable; retry later")

@@ -6,6 +6,9 @@ fn settings() -> RevocationSettings {
         revocation_reconcile_interval: Duration::from_secs(5),
         token_cache_size: 10,
         session_cache_size: 10,
+        revocation_heartbeat: Duration::from_millis(250),
+        revocation_max_watchers: 16,
+        revocation_watch_backlog: 64,
         profile_cache_size: 10,
     }
 }
