@@ -18,5 +18,5 @@ pub mod service_token;
 pub(crate) mod testing;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
-pub use error::Error;
+pub use error::{Error, Exhausted};
 pub use profiles::{Principal, Profiles};
