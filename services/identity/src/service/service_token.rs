@@ -178,7 +178,6 @@ pub async fn issue(
         jti: Id::new().to_string(),
         sid: session.id.to_string(),
         roles: profile.roles.clone(),
-        scope: String::new(),
         auth_provider: profile.auth_provider.clone(),
         auth_id: profile.auth_id.clone(),
     };
