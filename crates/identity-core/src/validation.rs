@@ -124,9 +124,9 @@ pub fn roles(input: &[String]) -> Result<Vec<String>, Invalid> {
         let ok = (1..=32).contains(&role.len())
             && role
                 .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-:".contains(c));
         if !ok {
-            return Err("each role must be 1-32 characters of a-z, 0-9, _ or -".into());
+            return Err("each role must be 1-32 characters of a-z, 0-9, _, - or :".into());
         }
         roles.push(role.clone());
     }
@@ -223,6 +223,7 @@ mod tests {
             roles(&["b".into(), "admin".into(), "b".into()]).unwrap(),
             ["admin", "b"]
         );
+        assert_eq!(roles(&["profiles:read".into()]).unwrap(), ["profiles:read"]);
         assert!(roles(&["Admin".into()]).is_err());
         assert!(roles(&["".into()]).is_err());
     }

@@ -76,7 +76,7 @@ pub enum AdminCommand {
     /// service signs in with AuthService.ServiceLogin. Never `admin`.
     CreateServiceClient {
         /// Role of the client: provisioner (may create role-less profiles of
-        /// external providers).
+        /// external providers) or profiles:read (may read any profile).
         #[arg(long)]
         role: String,
         /// Name of its service principal (auth_provider `service`, auth_id
@@ -95,7 +95,8 @@ pub enum AdminCommand {
 #[derive(Args)]
 pub struct IssueServiceTokenArgs {
     /// Role of the token: `provisioner` (may create role-less profiles of
-    /// external providers). Never `admin`: admins are people
+    /// external providers) or `profiles:read` (may read any profile with
+    /// GetProfile and LookupProfile, nothing else). Never `admin`: admins are people
     /// (IDENTITY_BOOTSTRAP_ADMINS, grant-role).
     #[arg(long)]
     pub role: String,
