@@ -24,7 +24,11 @@ fn keys(args: &IssueServiceTokenArgs) -> anyhow::Result<TokenKeys> {
 /// Prints the token alone on stdout; what it is, on stderr.
 pub async fn run(store: &Store, args: IssueServiceTokenArgs) -> anyhow::Result<()> {
     let keys = keys(&args)?;
-    let name = args.name.clone().unwrap_or_else(|| args.role.clone());
+    // A role may hold `:` (profiles:read), which a service name may not.
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| args.role.replace(':', "-"));
     let minted = crate::service::service_token::issue(store, &keys, &name, &args.role, args.ttl)
         .await
         .map_err(|e| match e {

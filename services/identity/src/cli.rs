@@ -104,7 +104,7 @@ pub struct IssueServiceTokenArgs {
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// Name of the service principal (its profile's auth_id, auth_provider
-    /// `service`) [default: the role].
+    /// `service`) [default: the role, `:` as `-`].
     #[arg(long)]
     pub name: Option<String>,
     /// The server's signing keys (the first signs), HS256 secret, `iss` and
