@@ -48,7 +48,7 @@ async fn each_refusal_names_its_reason_in_the_identity_domain() {
 
     // MALFORMED_REQUEST: from the codec (a string of invalid UTF-8) and
     // from tonic itself (a truncated frame), fixed up on the way out.
-    for (case, body) in [
+    for (_case, body) in [
         ("invalid UTF-8", frame(&[0x0a, 0x01, 0xff])),
         ("truncated frame", frame(b"\x0a\x05ab")[..6].to_vec()),
     ] {
@@ -62,7 +62,6 @@ async fn each_refusal_names_its_reason_in_the_identity_domain() {
         .await
         .unwrap();
         assert_reason(&answer.status(), Code::InvalidArgument, "MALFORMED_REQUEST");
-        let _ = case;
     }
 
     // MESSAGE_TOO_LARGE: tonic's limit, answered RESOURCE_EXHAUSTED.
@@ -202,7 +201,6 @@ async fn each_refusal_names_its_reason_in_the_identity_domain() {
         .exchange_token(ExchangeTokenRequest {
             subject_token: "a.b.c".into(),
             subject_token_type: "urn:ietf:params:oauth:token-type:jwt".into(),
-            ..Default::default()
         })
         .await
         .unwrap_err();

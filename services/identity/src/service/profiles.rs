@@ -187,7 +187,8 @@ impl Profiles {
             return Ok(caller.clone());
         }
         let reader = Self::reads_every_profile(caller);
-        if !Self::is_admin(caller) && !(reader && action == "get") {
+        let allowed = Self::is_admin(caller) || (reader && action == "get");
+        if !allowed {
             self.denied(caller, action, Some(id), principal);
             return Err(if reader {
                 Error::PermissionDenied
