@@ -153,7 +153,14 @@ async fn forged_expired_and_misaddressed_tokens_are_all_inactive(backend: Backen
     no_kid.kid = None;
     cases.push(("missing kid", sign(&no_kid, &real, &key)));
     cases.push(("not a JWT", "not.a.jwt".into()));
-    cases.push(("empty", String::new()));
+    // An empty token is no forgery but the caller's mistake: named.
+    let empty = auth
+        .validate_token(ValidateTokenRequest {
+            access_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    crate::support::assert_invalid(&empty, "access_token", "empty access_token");
 
     let valid = auth
         .validate_token(ValidateTokenRequest {

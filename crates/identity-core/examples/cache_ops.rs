@@ -164,7 +164,6 @@ fn claims(exp: i64) -> AccessClaims {
         jti: Uuid::now_v7().to_string(),
         sid: Uuid::now_v7().to_string(),
         roles: vec!["user".into()],
-        scope: String::new(),
         auth_provider: "local".into(),
         auth_id: "user".into(),
     }

@@ -11,10 +11,20 @@ pub const ADMIN_ROLE: &str = "admin";
 /// person's business, and a verifier's token is copied into configuration.
 pub const REVOCATIONS_WATCH_ROLE: &str = "revocations:watch";
 
-/// Roles only a service principal may hold. Their names carry a `:`, which
-/// `validation::roles` accepts for these names alone, so no role a person
-/// was ever given can collide with one.
-pub const SERVICE_ONLY_ROLES: &[&str] = &[REVOCATIONS_WATCH_ROLE];
+/// A service role: may call ProfileService.CreateProfile for external
+/// accounts (without roles) and RevokeAllSessions by (auth_provider,
+/// auth_id) for them.
+pub const PROVISIONER_ROLE: &str = "provisioner";
+
+/// A service role, least privilege for services that show other users'
+/// profiles: GetProfile and LookupProfile of any profile, nothing else.
+pub const PROFILES_READ_ROLE: &str = "profiles:read";
+
+/// Roles only service principals hold: they are granted with a service
+/// client or token, never to a person (whose token travels with them). The
+/// names with a `:` are accepted by `validation::roles` for these alone, so
+/// no role a person was ever given can collide with one.
+pub const SERVICE_ONLY_ROLES: &[&str] = &[PROVISIONER_ROLE, PROFILES_READ_ROLE, REVOCATIONS_WATCH_ROLE];
 
 /// `auth_provider` of service principals (the profiles service clients and
 /// service tokens act as).
@@ -91,12 +101,19 @@ pub fn check_for_provider(auth_provider: &str, roles: &[String]) -> Result<(), I
             .find(|r| SERVICE_ONLY_ROLES.contains(&r.as_str()))
     {
         return Err(format!(
-            "{role} is for service principals only (identity admin issue-service-token, \
-             identity admin create-service-client)"
+            "{role} is a service role: only service principals hold it \
+             (identity admin create-service-client --role {role})"
         )
         .into());
     }
     Ok(())
+}
+
+/// Whether a profile may read every profile (GetProfile, LookupProfile):
+/// a service principal holding [`PROFILES_READ_ROLE`]. A person holding it
+/// anyway, by a row changed in SQL, reads only their own.
+pub fn reads_every_profile(auth_provider: &str, roles: &[String]) -> bool {
+    is_service_provider(auth_provider) && roles.iter().any(|r| r == PROFILES_READ_ROLE)
 }
 
 /// The roles a profile is reported to hold (ValidateToken): those it holds,
@@ -136,12 +153,14 @@ mod tests {
             assert!(!acts_as_admin(provider, &admin), "{provider}");
         }
         assert!(check_for_provider("service", &["provisioner".to_owned()]).is_ok());
+        assert!(check_for_provider("service", &["profiles:read".to_owned()]).is_ok());
         assert!(check_for_provider("local", &admin).is_ok());
         assert!(acts_as_admin("local", &admin));
         assert!(!acts_as_admin("local", &["provisioner".to_owned()]));
         let both = vec![ADMIN_ROLE.to_owned(), "provisioner".to_owned()];
         assert_eq!(effective("service", both.clone()), ["provisioner"]);
-        assert_eq!(effective("local", both.clone()), both);
+        // provisioner is a service role: a person holding it by SQL is not told so.
+        assert_eq!(effective("local", both.clone()), [ADMIN_ROLE]);
     }
 
     #[test]
@@ -158,6 +177,24 @@ mod tests {
             "service",
             &["provisioner".to_owned()]
         ));
+    }
+
+    #[test]
+    fn service_roles_are_never_granted_to_people_and_only_services_read_every_profile() {
+        for provider in ["local", "better-auth"] {
+            for role in SERVICE_ONLY_ROLES {
+                let roles = vec![(*role).to_owned()];
+                let refused = check_for_provider(provider, &roles).unwrap_err();
+                assert!(
+                    refused.description().contains("service role"),
+                    "{provider} {role}"
+                );
+                assert!(!reads_every_profile(provider, &roles), "{provider} {role}");
+            }
+        }
+        let read = vec![PROFILES_READ_ROLE.to_owned()];
+        assert!(reads_every_profile("service", &read));
+        assert!(!reads_every_profile("service", &["provisioner".to_owned()]));
     }
 
     #[test]

@@ -106,7 +106,6 @@ mod tests {
             jti: "j".into(),
             sid: sid.into(),
             roles: vec![],
-            scope: String::new(),
             auth_provider: "local".into(),
             auth_id: "s".into(),
         }))

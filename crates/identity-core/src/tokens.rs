@@ -36,9 +36,6 @@ pub struct AccessClaims {
     pub sid: String,
     #[serde(default)]
     pub roles: Vec<String>,
-    /// Space-separated scopes (RFC 9068 §2.2.3).
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub scope: String,
     pub auth_provider: String,
     pub auth_id: String,
 }
@@ -406,7 +403,6 @@ mod tests {
             jti: "j".into(),
             sid: "sid".into(),
             roles: vec![],
-            scope: String::new(),
             auth_provider: "local".into(),
             auth_id: "s".into(),
         }

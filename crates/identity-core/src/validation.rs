@@ -224,6 +224,7 @@ mod tests {
             roles(&["b".into(), "admin".into(), "b".into()]).unwrap(),
             ["admin", "b"]
         );
+        assert_eq!(roles(&["profiles:read".into()]).unwrap(), ["profiles:read"]);
         assert!(roles(&["Admin".into()]).is_err());
         assert!(roles(&["".into()]).is_err());
     }

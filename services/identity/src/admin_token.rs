@@ -24,7 +24,8 @@ fn keys(args: &IssueServiceTokenArgs) -> anyhow::Result<TokenKeys> {
 /// Prints the token alone on stdout; what it is, on stderr.
 pub async fn run(store: &Store, args: IssueServiceTokenArgs) -> anyhow::Result<()> {
     let keys = keys(&args)?;
-    // Service names have no `:` (`revocations:watch` → `revocations-watch`).
+    // A role may hold `:` (profiles:read, revocations:watch), which a service
+    // name may not (`revocations:watch` → `revocations-watch`).
     let name = args
         .name
         .clone()

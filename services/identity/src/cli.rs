@@ -78,8 +78,8 @@ pub enum AdminCommand {
     /// service signs in with AuthService.ServiceLogin. Never `admin`.
     CreateServiceClient {
         /// Role of the client: provisioner (may create role-less profiles of
-        /// external providers) or revocations:watch (may call
-        /// AuthService.WatchRevocations).
+        /// external providers), profiles:read (may read any profile) or
+        /// revocations:watch (may call AuthService.WatchRevocations).
         #[arg(long)]
         role: String,
         /// Name of its service principal (auth_provider `service`, auth_id
@@ -98,8 +98,9 @@ pub enum AdminCommand {
 #[derive(Args)]
 pub struct IssueServiceTokenArgs {
     /// Role of the token: `provisioner` (may create role-less profiles of
-    /// external providers) or `revocations:watch` (may call
-    /// AuthService.WatchRevocations). Never `admin`: admins are people
+    /// external providers), `profiles:read` (may read any profile with
+    /// GetProfile and LookupProfile, nothing else) or `revocations:watch` (may
+    /// call AuthService.WatchRevocations). Never `admin`: admins are people
     /// (IDENTITY_BOOTSTRAP_ADMINS, grant-role).
     #[arg(long)]
     pub role: String,
@@ -107,7 +108,7 @@ pub struct IssueServiceTokenArgs {
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
     /// Name of the service principal (its profile's auth_id, auth_provider
-    /// `service`) [default: the role, `:` written `-`].
+    /// `service`) [default: the role, `:` as `-`].
     #[arg(long)]
     pub name: Option<String>,
     /// The server's signing keys (the first signs), HS256 secret, `iss` and

@@ -210,6 +210,7 @@ fn assert_already_exchanged(result: Result<ExchangeTokenResponse, Status>, case:
         .get_details_error_info()
         .unwrap_or_else(|| panic!("{case}: no ErrorInfo in {status:?}"));
     assert_eq!(info.reason, "TOKEN_ALREADY_EXCHANGED", "{case}");
+    assert_eq!(info.domain, "identity", "{case}");
 }
 
 /// A stolen provider JWT (a log line, a proxy, a browser extension) is worth

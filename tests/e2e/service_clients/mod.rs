@@ -5,6 +5,7 @@
 //! after a server has migrated it.
 
 mod privileges;
+mod profiles_read;
 mod secrets;
 
 use crate::support::better_auth::{BetterAuth, BetterAuthOptions};

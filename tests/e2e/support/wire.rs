@@ -13,6 +13,19 @@ pub struct Answer {
     pub http: http::StatusCode,
     pub grpc: Option<i32>,
     pub message: String,
+    /// `grpc-status-details-bin`, decoded (a `google.rpc.Status`).
+    pub details: Vec<u8>,
+}
+
+impl Answer {
+    /// The answer as a tonic Status, to read its details (ErrorInfo…).
+    pub fn status(&self) -> tonic::Status {
+        tonic::Status::with_details(
+            tonic::Code::from(self.grpc.unwrap_or(2)),
+            self.message.clone(),
+            self.details.clone().into(),
+        )
+    }
 }
 
 /// One HTTP/2 request with exactly these bytes and headers (`te` and the
@@ -51,11 +64,26 @@ pub async fn raw_call(
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
                 .map(|code| {
+                    use base64::Engine as _;
                     let message = headers
                         .get("grpc-message")
                         .map(|m| String::from_utf8_lossy(m.as_bytes()).into_owned())
                         .unwrap_or_default();
-                    (code, message)
+                    let details = headers
+                        .get("grpc-status-details-bin")
+                        .and_then(|d| {
+                            // Sent unpadded; some servers pad.
+                            let unpadded = d.as_bytes().trim_ascii_end();
+                            let unpadded = unpadded
+                                .strip_suffix(b"==")
+                                .or(unpadded.strip_suffix(b"="))
+                                .unwrap_or(unpadded);
+                            base64::engine::general_purpose::STANDARD_NO_PAD
+                                .decode(unpadded)
+                                .ok()
+                        })
+                        .unwrap_or_default();
+                    (code, message, details)
                 })
         };
         let mut found = status_in(&parts.headers);
@@ -73,8 +101,12 @@ pub async fn raw_call(
         }
         Ok(Answer {
             http: parts.status,
-            grpc: found.as_ref().map(|(code, _)| *code),
-            message: found.map(|(_, message)| message).unwrap_or_default(),
+            grpc: found.as_ref().map(|(code, _, _)| *code),
+            message: found
+                .as_ref()
+                .map(|(_, message, _)| message.clone())
+                .unwrap_or_default(),
+            details: found.map(|(_, _, details)| details).unwrap_or_default(),
         })
     };
     tokio::time::timeout(std::time::Duration::from_secs(20), call)

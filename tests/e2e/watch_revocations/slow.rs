@@ -57,7 +57,7 @@ async fn a_watcher_that_does_not_read_is_ended_while_another_keeps_receiving() {
     assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
     let info = ended.get_details_error_info().expect("an ErrorInfo");
     assert_eq!(info.reason, "WATCHER_TOO_SLOW");
-    assert_eq!(info.domain, "identity.v1");
+    assert_eq!(info.domain, "identity");
     assert!(
         delivered < 100,
         "{delivered} events buffered for a watcher that did not read"

@@ -7,6 +7,7 @@ use crate::infra::bcrypt::{HashError, Hasher};
 use crate::infra::limits::{Limiter, Scope};
 use crate::service::Error;
 use crate::service::audit::AuditSink;
+use crate::service::error::Exhausted;
 use crate::service::events::{Emit, EventName, SecurityEvent};
 use crate::service::profiles::Principal;
 use crate::service::revocation::FastPath;
@@ -149,6 +150,7 @@ fn busy(e: HashError) -> Error {
     match e {
         HashError::Busy => Error::Busy {
             retry_after: Duration::from_secs(1),
+            cause: Exhausted::Overloaded,
         },
         HashError::Failed => Error::Internal("password hashing failed".into()),
     }
@@ -158,6 +160,7 @@ fn busy(e: HashError) -> Error {
 fn throttled(wait: Wait) -> Error {
     Error::Busy {
         retry_after: wait.duration().max(Duration::from_millis(1)),
+        cause: Exhausted::Throttled,
     }
 }
 
@@ -261,6 +264,7 @@ impl Auth {
                     .emit(&self.audit);
                 Err(Error::Busy {
                     retry_after: limited.retry_after.max(Duration::from_millis(1)),
+                    cause: Exhausted::RateLimited,
                 })
             }
         }
@@ -312,7 +316,6 @@ impl Auth {
             jti: Id::new().to_string(),
             sid: session_id.to_string(),
             roles: profile.roles.clone(),
-            scope: String::new(),
             auth_provider: profile.auth_provider.clone(),
             auth_id: profile.auth_id.clone(),
         };

@@ -32,9 +32,13 @@ pub enum Error {
     /// says what will (it reaches the caller).
     #[error("failed precondition: {0}")]
     FailedPrecondition(&'static str),
-    /// Shed under load; the caller may retry after the delay.
-    #[error("resource exhausted")]
-    Busy { retry_after: Duration },
+    /// Refused for now; the caller may retry after the delay. `cause` says
+    /// which bound it met, so that callers can tell them apart.
+    #[error("resource exhausted: {cause:?}")]
+    Busy {
+        retry_after: Duration,
+        cause: Exhausted,
+    },
     #[error("unavailable")]
     Unavailable,
     /// A WatchRevocations stream fell further behind than the backlog; the
@@ -47,6 +51,19 @@ pub enum Error {
     NotEnabled(&'static str),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// Which bound refused a call that may be retried later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// A rate limit (per client address or per account) of this RPC.
+    RateLimited,
+    /// Too many failed password attempts (per client, device or account),
+    /// or the throttle's table is full of recent attempts.
+    Throttled,
+    /// The bcrypt pool's queue is full, or the hash could not finish before
+    /// the call's deadline given the work queued ahead.
+    Overloaded,
 }
 
 impl Error {

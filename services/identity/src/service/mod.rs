@@ -19,5 +19,5 @@ pub(crate) mod testing;
 pub mod watch;
 
 pub use auth::{Auth, AuthSettings, Caller, IssuedTokens};
-pub use error::Error;
+pub use error::{Error, Exhausted};
 pub use profiles::{Principal, Profiles};

@@ -169,7 +169,13 @@ impl Profiles {
         identity_core::roles::acts_as_admin(&profile.auth_provider, &profile.roles)
     }
 
-    /// The profile if the caller may see it; NOT_FOUND otherwise.
+    fn reads_every_profile(profile: &Profile) -> bool {
+        identity_core::roles::reads_every_profile(&profile.auth_provider, &profile.roles)
+    }
+
+    /// The profile if the caller may see it (`action` "get") or change it;
+    /// NOT_FOUND otherwise, except for a `profiles:read` service, which
+    /// knows every profile exists: PERMISSION_DENIED for anything but reading.
     async fn visible(
         &self,
         principal: &Principal,
@@ -180,9 +186,15 @@ impl Profiles {
         if caller.id == id {
             return Ok(caller.clone());
         }
-        if !Self::is_admin(caller) {
+        let reader = Self::reads_every_profile(caller);
+        let allowed = Self::is_admin(caller) || (reader && action == "get");
+        if !allowed {
             self.denied(caller, action, Some(id), principal);
-            return Err(Error::NotFound);
+            return Err(if reader {
+                Error::PermissionDenied
+            } else {
+                Error::NotFound
+            });
         }
         self.fast
             .profile(&self.store, id)
@@ -218,7 +230,7 @@ impl Profiles {
             .find_profile_by_auth(&provider.unwrap_or_default(), &auth_id.unwrap_or_default())
             .await?
             .ok_or(Error::NotFound)?;
-        if found.id == caller.id || Self::is_admin(&caller) {
+        if found.id == caller.id || Self::is_admin(&caller) || Self::reads_every_profile(&caller) {
             Ok(found)
         } else {
             self.denied(&caller, "lookup", Some(found.id), principal);

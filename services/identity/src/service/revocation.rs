@@ -80,6 +80,10 @@ pub struct FastPath {
     profiles: ProfileCache,
     /// Set once what keeps memory true (listener or poller) runs.
     profiles_on: AtomicBool,
+    /// Set once the listener (PostgreSQL) or the poller (SQLite) runs: this
+    /// process's own revocations then come back through it, and watchers
+    /// are told of them there, not also when committed.
+    echoed: AtomicBool,
     listener: Listening,
     /// Every revocation applied, for WatchRevocations (`service::watch`).
     feed: Feed,
@@ -126,6 +130,7 @@ impl FastPath {
                 settings.revocation_reconcile_interval,
             ),
             profiles_on: AtomicBool::new(false),
+            echoed: AtomicBool::new(false),
             listener: Listening {
                 running: AtomicBool::new(false),
                 hearing: AtomicBool::new(false),
@@ -248,12 +253,12 @@ impl FastPath {
     /// heard of): in effect from now on, before any announcement comes back.
     pub fn revoked(&self, what: Revoked) {
         self.remember(&what);
-        // On PostgreSQL the announcement committed with it comes back on
-        // the channel, and watchers are told then, with every replica's in
-        // the channel's one order, and once (publishing here as well would
-        // tell them twice, and no echo can be told apart from another
-        // replica's identical announcement). SQLite has no channel.
-        if !self.listener.running.load(Ordering::Relaxed) {
+        // The announcement committed with it comes back through the
+        // listener (PostgreSQL) or the poller (SQLite), and watchers are
+        // told then, with every writer's in one order, and once (publishing
+        // here as well would tell them twice, and no echo can be told apart
+        // from another writer's identical announcement).
+        if !self.echoed.load(Ordering::Relaxed) {
             self.feed.revoked(&what);
         }
     }
@@ -299,6 +304,7 @@ impl FastPath {
         let max_staleness = settings.revocation_max_staleness;
         self.profiles_on
             .store(self.profiles.enabled(), Ordering::Relaxed);
+        self.echoed.store(true, Ordering::Relaxed);
         match database {
             DatabaseUrl::Postgres(own) => {
                 self.listener.running.store(true, Ordering::Relaxed);

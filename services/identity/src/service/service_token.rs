@@ -22,14 +22,12 @@ use identity_store::{Id, NewSession, Profile, Store};
 use secrecy::SecretString;
 use std::time::Duration;
 
-pub use identity_core::roles::{REVOCATIONS_WATCH_ROLE, SERVICE_PROVIDER};
-/// May call ProfileService.CreateProfile for external accounts, without
-/// roles; nothing else beyond what any caller may do with its own profile.
-pub const PROVISIONER_ROLE: &str = "provisioner";
+pub use identity_core::roles::SERVICE_PROVIDER;
+pub use identity_core::roles::{PROFILES_READ_ROLE, PROVISIONER_ROLE, REVOCATIONS_WATCH_ROLE};
 /// Roles a service principal may hold. Never `admin`: admins are people
 /// (IDENTITY_BOOTSTRAP_ADMINS, `identity admin grant-role`), and a service's
 /// bearer token is copied into configuration where a person's is not.
-pub const SERVICE_ROLES: &[&str] = &[PROVISIONER_ROLE, REVOCATIONS_WATCH_ROLE];
+pub const SERVICE_ROLES: &[&str] = identity_core::roles::SERVICE_ONLY_ROLES;
 pub const MIN_TTL: Duration = Duration::from_secs(60);
 /// The cap of access tokens (IDENTITY_ACCESS_TOKEN_TTL): a self-contained
 /// token is accepted by offline verifiers until it expires, whatever
@@ -178,7 +176,6 @@ pub async fn issue(
         jti: Id::new().to_string(),
         sid: session.id.to_string(),
         roles: profile.roles.clone(),
-        scope: String::new(),
         auth_provider: profile.auth_provider.clone(),
         auth_id: profile.auth_id.clone(),
     };

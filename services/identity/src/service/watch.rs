@@ -21,6 +21,7 @@
 //! revocations it may not have heard of.
 
 use crate::service::Error;
+use crate::service::error::Exhausted;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
@@ -274,6 +275,7 @@ impl Feed {
             .try_acquire_owned()
             .map_err(|_| Error::Busy {
                 retry_after: Duration::from_secs(1),
+                cause: Exhausted::Overloaded,
             })?;
         let ring = self.ring();
         let start = self

@@ -154,7 +154,6 @@ impl AuthService for AuthApi {
             auth_id: claims.auth_id,
             session_id: claims.sid,
             roles: claims.roles,
-            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
             issue_time: time(claims.iat),
             expire_time: time(claims.exp),
             jti: claims.jti,

@@ -95,5 +95,5 @@ pub fn principal<T>(request: &Request<T>) -> Result<Principal, Status> {
         .extensions()
         .get::<Principal>()
         .cloned()
-        .ok_or_else(|| Status::unauthenticated("missing, invalid or expired credentials"))
+        .ok_or_else(|| Status::from(crate::service::Error::Unauthenticated))
 }

@@ -56,7 +56,7 @@ impl<U: Message + Default> tonic::codec::Decoder for Decoder<U> {
 fn decode<U: Message + Default>(buf: impl bytes::Buf) -> Result<U, Status> {
     // prost's text names the message and field (`LoginRequest.email:
     // invalid string value ...`) and carries none of the caller's bytes.
-    U::decode(buf).map_err(|error| Status::invalid_argument(error.to_string()))
+    U::decode(buf).map_err(|error| super::status::malformed(error.to_string()))
 }
 
 #[cfg(test)]
@@ -69,6 +69,11 @@ mod tests {
         // Field 1 (email), length 1, the byte 0xff.
         let status = decode::<LoginRequest>(&[0x0a, 0x01, 0xff][..]).unwrap_err();
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        use tonic_types::StatusExt as _;
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "MALFORMED_REQUEST"
+        );
         assert!(
             status.message().contains("LoginRequest.email"),
             "{status:?}"

@@ -159,25 +159,9 @@ pub fn reflection() -> Result<
 }
 
 /// tonic answers an over-long request with OUT_OF_RANGE; gRPC's own
-/// convention (and our contract) is RESOURCE_EXHAUSTED. The status travels
-/// in the headers of a trailers-only response, so it can be fixed there.
-pub fn message_too_large_is_resource_exhausted<B>(
-    mut response: http::Response<B>,
-) -> http::Response<B> {
-    let headers = response.headers_mut();
-    let too_large = headers.get("grpc-status").is_some_and(|s| s == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
-    if too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
-        headers.insert(
-            "grpc-message",
-            http::HeaderValue::from_static("request message too large"),
-        );
-    }
-    response
+/// convention (and our contract) is RESOURCE_EXHAUSTED.
+fn message_too_large(code: &str, message: &str) -> bool {
+    code == "11" && (message.contains("too%20large") || message.contains("too large"))
 }
 
 /// tonic's own INTERNAL answers to a request that is not a well-formed gRPC
@@ -195,24 +179,124 @@ const MALFORMED_REQUEST: [&str; 5] = [
     "tonic-web: ",
 ];
 
-pub fn malformed_request_is_invalid_argument<B>(
-    mut response: http::Response<B>,
-) -> http::Response<B> {
+fn malformed_request(code: &str, message: &str) -> bool {
+    let message = message.replace("%20", " ");
+    code == "13"
+        && MALFORMED_REQUEST
+            .iter()
+            .any(|text| message.starts_with(text))
+}
+
+/// Completes the error answers tonic and library services build themselves
+/// (they travel in the headers of a trailers-only response, so they can be
+/// fixed there): an over-long request becomes RESOURCE_EXHAUSTED
+/// `MESSAGE_TOO_LARGE`, a malformed one INVALID_ARGUMENT
+/// `MALFORMED_REQUEST`, and every other error status without details gets
+/// the ErrorInfo of its code (UNIMPLEMENTED for an unknown method, the
+/// health service's NOT_FOUND), so that no error leaves without a reason.
+pub fn every_error_has_a_reason<B>(mut response: http::Response<B>) -> http::Response<B> {
+    use status::reason;
     let headers = response.headers_mut();
-    let malformed = headers.get("grpc-status").is_some_and(|s| s == "13")
-        && headers
-            .get("grpc-message")
-            .and_then(|m| m.to_str().ok())
-            .map(|m| m.replace("%20", " "))
-            .is_some_and(|m| MALFORMED_REQUEST.iter().any(|text| m.starts_with(text)));
-    if malformed {
-        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
-        headers.insert(
-            "grpc-message",
-            http::HeaderValue::from_static("request is not a well-formed gRPC message"),
-        );
+    let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|s| s.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return response;
+    };
+    if code == "0" {
+        return response;
+    }
+    let message = headers
+        .get("grpc-message")
+        .and_then(|m| m.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let fixed = if message_too_large(&code, &message) {
+        Some((
+            tonic::Code::ResourceExhausted,
+            "request message too large",
+            reason::MESSAGE_TOO_LARGE,
+        ))
+    } else if malformed_request(&code, &message) {
+        Some((
+            tonic::Code::InvalidArgument,
+            "request is not a well-formed gRPC message",
+            reason::MALFORMED_REQUEST,
+        ))
+    } else {
+        None
+    };
+    if let Some((code, message, reason)) = fixed {
+        headers.insert("grpc-status", http::HeaderValue::from(code as i32));
+        headers.insert("grpc-message", http::HeaderValue::from_static(message));
+        if let Some(details) = status::details_header(code, message, reason) {
+            headers.insert("grpc-status-details-bin", details);
+        }
+        return response;
+    }
+    if headers.contains_key("grpc-status-details-bin") {
+        return response;
+    }
+    let code = tonic::Code::from_bytes(code.as_bytes());
+    let text = message.replace("%20", " ");
+    if let Some(details) = status::details_header(code, &text, status::reason_for_code(code)) {
+        headers.insert("grpc-status-details-bin", details);
     }
     response
+}
+
+/// IDENTITY_REQUEST_TIMEOUT, inside the layers (tonic's own timeout answers
+/// from outside them, CANCELLED without details): a call that runs past it
+/// is DEADLINE_EXCEEDED with reason `TIMEOUT`.
+#[derive(Clone)]
+pub struct RequestTimeoutLayer(Duration);
+
+impl<S> tower::Layer<S> for RequestTimeoutLayer {
+    type Service = RequestTimeout<S>;
+    fn layer(&self, inner: S) -> RequestTimeout<S> {
+        RequestTimeout {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestTimeout<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RequestTimeout<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let call = self.inner.call(request);
+        let limit = self.limit;
+        Box::pin(async move {
+            match tokio::time::timeout(limit, call).await {
+                Ok(answer) => answer,
+                Err(_) => Ok(status::timeout().into_http()),
+            }
+        })
+    }
 }
 
 /// What the API port serves.
@@ -324,18 +408,15 @@ where
             )
         }))
         .layer(tower::util::MapResponseLayer::new(
-            message_too_large_is_resource_exhausted::<tonic::body::Body> as fn(_) -> _,
+            every_error_has_a_reason::<tonic::body::Body> as fn(_) -> _,
         ))
-        .layer(tower::util::MapResponseLayer::new(
-            malformed_request_is_invalid_argument::<tonic::body::Body> as fn(_) -> _,
-        ))
+        .layer(RequestTimeoutLayer(http.request_timeout))
         .option_layer(web.then(|| cors(&http.grpc_web_origins)))
         .option_layer(web.then(tonic_web::GrpcWebLayer::new))
         .into_inner();
     let (reflection_v1, reflection_v1alpha) = reflection()?;
     tonic::transport::Server::builder()
         .accept_http1(web)
-        .timeout(http.request_timeout)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(http.max_concurrent_streams))
@@ -375,6 +456,6 @@ pub fn health_server_builder() -> tonic::transport::Server<
         .timeout(Duration::from_secs(5))
         .max_concurrent_streams(Some(16))
         .layer(tower::util::MapResponseLayer::new(
-            malformed_request_is_invalid_argument as Fixup,
+            every_error_has_a_reason as Fixup,
         ))
 }

@@ -104,7 +104,7 @@ impl Auth {
                 // The reservation stands as this failure.
                 drop(reservation);
                 event.emit_awaited(&self.store).await?;
-                return Err(Error::Unauthenticated);
+                return Err(Error::InvalidCredentials);
             }
         };
         self.throttle.succeeded(reservation);
@@ -143,7 +143,7 @@ impl Auth {
                 .profile(profile.id)
                 .emit_awaited(&self.store)
                 .await?;
-            return Err(Error::Unauthenticated);
+            return Err(Error::InvalidCredentials);
         }
         event.emit_committed();
         let tokens = self.issue(

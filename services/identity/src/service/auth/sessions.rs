@@ -104,7 +104,15 @@ impl Auth {
         }
         if !is_admin(caller) {
             self.sessions_denied(caller, principal, action, Some(target.to_string()));
-            return Err(Error::NotFound);
+            // A profiles:read service knows the profile exists: hiding it
+            // behind NOT_FOUND would only mislead.
+            let reader =
+                identity_core::roles::reads_every_profile(&caller.auth_provider, &caller.roles);
+            return Err(if reader {
+                Error::PermissionDenied
+            } else {
+                Error::NotFound
+            });
         }
         match self.fast.profile(&self.store, target).await? {
             Some(_) => Ok(target),

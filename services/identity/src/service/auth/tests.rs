@@ -88,7 +88,10 @@ async fn a_wrong_password_is_refused_and_counts_toward_the_throttle() {
     }
     let throttled = services.login("ada@example.com", PASSWORD).await;
     match throttled {
-        Err(Error::Busy { retry_after }) => assert!(!retry_after.is_zero()),
+        Err(Error::Busy {
+            retry_after,
+            cause: crate::service::Exhausted::Throttled,
+        }) => assert!(!retry_after.is_zero()),
         other => panic!(
             "even the right password must wait now, got {:?}",
             other.err()

@@ -88,13 +88,18 @@ impl Auth {
     }
 
     /// ValidateToken: `None` means inactive (the reason is logged, not told);
-    /// else the claims and whether the profile's email is verified now.
+    /// else the claims and whether the profile's email is verified now. An
+    /// empty token is the caller's mistake (a missing header forwarded as
+    /// ""), not a token that failed: INVALID_ARGUMENT naming the field.
     pub async fn validate(
         &self,
         caller: &Caller,
         token: &str,
     ) -> Result<Option<(AccessClaims, bool)>, Error> {
         self.limit(Action::Validate, caller, None).await?;
+        if token.is_empty() {
+            return Err(Error::invalid("access_token", "is required"));
+        }
         let Some(mut claims) = self.check_token(caller, token).await? else {
             return Ok(None);
         };
