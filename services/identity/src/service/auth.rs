@@ -30,6 +30,7 @@ pub use service_login::ServiceLoggedIn;
 mod sessions;
 pub use sessions::{ListedSession, RevokeAll};
 mod tokens;
+pub use tokens::Proxy;
 
 /// Who is calling, as far as the transport knows.
 #[derive(Debug, Clone, Default)]
