@@ -12,6 +12,7 @@ mod crate_walls;
 mod dashboards;
 mod database_tls;
 mod exchange;
+mod ext_authz;
 mod forgery;
 mod fuzz;
 mod grpcurl;
