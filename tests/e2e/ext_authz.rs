@@ -77,7 +77,11 @@ async fn check(client: &mut AuthorizationClient<Channel>, request: CheckRequest)
 
 /// The OK answer's headers for the upstream, or a panic naming the answer.
 fn allowed(response: &CheckResponse) -> &OkHttpResponse {
-    assert_eq!(response.status.as_ref().map(|s| s.code), Some(0), "{response:?}");
+    assert_eq!(
+        response.status.as_ref().map(|s| s.code),
+        Some(0),
+        "{response:?}"
+    );
     match &response.http_response {
         Some(HttpResponse::OkResponse(ok)) => ok,
         other => panic!("not allowed: {other:?}"),
@@ -146,8 +150,14 @@ async fn a_valid_token_is_allowed_with_identity_headers_that_overwrite_the_clien
     .await;
     let ok = allowed(&response);
     let expected = [
-        ("x-identity-subject", claims["sub"].as_str().unwrap().to_owned()),
-        ("x-identity-session", claims["sid"].as_str().unwrap().to_owned()),
+        (
+            "x-identity-subject",
+            claims["sub"].as_str().unwrap().to_owned(),
+        ),
+        (
+            "x-identity-session",
+            claims["sid"].as_str().unwrap().to_owned(),
+        ),
         ("x-identity-roles", ADMIN.to_owned()),
     ];
     assert_eq!(ok.headers.len(), expected.len(), "{ok:?}");
@@ -182,7 +192,11 @@ async fn a_valid_token_is_allowed_with_identity_headers_that_overwrite_the_clien
         .unwrap()
         .into_inner();
     assert_eq!(
-        header(ok, "x-identity-roles").header.as_ref().unwrap().value,
+        header(ok, "x-identity-roles")
+            .header
+            .as_ref()
+            .unwrap()
+            .value,
         validated.roles.join(",")
     );
 
@@ -234,7 +248,13 @@ async fn expired_forged_and_revoked_tokens_are_denied_401_with_invalid_token(bac
     // the expired one is denied for its expiry alone.
     claims["jti"] = json!(format!("control-{}", uuid::Uuid::new_v4()));
     let control = jsonwebtoken::encode(&eddsa_header(&kid), &claims, &key).unwrap();
-    allowed(&check(&mut authz, check_request(&[("authorization", &bearer(&control))])).await);
+    allowed(
+        &check(
+            &mut authz,
+            check_request(&[("authorization", &bearer(&control))]),
+        )
+        .await,
+    );
     claims["jti"] = json!(format!("expired-{}", uuid::Uuid::new_v4()));
     claims["iat"] = json!(now - 7200);
     claims["nbf"] = json!(now - 7200);
@@ -258,13 +278,18 @@ async fn expired_forged_and_revoked_tokens_are_denied_401_with_invalid_token(bac
         ("forged", &forged, "bad_signature"),
         ("revoked", &second.access_token, "revoked"),
     ] {
-        let response = check(&mut authz, check_request(&[("authorization", &bearer(token))])).await;
+        let response = check(
+            &mut authz,
+            check_request(&[("authorization", &bearer(token))]),
+        )
+        .await;
         assert_eq!(denied(&response), (401, INVALID_TOKEN.to_owned()), "{case}");
         // ValidateToken's security event, with ValidateToken's reason.
         assert!(
             eventually(Duration::from_secs(5), || async {
                 server.logs().lines().any(|line| {
-                    line.contains("identity.token.refused") && line.contains(&format!("\"{reason}\""))
+                    line.contains("identity.token.refused")
+                        && line.contains(&format!("\"{reason}\""))
                 })
             })
             .await,
@@ -306,7 +331,10 @@ async fn a_session_revoked_on_one_replica_is_denied_by_check_on_the_other_within
     let since = Instant::now();
     loop {
         let response = check(&mut authz_b, request()).await;
-        if matches!(response.http_response, Some(HttpResponse::DeniedResponse(_))) {
+        if matches!(
+            response.http_response,
+            Some(HttpResponse::DeniedResponse(_))
+        ) {
             assert_eq!(denied(&response), (401, INVALID_TOKEN.to_owned()));
             break;
         }
@@ -367,13 +395,21 @@ async fn missing_malformed_and_oversized_authorization_is_denied_without_the_sto
         }),
     )
     .await;
-    assert_eq!(denied(&response), (401, INVALID_TOKEN.to_owned()), "two lines");
+    assert_eq!(
+        denied(&response),
+        (401, INVALID_TOKEN.to_owned()),
+        "two lines"
+    );
 
     // None of them reached token verification: no refusal was recorded.
     // Control: a bearer token that is not a JWT does reach it, and is
     // refused there (by its form, still without the store).
     assert!(!server.logs().contains("identity.token.refused"));
-    let response = check(&mut authz, check_request(&[("authorization", "Bearer not-a-jwt")])).await;
+    let response = check(
+        &mut authz,
+        check_request(&[("authorization", "Bearer not-a-jwt")]),
+    )
+    .await;
     assert_eq!(denied(&response), (401, INVALID_TOKEN.to_owned()));
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -421,7 +457,11 @@ async fn an_untrusted_caller_is_limited_like_validate_token_and_a_trusted_proxy_
     .await
     .unwrap();
     for n in 0..2 {
-        let response = check(&mut authz, from_client(&format!("203.0.113.{n}"), "not-a-jwt")).await;
+        let response = check(
+            &mut authz,
+            from_client(&format!("203.0.113.{n}"), "not-a-jwt"),
+        )
+        .await;
         denied(&response);
     }
     let status = authz
@@ -473,11 +513,21 @@ async fn grpcurl_lists_and_calls_check_through_reflection() {
     };
     let services = run(&["-plaintext", &addr, "list"]);
     assert!(
-        services.lines().any(|l| l == "envoy.service.auth.v3.Authorization"),
+        services
+            .lines()
+            .any(|l| l == "envoy.service.auth.v3.Authorization"),
         "{services}"
     );
-    let described = run(&["-plaintext", &addr, "describe", "envoy.service.auth.v3.CheckRequest"]);
-    assert!(described.contains("AttributeContext attributes"), "{described}");
+    let described = run(&[
+        "-plaintext",
+        &addr,
+        "describe",
+        "envoy.service.auth.v3.CheckRequest",
+    ]);
+    assert!(
+        described.contains("AttributeContext attributes"),
+        "{described}"
+    );
 
     let body = json!({
         "attributes": {"request": {"http": {"headers": {

@@ -17,12 +17,12 @@ use crate::service::auth::Proxy;
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
-use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{
     CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
 use envoy_types::pb::google::rpc;
 use identity_core::tokens::MAX_TOKEN_BYTES;
 use ipnet::IpNet;
@@ -85,10 +85,7 @@ impl Authorization for ExtAuthzApi {
                 caller.client_addr = Some(source.to_string());
             }
         }
-        let http = attributes
-            .request
-            .and_then(|r| r.http)
-            .unwrap_or_default();
+        let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
         let token = match authorization(&http) {
             Presented::Token(token) => token,
             // Not a token: nothing to verify, no store to ask, no event (a
@@ -109,7 +106,9 @@ impl Authorization for ExtAuthzApi {
 }
 
 /// The client's address as the proxy reports it (`attributes.source`).
-fn source_ip(peer: &envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer) -> Option<IpAddr> {
+fn source_ip(
+    peer: &envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer,
+) -> Option<IpAddr> {
     match peer.address.as_ref()?.address.as_ref()? {
         AddressKind::SocketAddress(socket) => socket
             .address
@@ -202,7 +201,12 @@ fn set(key: &str, value: String) -> HeaderValueOption {
     }
 }
 
-fn allowed(subject: &str, session: &str, roles: &[String], remove: Vec<String>) -> Response<CheckResponse> {
+fn allowed(
+    subject: &str,
+    session: &str,
+    roles: &[String],
+    remove: Vec<String>,
+) -> Response<CheckResponse> {
     Response::new(CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::Ok as i32,
@@ -274,16 +278,32 @@ mod tests {
 
     #[test]
     fn the_token_is_read_by_the_one_bearer_parser() {
-        assert_eq!(token(&request(&[("authorization", "Bearer abc")])).as_deref(), Some("abc"));
+        assert_eq!(
+            token(&request(&[("authorization", "Bearer abc")])).as_deref(),
+            Some("abc")
+        );
         assert!(matches!(authorization(&request(&[])), Presented::Nothing));
-        for malformed in ["Basic abc", "Bearer", "Bearer ", "abc", "Bearer é", "Bearer a\u{7}b"] {
+        for malformed in [
+            "Basic abc",
+            "Bearer",
+            "Bearer ",
+            "abc",
+            "Bearer é",
+            "Bearer a\u{7}b",
+        ] {
             assert!(
-                matches!(authorization(&request(&[("authorization", malformed)])), Presented::Malformed),
+                matches!(
+                    authorization(&request(&[("authorization", malformed)])),
+                    Presented::Malformed
+                ),
                 "{malformed:?}"
             );
         }
         let long = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
-        assert!(matches!(authorization(&request(&[("authorization", &long)])), Presented::Malformed));
+        assert!(matches!(
+            authorization(&request(&[("authorization", &long)])),
+            Presented::Malformed
+        ));
     }
 
     #[test]
