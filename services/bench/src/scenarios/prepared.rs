@@ -10,10 +10,10 @@ use crate::options::Env;
 use crate::procs::Proc;
 use crate::report::{Row, row};
 use crate::stats::{Recorder, Summary};
-use futures_util::future::BoxFuture;
 use envoy_types::pb::envoy::service::auth::v3::{
     AttributeContext, CheckRequest, attribute_context, check_response,
 };
+use futures_util::future::BoxFuture;
 use identity::proto::ext_authz::authorization_client::AuthorizationClient;
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
