@@ -1,21 +1,9 @@
 //! The README's grpcurl session, run as written against a dev server, and
 //! reflection v1 next to v1alpha.
 
-use crate::support::{Backend, Server, TestDb};
+use crate::support::{Backend, Server, TestDb, grpcurl};
 use std::path::PathBuf;
 use std::process::Command;
-
-fn grpcurl() -> PathBuf {
-    if let Ok(path) = std::env::var("GRPCURL") {
-        return PathBuf::from(path);
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/grpcurl");
-    if venv.exists() {
-        venv
-    } else {
-        PathBuf::from("grpcurl")
-    }
-}
 
 /// The shell lines of the README block fenced as ```sh grpcurl-session.
 fn readme_session() -> String {

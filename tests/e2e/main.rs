@@ -13,6 +13,7 @@ mod dashboards;
 mod database_tls;
 mod error_reasons;
 mod exchange;
+mod ext_authz;
 mod forgery;
 mod fuzz;
 mod grpcurl;

@@ -68,6 +68,7 @@ fn every_scenario_runs_without_errors() {
         "validate_mixed",
         "validate_nocache",
         "get_profile",
+        "ext_authz_check",
         "refresh",
         "login",
         "validate_quiet_fixed_rate",
@@ -93,6 +94,7 @@ fn every_scenario_runs_without_errors() {
     for ratio in [
         "validate_over_echo",
         "get_profile_over_echo",
+        "ext_authz_check_over_echo",
         "login_over_bcrypt_ceiling",
         "flood_p99_over_quiet_p99",
     ] {

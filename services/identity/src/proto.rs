@@ -7,6 +7,17 @@ pub mod v1 {
     tonic::include_proto!("identity.v1");
 }
 
+/// `envoy.service.auth.v3.Authorization` (Envoy and Istio external
+/// authorization) over envoy-types' messages (see build.rs).
+pub mod ext_authz {
+    tonic::include_proto!("envoy.service.auth.v3");
+}
+
+/// The encoded descriptors of `envoy.service.auth.v3` and its imports, for
+/// server reflection.
+pub const EXT_AUTHZ_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+
 /// The encoded descriptors of `identity.v1`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/identity_descriptor.bin"));

@@ -268,7 +268,27 @@ pub(super) fn hostile_bearers(valid_token: &str) -> Vec<(&'static str, Vec<Heade
     ]
 }
 
-/// Every method with a valid request of its own. The requests are
+/// An ext_authz Check of `GET /` carrying `access` as its bearer token.
+fn ext_authz_check(access: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    headers: [("authorization".to_owned(), format!("Bearer {access}"))].into(),
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+/// Every unary method with a valid request of its own. The requests are
 /// chosen so that a mutation that happens to stay valid does no harm to
 /// the caller's session (no real refresh token, a wrong current password).
 pub(super) fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Vec<u8>)> {
@@ -435,6 +455,12 @@ pub(super) fn templates(access: &str, profile_id: &str) -> Vec<(&'static str, Ve
                 filter: String::new(),
             }
             .encode_to_vec(),
+        ),
+        // The token travels inside the message here: a mutation lands in
+        // the HTTP headers the proxy forwards.
+        (
+            "/envoy.service.auth.v3.Authorization/Check",
+            ext_authz_check(access).encode_to_vec(),
         ),
         (
             "/grpc.health.v1.Health/Check",

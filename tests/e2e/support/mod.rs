@@ -29,6 +29,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The grpcurl binary: $GRPCURL, the one `make tools` puts in .venv, or
+/// the PATH's.
+pub fn grpcurl() -> PathBuf {
+    if let Ok(path) = std::env::var("GRPCURL") {
+        return PathBuf::from(path);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/grpcurl");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("grpcurl")
+    }
+}
+
 /// The shared PostgreSQL server; each test gets a database of its own on it.
 pub fn pg_admin_url() -> String {
     std::env::var("IDENTITY_TEST_PG_URL")

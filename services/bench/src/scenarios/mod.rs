@@ -11,7 +11,9 @@ use crate::options::Env;
 use crate::report::{Bcrypt, Propagation, Row};
 use flood::flood;
 use login::{login, measure_bcrypt};
-use prepared::{Variant, prepare_echo, prepare_get_profile, prepare_validate};
+use prepared::{
+    Variant, prepare_echo, prepare_ext_authz_check, prepare_get_profile, prepare_validate,
+};
 use propagation::revocation_propagation;
 use refresh::refresh;
 use side_by_side::side_by_side;
@@ -19,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 /// Measured in alternation, round by round (see `side_by_side`).
-const SIDE_BY_SIDE: &[&str] = &["echo", "validate", "get_profile"];
+const SIDE_BY_SIDE: &[&str] = &["echo", "validate", "get_profile", "ext_authz_check"];
 
 /// Every scenario `--scenarios` knows.
 const ALL: &[&str] = &[
@@ -28,6 +30,7 @@ const ALL: &[&str] = &[
     "validate_mixed",
     "validate_nocache",
     "get_profile",
+    "ext_authz_check",
     "refresh",
     "login",
     "validate_under_login_flood",
@@ -91,6 +94,7 @@ pub async fn run(env: &Env, selected: &[String], cores: usize) -> anyhow::Result
             prepared.push(match name.as_str() {
                 "echo" => prepare_echo(env).await?,
                 "validate" => prepare_validate(env, Variant::Valid).await?,
+                "ext_authz_check" => prepare_ext_authz_check(env).await?,
                 _ => prepare_get_profile(env).await?,
             });
         }

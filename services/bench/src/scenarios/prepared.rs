@@ -1,5 +1,6 @@
 //! Scenarios prepared once and measured window by window: echo (the
-//! baseline), ValidateToken in its three variants and GetProfile.
+//! baseline), ValidateToken in its three variants, GetProfile and the
+//! Envoy ext_authz Check.
 
 use crate::echo::EchoRequest;
 use crate::echo::echo_service_client::EchoServiceClient;
@@ -9,7 +10,11 @@ use crate::options::Env;
 use crate::procs::Proc;
 use crate::report::{Row, row};
 use crate::stats::{Recorder, Summary};
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, attribute_context, check_response,
+};
 use futures_util::future::BoxFuture;
+use identity::proto::ext_authz::authorization_client::AuthorizationClient;
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::{GetProfileRequest, LogoutRequest, ValidateTokenRequest};
@@ -206,6 +211,56 @@ pub(super) async fn prepare_get_profile(env: &Env) -> anyhow::Result<Prepared> {
     });
     Ok(Prepared {
         name: "get_profile",
+        idle_rss_mb: stack.idle_rss_mb,
+        notes: BTreeMap::from([("tokens".into(), pool.len().into())]),
+        measure,
+        _hold: Box::new(stack),
+    })
+}
+
+/// What an Envoy sidecar sends for `GET /` with `token`.
+fn ext_authz_check(token: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: "GET".into(),
+                    path: "/".into(),
+                    headers: [("authorization".to_owned(), format!("Bearer {token}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Check with valid tokens, as a mesh proxy calls it (listed in
+/// IDENTITY_TRUSTED_PROXIES, so no per-address limit, as in production).
+pub(super) async fn prepare_ext_authz_check(env: &Env) -> anyhow::Result<Prepared> {
+    let extra = [("IDENTITY_TRUSTED_PROXIES", "127.0.0.1/32".to_owned())];
+    let stack = Stack::start(env, SETUP_COST, &extra).await?;
+    let pool = sessions(&stack.server.url(), env.sessions, env.sessions / 20).await?;
+    let requests: Arc<Vec<CheckRequest>> =
+        Arc::new(pool.iter().map(|s| ext_authz_check(&s.access)).collect());
+    let clients: Vec<_> = connect(&stack.server.url(), env.args.connections)
+        .await?
+        .into_iter()
+        .map(AuthorizationClient::new)
+        .collect();
+    let measure = measure_with(stack.server.pid(), clients, move |mut c, n| {
+        let request = requests[n as usize % requests.len()].clone();
+        async move {
+            let r = c.check(request).await.map_err(|s| label(&s))?;
+            match r.get_ref().http_response {
+                Some(check_response::HttpResponse::OkResponse(_)) => Ok(()),
+                _ => Err(Failure::WrongAnswer),
+            }
+        }
+    });
+    Ok(Prepared {
+        name: "ext_authz_check",
         idle_rss_mb: stack.idle_rss_mb,
         notes: BTreeMap::from([("tokens".into(), pool.len().into())]),
         measure,

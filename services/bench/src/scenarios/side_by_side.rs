@@ -61,6 +61,9 @@ pub(super) async fn side_by_side(
     if let (Some(g), Some(e)) = (index("get_profile"), index("echo")) {
         ratios.insert("get_profile_over_echo", per_round(g, e));
     }
+    if let (Some(c), Some(e)) = (index("ext_authz_check"), index("echo")) {
+        ratios.insert("ext_authz_check_over_echo", per_round(c, e));
+    }
     let rows = prepared
         .iter()
         .zip(samples)

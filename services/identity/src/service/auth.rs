@@ -33,6 +33,7 @@ pub use sessions::{ListedSession, RevokeAll};
 mod tokens;
 mod watch;
 pub use watch::{Watcher, Watching};
+pub use tokens::Proxy;
 
 /// Who is calling, as far as the transport knows.
 #[derive(Debug, Clone, Default)]

@@ -7,6 +7,7 @@ pub mod authn;
 pub mod client_addr;
 pub mod codec;
 pub mod convert;
+pub mod ext_authz;
 pub mod metadata;
 pub mod profile;
 pub mod rpc_telemetry;
@@ -14,6 +15,7 @@ pub mod status;
 pub mod tls;
 pub mod well_known;
 
+use crate::proto::ext_authz::authorization_server::AuthorizationServer;
 use crate::proto::v1::audit_service_server::AuditServiceServer;
 use crate::proto::v1::auth_service_server::AuthServiceServer;
 use crate::proto::v1::profile_service_server::ProfileServiceServer;
@@ -35,6 +37,10 @@ pub const AUTH_SERVICE: &str = <AuthServiceServer<auth::AuthApi> as NamedService
 pub const PROFILE_SERVICE: &str = <ProfileServiceServer<profile::ProfileApi> as NamedService>::NAME;
 
 pub const AUDIT_SERVICE: &str = <AuditServiceServer<audit::AuditApi> as NamedService>::NAME;
+
+/// `envoy.service.auth.v3.Authorization`.
+pub const EXT_AUTHZ_SERVICE: &str =
+    <AuthorizationServer<ext_authz::ExtAuthzApi> as NamedService>::NAME;
 
 /// AuthService: ChangePassword, ChangeEmail and the Sessions API require a
 /// caller (Logout takes an optional bearer token and checks it itself).
@@ -83,6 +89,19 @@ pub fn profile_service(
     authn::RequireBearer::new(server, auth, |_| true)
 }
 
+/// Envoy's external authorization: no caller authentication of its own (the
+/// token it checks is the HTTP request's, not the proxy's); see
+/// `ext_authz::ExtAuthzApi::proxy` for who gets which limits.
+pub fn ext_authz_service(
+    auth: Arc<Auth>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+    max_message_bytes: usize,
+) -> AuthorizationServer<ext_authz::ExtAuthzApi> {
+    AuthorizationServer::new(ext_authz::ExtAuthzApi::new(auth, trusted_proxies))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(4 * max_message_bytes.max(MAX_MESSAGE_BYTES))
+}
+
 pub fn health_service(reporter: &HealthReporter) -> HealthServer<HealthService> {
     HealthServer::new(HealthService::from_health_reporter(reporter.clone()))
 }
@@ -117,7 +136,13 @@ pub async fn set_health(reporter: &HealthReporter, serving: bool) {
     } else {
         ServingStatus::NotServing
     };
-    for name in ["", AUTH_SERVICE, PROFILE_SERVICE, AUDIT_SERVICE] {
+    for name in [
+        "",
+        AUTH_SERVICE,
+        PROFILE_SERVICE,
+        AUDIT_SERVICE,
+        EXT_AUTHZ_SERVICE,
+    ] {
         reporter.set_service_status(name, status).await;
     }
 }
@@ -147,6 +172,7 @@ pub fn reflection() -> Result<
     let builder = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(crate::proto::EXT_AUTHZ_FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             // So that grpcurl can decode google.rpc.BadRequest and RetryInfo.
             .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
@@ -430,6 +456,11 @@ where
         .add_service(audit_service(
             Arc::clone(&api.auth),
             api.audit,
+            http.max_message_bytes,
+        ))
+        .add_service(ext_authz_service(
+            Arc::clone(&api.auth),
+            http.trusted_proxies.clone(),
             http.max_message_bytes,
         ))
         .add_service(profile_service(

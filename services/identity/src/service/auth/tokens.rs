@@ -11,6 +11,16 @@ use identity_core::{refresh, validation};
 use identity_store::notify::Revoked;
 use identity_store::{Id, SpendOutcome};
 
+/// Who asks an external authorization Check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proxy {
+    /// A configured proxy or a verified mTLS client: it speaks for many
+    /// clients, so no per-address limit applies to it.
+    Trusted,
+    /// Anyone else, limited like a ValidateToken caller.
+    Untrusted,
+}
+
 impl Auth {
     pub async fn refresh(
         &self,
@@ -100,6 +110,33 @@ impl Auth {
         if token.is_empty() {
             return Err(Error::invalid("access_token", "is required"));
         }
+        self.current_claims(caller, token).await
+    }
+
+    /// Envoy's external authorization Check: ValidateToken's verification,
+    /// refusal events and current roles. `Proxy::Trusted` (a proxy checking
+    /// for every client of the mesh) skips the per-address limit, which
+    /// would throttle them all as one; anyone else is limited as for
+    /// ValidateToken (docs/decisions/0015-ext-authz.md).
+    pub async fn authorize(
+        &self,
+        caller: &Caller,
+        token: &str,
+        proxy: Proxy,
+    ) -> Result<Option<(AccessClaims, bool)>, Error> {
+        if proxy == Proxy::Untrusted {
+            self.limit(Action::Validate, caller, None).await?;
+        }
+        self.current_claims(caller, token).await
+    }
+
+    /// A verified token's claims with the roles its profile holds now, and
+    /// whether the profile's email is verified; `None` when refused.
+    async fn current_claims(
+        &self,
+        caller: &Caller,
+        token: &str,
+    ) -> Result<Option<(AccessClaims, bool)>, Error> {
         let Some(mut claims) = self.check_token(caller, token).await? else {
             return Ok(None);
         };
