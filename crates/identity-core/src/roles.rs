@@ -24,7 +24,8 @@ pub const PROFILES_READ_ROLE: &str = "profiles:read";
 /// client or token, never to a person (whose token travels with them). The
 /// names with a `:` are accepted by `validation::roles` for these alone, so
 /// no role a person was ever given can collide with one.
-pub const SERVICE_ONLY_ROLES: &[&str] = &[PROVISIONER_ROLE, PROFILES_READ_ROLE, REVOCATIONS_WATCH_ROLE];
+pub const SERVICE_ONLY_ROLES: &[&str] =
+    &[PROVISIONER_ROLE, PROFILES_READ_ROLE, REVOCATIONS_WATCH_ROLE];
 
 /// `auth_provider` of service principals (the profiles service clients and
 /// service tokens act as).

@@ -32,8 +32,8 @@ mod sessions;
 pub use sessions::{ListedSession, RevokeAll};
 mod tokens;
 mod watch;
-pub use watch::{Watcher, Watching};
 pub use tokens::Proxy;
+pub use watch::{Watcher, Watching};
 
 /// Who is calling, as far as the transport knows.
 #[derive(Debug, Clone, Default)]
