@@ -100,7 +100,13 @@ pub(crate) fn start_identity(
     cost: u32,
     extra: &[(&str, String)],
 ) -> anyhow::Result<Proc> {
-    let mut vars = vec![("IDENTITY_BCRYPT_COST", cost.to_string())];
+    // The admin port: its counters by gRPC code check what h2load counts
+    // as successes (and the soak reads the pool from it). The counters are
+    // kept whether or not the port is served.
+    let mut vars = vec![
+        ("IDENTITY_BCRYPT_COST", cost.to_string()),
+        ("IDENTITY_METRICS_ADDR", "127.0.0.1:0".to_owned()),
+    ];
     vars.extend(extra.iter().cloned());
     vars.extend(
         env.args

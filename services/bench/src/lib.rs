@@ -14,6 +14,7 @@ pub mod options;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
+pub mod scrape;
 pub mod stats;
 
 /// The echo baseline's generated code.

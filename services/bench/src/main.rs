@@ -43,6 +43,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         env.args.connections,
         env.args.concurrency
     );
+    if let Some(length) = env.args.soak {
+        return scenarios::soak::run_soak(&env, length).await;
+    }
+    if let Some(n) = env.args.scale {
+        return scenarios::scale::run_scale(&env, n).await;
+    }
     let results = scenarios::run(&env, &selected, machine.cores).await?;
     let report = Report::new(machine, &env, results, started);
     print_report(&report);

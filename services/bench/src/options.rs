@@ -46,6 +46,38 @@ pub struct Args {
     /// client), `rust` (this process), or `auto` (h2load when on the PATH).
     #[arg(long, value_enum, default_value_t = Generator::Auto)]
     pub flood_generator: Generator,
+    /// What drives the closed-loop unary scenarios whose body h2load can
+    /// send unchanged (echo, validate, get_profile, validate_nocache):
+    /// `h2load` (the figures of record), `rust` (this process, a tonic
+    /// client), or `auto` (h2load when on the PATH). Streams, open loop,
+    /// rotating tokens and logins always use the Rust generator.
+    #[arg(long, value_enum, default_value_t = Generator::Auto)]
+    pub unary_generator: Generator,
+    /// HTTP/2 connections of an h2load closed-loop window.
+    #[arg(long, default_value_t = 50)]
+    pub h2load_connections: usize,
+    /// Concurrent streams per connection of an h2load closed-loop window.
+    #[arg(long, default_value_t = 10)]
+    pub h2load_streams: usize,
+    /// Instead of the scenarios: a soak of this length (e.g. `10m`), a mixed
+    /// workload at a fixed rate (90 % ValidateToken, 5 % GetProfile, 3 %
+    /// Refresh, 1 % Login, 1 % Logout) sampling the server's RSS, open files,
+    /// pool connections and p99 every `--soak-interval`; zero errors
+    /// required, and the trend of RSS and p99 over time judged.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub soak: Option<Duration>,
+    /// Sampling interval of the soak.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    pub soak_interval: Duration,
+    /// Calls per second of the soak (open loop).
+    #[arg(long, default_value_t = 2000.0)]
+    pub soak_rate: f64,
+    /// Instead of the scenarios: seed N profiles (with credentials) and 2N
+    /// sessions in PostgreSQL and compare p99 at 10,000 rows and at N
+    /// (Login, GetProfile uncached, ListProfiles first and deep page,
+    /// Refresh, ValidateToken uncached), with the EXPLAIN of the hot queries.
+    #[arg(long)]
+    pub scale: Option<usize>,
     /// Sessions (tokens) in the validation pools [default: 1000; quick: 200].
     #[arg(long)]
     pub sessions: Option<usize>,
@@ -90,6 +122,8 @@ pub struct Env {
     pub warmup: Duration,
     pub sessions: usize,
     pub samples: usize,
+    /// Whether h2load drives the closed-loop unary scenarios it can express.
+    pub unary_h2load: bool,
 }
 
 impl Env {
@@ -118,6 +152,11 @@ impl Env {
             }),
             sessions: args.sessions.unwrap_or(if quick { 200 } else { 1000 }),
             samples: args.samples.unwrap_or(if quick { 40 } else { 200 }),
+            unary_h2load: match args.unary_generator {
+                Generator::Rust => false,
+                Generator::H2load => true,
+                Generator::Auto => crate::h2load::available(),
+            },
             args,
         })
     }

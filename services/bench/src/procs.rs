@@ -132,6 +132,18 @@ impl Proc {
         status_kb(self.pid(), "VmHWM:").map(|kb| kb as f64 / 1024.0)
     }
 
+    /// The admin port (`/metrics`) the server announced, if it serves one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
+        logs.iter().find_map(|line| {
+            if !line.contains("\"serving metrics on /metrics\"") {
+                return None;
+            }
+            let json: serde_json::Value = serde_json::from_str(line).ok()?;
+            json["address"].as_str()?.parse().ok()
+        })
+    }
+
     /// The last lines the server wrote.
     pub fn tail(&self) -> String {
         let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);

@@ -23,6 +23,12 @@ pub struct Row {
     pub summary: Summary,
     pub rss_idle_mb: Option<f64>,
     pub rss_load_mb: Option<f64>,
+    /// What drove the scenario: `h2load` or `rust` (this process).
+    pub generator: &'static str,
+    /// The generator's CPU (user + system) over the window, % of all cores.
+    pub generator_cpu_pct: Option<f64>,
+    /// The server's, the same way.
+    pub server_cpu_pct: Option<f64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub notes: BTreeMap<String, serde_json::Value>,
 }
@@ -127,6 +133,9 @@ pub(crate) fn row(env: &Env, name: &str, concurrency: usize, summary: Summary) -
         summary,
         rss_idle_mb: None,
         rss_load_mb: None,
+        generator: "rust",
+        generator_cpu_pct: None,
+        server_cpu_pct: None,
         notes: BTreeMap::new(),
     }
 }
@@ -216,13 +225,16 @@ pub fn print_report(report: &Report) {
         if report.quick { " (QUICK)" } else { "" }
     );
     println!(
-        "window {:.1}s after {:.1}s warm-up per scenario; latency in ms; RSS in MiB (idle / peak under load)",
+        "window {:.1}s after {:.1}s warm-up per scenario; latency in ms; RSS in MiB (idle / peak under load); \
+         CPU% of all cores over the window (generator / server); gen: what drove the scenario (h2load answers \
+         checked by the server's count of non-OK gRPC answers)",
         report.duration_s, report.warmup_s
     );
     println!();
     println!(
-        "{:<28} {:>5} {:>7} {:>10} {:>7} {:>7} {:>7} {:>8} {:>8}  {:<16} {:>13}",
+        "{:<28} {:<6} {:>5} {:>7} {:>10} {:>7} {:>7} {:>7} {:>8} {:>8}  {:<16} {:>13} {:>11}",
         "scenario",
+        "gen",
         "conns",
         "streams",
         "req/s",
@@ -232,7 +244,8 @@ pub fn print_report(report: &Report) {
         "p99.9",
         "max",
         "errors",
-        "RSS"
+        "RSS",
+        "CPU% gen/srv"
     );
     for r in &report.scenarios {
         let l = &r.summary.latency_ms;
@@ -255,9 +268,16 @@ pub fn print_report(report: &Report) {
             r.rss_idle_mb.map_or("-".into(), |v| format!("{v:.1}")),
             r.rss_load_mb.map_or("-".into(), |v| format!("{v:.1}"))
         );
+        let cpu = format!(
+            "{} / {}",
+            r.generator_cpu_pct
+                .map_or("-".into(), |v| format!("{v:.0}")),
+            r.server_cpu_pct.map_or("-".into(), |v| format!("{v:.0}"))
+        );
         println!(
-            "{:<28} {:>5} {:>7} {:>10.1} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2}  {:<16} {:>13}",
+            "{:<28} {:<6} {:>5} {:>7} {:>10.1} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2}  {:<16} {:>13} {:>11}",
             r.scenario,
+            r.generator,
             r.connections,
             streams,
             r.summary.rps,
@@ -267,7 +287,8 @@ pub fn print_report(report: &Report) {
             l.p999,
             l.max,
             errors,
-            rss
+            rss,
+            cpu
         );
     }
     println!();
@@ -317,7 +338,17 @@ pub fn print_report(report: &Report) {
         );
     }
     println!();
-    println!("ratios (measured side by side in this run):");
+    let generator_of = |name: &str| {
+        report
+            .scenarios
+            .iter()
+            .find(|r| r.scenario == name)
+            .map_or("-", |r| r.generator)
+    };
+    println!(
+        "ratios (measured side by side in this run; req/s ratios from {} windows, median of rounds):",
+        generator_of("echo")
+    );
     for (k, v) in &report.ratios {
         println!("  {k:<28} {v:>8.3}");
     }

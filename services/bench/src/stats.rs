@@ -19,7 +19,15 @@ impl Recorder {
     }
 
     pub fn error(&mut self, label: &str) {
-        *self.errors.entry(label.to_owned()).or_default() += 1;
+        self.errors_n(label, 1);
+    }
+
+    /// `n` failures under `label` at once (counted by the server, not seen
+    /// one by one).
+    pub fn errors_n(&mut self, label: &str, n: u64) {
+        if n > 0 {
+            *self.errors.entry(label.to_owned()).or_default() += n;
+        }
     }
 
     /// Successful calls recorded.

@@ -3,9 +3,16 @@
 //! is asserted is that every scenario ran and nothing failed.
 
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+
+/// One bench at a time: run side by side on two cores, the debug servers
+/// of one starve the other's tiny windows (a refresh window with no call
+/// completed).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn every_scenario_runs_without_errors() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     // The identity binary belongs to another package: make sure it is built
     // (a no-op under `cargo test --workspace`).
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -39,6 +46,11 @@ fn every_scenario_runs_without_errors() {
             "2",
             "--flood-logins",
             "10",
+            // h2load (when installed) at debug speed: few calls per window.
+            "--h2load-connections",
+            "2",
+            "--h2load-streams",
+            "4",
         ])
         .arg("--identity-bin")
         .arg(&identity)
@@ -90,6 +102,12 @@ fn every_scenario_runs_without_errors() {
             "{} did nothing",
             s["scenario"]
         );
+        assert!(
+            matches!(s["generator"].as_str(), Some("h2load" | "rust")),
+            "{}: generator {}",
+            s["scenario"],
+            s["generator"]
+        );
     }
     for ratio in [
         "validate_over_echo",
@@ -104,4 +122,134 @@ fn every_scenario_runs_without_errors() {
         );
     }
     assert!(report["propagation"]["p99_ms"].as_f64().is_some());
+}
+
+/// `bench --soak` in a tiny mode: a 20 s soak sampled every 5 s, zero
+/// errors (the bench itself fails on any), the table and the trend printed.
+#[test]
+fn a_short_soak_runs_without_errors_and_judges_its_trend() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_bench"));
+    let identity = bench.with_file_name("identity");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "identity", "--bin", "identity"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cannot build the identity binary");
+    let out = std::env::temp_dir().join(format!("bench-soak-{}.json", std::process::id()));
+    let output = Command::new(bench)
+        .args([
+            "--soak",
+            "20s",
+            "--soak-interval",
+            "5s",
+            // Debug binaries: a rate they keep up with.
+            "--soak-rate",
+            "50",
+            "--sessions",
+            "40",
+            "--connections",
+            "2",
+            "--concurrency",
+            "8",
+        ])
+        .arg("--identity-bin")
+        .arg(&identity)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "soak failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let samples = report["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 4, "{samples:?}");
+    for s in samples {
+        assert_eq!(s["errors"].as_u64(), Some(0), "{s}");
+        assert!(s["ok"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["rss_mb"].as_f64().is_some(), "{s}");
+        assert!(s["open_files"].as_u64().is_some(), "{s}");
+        assert!(s["pool_idle"].as_f64().is_some(), "{s}");
+    }
+    assert_eq!(report["trends"].as_array().unwrap().len(), 2);
+    assert!(stdout.contains("trend (least squares"), "{stdout}");
+}
+
+/// `bench --scale 2000` with tiny windows: seeded to 2000 and to 10,000
+/// profiles, every scenario measured at both sizes without errors, and
+/// every hot query's plan an index lookup.
+#[test]
+fn a_small_scale_run_measures_both_sizes_and_every_hot_query_uses_an_index() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_bench"));
+    let identity = bench.with_file_name("identity");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "-p", "identity", "--bin", "identity"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cannot build the identity binary");
+    let out = std::env::temp_dir().join(format!("bench-scale-{}.json", std::process::id()));
+    let output = Command::new(bench)
+        .args([
+            "--scale",
+            "2000",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--sessions",
+            "20",
+            "--connections",
+            "2",
+            "--concurrency",
+            "4",
+        ])
+        .arg("--identity-bin")
+        .arg(&identity)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("bench runs");
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    assert!(
+        output.status.success(),
+        "scale failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(report["sizes"], serde_json::json!([2000, 10000]));
+    let scenarios = report["scenarios"].as_object().unwrap();
+    for name in [
+        "login",
+        "get_profile_uncached",
+        "list_profiles_first_page",
+        "list_profiles_deep_page",
+        "refresh",
+        "validate_nocache",
+    ] {
+        let sizes = scenarios[name].as_array().unwrap();
+        assert_eq!(sizes.len(), 2, "{name}");
+        for s in sizes {
+            assert!(s["ok"].as_u64().unwrap() > 0, "{name} did nothing: {s}");
+        }
+    }
+    let plans = report["explain"].as_object().unwrap();
+    assert_eq!(plans.len(), 7, "{plans:?}");
+    for (query, plan) in plans {
+        assert!(
+            plan.as_str().unwrap().contains("Index"),
+            "{query}: no index in\n{plan}"
+        );
+    }
 }

@@ -156,14 +156,19 @@ pub(super) async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Resul
                         &crate::h2load::Window {
                             url: &url,
                             frame: &frame,
+                            headers: &[],
                             connections,
                             streams,
-                            rate,
-                            warmup,
-                            duration,
+                            load: crate::h2load::Load::Rate {
+                                rate,
+                                warmup,
+                                duration,
+                            },
+                            server_pid: None,
                         },
                         &dir,
                     )
+                    .map(|run| run.recorder.summarize(duration))
                 })
                 .await
                 .map_err(anyhow::Error::from)
@@ -239,6 +244,7 @@ pub(super) async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Resul
         .notes
         .insert("flood_bcrypt_cost".into(), cost.into());
     for r in [&mut quiet_row, &mut flood_row] {
+        r.generator = if h2load { "h2load" } else { "rust" };
         r.notes.insert(
             "generator".into(),
             if h2load { "h2load" } else { "rust" }.into(),

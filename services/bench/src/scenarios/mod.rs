@@ -5,7 +5,9 @@ mod login;
 mod prepared;
 mod propagation;
 mod refresh;
+pub mod scale;
 mod side_by_side;
+pub mod soak;
 
 use crate::options::Env;
 use crate::report::{Bcrypt, Propagation, Row};

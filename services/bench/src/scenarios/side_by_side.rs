@@ -1,6 +1,6 @@
 //! The scenarios whose ratios are targets, measured in alternation.
 
-use super::prepared::Prepared;
+use super::prepared::{Prepared, Window};
 use crate::load::Plan;
 use crate::options::Env;
 use crate::report::Row;
@@ -21,6 +21,10 @@ pub(super) async fn side_by_side(
     let mut samples: Vec<Vec<Recorder>> = prepared.iter().map(|_| Vec::new()).collect();
     let mut rps: Vec<Vec<f64>> = prepared.iter().map(|_| Vec::new()).collect();
     let mut peaks: Vec<Option<f64>> = vec![None; prepared.len()];
+    // CPU shares (generator, server) per round.
+    let mut cpu: Vec<Vec<(Option<f64>, Option<f64>)>> =
+        prepared.iter().map(|_| Vec::new()).collect();
+    let mut elapsed: Vec<Duration> = vec![Duration::ZERO; prepared.len()];
     for round in 0..rounds {
         for k in 0..prepared.len() {
             let i = (round + k) % prepared.len();
@@ -35,8 +39,11 @@ pub(super) async fn side_by_side(
                 duration: slice,
                 ..env.plan(env.args.concurrency)
             };
-            let (rec, peak) = (prepared[i].measure)(plan).await;
-            rps[i].push(rec.ok_count() as f64 / slice.as_secs_f64());
+            let w = prepared[i].window(env, plan).await;
+            let (rec, peak) = (w.rec, w.peak_rss_mb);
+            cpu[i].push((w.generator_cpu_pct, w.server_cpu_pct));
+            elapsed[i] += w.elapsed;
+            rps[i].push(rec.ok_count() as f64 / w.elapsed.as_secs_f64().max(1e-9));
             samples[i].push(rec);
             peaks[i] = match (peaks[i], peak) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -69,12 +76,21 @@ pub(super) async fn side_by_side(
         .zip(samples)
         .zip(rps)
         .zip(peaks)
-        .map(|(((p, recs), rps), peak)| {
+        .zip(cpu)
+        .zip(elapsed)
+        .map(|(((((p, recs), rps), peak), cpu), elapsed)| {
             let mut all = Recorder::default();
             for r in recs {
                 all.merge(r);
             }
-            let mut row = p.row(env, all.summarize(slice * rounds as u32), peak);
+            let w = Window {
+                rec: Recorder::default(),
+                elapsed,
+                peak_rss_mb: peak,
+                generator_cpu_pct: median_of(cpu.iter().map(|c| c.0)),
+                server_cpu_pct: median_of(cpu.iter().map(|c| c.1)),
+            };
+            let mut row = p.row(env, all.summarize(elapsed), &w);
             row.notes.insert("rounds".into(), rounds.into());
             row.notes.insert(
                 "req_per_s_by_round".into(),
@@ -84,6 +100,12 @@ pub(super) async fn side_by_side(
         })
         .collect();
     (rows, ratios)
+}
+
+/// The median of the values present (none: `None`).
+fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = values.flatten().collect();
+    (!v.is_empty()).then(|| median(v))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
