@@ -65,6 +65,18 @@ struct Poller {
     events: VecDeque<ListenEvent>,
 }
 
+/// Why a poller's connection ended (its text goes into
+/// [`ListenEvent::Down`]: no SQL, no input).
+#[derive(Debug, thiserror::Error)]
+enum Ended {
+    #[error("open: {0}")]
+    Open(#[from] diesel::ConnectionError),
+    #[error("{0}: {1}")]
+    Query(&'static str, diesel::result::Error),
+    #[error("{0}: timed out")]
+    TimedOut(&'static str),
+}
+
 enum State {
     Waiting(Duration),
     Polling(Box<Session>),
@@ -111,7 +123,7 @@ impl Poller {
                 }
                 self.state = State::Waiting(self.backoff);
                 self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
-                return ListenEvent::Down(down);
+                return ListenEvent::Down(down.to_string());
             }
         }
     }
@@ -122,29 +134,27 @@ impl Session {
         url: &SqliteUrl,
         max_staleness: Duration,
         started: Instant,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, Ended> {
         let open = async {
-            let mut conn = Conn::establish(url.path())
-                .await
-                .map_err(|e| format!("open: {e}"))?;
+            let mut conn = Conn::establish(url.path()).await?;
             // A reader of a WAL file waits for no writer; the pruning
             // writes, and must not hold up the polls for long.
             conn.batch_execute("PRAGMA busy_timeout = 100;")
                 .await
-                .map_err(|e| format!("open: {e}"))?;
+                .map_err(|e| Ended::Query("open", e))?;
             // Announcements made before this connection are of no use: the
             // memory they would update is forgotten on `Up`.
             let last = a::table
                 .select(diesel::dsl::max(a::id))
                 .first::<Option<i64>>(&mut conn)
                 .await
-                .map_err(|e| format!("announcements: {e}"))?
+                .map_err(|e| Ended::Query("announcements", e))?
                 .unwrap_or(0);
-            Ok::<_, String>((conn, last))
+            Ok::<_, Ended>((conn, last))
         };
         let (conn, last) = tokio::time::timeout(max_staleness * 5, open)
             .await
-            .map_err(|_| "open: timed out".to_owned())??;
+            .map_err(|_| Ended::TimedOut("open"))??;
         Ok(Session {
             conn,
             last,
@@ -161,7 +171,7 @@ impl Session {
         &mut self,
         max_staleness: Duration,
         events: &mut VecDeque<ListenEvent>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
         let period = (max_staleness / 4).max(Duration::from_millis(20));
         tokio::time::sleep_until(self.next_poll).await;
         let sent = Instant::now();
@@ -175,8 +185,8 @@ impl Session {
                 .load::<(i64, String)>(&mut self.conn);
             let rows = tokio::time::timeout(max_staleness, read)
                 .await
-                .map_err(|_| "poll: timed out".to_owned())?
-                .map_err(|e| format!("poll: {e}"))?;
+                .map_err(|_| Ended::TimedOut("poll"))?
+                .map_err(|e| Ended::Query("poll", e))?;
             let full = rows.len() as i64 == BATCH;
             for (id, payload) in rows {
                 self.last = id;

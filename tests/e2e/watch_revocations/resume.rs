@@ -77,6 +77,9 @@ async fn a_cursor_older_than_the_backlog_answers_reset() {
     );
     let old = cursor_now(&server, &token).await;
     revoke_sessions(&server, 20).await;
+    // Watchers hear a commit when the poller reads it back, within the
+    // staleness bound (1 s): let all 20 reach the ring first.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut watcher = Watcher::start(&server, &token, &old).await;
     assert!(
         matches!(watcher.expect_change(WITHIN).await, Event::Reset(_)),
