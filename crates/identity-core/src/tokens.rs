@@ -305,7 +305,6 @@ impl VerifyingKeys {
         }
         Ok(data.claims)
     }
-
 }
 
 /// Generates a new Ed25519 private key as PKCS#8 PEM (`identity keygen`).
@@ -344,7 +343,10 @@ impl std::fmt::Debug for TokenKeys {
         f.debug_struct("TokenKeys")
             .field("signing_kid", &self.signing_kid)
             .field("signing_alg", &self.signing_alg)
-            .field("verify_kids", &self.verifying.keys.keys().collect::<Vec<_>>())
+            .field(
+                "verify_kids",
+                &self.verifying.keys.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
