@@ -5,6 +5,7 @@
 //! tonic server.
 
 use crate::revocation::replicas;
+use crate::service_clients::create_client;
 use crate::support::{
     Auth, Backend, MAX_STALENESS, Profiles, SLACK, Server, ServerOptions, TestDb, bearer, email,
     issue_service_token, login, register, register_profile, set_roles, write_key,
@@ -356,4 +357,42 @@ async fn the_layer_refuses_missing_and_bad_tokens_and_hands_the_principal_on() {
     assert_eq!(principal.auth_provider, "local");
     assert_eq!(principal.subject, principal.profile_id);
     guarded.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_client_holding_revocations_watch_opens_the_stream_and_a_wrong_secret_does_not() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start(&db);
+    let client = create_client(&db, "revocations:watch");
+    let verifier = Verifier::builder(endpoint(&server))
+        .service_credentials(&client.id, &client.secret)
+        .build()
+        .await
+        .expect("the verifier starts");
+    assert!(
+        verifier.wait_current(STARTUP).await,
+        "ServiceLogin's token opens the stream"
+    );
+    let tokens = register(&mut server.auth().await, &email("creds")).await;
+    verifier
+        .verify(&tokens.access_token)
+        .await
+        .expect("accepted");
+
+    let impostor = Verifier::builder(endpoint(&server))
+        .service_credentials(&client.id, "not the secret")
+        .build()
+        .await
+        .expect("the keys are public");
+    assert!(!impostor.wait_current(Duration::from_secs(2)).await);
+    let error = impostor.verify(&tokens.access_token).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            VerifyError::Stale {
+                last_heartbeat: None
+            }
+        ),
+        "{error:?}"
+    );
 }

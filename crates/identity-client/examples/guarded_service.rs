@@ -7,7 +7,8 @@
 //! identity-client crate"):
 //!
 //! ```sh
-//! export IDENTITY_WATCH_TOKEN=$(cargo run -q --bin identity -- admin issue-service-token --role revocations:watch --ttl 1h --dev)
+//! export IDENTITY_WATCH_TOKEN=$(IDENTITY_DATABASE_URL=sqlite://data/identity.db \
+//!   cargo run -q --bin identity -- admin issue-service-token --role revocations:watch --ttl 1h --dev)
 //! cargo run -p identity-client --example guarded_service
 //! grpcurl -plaintext -H "authorization: Bearer $ACCESS" 127.0.0.1:50061 grpc.health.v1.Health/Check
 //! ```
@@ -31,10 +32,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .init();
     let endpoint =
         std::env::var("IDENTITY_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:50051".into());
-    let watch_token = std::env::var("IDENTITY_WATCH_TOKEN").map_err(|_| {
-        "IDENTITY_WATCH_TOKEN: set it to a service token holding revocations:watch \
-         (identity admin issue-service-token --role revocations:watch --dev)"
-    })?;
+    let watch_token = std::env::var("IDENTITY_WATCH_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or(
+            "IDENTITY_WATCH_TOKEN: set it to a service token holding revocations:watch \
+             (identity admin issue-service-token --role revocations:watch --dev)",
+        )?;
     let listen = std::env::var("GUARDED_LISTEN_ADDR")
         .unwrap_or_else(|_| "127.0.0.1:50061".into())
         .parse()?;
@@ -51,9 +55,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let (_, health) = tonic_health::server::health_reporter();
+    // Both versions: grpcurl asks v1alpha.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
     // Runs after the verifier layer: every request that reaches it carries
     // a Principal.
     let log_caller = tonic::service::InterceptorLayer::new(|request: tonic::Request<()>| {
@@ -77,6 +85,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         )
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .serve(listen)
         .await?;
     Ok(())

@@ -114,10 +114,10 @@ async fn sign_in(
     secret: &str,
     signed_in: &mut Option<(String, SystemTime)>,
 ) -> Result<String, tonic::Status> {
-    if let Some((token, renew_at)) = signed_in.as_ref() {
-        if SystemTime::now() < *renew_at {
-            return Ok(token.clone());
-        }
+    if let Some((token, renew_at)) = signed_in.as_ref()
+        && SystemTime::now() < *renew_at
+    {
+        return Ok(token.clone());
     }
     let answer = client
         .service_login(ServiceLoginRequest {
