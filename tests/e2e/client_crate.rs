@@ -6,6 +6,7 @@
 
 use crate::revocation::replicas;
 use crate::service_clients::create_client;
+use crate::support::proxy::Proxy;
 use crate::support::{
     Auth, Backend, MAX_STALENESS, Profiles, SLACK, Server, ServerOptions, TestDb, bearer, email,
     issue_service_token, login, register, register_profile, set_roles, write_key,
@@ -395,4 +396,45 @@ async fn a_service_client_holding_revocations_watch_opens_the_stream_and_a_wrong
         ),
         "{error:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cut_the_client_resumes_from_its_cursor_and_hears_what_it_missed() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start(&db);
+    let proxy = Proxy::start(server.addr).await;
+    let verifier =
+        Verifier::builder(Endpoint::from_shared(format!("http://{}", proxy.addr)).unwrap())
+            .service_token(issue_service_token(&db, "revocations:watch"))
+            .build()
+            .await
+            .expect("the verifier starts");
+    assert!(verifier.wait_current(STARTUP).await);
+    let mut auth = server.auth().await;
+    let tokens = register(&mut auth, &email("cut")).await;
+    verifier
+        .verify(&tokens.access_token)
+        .await
+        .expect("accepted");
+
+    proxy.cut();
+    let cut = Instant::now();
+    auth.logout(LogoutRequest {
+        refresh_token: tokens.refresh_token.clone(),
+    })
+    .await
+    .unwrap();
+    let (error, _) =
+        refusal_within(&verifier, &tokens.access_token, cut, MAX_STALENESS + SLACK).await;
+    assert!(
+        matches!(error, VerifyError::Stale { .. }),
+        "cut off, it refuses for want of heartbeats: {error:?}"
+    );
+
+    proxy.restore();
+    assert!(verifier.wait_current(STARTUP).await, "it reconnects");
+    // Replayed after the cursor: the stream's own knowledge, not a reset
+    // (which would have asked ValidateToken: Inactive).
+    let error = verifier.verify(&tokens.access_token).await.unwrap_err();
+    assert!(matches!(error, VerifyError::Revoked), "{error:?}");
 }
