@@ -8,10 +8,10 @@ use crate::revocation::replicas;
 use crate::service_clients::create_client;
 use crate::support::proxy::Proxy;
 use crate::support::{
-    Auth, Backend, MAX_STALENESS, Profiles, SLACK, Server, ServerOptions, TestDb, bearer, email,
-    issue_service_token, login, register, register_profile, set_roles, write_key,
+    Auth, Backend, MAX_STALENESS, PASSWORD, Profiles, SLACK, Server, ServerOptions, TestDb, bearer,
+    email, issue_service_token, login, register, register_profile, set_roles, write_key,
 };
-use identity::proto::v1::LogoutRequest;
+use identity::proto::v1::{ChangePasswordRequest, LogoutRequest};
 use identity_client::{Fallback, Principal, Verifier, VerifierLayer, VerifyError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -437,4 +437,42 @@ async fn after_a_cut_the_client_resumes_from_its_cursor_and_hears_what_it_missed
     // (which would have asked ValidateToken: Inactive).
     let error = verifier.verify(&tokens.access_token).await.unwrap_err();
     assert!(matches!(error, VerifyError::Revoked), "{error:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_ends_every_other_session_for_the_client_and_keeps_the_callers() {
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start(&db);
+    let verifier = verifier(&db, &server, None).await;
+    let mut auth = server.auth().await;
+    let address = email("password");
+    let other = register(&mut auth, &address).await;
+    let caller = login(&mut auth, &address).await;
+    verifier
+        .verify(&other.access_token)
+        .await
+        .expect("accepted");
+    verifier
+        .verify(&caller.access_token)
+        .await
+        .expect("accepted");
+
+    auth.change_password(bearer(
+        &caller.access_token,
+        ChangePasswordRequest {
+            current_password: PASSWORD.into(),
+            new_password: format!("{PASSWORD} and then some"),
+        },
+    ))
+    .await
+    .unwrap();
+    let since = Instant::now();
+    let (error, _) =
+        refusal_within(&verifier, &other.access_token, since, MAX_STALENESS + SLACK).await;
+    assert!(matches!(error, VerifyError::Revoked), "{error:?}");
+    let kept = verifier
+        .verify(&caller.access_token)
+        .await
+        .expect("the caller's session is the one kept");
+    assert_eq!(kept.session_id, caller.session_id);
 }
