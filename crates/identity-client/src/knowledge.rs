@@ -68,6 +68,9 @@ pub(crate) struct Knowledge {
     roles_changed: HashMap<String, RolesChanged>,
     /// Sessions ValidateToken vouched for since the last reset.
     vouched: HashSet<String>,
+    /// Sessions ValidateToken called inactive, until when that answer is
+    /// reused (see [`Knowledge::inactive`]).
+    inactive: HashMap<String, i64>,
     /// The last reset, this verifier's clock; `None`: no stream yet, so
     /// nothing issued before now can be vouched for.
     reset_at: Option<i64>,
@@ -127,6 +130,22 @@ impl Knowledge {
         entry.current = Some(roles.to_vec());
     }
 
+    /// ValidateToken called a token of `sid` inactive: the same answer is
+    /// given without asking until `until`. Without it, every request with
+    /// a token revoked before a reset would cost a ValidateToken, and its
+    /// holder could spend this service's ValidateToken quota at identity.
+    /// Short, since identity may have answered inactive for a reason of its
+    /// own (a replica missing a key mid-rotation).
+    pub(crate) fn inactive(&mut self, epoch: u64, sid: &str, until: i64) {
+        if epoch == self.epoch {
+            self.inactive.insert(sid.to_owned(), until);
+        }
+    }
+
+    pub(crate) fn known_inactive(&self, sid: &str, now: i64) -> bool {
+        self.inactive.get(sid).is_some_and(|until| now <= *until)
+    }
+
     pub(crate) fn session_revoked(&mut self, sid: String, expire_time: i64) {
         self.vouched.remove(&sid);
         self.revoked_sessions.insert(sid, expire_time);
@@ -170,6 +189,7 @@ impl Knowledge {
     /// Forgets what no unexpired token can need any more.
     pub(crate) fn prune(&mut self, now: i64, leeway: i64) {
         self.revoked_sessions.retain(|_, expire| *expire >= now);
+        self.inactive.retain(|_, until| *until >= now);
         self.profile_revocations.retain(|_, rules| {
             rules.retain(|r| r.expire_time >= now);
             !rules.is_empty()
@@ -336,6 +356,22 @@ mod tests {
             k.decide(facts("p", "s", issued, &claimed), LEEWAY),
             Decision::Accept(claimed),
             "forgotten once no token from before it can be alive"
+        );
+    }
+
+    #[test]
+    fn an_inactive_answer_is_reused_for_a_short_while_only() {
+        let mut k = after_reset();
+        k.inactive(k.epoch(), "s", T + 30);
+        assert!(k.known_inactive("s", T + 30));
+        assert!(!k.known_inactive("other", T));
+        assert!(!k.known_inactive("s", T + 31), "asked again after it");
+        let stale_epoch = k.epoch();
+        k.reset(T + 40);
+        k.inactive(stale_epoch, "t", T + 70);
+        assert!(
+            !k.known_inactive("t", T + 50),
+            "an answer that raced a reset"
         );
     }
 

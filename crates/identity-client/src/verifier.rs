@@ -3,7 +3,7 @@
 use crate::error::{BuildError, VerifyError};
 use crate::keys::{Fetch, Fetching, KeyCache, Rules};
 use crate::knowledge::{Decision, Knowledge, TokenFacts};
-use crate::principal::{Principal, unix_time};
+use crate::principal::{Principal, now_unix, unix_time};
 use crate::proto::v1::auth_service_client::AuthServiceClient;
 use crate::proto::v1::{GetJwksRequest, ValidateTokenRequest, ValidateTokenResponse};
 use crate::watch;
@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
+
+/// How long a `ValidateToken` answer of "inactive" is reused for the
+/// session before asking again.
+const INACTIVE_REUSE_SECS: i64 = 30;
 
 /// What [`Verifier::verify`] does when the revocation stream is silent
 /// (no heartbeat within `max_staleness`).
@@ -352,6 +356,9 @@ impl Verifier {
         }
         let (decision, epoch) = {
             let knowledge = self.shared.knowledge();
+            if knowledge.known_inactive(&claims.sid, now_unix()) {
+                return Err(VerifyError::Inactive);
+            }
             let facts = TokenFacts {
                 sub: &claims.sub,
                 sid: &claims.sid,
@@ -390,6 +397,13 @@ impl Verifier {
                 .into_inner();
         // The same token: identity vouches for the session it names.
         if !answer.active || answer.session_id != claims.sid || answer.subject != claims.sub {
+            if let Some(epoch) = epoch {
+                self.shared.knowledge().inactive(
+                    epoch,
+                    &claims.sid,
+                    now_unix() + INACTIVE_REUSE_SECS,
+                );
+            }
             return Err(VerifyError::Inactive);
         }
         if let Some(epoch) = epoch {
