@@ -125,6 +125,24 @@ fn the_store_crate_reaches_no_grpc_crate() {
 }
 
 #[test]
+fn the_client_crate_reaches_neither_the_store_nor_the_service() {
+    // Other services link it: it brings identity's rules (core), never its
+    // database code or its server.
+    let graph = Graph::load();
+    let reached = graph.reaches("identity-client");
+    assert!(
+        reached.contains("identity-core") && reached.contains("tonic"),
+        "the graph was read: {reached:?}"
+    );
+    let found = forbidden_in(&reached, &["diesel", "redis", "identity-store"]);
+    assert!(found.is_empty(), "identity-client depends on {found:?}");
+    assert!(
+        !reached.contains("identity"),
+        "identity-client depends on the service"
+    );
+}
+
+#[test]
 fn the_walls_check_would_notice_a_forbidden_crate() {
     // The service crate does depend on tonic and tokio: the same check
     // must say so, or the two tests above prove nothing.

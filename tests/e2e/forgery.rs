@@ -2,7 +2,7 @@
 
 use crate::on_both_backends;
 use crate::support::{
-    Backend, Server, ServerOptions, TestDb, claims_of, eddsa_header, email, register,
+    Backend, Server, ServerOptions, TestDb, claims_of, eddsa_header, email, register, write_key,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -187,17 +187,6 @@ async fn forged_expired_and_misaddressed_tokens_are_all_inactive(backend: Backen
             "{name}: inactive answers carry no claims"
         );
     }
-}
-
-fn write_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
-    let pem = generate_ed25519_pem().unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, pem.expose_secret()).unwrap();
-    let kid = Ed25519Key::from_pem(pem.expose_secret(), name)
-        .unwrap()
-        .kid()
-        .to_owned();
-    (path, kid)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod audit_trail;
 mod auth_flow;
 mod bcrypt;
 mod cli;
+mod client_crate;
 mod crate_walls;
 mod dashboards;
 mod database_tls;

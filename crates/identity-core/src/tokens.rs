@@ -155,6 +155,155 @@ impl Ed25519Key {
     }
 }
 
+/// The verifying half of [`TokenKeys`]: what checks a token, and nothing
+/// that signs one. The server builds it from its own keys, a verifier in
+/// another service (the `identity-client` crate) from the published JWK set,
+/// so both apply exactly the same rules.
+pub struct VerifyingKeys {
+    keys: HashMap<String, VerifyKey>,
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+}
+
+impl std::fmt::Debug for VerifyingKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKeys")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+/// A published key this version cannot use to verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwkError {
+    /// Only Ed25519 (`kty` OKP, `crv` Ed25519, `alg` EdDSA) is published;
+    /// anything else is refused rather than guessed at, since the key
+    /// alone decides the algorithm.
+    #[error("key {kid}: not an Ed25519 signing key (kty {kty}, crv {crv}, alg {alg})")]
+    Unsupported {
+        kid: String,
+        kty: String,
+        crv: String,
+        alg: String,
+    },
+    #[error("key {0}: x is not a base64url Ed25519 public key")]
+    BadKey(String),
+    #[error("a key without a kid")]
+    NoKid,
+}
+
+impl VerifyingKeys {
+    /// The keys of a published JWK set (`GetJwks`). The algorithm of each
+    /// key is pinned here, from the key's type, never from a token.
+    pub fn from_jwks(
+        jwks: &[PublicJwk],
+        issuer: String,
+        audience: String,
+        leeway: Duration,
+    ) -> Result<Self, JwkError> {
+        let mut keys = HashMap::new();
+        for jwk in jwks {
+            if jwk.kid.is_empty() {
+                return Err(JwkError::NoKid);
+            }
+            let eddsa = jwk.kty == "OKP"
+                && jwk.crv == "Ed25519"
+                && (jwk.alg.is_empty() || jwk.alg == "EdDSA")
+                && (jwk.use_.is_empty() || jwk.use_ == "sig");
+            if !eddsa {
+                return Err(JwkError::Unsupported {
+                    kid: jwk.kid.clone(),
+                    kty: jwk.kty.clone(),
+                    crv: jwk.crv.clone(),
+                    alg: jwk.alg.clone(),
+                });
+            }
+            let well_formed = B64
+                .decode(&jwk.x)
+                .is_ok_and(|b| b.len() == ed25519_dalek::PUBLIC_KEY_LENGTH);
+            let key = DecodingKey::from_ed_components(&jwk.x)
+                .ok()
+                .filter(|_| well_formed)
+                .ok_or_else(|| JwkError::BadKey(jwk.kid.clone()))?;
+            keys.insert(
+                jwk.kid.clone(),
+                VerifyKey {
+                    alg: Algorithm::EdDSA,
+                    key,
+                },
+            );
+        }
+        Ok(VerifyingKeys {
+            keys,
+            issuer,
+            audience,
+            leeway,
+        })
+    }
+
+    /// Whether a key of this id verifies.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.contains_key(kid)
+    }
+
+    /// The clock skew allowed on `exp`, `nbf` and `iat`.
+    pub fn leeway(&self) -> Duration {
+        self.leeway
+    }
+
+    /// Checks everything a token carries by itself. Revocation is the
+    /// caller's next step (it needs the session store).
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(Refusal::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                Refusal::WrongAlgorithm
+            }
+            _ => Refusal::Malformed,
+        })?;
+        let typ_ok = header.typ.as_deref().is_some_and(|t| {
+            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+                || t.eq_ignore_ascii_case("application/at+jwt")
+        });
+        if !typ_ok {
+            return Err(Refusal::WrongType);
+        }
+        let kid = header.kid.as_deref().ok_or(Refusal::UnknownKey)?;
+        let key = self.keys.get(kid).ok_or(Refusal::UnknownKey)?;
+        if header.alg != key.alg {
+            return Err(Refusal::WrongAlgorithm);
+        }
+        let mut validation = Validation::new(key.alg);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = self.leeway.as_secs();
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::InvalidSignature => Refusal::BadSignature,
+                ErrorKind::ExpiredSignature => Refusal::Expired,
+                ErrorKind::ImmatureSignature => Refusal::NotYetValid,
+                ErrorKind::InvalidIssuer => Refusal::WrongIssuer,
+                ErrorKind::InvalidAudience => Refusal::WrongAudience,
+                ErrorKind::InvalidAlgorithm => Refusal::WrongAlgorithm,
+                _ => Refusal::Malformed,
+            },
+        )?;
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if data.claims.iat > now + self.leeway.as_secs() as i64 {
+            return Err(Refusal::NotYetValid);
+        }
+        Ok(data.claims)
+    }
+}
+
 /// Generates a new Ed25519 private key as PKCS#8 PEM (`identity keygen`).
 pub fn generate_ed25519_pem() -> Result<SecretString, KeyError> {
     let mut seed = [0u8; 32];
@@ -177,11 +326,8 @@ pub struct TokenKeys {
     signing_kid: String,
     signing_alg: Algorithm,
     signing_key: EncodingKey,
-    verify: HashMap<String, VerifyKey>,
+    verifying: VerifyingKeys,
     jwks: Vec<PublicJwk>,
-    issuer: String,
-    audience: String,
-    leeway: Duration,
     /// Keys the audit trail's pseudonyms (hashes of unknown emails).
     audit_key: SecretSlice<u8>,
     page_key: SecretSlice<u8>,
@@ -194,7 +340,10 @@ impl std::fmt::Debug for TokenKeys {
         f.debug_struct("TokenKeys")
             .field("signing_kid", &self.signing_kid)
             .field("signing_alg", &self.signing_alg)
-            .field("verify_kids", &self.verify.keys().collect::<Vec<_>>())
+            .field(
+                "verify_kids",
+                &self.verifying.keys.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -270,11 +419,13 @@ impl TokenKeys {
             signing_kid,
             signing_alg,
             signing_key,
-            verify,
+            verifying: VerifyingKeys {
+                keys: verify,
+                issuer,
+                audience,
+                leeway,
+            },
             jwks,
-            issuer,
-            audience,
-            leeway,
             audit_key,
             page_key,
             successor_key,
@@ -282,11 +433,11 @@ impl TokenKeys {
     }
 
     pub fn issuer(&self) -> &str {
-        &self.issuer
+        &self.verifying.issuer
     }
 
     pub fn audience(&self) -> &str {
-        &self.audience
+        &self.verifying.audience
     }
 
     pub fn signing_kid(&self) -> &str {
@@ -307,49 +458,7 @@ impl TokenKeys {
     /// Checks everything a token carries by itself. Revocation is the
     /// caller's next step (it needs the session store).
     pub fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
-        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-            return Err(Refusal::Malformed);
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                Refusal::WrongAlgorithm
-            }
-            _ => Refusal::Malformed,
-        })?;
-        let typ_ok = header.typ.as_deref().is_some_and(|t| {
-            t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
-                || t.eq_ignore_ascii_case("application/at+jwt")
-        });
-        if !typ_ok {
-            return Err(Refusal::WrongType);
-        }
-        let kid = header.kid.as_deref().ok_or(Refusal::UnknownKey)?;
-        let key = self.verify.get(kid).ok_or(Refusal::UnknownKey)?;
-        if header.alg != key.alg {
-            return Err(Refusal::WrongAlgorithm);
-        }
-        let mut validation = Validation::new(key.alg);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = self.leeway.as_secs();
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.key, &validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::InvalidSignature => Refusal::BadSignature,
-                ErrorKind::ExpiredSignature => Refusal::Expired,
-                ErrorKind::ImmatureSignature => Refusal::NotYetValid,
-                ErrorKind::InvalidIssuer => Refusal::WrongIssuer,
-                ErrorKind::InvalidAudience => Refusal::WrongAudience,
-                ErrorKind::InvalidAlgorithm => Refusal::WrongAlgorithm,
-                _ => Refusal::Malformed,
-            },
-        )?;
-        let now = jsonwebtoken::get_current_timestamp() as i64;
-        if data.claims.iat > now + self.leeway.as_secs() as i64 {
-            return Err(Refusal::NotYetValid);
-        }
-        Ok(data.claims)
+        self.verifying.verify(token)
     }
 
     /// The key of the page tokens' MACs, derived from the signing key
@@ -429,6 +538,72 @@ mod tests {
         assert_eq!(keys.jwks().len(), 1);
         assert_eq!(keys.jwks()[0].kid, keys.signing_kid());
         assert_eq!(keys.signing_kid().len(), 43);
+    }
+
+    fn from_jwks(keys: &TokenKeys) -> VerifyingKeys {
+        VerifyingKeys::from_jwks(
+            keys.jwks(),
+            "iss".into(),
+            "aud".into(),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_published_key_set_verifies_exactly_as_the_signer_does() {
+        let keys = keys();
+        let published = from_jwks(&keys);
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let token = keys.sign(&claims(now)).unwrap();
+        assert_eq!(published.verify(&token).unwrap(), claims(now));
+        assert!(published.has_kid(keys.signing_kid()));
+        let expired = keys
+            .sign(&AccessClaims {
+                exp: now - 10,
+                ..claims(now - 100)
+            })
+            .unwrap();
+        assert_eq!(published.verify(&expired), Err(Refusal::Expired));
+        let early = keys
+            .sign(&AccessClaims {
+                nbf: now + 60,
+                ..claims(now)
+            })
+            .unwrap();
+        assert_eq!(published.verify(&early), Err(Refusal::NotYetValid));
+        let elsewhere = keys
+            .sign(&AccessClaims {
+                aud: "other".into(),
+                ..claims(now)
+            })
+            .unwrap();
+        assert_eq!(published.verify(&elsewhere), Err(Refusal::WrongAudience));
+        let other_key = keys_with_secret().sign(&claims(now)).unwrap();
+        assert_eq!(published.verify(&other_key), Err(Refusal::UnknownKey));
+    }
+
+    #[test]
+    fn a_published_key_of_another_kind_is_refused_not_guessed_at() {
+        let mut jwk = keys().jwks()[0].clone();
+        jwk.kty = "RSA".into();
+        let err = VerifyingKeys::from_jwks(&[jwk], "i".into(), "a".into(), Duration::ZERO);
+        assert!(matches!(err, Err(JwkError::Unsupported { .. })), "{err:?}");
+        let mut jwk = keys().jwks()[0].clone();
+        jwk.x = "c2hvcnQ".into();
+        let err = VerifyingKeys::from_jwks(&[jwk], "i".into(), "a".into(), Duration::ZERO);
+        assert!(matches!(err, Err(JwkError::BadKey(_))), "{err:?}");
+    }
+
+    fn keys_with_secret() -> TokenKeys {
+        TokenKeys::new(
+            vec![],
+            Some(&SecretString::from("z".repeat(40))),
+            "iss".into(),
+            "aud".into(),
+            Duration::ZERO,
+        )
+        .unwrap()
     }
 
     #[test]

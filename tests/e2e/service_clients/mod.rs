@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn create_client(db: &TestDb, role: &str) -> Credentials {
+pub(crate) fn create_client(db: &TestDb, role: &str) -> Credentials {
     let (ok, stdout, stderr) = admin_command(db, &["create-service-client", "--role", role]);
     assert!(ok, "{stderr}");
     credentials(&stdout)

@@ -17,3 +17,19 @@ pub fn eddsa_header(kid: &str) -> Header {
     header.typ = Some("at+jwt".into());
     header
 }
+
+/// A new Ed25519 signing key written to `dir/name` (for
+/// IDENTITY_SIGNING_KEY_FILE); its path and `kid`.
+pub fn write_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    let pem = identity_core::tokens::generate_ed25519_pem().unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, secrecy::ExposeSecret::expose_secret(&pem)).unwrap();
+    let kid = identity_core::tokens::Ed25519Key::from_pem(
+        secrecy::ExposeSecret::expose_secret(&pem),
+        name,
+    )
+    .unwrap()
+    .kid()
+    .to_owned();
+    (path, kid)
+}

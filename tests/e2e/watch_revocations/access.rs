@@ -83,7 +83,10 @@ async fn the_watch_role_is_never_given_to_a_person() {
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     let (ok, _, stderr) = admin_command(&db, &["grant-role", &ann.email, "revocations:watch"]);
     assert!(!ok, "grant-role gave a person the watch role");
-    assert!(stderr.contains("only service principals hold it"), "{stderr}");
+    assert!(
+        stderr.contains("only service principals hold it"),
+        "{stderr}"
+    );
     // Other roles with a `:` stay refused for everyone.
     set_roles(&mut profiles, &root.access_token, &ann.id, &["editor"]).await;
     let (ok, _, _) = admin_command(&db, &["grant-role", &ann.email, "billing:read"]);

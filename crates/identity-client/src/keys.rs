@@ -1,0 +1,262 @@
+//! identity's published keys, refetched when a token names a key not seen
+//! yet: one fetch at a time (callers that arrive during a fetch wait for its
+//! result) and at most one per `min_interval`, so tokens with made-up
+//! `kid`s cannot make this service hammer identity.
+
+use identity_core::tokens::{AccessClaims, JwkError, PublicJwk, Refusal, VerifyingKeys};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One `GetJwks` call.
+pub(crate) type Fetching =
+    Pin<Box<dyn Future<Output = Result<Vec<PublicJwk>, tonic::Status>> + Send>>;
+
+/// Fetches the JWK set (`GetJwks`); a function so tests can count calls.
+pub(crate) type Fetch = Arc<dyn Fn() -> Fetching + Send + Sync>;
+
+/// The rules every key set is built under (issuer, audience, leeway).
+#[derive(Debug, Clone)]
+pub(crate) struct Rules {
+    pub issuer: String,
+    pub audience: String,
+    pub leeway: Duration,
+}
+
+struct Current {
+    keys: Arc<VerifyingKeys>,
+    /// Bumped by every fetch, so a caller that waited for the lock sees
+    /// that someone else fetched meanwhile.
+    generation: u64,
+}
+
+pub(crate) struct KeyCache {
+    current: RwLock<Current>,
+    /// Held for the duration of a fetch: the single flight.
+    fetching: tokio::sync::Mutex<Option<Instant>>,
+    min_interval: Duration,
+    rules: Rules,
+    fetch: Fetch,
+}
+
+impl KeyCache {
+    pub(crate) fn new(
+        jwks: &[PublicJwk],
+        rules: Rules,
+        min_interval: Duration,
+        fetch: Fetch,
+    ) -> Result<Self, JwkError> {
+        let keys = VerifyingKeys::from_jwks(
+            jwks,
+            rules.issuer.clone(),
+            rules.audience.clone(),
+            rules.leeway,
+        )?;
+        Ok(KeyCache {
+            current: RwLock::new(Current {
+                keys: Arc::new(keys),
+                generation: 0,
+            }),
+            fetching: tokio::sync::Mutex::new(Some(Instant::now())),
+            min_interval,
+            rules,
+            fetch,
+        })
+    }
+
+    fn snapshot(&self) -> (Arc<VerifyingKeys>, u64) {
+        match self.current.read() {
+            Ok(c) => (Arc::clone(&c.keys), c.generation),
+            Err(poisoned) => {
+                let c = poisoned.into_inner();
+                (Arc::clone(&c.keys), c.generation)
+            }
+        }
+    }
+
+    /// Verifies `token` with the keys known now, fetching them again (at
+    /// most once per interval, one fetch at a time) when its key is unknown.
+    pub(crate) async fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
+        let (keys, generation) = self.snapshot();
+        match keys.verify(token) {
+            Err(Refusal::UnknownKey) => {
+                self.refetch(generation, false).await;
+                let (keys, _) = self.snapshot();
+                keys.verify(token)
+            }
+            other => other,
+        }
+    }
+
+    /// Fetches the keys unless someone fetched since `seen` or (without
+    /// `force`: a token's unknown kid) the last fetch is too recent. `force`
+    /// is for identity's own word (`reset`, `key_set_changed`), which no
+    /// caller of ours controls.
+    pub(crate) async fn refetch(&self, seen: u64, force: bool) {
+        let mut last = self.fetching.lock().await;
+        if self.snapshot().1 != seen {
+            return;
+        }
+        if !force && last.is_some_and(|at| at.elapsed() < self.min_interval) {
+            return;
+        }
+        *last = Some(Instant::now());
+        match (self.fetch)().await {
+            Ok(jwks) => match VerifyingKeys::from_jwks(
+                &jwks,
+                self.rules.issuer.clone(),
+                self.rules.audience.clone(),
+                self.rules.leeway,
+            ) {
+                Ok(keys) => {
+                    let mut current = match self.current.write() {
+                        Ok(c) => c,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    current.keys = Arc::new(keys);
+                    current.generation += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "identity published an unusable key set; keeping the old one")
+                }
+            },
+            Err(status) => tracing::warn!(%status, "GetJwks failed; keeping the old key set"),
+        }
+    }
+
+    /// Fetches now (identity said the keys changed).
+    pub(crate) async fn refresh(&self) {
+        let (_, generation) = self.snapshot();
+        self.refetch(generation, true).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use identity_core::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
+    use secrecy::ExposeSecret as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn signer() -> TokenKeys {
+        let pem = generate_ed25519_pem().unwrap();
+        let key = Ed25519Key::from_pem(pem.expose_secret(), "test").unwrap();
+        TokenKeys::new(
+            vec![key],
+            None,
+            "identity".into(),
+            "identity".into(),
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            issuer: "identity".into(),
+            audience: "identity".into(),
+            leeway: Duration::from_secs(30),
+        }
+    }
+
+    fn token(keys: &TokenKeys) -> String {
+        let now = crate::principal::now_unix();
+        keys.sign(&AccessClaims {
+            iss: "identity".into(),
+            aud: "identity".into(),
+            sub: "p".into(),
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            jti: "j".into(),
+            sid: "s".into(),
+            roles: vec![],
+            auth_provider: "local".into(),
+            auth_id: "p".into(),
+        })
+        .unwrap()
+    }
+
+    /// A fetch that answers `jwks` after 100 ms, counting its calls.
+    fn counting(jwks: Vec<PublicJwk>, calls: Arc<AtomicUsize>) -> Fetch {
+        Arc::new(move || {
+            let jwks = jwks.clone();
+            let calls = Arc::clone(&calls);
+            let fetching: Fetching = Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(jwks)
+            });
+            fetching
+        })
+    }
+
+    /// Short, so the tests run in real time (no paused clock: that would
+    /// rebuild tokio and everything above it with test-util).
+    const INTERVAL: Duration = Duration::from_millis(400);
+
+    #[tokio::test]
+    async fn a_new_key_is_fetched_once_for_many_concurrent_tokens() {
+        let (old, new) = (signer(), signer());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = Arc::new(
+            KeyCache::new(
+                old.jwks(),
+                rules(),
+                INTERVAL,
+                counting([new.jwks(), old.jwks()].concat(), Arc::clone(&calls)),
+            )
+            .unwrap(),
+        );
+        // Past the interval since the start-up fetch.
+        tokio::time::sleep(INTERVAL).await;
+        let fresh = token(&new);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                let token = fresh.clone();
+                tokio::spawn(async move { cache.verify(&token).await })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap().is_ok(), "every caller gets the new key");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for all of them");
+        assert!(cache.verify(&token(&old)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refetch_at_most_once_per_interval() {
+        let (known, stranger) = (signer(), signer());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = KeyCache::new(
+            known.jwks(),
+            rules(),
+            INTERVAL,
+            counting(known.jwks().to_vec(), Arc::clone(&calls)),
+        )
+        .unwrap();
+        let forged = token(&stranger);
+        for _ in 0..50 {
+            assert_eq!(cache.verify(&forged).await, Err(Refusal::UnknownKey));
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "the start-up fetch is recent"
+        );
+        tokio::time::sleep(INTERVAL).await;
+        for _ in 0..50 {
+            assert_eq!(cache.verify(&forged).await, Err(Refusal::UnknownKey));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch per interval");
+        tokio::time::sleep(INTERVAL).await;
+        assert_eq!(cache.verify(&forged).await, Err(Refusal::UnknownKey));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // identity's own word is not rate-limited.
+        cache.refresh().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+}
