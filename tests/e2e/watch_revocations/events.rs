@@ -357,3 +357,72 @@ async fn a_watch_outlives_the_request_timeout() {
         }
     }
 }
+
+on_both_backends!(an_announcement_the_replica_does_not_understand_resets_its_watchers);
+/// A newer replica (or a newer `identity admin` on the SQLite file) may
+/// announce a kind this one cannot read: it may have revoked anything, so
+/// watchers must drop what they know, never hear heartbeats over the gap.
+async fn an_announcement_the_replica_does_not_understand_resets_its_watchers(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start_with_options(&db, heartbeat_every(100));
+    let token = issue_service_token(&db, "revocations:watch");
+    let mut watcher = Watcher::start(&server, &token, "").await;
+    assert!(matches!(
+        watcher.expect_change(WITHIN).await,
+        Event::Reset(_)
+    ));
+    let unknown = "session-v9:0190d5a8-0000-7000-8000-000000000000";
+    match backend {
+        Backend::Postgres => execute(
+            &db,
+            &format!("SELECT pg_notify('identity_revocations', '{unknown}')"),
+        ),
+        Backend::Sqlite => execute(
+            &db,
+            &format!(
+                "INSERT INTO revocation_announcements (payload, announced_at) \
+                 VALUES ('{unknown}', {})",
+                chrono::Utc::now().timestamp_millis()
+            ),
+        ),
+    };
+    assert!(
+        matches!(watcher.expect_change(WITHIN).await, Event::Reset(_)),
+        "an announcement nobody understood passed without a reset"
+    );
+}
+
+/// The watcher's own session revoked while the listener is down is never
+/// announced to this replica; the reset after the outage must re-read it,
+/// or the stream would run until the token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_revoked_while_the_listener_was_down_is_ended_after_the_reset() {
+    let db = TestDb::new(Backend::Postgres);
+    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let server = Server::start_with_options(
+        &db,
+        heartbeat_every(100)
+            .env("IDENTITY_REVOCATION_MAX_STALENESS", "1s")
+            .env("IDENTITY_REVOCATION_LISTEN_URL", db.url_via(proxy.addr)),
+    );
+    let token = issue_service_token(&db, "revocations:watch");
+    let mut watcher = Watcher::start(&server, &token, "").await;
+    assert!(matches!(
+        watcher.expect_change(WITHIN).await,
+        Event::Reset(_)
+    ));
+    let killed = listening_backend(&db);
+    proxy.refuse_new();
+    execute(&db, &format!("SELECT pg_terminate_backend({killed})"));
+    // Unannounced: nobody listens, and SQL announces nothing anyway.
+    execute(
+        &db,
+        "UPDATE sessions SET revoked_at = now() WHERE revoked_at IS NULL",
+    );
+    proxy.restore();
+    let ended = watcher
+        .end_within(Duration::from_secs(20))
+        .await
+        .expect("the stream of a revoked session still runs after the reset");
+    assert_eq!(ended.code(), tonic::Code::Unauthenticated, "{ended:?}");
+}

@@ -379,6 +379,8 @@ impl FastPath {
                     "unrecognised revocation announcement: forgetting every live session"
                 );
                 self.forget_live();
+                // And so must watchers: it may have revoked anything.
+                self.feed.reset();
             }
             ListenEvent::Heard { sent, first } => {
                 self.sessions.trust_until(sent + max_staleness);

@@ -180,7 +180,11 @@ fn client_identity_headers(http: &HttpRequest) -> Vec<String> {
         .map(String::as_str)
         .chain(raw)
         .map(str::to_ascii_lowercase)
-        .filter(|name| name.starts_with(RESERVED_PREFIX))
+        // `x_identity_roles` too: CGI-style frameworks (WSGI, Rack, PHP)
+        // read it as the same header as `x-identity-roles`.
+        // `x_identity_roles` too: CGI-style frameworks (WSGI, Rack, PHP)
+        // read it as the same header as `x-identity-roles`.
+        .filter(|name| name.replace('_', "-").starts_with(RESERVED_PREFIX))
         .filter(|name| ![SUBJECT, SESSION, ROLES].contains(&name.as_str()))
         .collect();
     names.sort();
@@ -332,11 +336,18 @@ mod tests {
             ("x-identity-subject", "admin"),
             ("x-identity-admin", "true"),
             ("X-Identity-Tenant", "other"),
+            ("x_identity_roles", "admin"),
+            ("X_Identity-Subject", "someone"),
             ("x-request-id", "1"),
         ]);
         assert_eq!(
             client_identity_headers(&http),
-            ["x-identity-admin", "x-identity-tenant"]
+            [
+                "x-identity-admin",
+                "x-identity-tenant",
+                "x_identity-subject",
+                "x_identity_roles"
+            ]
         );
     }
 }

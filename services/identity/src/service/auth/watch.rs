@@ -149,7 +149,27 @@ impl Holder {
                     Err(e) => Some(Error::from(e)),
                 }
             }
+            // Announcements may have been missed (the listener reconnected,
+            // or one was not understood), among them this bearer's own
+            // revocation or role change: read both as stored now.
+            Change::Reset => self.still_allowed().await,
             _ => None,
+        }
+    }
+
+    /// Why the bearer may not watch any more, as the database says now;
+    /// `None` while its session is live and its profile holds the role.
+    async fn still_allowed(&self) -> Option<Error> {
+        match self.store.find_session(self.session).await {
+            Ok(Some(s)) if s.is_active(chrono::Utc::now()) && s.profile_id == self.profile => {}
+            Ok(_) => return Some(Error::Unauthenticated),
+            Err(e) => return Some(Error::from(e)),
+        }
+        match self.store.find_profile(self.profile).await {
+            Ok(Some(p)) if may_watch_revocations(&p.auth_provider, &p.roles) => None,
+            Ok(Some(_)) => Some(Error::PermissionDenied),
+            Ok(None) => Some(Error::Unauthenticated),
+            Err(e) => Some(Error::from(e)),
         }
     }
 }
