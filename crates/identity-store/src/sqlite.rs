@@ -83,7 +83,10 @@ macro_rules! lock_refresh_token {
 
 include!("queries.rs");
 
-const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+// The busy timeout first: the statements after it read the file, and a
+// connection without one answers "database is locked" at once when another
+// is rebuilding the write-ahead log's index.
+const PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
                        PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;";
 
 pub(super) fn pool(
@@ -129,4 +132,52 @@ pub(super) async fn migrate(url: super::SqliteUrl) -> Result<Vec<String>, super:
     })
     .await
     .map_err(|e| unavailable(&e))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DatabaseUrl, PoolSettings, Store};
+    use identity_core::Id;
+    use std::time::Duration;
+
+    /// The first connections to a file whose write-ahead log is gone (the
+    /// last connection removed it) race to rebuild its index, and a
+    /// connection that has no busy timeout yet answers "database is
+    /// locked" instead of waiting: set-up must set the timeout first.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_first_connections_to_a_file_wait_for_each_other() {
+        for round in 0..20 {
+            let dir = std::env::temp_dir().join(format!("identity-sqlite-{}", Id::new()));
+            let url = DatabaseUrl::parse(&format!("sqlite://{}", dir.join("w.db").display()))
+                .expect("a SQLite URL");
+            Store::migrate(&url).await.expect("migrations");
+            let DatabaseUrl::Sqlite(file) = &url else {
+                unreachable!("parsed from sqlite://")
+            };
+            let settings = PoolSettings {
+                max_size: 4,
+                timeout: Duration::from_secs(5),
+            };
+            let opening: Vec<_> = (0..16)
+                .map(|_| {
+                    let pool = pool(file, &settings).expect("a pool");
+                    tokio::spawn(async move {
+                        let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                        diesel::insert_into(announced::table)
+                            .values((announced::payload.eq("x"), announced::announced_at.eq(0)))
+                            .execute(&mut *conn)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for opened in opening {
+                let result = opened.await.expect("the task");
+                assert!(result.is_ok(), "round {round}: {result:?}");
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
