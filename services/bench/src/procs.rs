@@ -17,6 +17,10 @@ pub struct Proc {
     child: Child,
     pub addr: SocketAddr,
     logs: Arc<Mutex<VecDeque<String>>>,
+    /// What it printed until it was ready, kept whole: the ring of `logs`
+    /// forgets the start-up lines (the metrics address among them) once a
+    /// scenario's set-up has logged 200 lines of its own.
+    startup: Vec<String>,
 }
 
 fn keep(logs: &Arc<Mutex<VecDeque<String>>>, line: String) {
@@ -47,9 +51,13 @@ impl Proc {
         let stdout = child.stdout.take().context("stdout was not piped")?;
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
+            let mut startup = Some(Vec::new());
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = ready(&line) {
-                    let _ = tx.send(addr);
+                if let Some(lines) = startup.as_mut() {
+                    lines.push(line.clone());
+                    if let Some(addr) = ready(&line) {
+                        let _ = tx.send((addr, startup.take().unwrap_or_default()));
+                    }
                 }
                 keep(&sink, line);
             }
@@ -65,10 +73,12 @@ impl Proc {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             logs,
+            startup: Vec::new(),
         };
         match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => {
+            Ok((addr, startup)) => {
                 proc.addr = addr;
+                proc.startup = startup;
                 Ok(proc)
             }
             Err(_) => bail!("{what} did not start; its output:\n{}", proc.tail()),
@@ -134,8 +144,7 @@ impl Proc {
 
     /// The admin port (`/metrics`) the server announced, if it serves one.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        let logs = self.logs.lock().unwrap_or_else(PoisonError::into_inner);
-        logs.iter().find_map(|line| {
+        self.startup.iter().find_map(|line| {
             if !line.contains("\"serving metrics on /metrics\"") {
                 return None;
             }
@@ -291,6 +300,35 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A scenario's set-up (thousands of logins) logs far more than the
+    /// ring keeps; the metrics address must survive it, or the scenario
+    /// silently loses h2load and its ratio compares two generators.
+    #[test]
+    fn the_metrics_address_outlives_a_chatty_set_up() {
+        let mut command = Command::new("sh");
+        command.args([
+            "-c",
+            r#"echo '{"message":"serving metrics on /metrics","address":"127.0.0.1:9464"}'
+               echo '{"message":"serving gRPC","address":"127.0.0.1:50051"}'
+               i=0; while [ $i -lt 500 ]; do echo '{"message":"login"}'; i=$((i+1)); done
+               sleep 5"#,
+        ]);
+        let proc = Proc::spawn(command, "a chatty server", |line| {
+            if !line.contains("\"serving gRPC\"") {
+                return None;
+            }
+            let json: serde_json::Value = serde_json::from_str(line).ok()?;
+            json["address"].as_str()?.parse().ok()
+        })
+        .expect("starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !proc.tail().contains("\"login\"") || proc.tail().contains("serving gRPC") {
+            assert!(std::time::Instant::now() < deadline, "{}", proc.tail());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(proc.metrics_addr(), "127.0.0.1:9464".parse().ok());
+    }
 
     #[test]
     fn only_loopback_databases() {

@@ -551,6 +551,25 @@ pub(super) async fn prepare_ext_authz_check(env: &Env) -> anyhow::Result<Prepare
     let pool = sessions(&stack.server.url(), env.sessions, env.sessions / 20).await?;
     let requests: Arc<Vec<CheckRequest>> =
         Arc::new(pool.iter().map(|s| ext_authz_check(&s.access)).collect());
+    // A denied Check is an OK answer too, but it counts a security event,
+    // which the check books as an error.
+    let h2load = match stack.server.metrics_addr() {
+        None => None,
+        Some(metrics) => Some(H2Target {
+            url: format!(
+                "{}/envoy.service.auth.v3.Authorization/Check",
+                stack.server.url()
+            ),
+            frame: h2load::frame(&requests[0]),
+            headers: Vec::new(),
+            check: Check::Identity {
+                metrics,
+                method: "envoy.service.auth.v3.Authorization/Check",
+            },
+            dir: TempDir::new()?,
+            rate: Mutex::new(None),
+        }),
+    };
     let clients: Vec<_> = connect(&stack.server.url(), env.args.connections)
         .await?
         .into_iter()
@@ -572,8 +591,7 @@ pub(super) async fn prepare_ext_authz_check(env: &Env) -> anyhow::Result<Prepare
         notes: BTreeMap::from([("tokens".into(), pool.len().into())]),
         measure,
         server_pid: stack.server.pid(),
-        // Driven by this process for now (the report's `gen` column says so).
-        h2load: None,
+        h2load,
         _hold: Box::new(stack),
     })
 }

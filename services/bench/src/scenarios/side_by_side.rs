@@ -53,6 +53,17 @@ pub(super) async fn side_by_side(
     }
     let index = |name: &str| prepared.iter().position(|p| p.name == name);
     let mut ratios = BTreeMap::new();
+    // A ratio of two generators' figures measures the generators: none then.
+    let same_generator = |a: usize, b: usize| {
+        let same = prepared[a].by_h2load(env) == prepared[b].by_h2load(env);
+        if !same {
+            eprintln!(
+                "bench: {} and {} were driven by different generators; no ratio",
+                prepared[a].name, prepared[b].name
+            );
+        }
+        same
+    };
     let per_round = |a: usize, b: usize| {
         median(
             rps[a]
@@ -62,13 +73,19 @@ pub(super) async fn side_by_side(
                 .collect(),
         )
     };
-    if let (Some(v), Some(e)) = (index("validate"), index("echo")) {
+    if let (Some(v), Some(e)) = (index("validate"), index("echo"))
+        && same_generator(v, e)
+    {
         ratios.insert("validate_over_echo", per_round(v, e));
     }
-    if let (Some(g), Some(e)) = (index("get_profile"), index("echo")) {
+    if let (Some(g), Some(e)) = (index("get_profile"), index("echo"))
+        && same_generator(g, e)
+    {
         ratios.insert("get_profile_over_echo", per_round(g, e));
     }
-    if let (Some(c), Some(e)) = (index("ext_authz_check"), index("echo")) {
+    if let (Some(c), Some(e)) = (index("ext_authz_check"), index("echo"))
+        && same_generator(c, e)
+    {
         ratios.insert("ext_authz_check_over_echo", per_round(c, e));
     }
     let rows = prepared

@@ -86,6 +86,7 @@ fn served_methods() -> &'static HashSet<String> {
     METHODS.get_or_init(|| {
         [
             crate::proto::FILE_DESCRIPTOR_SET,
+            crate::proto::EXT_AUTHZ_FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
@@ -337,6 +338,7 @@ mod tests {
             "/identity.v1.ProfileService/ListProfiles",
             "/grpc.health.v1.Health/Check",
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            "/envoy.service.auth.v3.Authorization/Check",
         ] {
             assert_eq!(method_label(&Method::POST, path), &path[1..]);
         }
