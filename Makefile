@@ -4,14 +4,14 @@ SHELL := bash
 CARGO ?= cargo
 export PATH := $(CURDIR)/.venv/bin:$(CURDIR)/tools/node_modules/.bin:$(PATH)
 
-.PHONY: toolchain run test lint proto-lint fmt tools postgres migrate unit e2e helm-test helm-template keygen clean bench
+.PHONY: toolchain run test lint proto-lint proto-breaking fmt tools postgres migrate unit e2e helm-test helm-template keygen clean bench
 
 ## run: serve in development mode on 127.0.0.1:50051 (SQLite under ./data), the JWKS on http://127.0.0.1:8080
 run: toolchain
 	IDENTITY_HTTP_LISTEN_ADDR=$${IDENTITY_HTTP_LISTEN_ADDR:-127.0.0.1:8080} $(CARGO) run --bin identity -- serve --dev
 
 ## test: everything CI checks — proto lint, Rust unit and end-to-end tests, chart tests
-test: tools postgres proto-lint
+test: tools postgres proto-lint proto-breaking
 	# every target's crates, so that `cargo metadata --offline` (tests/e2e/crate_walls.rs) resolves on a fresh machine
 	$(CARGO) fetch --locked
 	$(CARGO) test --workspace --locked -- --test-threads=4
@@ -25,6 +25,15 @@ lint: tools proto-lint
 
 proto-lint: tools
 	cd proto && buf lint
+
+## proto-breaking: the proto against the previous commit's (buf.yaml's breaking rules), and the proof that the rules refuse
+proto-breaking: tools
+	if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+	  cd proto && buf breaking --against '../.git#ref=HEAD~1,subdir=proto'; \
+	else \
+	  echo "proto-breaking: this clone has no previous commit to compare with" >&2; \
+	fi
+	.venv/bin/pytest -q tests/proto
 
 fmt:
 	$(CARGO) fmt --all
