@@ -146,3 +146,81 @@ async fn a_thousand_watchers_cost_bounded_memory_and_the_cap_turns_more_away() {
     }
     assert!(freed, "a closed watcher's place was not freed");
 }
+
+/// A stream whose client sets a tiny HTTP/2 window and never reads:
+/// the server can send it almost nothing.
+async fn stalled_watch(server: &Server, token: &str) -> tonic::Streaming<RevocationEvent> {
+    let channel = Endpoint::from_shared(server.url())
+        .unwrap()
+        .initial_stream_window_size(Some(64))
+        .initial_connection_window_size(Some(64))
+        .connect()
+        .await
+        .unwrap();
+    Auth::new(channel)
+        .watch_revocations(bearer(token, WatchRevocationsRequest::default()))
+        .await
+        .expect("the stream opens")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_that_stops_reading_loses_its_slot() {
+    let (_db, server, token) = watched(
+        Backend::Sqlite,
+        ServerOptions::default()
+            .env("IDENTITY_REVOCATION_MAX_WATCHERS", "2")
+            .env("IDENTITY_REVOCATION_HEARTBEAT", "10ms")
+            .env("IDENTITY_REVOCATION_WATCH_SEND_TIMEOUT", "500ms"),
+    );
+    // The attacker holds every slot with streams it never reads, on
+    // connections it keeps open.
+    let mut stalled = vec![
+        stalled_watch(&server, &token).await,
+        stalled_watch(&server, &token).await,
+    ];
+    let refused = Watcher::try_start(&server, &token, "")
+        .await
+        .err()
+        .expect("both slots are taken");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+
+    // Events pile up for the stalled streams; a verifier asking again
+    // must get a slot within a bounded time all the same.
+    let started = Instant::now();
+    let mut legitimate = loop {
+        match Watcher::try_start(&server, &token, "").await {
+            Ok(watcher) => break watcher,
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "no slot after {:?}: stalled watchers keep theirs",
+                    started.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("{status:?}"),
+        }
+    };
+    eprintln!("a slot was free after {:?}", started.elapsed());
+    assert!(matches!(
+        legitimate.next_within(Duration::from_secs(2)).await,
+        Some((_, Ok(_)))
+    ));
+
+    // The stalled streams were ended as too slow: what they finally read
+    // is a few events and then that status.
+    for stream in &mut stalled {
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => panic!("ended without a status"),
+                Ok(Err(status)) => break status,
+                Err(_) => panic!("still streaming"),
+            }
+        };
+        assert_eq!(ended.code(), Code::Aborted, "{ended:?}");
+        let info = ended.get_details_error_info().expect("an ErrorInfo");
+        assert_eq!(info.reason, "WATCHER_TOO_SLOW");
+    }
+}

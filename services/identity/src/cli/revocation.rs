@@ -58,6 +58,12 @@ pub struct RevocationArgs {
     )]
     pub revocation_watch_backlog: usize,
 
+    /// How long a WatchRevocations stream's queued messages may wait for
+    /// the client to take them (HTTP/2 flow control) before the stream is
+    /// ended as too slow and its place freed (100ms to 300s).
+    #[arg(long, env = "IDENTITY_REVOCATION_WATCH_SEND_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub revocation_watch_send_timeout: Duration,
+
     /// PostgreSQL URL of the same database for the revocation listener's
     /// two connections [default: IDENTITY_DATABASE_URL]. They need sessions
     /// of their own: a direct connection or a PgBouncer session pool, never

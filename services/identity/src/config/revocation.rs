@@ -52,6 +52,12 @@ pub fn load(settings: &RevocationArgs) -> Result<RevocationSettings, ConfigError
             ),
         });
     }
+    range(
+        "IDENTITY_REVOCATION_WATCH_SEND_TIMEOUT",
+        settings.revocation_watch_send_timeout,
+        100,
+        300,
+    )?;
     if !(1..=1_000_000).contains(&settings.revocation_max_watchers) {
         return Err(ConfigError {
             setting: "IDENTITY_REVOCATION_MAX_WATCHERS",
@@ -75,5 +81,6 @@ pub fn load(settings: &RevocationArgs) -> Result<RevocationSettings, ConfigError
         revocation_heartbeat: settings.revocation_heartbeat,
         revocation_max_watchers: settings.revocation_max_watchers,
         revocation_watch_backlog: settings.revocation_watch_backlog,
+        revocation_watch_send_timeout: settings.revocation_watch_send_timeout,
     })
 }

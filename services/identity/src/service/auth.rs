@@ -33,7 +33,7 @@ pub use sessions::{ListedSession, RevokeAll};
 mod tokens;
 mod watch;
 pub use tokens::Proxy;
-pub use watch::{Watcher, Watching};
+pub use watch::{Delivery, Watcher};
 
 /// Who is calling, as far as the transport knows.
 #[derive(Debug, Clone, Default)]

@@ -67,6 +67,8 @@ pub struct RevocationSettings {
     pub revocation_max_watchers: usize,
     /// Revocations kept for replay, and how far a watcher may fall behind.
     pub revocation_watch_backlog: usize,
+    /// How long a watcher's queued messages may wait to be taken.
+    pub revocation_watch_send_timeout: Duration,
 }
 
 /// Sessions per reconciliation query.
@@ -141,7 +143,8 @@ impl FastPath {
                 settings.revocation_watch_backlog,
                 settings.revocation_max_watchers,
                 revoked_ttl,
-            ),
+            )
+            .with_send_timeout(settings.revocation_watch_send_timeout),
         })
     }
 

@@ -14,6 +14,9 @@
 //! Memory is bounded whatever watchers do: the ring is shared (a watcher
 //! costs a receiver, not a queue), a watcher that falls a whole ring behind
 //! is ended (`Error::WatcherTooSlow`), and the number of watchers is capped.
+//! A watcher holds its place only while its client takes what is sent
+//! (`service::auth::watch` ends a stream whose messages wait longer than
+//! the send timeout), so streams nobody reads cannot keep the cap full.
 //!
 //! Heartbeats are published only while the fast path trusts its own
 //! knowledge (see `service::revocation`): a replica whose listener is down
@@ -68,6 +71,8 @@ const CURSOR_PREFIX: &str = "c1.";
 const CURSOR_BYTES: usize = 16 + 8 + 16;
 /// Longer input is not parsed at all.
 const MAX_CURSOR_CHARS: usize = 128;
+/// IDENTITY_REVOCATION_WATCH_SEND_TIMEOUT's default.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a watcher starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +103,8 @@ pub struct Feed {
     /// How long after applying a revocation an access token of it can
     /// still be unexpired (the access-token lifetime plus leeway).
     revoked_ttl: Duration,
+    /// How long a watcher's queued messages may wait to be taken.
+    send_timeout: Duration,
 }
 
 impl std::fmt::Debug for Feed {
@@ -138,6 +145,7 @@ impl Feed {
             watchers: Arc::new(Semaphore::new(max_watchers)),
             max_watchers,
             revoked_ttl,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
         };
         let first = feed.cursor(0);
         feed.ring
@@ -145,6 +153,16 @@ impl Feed {
             .unwrap_or_else(PoisonError::into_inner)
             .cursor = first;
         feed
+    }
+
+    /// How long a watcher's queued messages may wait for its client.
+    pub fn with_send_timeout(mut self, send_timeout: Duration) -> Feed {
+        self.send_timeout = send_timeout;
+        self
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        self.send_timeout
     }
 
     fn ring(&self) -> MutexGuard<'_, Ring> {

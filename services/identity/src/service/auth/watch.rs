@@ -10,6 +10,15 @@
 //! taken away or the profile deleted (PERMISSION_DENIED /
 //! UNAUTHENTICATED): a watcher is held to the rules a unary call would be,
 //! not to those of the moment it connected.
+//!
+//! Each stream is fed by a task of its own through a short queue, so that
+//! these checks run whether or not the client reads: HTTP/2 flow control
+//! lets a client stop the transport from ever asking for the next message,
+//! and a stream checked only when it is asked would keep its place in
+//! `IDENTITY_REVOCATION_MAX_WATCHERS` for as long as its connection lives.
+//! Messages that wait longer than IDENTITY_REVOCATION_WATCH_SEND_TIMEOUT to
+//! be taken end the stream as too slow (`WATCHER_TOO_SLOW`), freeing its
+//! place at once; the client hears why once it reads again.
 
 use super::{Auth, Caller};
 use crate::service::Error;
@@ -19,6 +28,12 @@ use crate::service::watch::{Change, FeedEvent, Watch};
 use identity_core::roles::may_watch_revocations;
 use identity_store::{Id, Store};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Messages queued for one stream: a few, so that a client that stopped
+/// reading is noticed soon after HTTP/2's window is full.
+const QUEUED: usize = 8;
 
 /// How a watcher proved who it is.
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +53,26 @@ struct Holder {
     fast: Arc<FastPath>,
 }
 
-/// A watcher's stream of revocation events.
-pub struct Watching {
+/// A watcher's stream of revocation events, as the transport takes them.
+pub struct Delivery {
+    queued: mpsc::Receiver<Arc<FeedEvent>>,
+    /// Why the stream ended, said after everything queued before it.
+    end: Option<oneshot::Receiver<Error>>,
+}
+
+impl Delivery {
+    /// The next event, or why the stream ends (after which `None`).
+    pub async fn next(&mut self) -> Option<Result<Arc<FeedEvent>, Error>> {
+        if let Some(event) = self.queued.recv().await {
+            return Some(Ok(event));
+        }
+        let end = self.end.take()?;
+        end.await.ok().map(Err)
+    }
+}
+
+/// A watcher's stream of revocation events, re-checked as it goes.
+struct Watching {
     watch: Watch,
     holder: Option<Holder>,
     /// Said after the event that caused it was delivered.
@@ -55,7 +88,7 @@ impl Auth {
         caller: &Caller,
         watcher: Watcher<'_>,
         resume_after: &str,
-    ) -> Result<Watching, Error> {
+    ) -> Result<Delivery, Error> {
         let holder = match watcher {
             Watcher::Certificate => None,
             Watcher::Bearer(token) => {
@@ -87,19 +120,62 @@ impl Auth {
                 })
             }
         };
-        let watch = self.fast.feed().subscribe(resume_after)?;
+        let feed = self.fast.feed();
+        let watch = feed.subscribe(resume_after)?;
         Ok(Watching {
             watch,
             holder,
             ending: None,
             ended: false,
-        })
+        }
+        .deliver(feed.send_timeout()))
     }
 }
 
 impl Watching {
+    /// Feeds the stream from a task of its own, which ends (and frees the
+    /// watcher's place) when the client is gone, when the stream ends, or
+    /// when a message waits `send_timeout` for the client to take it.
+    fn deliver(mut self, send_timeout: Duration) -> Delivery {
+        let (tx, queued) = mpsc::channel(QUEUED);
+        let (end_tx, end) = oneshot::channel();
+        tokio::spawn(async move {
+            let end = loop {
+                let next = tokio::select! {
+                    next = self.next() => next,
+                    () = tx.closed() => return,
+                };
+                match next {
+                    Some(Ok(event)) => {
+                        match tokio::time::timeout(send_timeout, tx.send(event)).await {
+                            Ok(Ok(())) => {}
+                            // The client is gone.
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                tracing::info!(
+                                    timeout = ?send_timeout,
+                                    "a revocation watcher took nothing within the send timeout; its stream is ended"
+                                );
+                                break Error::WatcherTooSlow;
+                            }
+                        }
+                    }
+                    Some(Err(end)) => break end,
+                    None => return,
+                }
+            };
+            // The place is freed now, not when the client reads the end.
+            drop(self);
+            let _ = end_tx.send(end);
+        });
+        Delivery {
+            queued,
+            end: Some(end),
+        }
+    }
+
     /// The next event, or why the stream ends (after which `None`).
-    pub async fn next(&mut self) -> Option<Result<Arc<FeedEvent>, Error>> {
+    async fn next(&mut self) -> Option<Result<Arc<FeedEvent>, Error>> {
         if self.ended {
             return None;
         }

@@ -9,6 +9,7 @@ fn settings() -> RevocationSettings {
         revocation_heartbeat: Duration::from_millis(250),
         revocation_max_watchers: 16,
         revocation_watch_backlog: 64,
+        revocation_watch_send_timeout: Duration::from_secs(10),
         profile_cache_size: 10,
     }
 }
