@@ -95,10 +95,19 @@ def test_tls_renders_with_an_https_jwks_uri_or_the_port_off(minimal_values):
         ({"wellKnown__publicUrl": "https://identity.example.com/?x=1"}, "/wellKnown/publicUrl"),
         ({"wellKnown__publicUrl": "identity.example.com"}, "/wellKnown/publicUrl"),
         ({"wellKnown__maxConnections": 0}, "/wellKnown/maxConnections"),
+        ({"wellKnown__maxConnectionsPerAddress": 0}, "/wellKnown/maxConnectionsPerAddress"),
         ({"networkPolicy__wellKnown__from": [{}]}, "/networkPolicy/wellKnown/from/0"),
         ({"ports__http": 0}, "/ports/http"),
     ],
-    ids=["credentials", "query", "no-scheme", "no-connections", "open-to-all", "port-zero"],
+    ids=[
+        "credentials",
+        "query",
+        "no-scheme",
+        "no-connections",
+        "no-connections-per-address",
+        "open-to-all",
+        "port-zero",
+    ],
 )
 def test_schema_refuses(overrides, path, minimal_values):
     assert path in schema_error(with_overrides(minimal_values, **overrides))

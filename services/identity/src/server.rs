@@ -331,12 +331,14 @@ pub async fn run(
                 address = %bound,
                 jwks_uri = site.jwks_uri(),
                 max_connections = http.max_connections,
+                max_per_address = http.max_per_address,
                 "serving /.well-known/ (HTTP)"
             );
             Some(tokio::spawn(transport::well_known::serve(
                 listener,
                 Arc::new(site),
                 http.max_connections,
+                http.max_per_address,
             )))
         }
         None => None,

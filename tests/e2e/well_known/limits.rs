@@ -133,3 +133,56 @@ async fn a_slow_client_that_never_finishes_its_headers_is_disconnected() {
     assert_eq!(get(addr, JWKS_PATH).await.status, 200);
     assert_eq!(get(addr, DISCOVERY_PATH).await.status, 200);
 }
+
+/// A GET of `path` from a socket bound to `from` (any 127.0.0.0/8 address
+/// works on Linux loopback).
+async fn get_from(from: std::net::Ipv4Addr, addr: std::net::SocketAddr, path: &str) -> HttpAnswer {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered within 5 s")
+        .unwrap();
+    HttpAnswer::parse(&String::from_utf8_lossy(&answer))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holding_idle_sockets_cannot_take_every_slot() {
+    // The default caps: the attack needs nothing but one address and
+    // more idle sockets than the listener serves at once.
+    let db = TestDb::new(Backend::Sqlite);
+    let server = Server::start_with_options(&db, ServerOptions::default().well_known());
+    let addr = server.well_known_addr();
+
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Everyone else is still served, well within the 5 s the idle
+    // sockets may live.
+    let started = Instant::now();
+    let other = get_from(std::net::Ipv4Addr::new(127, 0, 0, 2), addr, JWKS_PATH).await;
+    assert_eq!(other.status, 200, "another address starved: {other:?}");
+    assert!(other.json()["keys"].is_array());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The flooding address itself is turned away at once.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), extra.read_to_end(&mut answer))
+        .await
+        .expect("refused at once, not queued")
+        .unwrap();
+    assert_eq!(
+        HttpAnswer::parse(&String::from_utf8_lossy(&answer)).status,
+        503
+    );
+    drop(held);
+}

@@ -23,4 +23,14 @@ pub struct HttpArgs {
     /// closed.
     #[arg(long, env = "IDENTITY_HTTP_MAX_CONNECTIONS", default_value_t = 256)]
     pub http_max_connections: usize,
+
+    /// Of those, connections one client address holds at once (an IPv6
+    /// address counts by its /64); more from it are answered 503 and
+    /// closed. At most IDENTITY_HTTP_MAX_CONNECTIONS counts.
+    #[arg(
+        long,
+        env = "IDENTITY_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 32
+    )]
+    pub http_max_connections_per_address: usize,
 }

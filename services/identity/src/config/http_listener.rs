@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 const PUBLIC_URL: &str = "IDENTITY_HTTP_PUBLIC_URL";
 const MAX_CONNECTIONS: &str = "IDENTITY_HTTP_MAX_CONNECTIONS";
+const MAX_PER_ADDRESS: &str = "IDENTITY_HTTP_MAX_CONNECTIONS_PER_ADDRESS";
 
 /// The listener section of [`super::Config`]; `None` when it is off.
 #[derive(Debug, Clone)]
@@ -15,6 +16,9 @@ pub struct HttpListener {
     pub addr: SocketAddr,
     pub public_url: PublicUrl,
     pub max_connections: usize,
+    /// Of those, at most this many from one address (never above
+    /// `max_connections`).
+    pub max_per_address: usize,
 }
 
 /// `scheme://host[:port][/path]` without credentials, query or fragment;
@@ -69,6 +73,9 @@ pub(super) fn load(settings: &Settings, mode: Mode) -> Result<Option<HttpListene
     if !(1..=65_536).contains(&http.http_max_connections) {
         return Err(refuse(MAX_CONNECTIONS, "must be between 1 and 65536"));
     }
+    if !(1..=65_536).contains(&http.http_max_connections_per_address) {
+        return Err(refuse(MAX_PER_ADDRESS, "must be between 1 and 65536"));
+    }
     let configured = http
         .http_public_url
         .as_deref()
@@ -102,6 +109,11 @@ pub(super) fn load(settings: &Settings, mode: Mode) -> Result<Option<HttpListene
         addr,
         public_url,
         max_connections: http.http_max_connections,
+        // Above the whole cap it would mean the whole cap: a smaller
+        // IDENTITY_HTTP_MAX_CONNECTIONS alone need not lower this as well.
+        max_per_address: http
+            .http_max_connections_per_address
+            .min(http.http_max_connections),
     }))
 }
 
@@ -154,6 +166,7 @@ mod tests {
             PublicUrl::Configured("https://id.example.com".into())
         );
         assert_eq!(http.max_connections, 256);
+        assert_eq!(http.max_per_address, 32);
 
         let config = meshed(&[
             "--http-listen-addr=0.0.0.0:8080",
@@ -190,6 +203,21 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(err.setting, "IDENTITY_HTTP_MAX_CONNECTIONS");
+        let err = meshed(&[
+            "--http-listen-addr=0.0.0.0:8080",
+            "--http-public-url=https://id.example.com",
+            "--http-max-connections-per-address=0",
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_HTTP_MAX_CONNECTIONS_PER_ADDRESS");
+        // Above the whole cap it is the whole cap.
+        let config = meshed(&[
+            "--http-listen-addr=0.0.0.0:8080",
+            "--http-public-url=https://id.example.com",
+            "--http-max-connections=4",
+        ])
+        .unwrap();
+        assert_eq!(config.http.unwrap().max_per_address, 4);
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! is a listener of its own.
 //!
 //! Anyone who can reach the port may ask, so every connection is bounded:
-//! a cap on connections at once, one request per connection, the request
-//! head bounded in bytes, header count and time, and the whole connection
-//! in time.
+//! a cap on connections at once, and a smaller one per client address so
+//! that one client's idle sockets cannot take every place (docs/decisions/
+//! 0018), one request per connection, the request head bounded in bytes,
+//! header count and time, and the whole connection in time.
 
 use crate::service::Auth;
 use bytes::Bytes;
@@ -17,9 +18,10 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -195,9 +197,82 @@ fn refusal(status: StatusCode, error: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
+/// Connections open per client, counted by what the socket says (this
+/// listener reads no forwarding header: it decides before reading).
+struct PerClient {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its client's count, given back on drop.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    client: IpAddr,
+}
+
+/// Whom a connection is charged to: an IPv4 address, or an IPv6 address's
+/// /64 (one host is commonly given a whole /64, so counting single IPv6
+/// addresses would cap nobody).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+impl PerClient {
+    /// A place for `ip`'s client, unless it holds `max` already.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let client = client_of(ip);
+        // Counters only: a panic elsewhere cannot leave one half-written.
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(client).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            clients: Arc::clone(self),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .clients
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Entries live only while connections are open: the map holds at
+        // most the global cap's worth of clients.
+        if let Some(count) = open.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
 /// Serves until the task is aborted; dropping it ends every connection.
-pub async fn serve(listener: TcpListener, site: Arc<WellKnown>, max_connections: usize) {
+/// At most `max_connections` at once, of which `max_per_address` from one
+/// client.
+pub async fn serve(
+    listener: TcpListener,
+    site: Arc<WellKnown>,
+    max_connections: usize,
+    max_per_address: usize,
+) {
     let permits = Arc::new(Semaphore::new(max_connections));
+    let clients = Arc::new(PerClient {
+        max: max_per_address,
+        open: Mutex::new(HashMap::new()),
+    });
     let mut connections = JoinSet::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -209,8 +284,8 @@ pub async fn serve(listener: TcpListener, site: Arc<WellKnown>, max_connections:
         .keep_alive(false);
     loop {
         while connections.try_join_next().is_some() {}
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, mostly: wait instead of spinning.
                 tracing::warn!(error = %e, "well-known listener: accept failed");
@@ -218,9 +293,15 @@ pub async fn serve(listener: TcpListener, site: Arc<WellKnown>, max_connections:
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+        // The client's own count first: a client at its cap must not take
+        // (even for a moment) a place of the global cap.
+        let Some(slot) = clients.take(peer.ip()) else {
             // Never waits on the client: what does not fit the socket
             // buffer at once is not sent.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             let _ = stream.try_write(BUSY);
             continue;
         };
@@ -234,8 +315,44 @@ pub async fn serve(listener: TcpListener, site: Arc<WellKnown>, max_connections:
             }),
         );
         connections.spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             let _ = tokio::time::timeout(CONNECTION_DEADLINE, connection).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_an_ipv4_address_or_an_ipv6_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_of(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_of(ip("2001:db8:1:2:ffff:ffff:ffff:ffff")),
+            client_of(ip("2001:db8:1:2::9"))
+        );
+        assert_ne!(
+            client_of(ip("2001:db8:1:3::1")),
+            client_of(ip("2001:db8:1:2::1"))
+        );
+    }
+
+    #[test]
+    fn a_client_at_its_cap_is_refused_until_one_of_its_connections_ends() {
+        let clients = Arc::new(PerClient {
+            max: 2,
+            open: Mutex::new(HashMap::new()),
+        });
+        let a = "192.0.2.1".parse().unwrap();
+        let (first, _second) = (clients.take(a).unwrap(), clients.take(a).unwrap());
+        assert!(clients.take(a).is_none());
+        assert!(clients.take("192.0.2.2".parse().unwrap()).is_some());
+        drop(first);
+        assert!(clients.take(a).is_some());
+        drop(_second);
     }
 }
