@@ -6,10 +6,11 @@
 
 use crate::on_both_backends;
 use crate::revocation::replicas;
+use crate::support::pki::Ca;
 use crate::support::proxy::Proxy;
 use crate::support::{
     ADMIN, Backend, MAX_STALENESS, SLACK, Server, ServerOptions, TestDb, claims_of, eddsa_header,
-    email, eventually, grpcurl, login, register, register_profile,
+    email, eventually, grpcurl, login, register, register_profile, tls_channel, write_tls_files,
 };
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
@@ -469,6 +470,21 @@ async fn an_untrusted_caller_is_limited_like_validate_token_and_a_trusted_proxy_
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server
+                .logs()
+                .lines()
+                .any(|line| line.contains("identity.token.refused") && line.contains("127.0.0.1"))
+        })
+        .await,
+        "the refusals name the caller's own address:\n{}",
+        server.logs()
+    );
+    assert!(
+        !server.logs().contains("203.0.113."),
+        "a forged source reached the logs"
+    );
 
     // A listed proxy speaks for the whole mesh: no per-address limit, and
     // the refusals name the client it reports.
@@ -490,6 +506,76 @@ async fn an_untrusted_caller_is_limited_like_validate_token_and_a_trusted_proxy_
         })
         .await,
         "the refusal names the proxy's client:\n{}",
+        server.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_caller_not_listed_as_a_proxy_is_limited_and_named_by_its_own_address() {
+    // A client certificate proves who the caller is, not that it is a
+    // proxy: it gets the same per-address budget as anyone, and its word
+    // on "my client is 203.0.113.n" is not written into security events.
+    let db = TestDb::new(Backend::Sqlite);
+    let (ca, clients_ca) = (Ca::new("server CA"), Ca::new("clients CA"));
+    let leaf = ca.server();
+    let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
+    let client_ca_file = db.dir.path().join("clients-ca.pem");
+    std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
+    let server = Server::start_with_options(
+        &db,
+        ServerOptions::default()
+            .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
+            .env("IDENTITY_RATE_LIMIT_VALIDATE", "3/1h")
+            .env("IDENTITY_TLS_CERT_FILE", cert)
+            .env("IDENTITY_TLS_KEY_FILE", key)
+            .env(
+                "IDENTITY_TLS_CLIENT_CA_FILE",
+                client_ca_file.display().to_string(),
+            ),
+    );
+    let caller = clients_ca.client("some-service");
+    let channel = tls_channel(
+        server.addr,
+        &ca.pem,
+        Some((&caller.cert_pem, &caller.key_pem)),
+    )
+    .await
+    .unwrap();
+    let mut authz = AuthorizationClient::new(channel);
+
+    // A new forged client address on every call: were it believed, each
+    // would have a budget of its own.
+    let mut limited_after = None;
+    for n in 0..20 {
+        match authz
+            .check(from_client(&format!("203.0.113.{n}"), "not-a-jwt"))
+            .await
+        {
+            Ok(response) => {
+                denied(response.get_ref());
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                limited_after = Some(n);
+                break;
+            }
+        }
+    }
+    assert_eq!(limited_after, Some(3), "limited by its own address");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server
+                .logs()
+                .lines()
+                .any(|line| line.contains("identity.token.refused") && line.contains("127.0.0.1"))
+        })
+        .await,
+        "the refusals name the caller's own address:\n{}",
+        server.logs()
+    );
+    assert!(
+        !server.logs().contains("203.0.113."),
+        "a forged source reached the logs:\n{}",
         server.logs()
     );
 }

@@ -53,14 +53,15 @@ impl ExtAuthzApi {
         }
     }
 
-    /// A configured proxy or a verified mTLS client: a mesh proxy asking
-    /// for all its clients. Anyone else could use Check as a ValidateToken
-    /// without ValidateToken's per-address limit, so is limited like it.
+    /// A configured proxy (IDENTITY_TRUSTED_PROXIES, as for
+    /// `x-forwarded-for`): a mesh proxy asking for all its clients. Anyone
+    /// else could use Check as a ValidateToken without ValidateToken's
+    /// per-address limit, so is limited like it. A client certificate
+    /// proves who the caller is, not that it speaks for others: every
+    /// verifying service of the mesh may hold one (decision 0018).
     fn proxy<T>(&self, request: &Request<T>) -> Proxy {
         let peer = request.remote_addr().map(|a| a.ip().to_canonical());
-        let listed = peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip)));
-        let mtls = request.peer_certs().is_some_and(|certs| !certs.is_empty());
-        if listed || mtls {
+        if peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip))) {
             Proxy::Trusted
         } else {
             Proxy::Untrusted

@@ -14,7 +14,7 @@ use identity_store::{Id, SpendOutcome};
 /// Who asks an external authorization Check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proxy {
-    /// A configured proxy or a verified mTLS client: it speaks for many
+    /// A proxy listed in IDENTITY_TRUSTED_PROXIES: it speaks for many
     /// clients, so no per-address limit applies to it.
     Trusted,
     /// Anyone else, limited like a ValidateToken caller.
