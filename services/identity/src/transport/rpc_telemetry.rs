@@ -143,7 +143,7 @@ struct Settings {
     /// The listen address: `server.address` is never the caller's
     /// `:authority` or `host` (kilobytes of their choosing, repeated in
     /// every log line of the span).
-    address: String,
+    address: Arc<str>,
     port: u16,
 }
 
@@ -168,7 +168,7 @@ impl RpcSpanLayer {
         RpcSpanLayer {
             settings: Arc::new(Settings {
                 trusted,
-                address: listen.ip().to_string(),
+                address: listen.ip().to_string().into(),
                 port: listen.port(),
             }),
         }
@@ -251,19 +251,24 @@ where
             .and_then(|c| c.0)
             .map(|ip| ip.to_string())
             .unwrap_or_default();
+        // Fields are for what a log line inside the call needs; the JSON log
+        // layer serialises every field of every span when it opens (8.7 % of
+        // the server's CPU under ValidateToken load). The constant and
+        // derivable attributes go to the OpenTelemetry span alone, and cost
+        // nothing when no exporter is configured.
         let span = tracing::info_span!(
             "rpc",
             otel.name = label,
             otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            server.address = %self.settings.address,
-            server.port = self.settings.port,
             client.address = %client,
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
+        span.set_attribute("rpc.system", "grpc");
+        span.set_attribute("rpc.service", service);
+        span.set_attribute("rpc.method", method);
+        span.set_attribute("server.address", Arc::clone(&self.settings.address));
+        span.set_attribute("server.port", i64::from(self.settings.port));
         let trusted = self.settings.trusts(request.extensions());
         adopt_remote_context(&span, request.headers(), trusted);
         record_ids(&span);
