@@ -2,8 +2,19 @@
 //! yet: one fetch at a time (callers that arrive during a fetch wait for its
 //! result) and at most one per `min_interval`, so tokens with made-up
 //! `kid`s cannot make this service hammer identity.
+//!
+//! Each key set comes with a bounded cache of the tokens it verified
+//! (`identity_core::token_cache`, keyed by the token's SHA-256, kept until
+//! its `exp`), so a token seen again skips the JWT parsing and the
+//! signature. The cache lives and dies with its key set: once identity
+//! publishes other keys (a rotation, a removed key, a reset), every token is
+//! verified again against them. It caches signatures and claims only; the
+//! revocation state and the staleness bound are consulted on every call
+//! (`Verifier::verify`).
 
-use identity_core::tokens::{AccessClaims, JwkError, PublicJwk, Refusal, VerifyingKeys};
+use crate::principal::now_unix;
+use identity_core::token_cache::{self, TokenCache, Verified};
+use identity_core::tokens::{JwkError, PublicJwk, Refusal, VerifyingKeys};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -27,8 +38,17 @@ pub(crate) struct Rules {
 
 struct Current {
     keys: Arc<VerifyingKeys>,
+    /// Tokens `keys` verified; replaced with the keys.
+    verified: Arc<TokenCache>,
     /// Bumped by every fetch, so a caller that waited for the lock sees
     /// that someone else fetched meanwhile.
+    generation: u64,
+}
+
+/// A key set as one caller uses it.
+struct Snapshot {
+    keys: Arc<VerifyingKeys>,
+    verified: Arc<TokenCache>,
     generation: u64,
 }
 
@@ -39,6 +59,8 @@ pub(crate) struct KeyCache {
     min_interval: Duration,
     rules: Rules,
     fetch: Fetch,
+    /// Capacity of each key set's cache of verified tokens (0: none).
+    cache_size: usize,
 }
 
 impl KeyCache {
@@ -47,6 +69,7 @@ impl KeyCache {
         rules: Rules,
         min_interval: Duration,
         fetch: Fetch,
+        cache_size: usize,
     ) -> Result<Self, JwkError> {
         let keys = VerifyingKeys::from_jwks(
             jwks,
@@ -57,37 +80,58 @@ impl KeyCache {
         Ok(KeyCache {
             current: RwLock::new(Current {
                 keys: Arc::new(keys),
+                verified: Arc::new(TokenCache::new(cache_size)),
                 generation: 0,
             }),
             fetching: tokio::sync::Mutex::new(Some(Instant::now())),
             min_interval,
             rules,
             fetch,
+            cache_size,
         })
     }
 
-    fn snapshot(&self) -> (Arc<VerifyingKeys>, u64) {
-        match self.current.read() {
-            Ok(c) => (Arc::clone(&c.keys), c.generation),
-            Err(poisoned) => {
-                let c = poisoned.into_inner();
-                (Arc::clone(&c.keys), c.generation)
-            }
+    fn snapshot(&self) -> Snapshot {
+        let c = match self.current.read() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Snapshot {
+            keys: Arc::clone(&c.keys),
+            verified: Arc::clone(&c.verified),
+            generation: c.generation,
         }
     }
 
     /// Verifies `token` with the keys known now, fetching them again (at
     /// most once per interval, one fetch at a time) when its key is unknown.
-    pub(crate) async fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
-        let (keys, generation) = self.snapshot();
-        match keys.verify(token) {
-            Err(Refusal::UnknownKey) => {
-                self.refetch(generation, false).await;
-                let (keys, _) = self.snapshot();
-                keys.verify(token)
-            }
-            other => other,
+    pub(crate) async fn verify(&self, token: &str) -> Result<Arc<Verified>, Refusal> {
+        let now = now_unix();
+        let current = self.snapshot();
+        let key = current
+            .verified
+            .enabled()
+            .then(|| token_cache::key_of(token));
+        if let Some(key) = &key
+            && let Some(hit) = current.verified.get(key, now)
+        {
+            return Ok(hit);
         }
+        let (claims, verified_by) = match current.keys.verify(token) {
+            Err(Refusal::UnknownKey) => {
+                self.refetch(current.generation, false).await;
+                let again = self.snapshot();
+                (again.keys.verify(token)?, again.verified)
+            }
+            other => (other?, current.verified),
+        };
+        let verified = Arc::new(Verified::new(claims));
+        if let Some(key) = key {
+            // Into the cache of the keys that verified it: if they were
+            // replaced meanwhile, the entry goes with them.
+            verified_by.insert(key, Arc::clone(&verified), now);
+        }
+        Ok(verified)
     }
 
     /// Fetches the keys unless someone fetched since `seen` or (without
@@ -96,7 +140,7 @@ impl KeyCache {
     /// caller of ours controls.
     pub(crate) async fn refetch(&self, seen: u64, force: bool) {
         let mut last = self.fetching.lock().await;
-        if self.snapshot().1 != seen {
+        if self.snapshot().generation != seen {
             return;
         }
         if !force && last.is_some_and(|at| at.elapsed() < self.min_interval) {
@@ -116,6 +160,7 @@ impl KeyCache {
                         Err(poisoned) => poisoned.into_inner(),
                     };
                     current.keys = Arc::new(keys);
+                    current.verified = Arc::new(TokenCache::new(self.cache_size));
                     current.generation += 1;
                 }
                 Err(error) => {
@@ -128,7 +173,7 @@ impl KeyCache {
 
     /// Fetches now (identity said the keys changed).
     pub(crate) async fn refresh(&self) {
-        let (_, generation) = self.snapshot();
+        let generation = self.snapshot().generation;
         self.refetch(generation, true).await;
     }
 }
@@ -136,7 +181,7 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use identity_core::tokens::{Ed25519Key, TokenKeys, generate_ed25519_pem};
+    use identity_core::tokens::{AccessClaims, Ed25519Key, TokenKeys, generate_ed25519_pem};
     use secrecy::ExposeSecret as _;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -207,6 +252,7 @@ mod tests {
                 rules(),
                 INTERVAL,
                 counting([new.jwks(), old.jwks()].concat(), Arc::clone(&calls)),
+                100,
             )
             .unwrap(),
         );
@@ -236,11 +282,15 @@ mod tests {
             rules(),
             INTERVAL,
             counting(known.jwks().to_vec(), Arc::clone(&calls)),
+            100,
         )
         .unwrap();
         let forged = token(&stranger);
         for _ in 0..50 {
-            assert_eq!(cache.verify(&forged).await, Err(Refusal::UnknownKey));
+            assert_eq!(
+                cache.verify(&forged).await.map(drop),
+                Err(Refusal::UnknownKey)
+            );
         }
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -249,14 +299,73 @@ mod tests {
         );
         tokio::time::sleep(INTERVAL).await;
         for _ in 0..50 {
-            assert_eq!(cache.verify(&forged).await, Err(Refusal::UnknownKey));
+            assert_eq!(
+                cache.verify(&forged).await.map(drop),
+                Err(Refusal::UnknownKey)
+            );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch per interval");
         tokio::time::sleep(INTERVAL).await;
-        assert_eq!(cache.verify(&forged).await, Err(Refusal::UnknownKey));
+        assert_eq!(
+            cache.verify(&forged).await.map(drop),
+            Err(Refusal::UnknownKey)
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // identity's own word is not rate-limited.
         cache.refresh().await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_token_seen_again_is_not_verified_again_while_its_keys_stand() {
+        let keys = signer();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = KeyCache::new(
+            keys.jwks(),
+            rules(),
+            INTERVAL,
+            counting(keys.jwks().to_vec(), Arc::clone(&calls)),
+            100,
+        )
+        .unwrap();
+        let token = token(&keys);
+        let first = cache.verify(&token).await.unwrap();
+        let again = cache.verify(&token).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the second call is a hit");
+        let mut forged = token.clone();
+        forged.pop();
+        assert!(
+            cache.verify(&forged).await.is_err(),
+            "another string is another entry"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cached_verification_does_not_outlive_the_key_that_made_it() {
+        // The attacker holds a token of a key identity has since withdrawn
+        // (leaked, rotated out): the cache must not keep vouching for it.
+        let (withdrawn, kept) = (signer(), signer());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let cache = KeyCache::new(
+            &[withdrawn.jwks(), kept.jwks()].concat(),
+            rules(),
+            INTERVAL,
+            counting(kept.jwks().to_vec(), Arc::clone(&calls)),
+            100,
+        )
+        .unwrap();
+        let stolen = token(&withdrawn);
+        for _ in 0..3 {
+            assert!(cache.verify(&stolen).await.is_ok(), "cached meanwhile");
+        }
+        // identity says its keys changed (key_set_changed or a reset).
+        cache.refresh().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            cache.verify(&stolen).await.map(drop),
+            Err(Refusal::UnknownKey),
+            "refused once its key is gone"
+        );
+        assert!(cache.verify(&token(&kept)).await.is_ok());
     }
 }

@@ -13,6 +13,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
+/// Verified tokens remembered by default: a few MB at most (an entry is
+/// the token's claims and its 32-byte key).
+const DEFAULT_TOKEN_CACHE_SIZE: usize = 10_000;
+
 /// How long a `ValidateToken` answer of "inactive" is reused for the
 /// session before asking again.
 const INACTIVE_REUSE_SECS: i64 = 30;
@@ -66,6 +70,7 @@ pub struct VerifierBuilder {
     fallback: Fallback,
     remote_timeout: Duration,
     jwks_min_interval: Duration,
+    token_cache_size: usize,
 }
 
 impl VerifierBuilder {
@@ -149,6 +154,16 @@ impl VerifierBuilder {
         self
     }
 
+    /// How many verified tokens (signature and claims) are remembered, each
+    /// until its `exp`, keyed by its SHA-256 (default 10,000; 0: none). A
+    /// token seen again skips the signature check; the revocation stream
+    /// and the staleness bound still decide every call, and the cache is
+    /// dropped whenever identity's key set is fetched again.
+    pub fn token_cache_size(mut self, tokens: usize) -> Self {
+        self.token_cache_size = tokens;
+        self
+    }
+
     /// Fetches the keys (within the remote timeout, else an error) and
     /// starts following the revocation stream in a task of its own, which
     /// ends with the last clone of the verifier. Tokens are refused
@@ -182,6 +197,7 @@ impl VerifierBuilder {
             },
             self.jwks_min_interval,
             fetch,
+            self.token_cache_size,
         )?;
         let shared = Arc::new(Shared {
             keys,
@@ -322,6 +338,7 @@ impl Verifier {
             fallback: Fallback::Refuse,
             remote_timeout: Duration::from_millis(500),
             jwks_min_interval: Duration::from_secs(10),
+            token_cache_size: DEFAULT_TOKEN_CACHE_SIZE,
         }
     }
 
@@ -342,16 +359,17 @@ impl Verifier {
 
     /// Verifies an access token (without `Bearer `) and says whom it names.
     pub async fn verify(&self, token: &str) -> Result<Principal, VerifyError> {
-        let claims = self
+        let verified = self
             .shared
             .keys
             .verify(token)
             .await
             .map_err(VerifyError::Refused)?;
+        let claims = &verified.claims;
         if let Some(last_heartbeat) = self.shared.silent_for() {
             return match self.shared.fallback {
                 Fallback::Refuse => Err(VerifyError::Stale { last_heartbeat }),
-                Fallback::Remote => self.ask_remote(token, &claims, None).await,
+                Fallback::Remote => self.ask_remote(token, claims, None).await,
             };
         }
         let (decision, epoch) = {
@@ -373,7 +391,7 @@ impl Verifier {
         match decision {
             Decision::Revoked => Err(VerifyError::Revoked),
             Decision::Accept(roles) => Ok(principal(claims, roles)),
-            Decision::AskRemote => self.ask_remote(token, &claims, Some(epoch)).await,
+            Decision::AskRemote => self.ask_remote(token, claims, Some(epoch)).await,
         }
     }
 
@@ -415,14 +433,14 @@ impl Verifier {
     }
 }
 
-fn principal(claims: AccessClaims, roles: Vec<String>) -> Principal {
+fn principal(claims: &AccessClaims, roles: Vec<String>) -> Principal {
     Principal {
         subject: claims.sub.clone(),
-        profile_id: claims.sub,
-        session_id: claims.sid,
+        profile_id: claims.sub.clone(),
+        session_id: claims.sid.clone(),
         roles,
-        auth_provider: claims.auth_provider,
-        auth_id: claims.auth_id,
+        auth_provider: claims.auth_provider.clone(),
+        auth_id: claims.auth_id.clone(),
         expire_time: unix_time(claims.exp),
     }
 }

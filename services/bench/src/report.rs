@@ -195,6 +195,22 @@ fn targets(
             " ms",
             propagation.map(|p| p.p99_ms),
         ),
+        at_least(
+            "client_verify cached (verifications/s, one core)",
+            500_000.0,
+            find("client_verify_cached").map(|r| r.summary.rps),
+        ),
+        at_least(
+            "client_verify first-seen (verifications/s, one core)",
+            20_000.0,
+            find("client_verify_first_seen").map(|r| r.summary.rps),
+        ),
+        at_most(
+            "revocation_to_client p99",
+            50.0,
+            " ms",
+            find("revocation_to_client").map(|r| r.summary.latency_ms.p99),
+        ),
         at_most(
             "server RSS idle",
             30.0,
@@ -364,7 +380,7 @@ pub fn print_report(report: &Report) {
             None => "-",
         };
         println!(
-            "  {:<34} {:>10}  {:>14}  {}",
+            "  {:<52} {:>10}  {:>14}  {}",
             t.name, t.target, measured, verdict
         );
     }

@@ -86,6 +86,9 @@ fn every_scenario_runs_without_errors() {
         "validate_quiet_fixed_rate",
         "validate_under_login_flood",
         "revocation_propagation",
+        "client_verify_cached",
+        "client_verify_first_seen",
+        "revocation_to_client",
     ] {
         assert!(names.contains(&expected), "{expected} missing: {names:?}");
     }

@@ -1,5 +1,6 @@
 //! The scenarios of `make bench` and the order they run in.
 
+mod client;
 mod flood;
 mod login;
 mod prepared;
@@ -11,6 +12,7 @@ pub mod soak;
 
 use crate::options::Env;
 use crate::report::{Bcrypt, Propagation, Row};
+use client::{client_verify, revocation_to_client};
 use flood::flood;
 use login::{login, measure_bcrypt};
 use prepared::{
@@ -37,6 +39,8 @@ const ALL: &[&str] = &[
     "login",
     "validate_under_login_flood",
     "revocation_propagation",
+    "client_verify",
+    "revocation_to_client",
 ];
 
 /// The scenarios named on the command line (all when none is), each known.
@@ -147,6 +151,8 @@ pub async fn run(env: &Env, selected: &[String], cores: usize) -> anyhow::Result
                 rows.push(row);
                 propagation = Some(p);
             }
+            "client_verify" => rows.extend(client_verify(env).await?),
+            "revocation_to_client" => rows.push(revocation_to_client(env).await?),
             _ => unreachable!("checked by select"),
         }
         eprintln!("bench: {name} done in {:.1}s", t.elapsed().as_secs_f64());
