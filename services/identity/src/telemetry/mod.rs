@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod export;
 pub mod metrics;
+mod span_fields;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
@@ -156,6 +157,7 @@ pub fn init(
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
+            .fmt_fields(span_fields::SpanFields)
             .with_writer(std::io::stdout)
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
