@@ -368,4 +368,49 @@ mod tests {
         );
         assert!(cache.verify(&token(&kept)).await.is_ok());
     }
+    /// identity withdraws a key and says so (key_set_changed) while a fetch
+    /// that a token with an unknown kid started is still in flight: that
+    /// fetch's answer predates the withdrawal.
+    #[tokio::test]
+    async fn attack_a_key_withdrawn_during_a_fetch_in_flight_is_refused() {
+        let (withdrawn, kept, stranger) = (signer(), signer(), signer());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let before = [withdrawn.jwks(), kept.jwks()].concat();
+        let after = kept.jwks().to_vec();
+        let fetch: Fetch = {
+            let calls = Arc::clone(&calls);
+            Arc::new(move || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                let jwks = if n == 0 { before.clone() } else { after.clone() };
+                let fetching: Fetching = Box::pin(async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(jwks)
+                });
+                fetching
+            })
+        };
+        let cache = Arc::new(
+            KeyCache::new(&[withdrawn.jwks(), kept.jwks()].concat(), rules(), INTERVAL, fetch, 100)
+                .unwrap(),
+        );
+        let stolen = token(&withdrawn);
+        assert!(cache.verify(&stolen).await.is_ok(), "valid before withdrawal, now cached");
+        tokio::time::sleep(INTERVAL).await;
+        // Anyone sends a token with an unknown kid: a fetch starts.
+        let probe = {
+            let cache = Arc::clone(&cache);
+            let t = token(&stranger);
+            tokio::spawn(async move { cache.verify(&t).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // identity withdraws the key now and announces it (key_set_changed).
+        cache.refresh().await;
+        let _ = probe.await;
+        eprintln!("GetJwks calls: {}", calls.load(Ordering::SeqCst));
+        assert_eq!(
+            cache.verify(&stolen).await.map(drop),
+            Err(Refusal::UnknownKey),
+            "the withdrawn key's token must be refused after key_set_changed"
+        );
+    }
 }
