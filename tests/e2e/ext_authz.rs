@@ -10,7 +10,7 @@ use crate::support::pki::Ca;
 use crate::support::proxy::Proxy;
 use crate::support::{
     ADMIN, Backend, MAX_STALENESS, SLACK, Server, ServerOptions, TestDb, claims_of, eddsa_header,
-    email, eventually, grpcurl, login, register, register_profile, tls_channel, write_tls_files,
+    email, eventually, grpcurl, login, mtls_options, register, register_profile, tls_channel,
 };
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
@@ -517,21 +517,12 @@ async fn an_mtls_caller_not_listed_as_a_proxy_is_limited_and_named_by_its_own_ad
     // on "my client is 203.0.113.n" is not written into security events.
     let db = TestDb::new(Backend::Sqlite);
     let (ca, clients_ca) = (Ca::new("server CA"), Ca::new("clients CA"));
-    let leaf = ca.server();
-    let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
-    let client_ca_file = db.dir.path().join("clients-ca.pem");
-    std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
     let server = Server::start_with_options(
         &db,
-        ServerOptions::default()
+        mtls_options(&db, &ca, &clients_ca)
+            .await
             .env("IDENTITY_RATE_LIMIT_ENABLED", "true")
-            .env("IDENTITY_RATE_LIMIT_VALIDATE", "3/1h")
-            .env("IDENTITY_TLS_CERT_FILE", cert)
-            .env("IDENTITY_TLS_KEY_FILE", key)
-            .env(
-                "IDENTITY_TLS_CLIENT_CA_FILE",
-                client_ca_file.display().to_string(),
-            ),
+            .env("IDENTITY_RATE_LIMIT_VALIDATE", "3/1h"),
     );
     let caller = clients_ca.client("some-service");
     let channel = tls_channel(

@@ -41,3 +41,24 @@ pub async fn tls_channel(
         .connect()
         .await
 }
+
+/// The options of a server that requires client certificates: its own
+/// certificate signed by `ca`, and `clients_ca` as the CA of its clients
+/// (files in the database's directory). More settings chain on.
+pub async fn mtls_options(
+    db: &super::TestDb,
+    ca: &super::pki::Ca,
+    clients_ca: &super::pki::Ca,
+) -> super::ServerOptions {
+    let leaf = ca.server();
+    let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
+    let client_ca_file = db.dir.path().join("clients-ca.pem");
+    std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
+    super::ServerOptions::default()
+        .env("IDENTITY_TLS_CERT_FILE", cert)
+        .env("IDENTITY_TLS_KEY_FILE", key)
+        .env(
+            "IDENTITY_TLS_CLIENT_CA_FILE",
+            client_ca_file.display().to_string(),
+        )
+}

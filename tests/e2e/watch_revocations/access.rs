@@ -4,8 +4,8 @@
 use super::*;
 use crate::support::pki::Ca;
 use crate::support::{
-    Profiles, admin_command, email, register, register_profile, set_roles, tls_channel,
-    write_tls_files,
+    Profiles, admin_command, email, mtls_options, register, register_profile, set_roles,
+    tls_channel,
 };
 use tonic::Code;
 
@@ -132,20 +132,7 @@ async fn a_watch_ends_when_the_role_is_taken_away() {
 async fn an_mtls_peer_watches_without_a_token() {
     let db = TestDb::new(Backend::Sqlite);
     let (ca, clients_ca) = (Ca::new("server CA"), Ca::new("clients CA"));
-    let leaf = ca.server();
-    let (cert, key) = write_tls_files(db.dir.path(), "server", &leaf.cert_pem, &leaf.key_pem).await;
-    let client_ca_file = db.dir.path().join("clients-ca.pem");
-    std::fs::write(&client_ca_file, &clients_ca.pem).unwrap();
-    let server = Server::start_with_options(
-        &db,
-        ServerOptions::default()
-            .env("IDENTITY_TLS_CERT_FILE", cert)
-            .env("IDENTITY_TLS_KEY_FILE", key)
-            .env(
-                "IDENTITY_TLS_CLIENT_CA_FILE",
-                client_ca_file.display().to_string(),
-            ),
-    );
+    let server = Server::start_with_options(&db, mtls_options(&db, &ca, &clients_ca).await);
     let verifier = clients_ca.client("verifier");
     let channel = tls_channel(
         server.addr,
