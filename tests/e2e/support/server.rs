@@ -226,6 +226,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test shows what its server said last: a flake seen once
+        // in CI explains itself there.
+        if std::thread::panicking() {
+            // Never a second panic while unwinding (it would abort).
+            if let Ok(lines) = self.logs.lock() {
+                eprintln!(
+                    "--- the server's last log lines ---\n{}",
+                    lines[lines.len().saturating_sub(80)..].join("\n")
+                );
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
