@@ -10,11 +10,11 @@ use std::sync::{Mutex, PoisonError};
 /// completed).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-#[test]
-fn every_scenario_runs_without_errors() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    // The identity binary belongs to another package: make sure it is built
-    // (a no-op under `cargo test --workspace`).
+/// Runs the bench with `args` against the debug identity binary (built
+/// first: it belongs to another package) and writes its report to a file
+/// of its own; the report and what it printed. Fails the test when the
+/// bench fails.
+fn run_bench(what: &str, args: &[&str]) -> (serde_json::Value, String) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args(["build", "-p", "identity", "--bin", "identity"])
@@ -24,10 +24,34 @@ fn every_scenario_runs_without_errors() {
     let bench = std::path::Path::new(env!("CARGO_BIN_EXE_bench"));
     let identity = bench.with_file_name("identity");
     assert!(identity.exists(), "{} missing", identity.display());
-
-    let out = std::env::temp_dir().join(format!("bench-smoke-{}.json", std::process::id()));
+    let out = std::env::temp_dir().join(format!("bench-{what}-{}.json", std::process::id()));
     let output = Command::new(bench)
-        .args([
+        .args(args)
+        .arg("--identity-bin")
+        .arg(&identity)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "{what} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&out);
+    (report, stdout)
+}
+
+#[test]
+fn every_scenario_runs_without_errors() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let echo = env!("CARGO_BIN_EXE_echo-server");
+    let (report, _) = run_bench(
+        "smoke",
+        &[
             "--duration",
             "300ms",
             "--warmup",
@@ -51,24 +75,10 @@ fn every_scenario_runs_without_errors() {
             "2",
             "--h2load-streams",
             "4",
-        ])
-        .arg("--identity-bin")
-        .arg(&identity)
-        .arg("--echo-bin")
-        .arg(env!("CARGO_BIN_EXE_echo-server"))
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("bench runs");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    assert!(
-        output.status.success(),
-        "bench failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+            "--echo-bin",
+            echo,
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&out);
     let scenarios = report["scenarios"].as_array().unwrap();
     let names: Vec<&str> = scenarios
         .iter()
@@ -132,17 +142,9 @@ fn every_scenario_runs_without_errors() {
 #[test]
 fn a_short_soak_runs_without_errors_and_judges_its_trend() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_bench"));
-    let identity = bench.with_file_name("identity");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "identity", "--bin", "identity"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cannot build the identity binary");
-    let out = std::env::temp_dir().join(format!("bench-soak-{}.json", std::process::id()));
-    let output = Command::new(bench)
-        .args([
+    let (report, stdout) = run_bench(
+        "soak",
+        &[
             "--soak",
             "20s",
             "--soak-interval",
@@ -156,23 +158,8 @@ fn a_short_soak_runs_without_errors_and_judges_its_trend() {
             "2",
             "--concurrency",
             "8",
-        ])
-        .arg("--identity-bin")
-        .arg(&identity)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "soak failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&out);
     let samples = report["samples"].as_array().unwrap();
     assert_eq!(samples.len(), 4, "{samples:?}");
     for s in samples {
@@ -192,17 +179,9 @@ fn a_short_soak_runs_without_errors_and_judges_its_trend() {
 #[test]
 fn a_small_scale_run_measures_both_sizes_and_every_hot_query_uses_an_index() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let bench = std::path::Path::new(env!("CARGO_BIN_EXE_bench"));
-    let identity = bench.with_file_name("identity");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "identity", "--bin", "identity"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "cannot build the identity binary");
-    let out = std::env::temp_dir().join(format!("bench-scale-{}.json", std::process::id()));
-    let output = Command::new(bench)
-        .args([
+    let (report, _) = run_bench(
+        "scale",
+        &[
             "--scale",
             "2000",
             "--duration",
@@ -215,22 +194,8 @@ fn a_small_scale_run_measures_both_sizes_and_every_hot_query_uses_an_index() {
             "2",
             "--concurrency",
             "4",
-        ])
-        .arg("--identity-bin")
-        .arg(&identity)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .expect("bench runs");
-    println!("{}", String::from_utf8_lossy(&output.stdout));
-    assert!(
-        output.status.success(),
-        "scale failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let _ = std::fs::remove_file(&out);
     assert_eq!(report["sizes"], serde_json::json!([2000, 10000]));
     let scenarios = report["scenarios"].as_object().unwrap();
     for name in [

@@ -145,6 +145,9 @@ struct Settings {
     /// every log line of the span).
     address: Arc<str>,
     port: u16,
+    /// Whether spans are exported: without an OpenTelemetry layer the
+    /// attributes only it reads are not set at all (five look-ups a call).
+    exported: bool,
 }
 
 impl Settings {
@@ -170,6 +173,8 @@ impl RpcSpanLayer {
                 trusted,
                 address: listen.ip().to_string().into(),
                 port: listen.port(),
+                // telemetry::init's own test: without it no layer reads them.
+                exported: crate::telemetry::otlp_enabled(),
             }),
         }
     }
@@ -264,11 +269,13 @@ where
             trace_id = tracing::field::Empty,
             span_id = tracing::field::Empty,
         );
-        span.set_attribute("rpc.system", "grpc");
-        span.set_attribute("rpc.service", service);
-        span.set_attribute("rpc.method", method);
-        span.set_attribute("server.address", Arc::clone(&self.settings.address));
-        span.set_attribute("server.port", i64::from(self.settings.port));
+        if self.settings.exported {
+            span.set_attribute("rpc.system", "grpc");
+            span.set_attribute("rpc.service", service);
+            span.set_attribute("rpc.method", method);
+            span.set_attribute("server.address", Arc::clone(&self.settings.address));
+            span.set_attribute("server.port", i64::from(self.settings.port));
+        }
         let trusted = self.settings.trusts(request.extensions());
         adopt_remote_context(&span, request.headers(), trusted);
         record_ids(&span);
