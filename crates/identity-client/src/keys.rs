@@ -14,7 +14,7 @@
 
 use crate::principal::now_unix;
 use identity_core::token_cache::{self, TokenCache, Verified};
-use identity_core::tokens::{JwkError, PublicJwk, Refusal, VerifyingKeys};
+use identity_core::tokens::{JwkError, PublicJwk, Refusal, VerifyingKeys, check_size};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -106,6 +106,8 @@ impl KeyCache {
     /// Verifies `token` with the keys known now, fetching them again (at
     /// most once per interval, one fetch at a time) when its key is unknown.
     pub(crate) async fn verify(&self, token: &str) -> Result<Arc<Verified>, Refusal> {
+        // Before hashing for the cache: an oversized token costs nothing.
+        check_size(token)?;
         let now = now_unix();
         let current = self.snapshot();
         let key = current

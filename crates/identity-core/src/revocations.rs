@@ -5,8 +5,10 @@
 //! The rules that make that hold:
 //!
 //! - **Revoked is final.** A session seen revoked (or missing) in the
-//!   database, or announced revoked, stays refused here; refusing is always
-//!   safe, so revoked entries are also used when memory is not trusted.
+//!   database, or announced revoked by its id, stays refused here; refusing
+//!   is always safe, so revoked entries are also used when memory is not
+//!   trusted. A profile's revocation names no sessions: it only makes
+//!   memory forget the profile's live ones (see `revoke_profile`).
 //! - **Active answers need trust.** "Live" is answered from memory only
 //!   while the state is trusted: always for the single-node SQLite backend
 //!   (every revocation passes through this process), and for PostgreSQL
@@ -194,15 +196,20 @@ impl RevocationState {
         self.store(sid, State::Revoked { until }, now);
     }
 
-    /// Every session of `profile` but `except` was revoked. Sessions not in
-    /// memory need nothing: their next check reads the database.
-    pub fn revoke_profile(&self, profile: Uuid, except: Option<Uuid>, now: Instant) {
+    /// Every session of `profile` but `except` was revoked. Its live
+    /// entries are forgotten, not marked revoked: the announcement does not
+    /// say which sessions it ended, and it may arrive (as the echo of this
+    /// replica's own, or from another) after the user signed in again, a
+    /// session the database holds live. Forgetting is as safe: the epoch
+    /// bump keeps any lookup begun before it from storing "live", and
+    /// every later check reads the database, which has the revocation.
+    /// Sessions not in memory need nothing for the same reason.
+    pub fn revoke_profile(&self, profile: Uuid, except: Option<Uuid>) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        let until = self.millis(now + self.revoked_ttl);
         // Every stripe, so that no lookup that checked the epoch before the
         // bump can store a live answer behind the sweep.
         let _stripes = self.stripes.all();
-        let revoked: Vec<Uuid> = self
+        let ended: Vec<Uuid> = self
             .sessions
             .entries()
             .filter(|(sid, state)| {
@@ -211,8 +218,9 @@ impl RevocationState {
             })
             .map(|(sid, _)| sid)
             .collect();
-        for sid in revoked {
-            self.store(sid, State::Revoked { until }, now);
+        for sid in ended {
+            self.sessions
+                .remove_if(&sid, |s| matches!(s, State::Active { .. }));
         }
     }
 
@@ -292,7 +300,7 @@ mod tests {
         // The read started (and saw the session live) before the revocation
         // was applied; its answer arrives after.
         let ticket = state.begin_lookup();
-        state.revoke_profile(profile, None, Instant::now()); // not in memory yet
+        state.revoke_profile(profile, None); // not in memory yet
         state.record_lookup(ticket, sid, Some((profile, i64::MAX)), Instant::now());
         assert_eq!(
             state.check(sid, &sub(profile), 0, Instant::now()),
@@ -320,10 +328,29 @@ mod tests {
         let profile = Uuid::now_v7();
         learn_live(&state, a, profile);
         learn_live(&state, b, profile);
-        state.revoke_profile(profile, Some(b), Instant::now());
+        state.revoke_profile(profile, Some(b));
         let now = Instant::now();
-        assert_eq!(state.check(a, &sub(profile), 0, now), Answer::Revoked);
+        assert_eq!(state.check(a, &sub(profile), 0, now), Answer::Unknown);
         assert_eq!(state.check(b, &sub(profile), 0, now), Answer::Live);
+    }
+
+    /// ChangePassword applies its revocation at once, and again when its
+    /// announcement comes back (or reaches another replica) up to a
+    /// quarter of a second later. A user who signs in between must not
+    /// find the new session refused by the late copy: the database says
+    /// live, so the late copy may make memory ask again, never refuse.
+    #[test]
+    fn a_late_announcement_never_refuses_a_session_begun_after_the_revocation() {
+        let state = trusted();
+        let (old, new) = ids();
+        let profile = Uuid::now_v7();
+        learn_live(&state, old, profile);
+        state.revoke_profile(profile, None);
+        learn_live(&state, new, profile); // signed in after; the database says live
+        state.revoke_profile(profile, None); // the late copy
+        let now = Instant::now();
+        assert_ne!(state.check(new, &sub(profile), 0, now), Answer::Revoked);
+        assert_ne!(state.check(old, &sub(profile), 0, now), Answer::Live);
     }
 
     #[test]
@@ -442,9 +469,8 @@ mod tests {
     #[test]
     fn no_lookup_begun_before_a_profile_revocation_outlives_it() {
         for _ in 0..100 {
-            let (state, profile, sids) = lookups_racing(|state, profile| {
-                state.revoke_profile(profile, None, Instant::now())
-            });
+            let (state, profile, sids) =
+                lookups_racing(|state, profile| state.revoke_profile(profile, None));
             for sid in &sids {
                 assert_ne!(
                     state.check(*sid, &sub(profile), 0, Instant::now()),

@@ -21,6 +21,15 @@ pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Longer inputs are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// The first check of every token verification, before it is parsed or
+/// hashed for a cache: empty and oversized tokens cost nothing more.
+pub fn check_size(token: &str) -> Result<(), Refusal> {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(Refusal::Malformed);
+    }
+    Ok(())
+}
+
 /// Claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
@@ -258,9 +267,7 @@ impl VerifyingKeys {
     /// Checks everything a token carries by itself. Revocation is the
     /// caller's next step (it needs the session store).
     pub fn verify(&self, token: &str) -> Result<AccessClaims, Refusal> {
-        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
-            return Err(Refusal::Malformed);
-        }
+        check_size(token)?;
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                 Refusal::WrongAlgorithm

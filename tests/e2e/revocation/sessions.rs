@@ -7,6 +7,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     cached_tokens_of_revoked_sessions_are_refused_at_once,
+    a_sign_in_right_after_a_password_change_is_never_refused,
     validation_is_answered_from_memory_and_reconciliation_heals_outside_revocations,
 );
 
@@ -110,6 +111,43 @@ async fn cached_tokens_of_revoked_sessions_are_refused_at_once(backend: Backend)
         .unwrap();
     assert!(!active(&mut auth, &third.access_token).await);
     assert!(!active(&mut auth, &fifth.access_token).await);
+}
+
+/// The password change is applied at once and its announcement comes back
+/// up to a quarter of `IDENTITY_REVOCATION_MAX_STALENESS` later; the user
+/// who signs in with the new password meanwhile must keep the new session
+/// (the late copy once refused it until the access token expired).
+async fn a_sign_in_right_after_a_password_change_is_never_refused(backend: Backend) {
+    let db = TestDb::new(backend);
+    let server = Server::start(&db);
+    let mut auth = server.auth().await;
+    let address = email("signs-in-again");
+    let mut current = register(&mut auth, &address).await;
+    let mut password = PASSWORD.to_owned();
+    for round in 0..3 {
+        let new_password = format!("{PASSWORD} round {round}");
+        auth.change_password(bearer(
+            &current.access_token,
+            ChangePasswordRequest {
+                current_password: password.clone(),
+                new_password: new_password.clone(),
+            },
+        ))
+        .await
+        .unwrap();
+        password = new_password;
+        let again = login_with(&mut auth, &address, &password).await;
+        // Past the announcement's return (the poll or NOTIFY) and then some.
+        let until = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < until {
+            assert!(
+                active(&mut auth, &again.access_token).await,
+                "round {round}: the session signed in after the change was refused"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        current = again;
+    }
 }
 
 /// Revokes a session behind the service's back (no announcement).

@@ -176,9 +176,9 @@ impl FastPath {
         store: &Store,
         token: &str,
     ) -> Result<Result<AccessClaims, Refusal>, Error> {
-        // The size bound of `TokenKeys::verify`, before hashing for the cache.
-        if token.is_empty() || token.len() > identity_core::tokens::MAX_TOKEN_BYTES {
-            return Ok(Err(Refusal::Malformed));
+        // Before hashing for the cache.
+        if let Err(refusal) = identity_core::tokens::check_size(token) {
+            return Ok(Err(refusal));
         }
         let now_unix = chrono::Utc::now().timestamp();
         let verified = if self.tokens.enabled() {
@@ -280,8 +280,7 @@ impl FastPath {
         match *what {
             Revoked::Session(id) => self.sessions.revoke_session(id.0, now),
             Revoked::Profile { profile, except } => {
-                self.sessions
-                    .revoke_profile(profile.0, except.map(|e| e.0), now)
+                self.sessions.revoke_profile(profile.0, except.map(|e| e.0))
             }
             Revoked::ProfileChanged(id) => self.profiles.invalidate(id),
         }
