@@ -5,6 +5,7 @@
 //! only services may watch.
 
 mod access;
+mod caps;
 mod events;
 mod resume;
 mod slow;
@@ -142,6 +143,41 @@ pub(crate) fn watched(backend: Backend, options: ServerOptions) -> (TestDb, Serv
     let server = Server::start_with_options(&db, options);
     let token = issue_service_token(&db, "revocations:watch");
     (db, server, token)
+}
+
+/// A plaintext channel to `server` whose connections come from `local`
+/// (any 127.0.0.0/8 address is this machine's loopback).
+pub(crate) async fn channel_from(server: &Server, local: &str) -> tonic::transport::Channel {
+    use std::net::{IpAddr, SocketAddr};
+    let (addr, local): (SocketAddr, IpAddr) = (server.addr, local.parse().unwrap());
+    tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(local, 0))?;
+            socket.connect(addr).await.map(hyper_util::rt::TokioIo::new)
+        }))
+        .await
+        .unwrap_or_else(|e| panic!("connects from {local}: {e}"))
+}
+
+/// A `revocations:watch` token of a service principal of its own, `name`.
+pub(crate) fn watch_token_named(db: &TestDb, name: &str) -> String {
+    let (ok, stdout, stderr) = crate::support::admin_command(
+        db,
+        &[
+            "issue-service-token",
+            "--role",
+            "revocations:watch",
+            "--name",
+            name,
+            "--ttl",
+            "10m",
+            "--dev",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    stdout.trim().to_owned()
 }
 
 /// A test's AuthService client on `server`.

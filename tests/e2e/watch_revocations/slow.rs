@@ -90,9 +90,20 @@ async fn watchers(server: &Server, token: &str, n: usize) -> Vec<Watcher> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_watchers_cost_bounded_memory_and_the_cap_turns_more_away() {
     const N: usize = 1000;
-    let (_db, server, token) = watched(
+    // One address and one principal open them all: their own caps are
+    // raised to the server's, so that it is the server's cap that is met.
+    let (db, server, token) = watched(
         Backend::Sqlite,
-        ServerOptions::default().env("IDENTITY_REVOCATION_MAX_WATCHERS", N.to_string()),
+        ServerOptions::default()
+            .env("IDENTITY_REVOCATION_MAX_WATCHERS", N.to_string())
+            .env(
+                "IDENTITY_REVOCATION_MAX_WATCHERS_PER_ADDRESS",
+                N.to_string(),
+            )
+            .env(
+                "IDENTITY_REVOCATION_MAX_WATCHERS_PER_PRINCIPAL",
+                N.to_string(),
+            ),
     );
     // Warm: one watcher and one revocation, so that what every process
     // allocates once is in the baseline.
@@ -128,12 +139,24 @@ async fn a_thousand_watchers_cost_bounded_memory_and_the_cap_turns_more_away() {
     );
     assert!(per_watcher < 64.0, "{per_watcher:.1} KiB per watcher");
 
-    let refused = Watcher::try_start(&server, &token, "")
-        .await
-        .err()
-        .expect("over the cap");
+    // Over the server's cap even a client under both of its own caps
+    // (another address, another principal) is turned away.
+    let refused = Watcher::try_start_on(
+        channel_from(&server, "127.0.0.2").await,
+        Some(&watch_token_named(&db, "another-verifier")),
+        "",
+    )
+    .await
+    .err()
+    .expect("over the cap");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(refused.get_details_retry_info().is_some());
+    assert!(
+        refused
+            .message()
+            .contains("IDENTITY_REVOCATION_MAX_WATCHERS reached"),
+        "{refused:?}"
+    );
     // A watcher gone frees its place.
     drop(all.pop());
     let mut freed = false;

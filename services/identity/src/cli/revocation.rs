@@ -44,9 +44,30 @@ pub struct RevocationArgs {
     pub revocation_heartbeat: Duration,
 
     /// Most WatchRevocations streams served at once; beyond it new ones
-    /// answer RESOURCE_EXHAUSTED.
+    /// answer RESOURCE_EXHAUSTED (OVERLOADED).
     #[arg(long, env = "IDENTITY_REVOCATION_MAX_WATCHERS", default_value_t = 4096)]
     pub revocation_max_watchers: usize,
+
+    /// Most WatchRevocations streams of one client address (an IPv6
+    /// address counts by its IDENTITY_RATE_LIMIT_IPV6_PREFIX), so that one
+    /// client cannot hold every place of IDENTITY_REVOCATION_MAX_WATCHERS.
+    /// Above IDENTITY_REVOCATION_MAX_WATCHERS it means that cap (clamped).
+    #[arg(
+        long,
+        env = "IDENTITY_REVOCATION_MAX_WATCHERS_PER_ADDRESS",
+        default_value_t = 16
+    )]
+    pub revocation_max_watchers_per_address: usize,
+
+    /// Most WatchRevocations streams of one principal (a bearer's subject,
+    /// or a client certificate's names), from any number of addresses.
+    /// Above IDENTITY_REVOCATION_MAX_WATCHERS it means that cap (clamped).
+    #[arg(
+        long,
+        env = "IDENTITY_REVOCATION_MAX_WATCHERS_PER_PRINCIPAL",
+        default_value_t = 256
+    )]
+    pub revocation_max_watchers_per_principal: usize,
 
     /// Revocations kept for WatchRevocations to replay to a watcher that
     /// resumes, and how far (events and heartbeats) a watcher may fall

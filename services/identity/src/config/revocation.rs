@@ -64,6 +64,24 @@ pub fn load(settings: &RevocationArgs) -> Result<RevocationSettings, ConfigError
             problem: format!("is {}; use 1 to 1000000", settings.revocation_max_watchers),
         });
     }
+    // Zero would turn every watcher away while the server looks healthy.
+    for (setting, value) in [
+        (
+            "IDENTITY_REVOCATION_MAX_WATCHERS_PER_ADDRESS",
+            settings.revocation_max_watchers_per_address,
+        ),
+        (
+            "IDENTITY_REVOCATION_MAX_WATCHERS_PER_PRINCIPAL",
+            settings.revocation_max_watchers_per_principal,
+        ),
+    ] {
+        if value == 0 {
+            return Err(ConfigError {
+                setting,
+                problem: "is 0, which would refuse every watcher; use 1 or more (above IDENTITY_REVOCATION_MAX_WATCHERS it means that cap)".into(),
+            });
+        }
+    }
     if !(16..=65_536).contains(&settings.revocation_watch_backlog) {
         return Err(ConfigError {
             setting: "IDENTITY_REVOCATION_WATCH_BACKLOG",
@@ -80,7 +98,67 @@ pub fn load(settings: &RevocationArgs) -> Result<RevocationSettings, ConfigError
         profile_cache_size: settings.profile_cache_size,
         revocation_heartbeat: settings.revocation_heartbeat,
         revocation_max_watchers: settings.revocation_max_watchers,
+        // Above the whole cap it would mean the whole cap: a smaller
+        // IDENTITY_REVOCATION_MAX_WATCHERS alone need not lower these too.
+        revocation_max_watchers_per_address: settings
+            .revocation_max_watchers_per_address
+            .min(settings.revocation_max_watchers),
+        revocation_max_watchers_per_principal: settings
+            .revocation_max_watchers_per_principal
+            .min(settings.revocation_max_watchers),
         revocation_watch_backlog: settings.revocation_watch_backlog,
         revocation_watch_send_timeout: settings.revocation_watch_send_timeout,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::tests::load;
+
+    const DEV: [&str; 2] = ["--dev", "--data-dir=/tmp/identity-test"];
+
+    #[test]
+    fn per_client_watcher_caps_default_to_16_and_256() {
+        let revocation = load(&DEV).unwrap().revocation;
+        assert_eq!(revocation.revocation_max_watchers, 4096);
+        assert_eq!(revocation.revocation_max_watchers_per_address, 16);
+        assert_eq!(revocation.revocation_max_watchers_per_principal, 256);
+    }
+
+    #[test]
+    fn a_zero_per_client_watcher_cap_is_refused_naming_it() {
+        for (arg, setting) in [
+            (
+                "--revocation-max-watchers-per-address=0",
+                "IDENTITY_REVOCATION_MAX_WATCHERS_PER_ADDRESS",
+            ),
+            (
+                "--revocation-max-watchers-per-principal=0",
+                "IDENTITY_REVOCATION_MAX_WATCHERS_PER_PRINCIPAL",
+            ),
+        ] {
+            let err = load(&[DEV[0], DEV[1], arg]).unwrap_err();
+            assert_eq!(err.setting, setting, "{arg}");
+            assert!(err.to_string().contains(setting), "{err}");
+        }
+    }
+
+    #[test]
+    fn per_client_watcher_caps_above_the_server_cap_are_clamped_to_it() {
+        let revocation = load(&[
+            DEV[0],
+            DEV[1],
+            "--revocation-max-watchers=8",
+            "--revocation-max-watchers-per-address=100",
+            "--revocation-max-watchers-per-principal=9",
+        ])
+        .unwrap()
+        .revocation;
+        assert_eq!(revocation.revocation_max_watchers_per_address, 8);
+        assert_eq!(revocation.revocation_max_watchers_per_principal, 8);
+        let revocation = load(&[DEV[0], DEV[1], "--revocation-max-watchers-per-address=3"])
+            .unwrap()
+            .revocation;
+        assert_eq!(revocation.revocation_max_watchers_per_address, 3);
+    }
 }

@@ -64,6 +64,9 @@ pub enum Exhausted {
     /// The bcrypt pool's queue is full, or the hash could not finish before
     /// the call's deadline given the work queued ahead.
     Overloaded,
+    /// A cap on WatchRevocations streams (in all, per client address or
+    /// per principal): answered as overloaded, naming the cap's setting.
+    Watchers(crate::service::watch::Cap),
 }
 
 impl Error {

@@ -30,7 +30,7 @@
 //! events, applied and trusted here the same way (docs/decisions/0016).
 
 use crate::service::Error;
-use crate::service::watch::Feed;
+use crate::service::watch::{Feed, SlotLimits};
 use futures_util::StreamExt as _;
 use identity_core::profile_cache::ProfileCache;
 use identity_core::revocations::{Answer, RevocationState};
@@ -65,6 +65,10 @@ pub struct RevocationSettings {
     pub revocation_heartbeat: Duration,
     /// WatchRevocations streams at once.
     pub revocation_max_watchers: usize,
+    /// WatchRevocations streams of one client address (at most the above).
+    pub revocation_max_watchers_per_address: usize,
+    /// WatchRevocations streams of one principal (at most the above).
+    pub revocation_max_watchers_per_principal: usize,
     /// Revocations kept for replay, and how far a watcher may fall behind.
     pub revocation_watch_backlog: usize,
     /// How long a watcher's queued messages may wait to be taken.
@@ -141,7 +145,11 @@ impl FastPath {
             },
             feed: Feed::new(
                 settings.revocation_watch_backlog,
-                settings.revocation_max_watchers,
+                SlotLimits {
+                    server: settings.revocation_max_watchers,
+                    per_address: settings.revocation_max_watchers_per_address,
+                    per_principal: settings.revocation_max_watchers_per_principal,
+                },
                 revoked_ttl,
             )
             .with_send_timeout(settings.revocation_watch_send_timeout),

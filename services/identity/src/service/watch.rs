@@ -13,7 +13,8 @@
 //!
 //! Memory is bounded whatever watchers do: the ring is shared (a watcher
 //! costs a receiver, not a queue), a watcher that falls a whole ring behind
-//! is ended (`Error::WatcherTooSlow`), and the number of watchers is capped.
+//! is ended (`Error::WatcherTooSlow`), and the number of watchers is capped
+//! in all, per client address and per principal (`slots`).
 //! A watcher holds its place only while its client takes what is sent
 //! (`service::auth::watch` ends a stream whose messages wait longer than
 //! the send timeout), so streams nobody reads cannot keep the cap full.
@@ -23,8 +24,9 @@
 //! falls silent, so that verifiers fail closed, rather than vouch for
 //! revocations it may not have heard of.
 
+pub mod slots;
+
 use crate::service::Error;
-use crate::service::error::Exhausted;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
@@ -34,7 +36,9 @@ use identity_store::notify::Revoked;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::sync::broadcast;
+
+pub use slots::{Cap, Holder, Slot, SlotLimits, Slots};
 
 /// What a watcher is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,8 +102,7 @@ pub struct Feed {
     backlog: usize,
     ring: Mutex<Ring>,
     live: broadcast::Sender<Arc<FeedEvent>>,
-    watchers: Arc<Semaphore>,
-    max_watchers: usize,
+    slots: Arc<Slots>,
     /// How long after applying a revocation an access token of it can
     /// still be unexpired (the access-token lifetime plus leeway).
     revoked_ttl: Duration,
@@ -128,8 +131,8 @@ fn random<const N: usize>() -> [u8; N] {
 
 impl Feed {
     /// `backlog`: events replayable and how far a watcher may fall behind;
-    /// `max_watchers`: streams at once.
-    pub fn new(backlog: usize, max_watchers: usize, revoked_ttl: Duration) -> Feed {
+    /// `limits`: streams at once, in all and per client.
+    pub fn new(backlog: usize, limits: SlotLimits, revoked_ttl: Duration) -> Feed {
         let backlog = backlog.max(1);
         let (live, _) = broadcast::channel(backlog);
         let mut feed = Feed {
@@ -142,8 +145,7 @@ impl Feed {
                 events: VecDeque::with_capacity(backlog),
             }),
             live,
-            watchers: Arc::new(Semaphore::new(max_watchers)),
-            max_watchers,
+            slots: Slots::new(limits),
             revoked_ttl,
             send_timeout: DEFAULT_SEND_TIMEOUT,
         };
@@ -172,8 +174,13 @@ impl Feed {
 
     /// Watchers streaming now.
     pub fn watchers(&self) -> usize {
-        self.max_watchers
-            .saturating_sub(self.watchers.available_permits())
+        self.slots.held()
+    }
+
+    /// A place for a new watcher of `holder`, or the cap it met: taken
+    /// before [`Self::subscribe`], by whoever can tell the refusal.
+    pub fn slot(&self, holder: Holder) -> Result<Slot, Cap> {
+        self.slots.acquire(holder)
     }
 
     fn tag(&self, instance: &[u8], seq: u64) -> [u8; 16] {
@@ -285,16 +292,10 @@ impl Feed {
         }));
     }
 
-    /// A new watcher resuming after `resume_after` (empty: from now). Too
-    /// many watchers: `Busy`; a cursor this service did not write:
-    /// `Invalid` naming `resume_after`.
-    pub fn subscribe(&self, resume_after: &str) -> Result<Watch, Error> {
-        let permit = Arc::clone(&self.watchers)
-            .try_acquire_owned()
-            .map_err(|_| Error::Busy {
-                retry_after: Duration::from_secs(1),
-                cause: Exhausted::Overloaded,
-            })?;
+    /// A new watcher in `slot` (see [`Self::slot`]) resuming after
+    /// `resume_after` (empty: from now). A cursor this service did not
+    /// write: `Invalid` naming `resume_after` (and the slot is freed).
+    pub fn subscribe(&self, slot: Slot, resume_after: &str) -> Result<Watch, Error> {
         let ring = self.ring();
         let start = self
             .start(resume_after, &ring)
@@ -315,7 +316,7 @@ impl Feed {
         Ok(Watch {
             pending,
             live,
-            _permit: permit,
+            _slot: slot,
         })
     }
 }
@@ -324,7 +325,7 @@ impl Feed {
 pub struct Watch {
     pending: VecDeque<Arc<FeedEvent>>,
     live: broadcast::Receiver<Arc<FeedEvent>>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Watch {
@@ -349,14 +350,33 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(60);
 
+    fn feed(backlog: usize, max_watchers: usize) -> Feed {
+        let limits = SlotLimits {
+            server: max_watchers,
+            per_address: max_watchers,
+            per_principal: max_watchers,
+        };
+        Feed::new(backlog, limits, TTL)
+    }
+
+    fn subscribe(feed: &Feed, resume_after: &str) -> Result<Watch, Error> {
+        let slot = feed
+            .slot(Holder {
+                address: None,
+                principal: "token:test".into(),
+            })
+            .map_err(|cap| Error::Internal(cap.setting().into()))?;
+        feed.subscribe(slot, resume_after)
+    }
+
     async fn next(watch: &mut Watch) -> FeedEvent {
         FeedEvent::clone(&watch.next().await.unwrap().unwrap())
     }
 
     #[tokio::test]
     async fn a_fresh_watch_starts_with_a_reset_then_sees_what_is_published() {
-        let feed = Feed::new(16, 10, TTL);
-        let mut watch = feed.subscribe("").unwrap();
+        let feed = feed(16, 10);
+        let mut watch = subscribe(&feed, "").unwrap();
         assert_eq!(next(&mut watch).await.change, Change::Reset);
         let id = Id::new();
         feed.revoked(&Revoked::Session(id));
@@ -368,14 +388,14 @@ mod tests {
 
     #[tokio::test]
     async fn resuming_replays_what_was_missed_and_an_old_cursor_resets() {
-        let feed = Feed::new(16, 10, TTL);
+        let feed = feed(16, 10);
         feed.revoked(&Revoked::ProfileChanged(Id::new()));
         let first = feed.ring().cursor.clone();
         let ids: Vec<Id> = (0..3).map(|_| Id::new()).collect();
         for id in &ids {
             feed.revoked(&Revoked::Session(*id));
         }
-        let mut watch = feed.subscribe(&first).unwrap();
+        let mut watch = subscribe(&feed, &first).unwrap();
         for id in &ids {
             let event = next(&mut watch).await;
             assert!(
@@ -385,13 +405,13 @@ mod tests {
         for _ in 0..20 {
             feed.revoked(&Revoked::Session(Id::new()));
         }
-        let mut late = feed.subscribe(&first).unwrap();
+        let mut late = subscribe(&feed, &first).unwrap();
         assert_eq!(next(&mut late).await.change, Change::Reset);
     }
 
     #[test]
     fn a_cursor_of_another_process_resets_and_an_altered_one_is_refused() {
-        let (ours, theirs) = (Feed::new(16, 10, TTL), Feed::new(16, 10, TTL));
+        let (ours, theirs) = (feed(16, 10), feed(16, 10));
         theirs.revoked(&Revoked::Session(Id::new()));
         let foreign = theirs.ring().cursor.clone();
         let ring = ours.ring();
@@ -418,9 +438,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_watcher_that_falls_a_ring_behind_is_ended_and_others_go_on() {
-        let feed = Feed::new(16, 10, TTL);
-        let mut slow = feed.subscribe("").unwrap();
-        let mut quick = feed.subscribe("").unwrap();
+        let feed = feed(16, 10);
+        let mut slow = subscribe(&feed, "").unwrap();
+        let mut quick = subscribe(&feed, "").unwrap();
         assert_eq!(next(&mut quick).await.change, Change::Reset);
         for _ in 0..40 {
             feed.heartbeat();
@@ -435,10 +455,16 @@ mod tests {
 
     #[test]
     fn watchers_beyond_the_cap_are_turned_away() {
-        let feed = Feed::new(16, 2, TTL);
-        let (_a, _b) = (feed.subscribe("").unwrap(), feed.subscribe("").unwrap());
-        assert!(matches!(feed.subscribe(""), Err(Error::Busy { .. })));
+        let feed = feed(16, 2);
+        let (_a, _b) = (subscribe(&feed, "").unwrap(), subscribe(&feed, "").unwrap());
+        assert!(matches!(subscribe(&feed, ""), Err(Error::Internal(_))));
+        let other = Holder {
+            address: Some("192.0.2.9".into()),
+            principal: "token:other".into(),
+        };
+        assert_eq!(feed.slot(other).unwrap_err(), Cap::Server);
+        assert_eq!(feed.watchers(), 2);
         drop(_a);
-        assert!(feed.subscribe("").is_ok());
+        assert!(subscribe(&feed, "").is_ok());
     }
 }

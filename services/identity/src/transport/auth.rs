@@ -46,10 +46,10 @@ impl AuthService for AuthApi {
         let bearer = metadata::bearer(&request);
         // The handshake verified a presented certificate (chain, CRL, SAN
         // allow-list); without IDENTITY_TLS_CLIENT_CA_FILE none is asked for.
-        let watcher = if super::client_addr::is_mtls_peer_of(&request) {
-            Watcher::Certificate
-        } else {
-            Watcher::Bearer(bearer.as_deref())
+        let certificate = super::client_addr::mtls_identity_of(&request);
+        let watcher = match &certificate {
+            Some(identity) => Watcher::Certificate(identity),
+            None => Watcher::Bearer(bearer.as_deref()),
         };
         let watching = self
             .auth

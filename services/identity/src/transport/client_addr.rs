@@ -68,13 +68,17 @@ pub fn is_mtls_peer(extensions: &http::Extensions) -> bool {
         .is_some_and(|certs| !certs.is_empty())
 }
 
-/// [`is_mtls_peer`] for a request as a handler sees it.
-pub fn is_mtls_peer_of<T>(request: &tonic::Request<T>) -> bool {
-    request
+/// The identity (`transport::tls::certificate_identity`) of the client
+/// certificate a request's connection presented, which the handshake
+/// verified; `None` without one.
+pub fn mtls_identity_of<T>(request: &tonic::Request<T>) -> Option<String> {
+    let certs = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(TlsConnectInfo::peer_certs)
-        .is_some_and(|certs| !certs.is_empty())
+        .and_then(TlsConnectInfo::peer_certs)?;
+    certs
+        .first()
+        .map(|end_entity| super::tls::certificate_identity(end_entity.as_ref()))
 }
 
 #[derive(Clone)]

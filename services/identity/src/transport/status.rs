@@ -51,7 +51,9 @@ pub mod reason {
     pub const RATE_LIMITED: &str = "RATE_LIMITED";
     /// RESOURCE_EXHAUSTED: too many failed password or secret attempts.
     pub const LOGIN_THROTTLED: &str = "LOGIN_THROTTLED";
-    /// RESOURCE_EXHAUSTED: password hashing is saturated (load shedding).
+    /// RESOURCE_EXHAUSTED: password hashing is saturated (load shedding),
+    /// or a cap on WatchRevocations streams is reached (the message names
+    /// its setting).
     pub const OVERLOADED: &str = "OVERLOADED";
     /// RESOURCE_EXHAUSTED: the request is larger than IDENTITY_MAX_MESSAGE_BYTES.
     pub const MESSAGE_TOO_LARGE: &str = "MESSAGE_TOO_LARGE";
@@ -125,7 +127,7 @@ pub fn reason_of(error: &Error) -> &'static str {
         Error::Busy { cause, .. } => match cause {
             Exhausted::RateLimited => reason::RATE_LIMITED,
             Exhausted::Throttled => reason::LOGIN_THROTTLED,
-            Exhausted::Overloaded => reason::OVERLOADED,
+            Exhausted::Overloaded | Exhausted::Watchers(_) => reason::OVERLOADED,
         },
         Error::Unavailable => reason::UNAVAILABLE,
         Error::NotEnabled(_) => reason::NOT_CONFIGURED,
@@ -234,6 +236,20 @@ impl From<Error> for Status {
             Error::FailedPrecondition(what) => {
                 status(Code::FailedPrecondition, what, reason, ErrorDetails::new())
             }
+            // Which cap, by its setting: a verifier's operator learns
+            // whether to spread its watchers or ask for a higher cap.
+            Error::Busy {
+                retry_after,
+                cause: Exhausted::Watchers(cap),
+            } => status(
+                Code::ResourceExhausted,
+                format!(
+                    "too many WatchRevocations streams: {} reached; close one or retry later",
+                    cap.setting()
+                ),
+                reason,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             Error::Busy { retry_after, .. } => status(
                 Code::ResourceExhausted,
                 "too many requests; retry later",

@@ -189,6 +189,40 @@ impl AllowedNames {
     }
 }
 
+/// Who a client certificate speaks for, as one principal: its DNS names
+/// (in lower case) and URIs, sorted and joined with `,`, which is what
+/// IDENTITY_TLS_CLIENT_ALLOWED_SANS admits by; without any, the SHA-256 of
+/// the certificate (hex), so that two such certificates are never one
+/// principal. Certificates renewed with the same names stay the same
+/// principal; the common name is never read (SANs are what a CA vouches for).
+pub fn certificate_identity(end_entity: &[u8]) -> String {
+    use sha2::Digest as _;
+    let mut names: Vec<String> = x509_parser::parse_x509_certificate(end_entity)
+        .ok()
+        .and_then(|(_, cert)| {
+            cert.subject_alternative_name().ok().flatten().map(|sans| {
+                sans.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        GeneralName::DNSName(dns) => {
+                            Some(format!("dns:{}", dns.to_ascii_lowercase()))
+                        }
+                        GeneralName::URI(uri) => Some(format!("uri:{uri}")),
+                        _ => None,
+                    })
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        return format!("sha256:{}", hex::encode(sha2::Sha256::digest(end_entity)));
+    }
+    names.sort_unstable();
+    names.dedup();
+    names.join(",")
+}
+
 impl ClientCertVerifier for AllowedNames {
     fn offer_client_auth(&self) -> bool {
         self.inner.offer_client_auth()
@@ -371,5 +405,36 @@ mod tests {
         let err = read_crls(&dir.join("missing.pem")).unwrap_err().to_string();
         assert!(err.starts_with("IDENTITY_TLS_CLIENT_CRL_FILE"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn certificate(dns: &[&str], uris: &[&str]) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = dns
+            .iter()
+            .map(|n| rcgen::SanType::DnsName((*n).try_into().unwrap()))
+            .chain(
+                uris.iter()
+                    .map(|u| rcgen::SanType::URI((*u).try_into().unwrap())),
+            )
+            .collect();
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_is_its_sorted_names_or_else_its_digest() {
+        let one = certificate(&["B.example", "a.example"], &["spiffe://td/verifier"]);
+        assert_eq!(
+            certificate_identity(&one),
+            "dns:a.example,dns:b.example,uri:spiffe://td/verifier"
+        );
+        // Renewed (another key, same names): the same principal.
+        let renewed = certificate(&["a.example", "b.example"], &["spiffe://td/verifier"]);
+        assert_eq!(certificate_identity(&renewed), certificate_identity(&one));
+        let (x, y) = (certificate(&[], &[]), certificate(&[], &[]));
+        assert!(certificate_identity(&x).starts_with("sha256:"));
+        assert_eq!(certificate_identity(&x).len(), "sha256:".len() + 64);
+        assert_ne!(certificate_identity(&x), certificate_identity(&y));
+        assert!(certificate_identity(b"not a certificate").starts_with("sha256:"));
     }
 }

@@ -19,12 +19,19 @@
 //! Messages that wait longer than IDENTITY_REVOCATION_WATCH_SEND_TIMEOUT to
 //! be taken end the stream as too slow (`WATCHER_TOO_SLOW`), freeing its
 //! place at once; the client hears why once it reads again.
+//!
+//! A client that does read keeps its places, so each watcher is also
+//! charged to its client address and its principal, each capped under
+//! the server's cap (`service::watch::slots`, decision 0019). The place is
+//! taken only once the watcher is authorized: nobody without the watch
+//! credential can take one.
 
 use super::{Auth, Caller};
-use crate::service::Error;
+use crate::service::events::{Emit, EventName, SecurityEvent};
 use crate::service::profiles::Principal;
 use crate::service::revocation::FastPath;
-use crate::service::watch::{Change, FeedEvent, Watch};
+use crate::service::watch::{Cap, Change, FeedEvent, Holder as SlotHolder, Watch};
+use crate::service::{Error, Exhausted};
 use identity_core::roles::may_watch_revocations;
 use identity_store::{Id, Store};
 use std::sync::Arc;
@@ -38,8 +45,9 @@ const QUEUED: usize = 8;
 /// How a watcher proved who it is.
 #[derive(Debug, Clone, Copy)]
 pub enum Watcher<'a> {
-    /// A client certificate the mTLS handshake verified.
-    Certificate,
+    /// A client certificate the mTLS handshake verified, by its identity
+    /// (`transport::tls::certificate_identity`).
+    Certificate(&'a str),
     /// `authorization: Bearer` (absent: `None`).
     Bearer(Option<&'a str>),
 }
@@ -89,8 +97,8 @@ impl Auth {
         watcher: Watcher<'_>,
         resume_after: &str,
     ) -> Result<Delivery, Error> {
-        let holder = match watcher {
-            Watcher::Certificate => None,
+        let (holder, principal) = match watcher {
+            Watcher::Certificate(identity) => (None, format!("certificate:{identity}")),
             Watcher::Bearer(token) => {
                 let claims = self.authenticate(caller, token).await?;
                 let principal = Principal::from_claims(&claims, caller.client_addr.clone())
@@ -111,17 +119,27 @@ impl Auth {
                     return Err(Error::PermissionDenied);
                 }
                 let left = u64::try_from(claims.exp - chrono::Utc::now().timestamp()).unwrap_or(0);
-                Some(Holder {
+                // The subject, not the session: every token of one service
+                // principal (or client id) shares its cap.
+                let charged = format!("token:{}", principal.profile_id);
+                let holder = Holder {
                     profile: principal.profile_id,
                     session: principal.session_id,
                     expires: tokio::time::Instant::now() + std::time::Duration::from_secs(left),
                     store: self.store.clone(),
                     fast: Arc::clone(&self.fast),
-                })
+                };
+                (Some(holder), charged)
             }
         };
         let feed = self.fast.feed();
-        let watch = feed.subscribe(resume_after)?;
+        let slot = feed
+            .slot(SlotHolder {
+                address: self.client_key(caller),
+                principal,
+            })
+            .map_err(|cap| self.watchers_refused(caller, cap))?;
+        let watch = feed.subscribe(slot, resume_after)?;
         Ok(Watching {
             watch,
             holder,
@@ -129,6 +147,26 @@ impl Auth {
             ended: false,
         }
         .deliver(feed.send_timeout()))
+    }
+}
+
+impl Auth {
+    /// A watcher turned away by `cap`: the rate-limited event (log, span
+    /// event, metric; no audit row, like every limit's) and the answer.
+    fn watchers_refused(&self, caller: &Caller, cap: Cap) -> Error {
+        const RPC: &str = "watch_revocations";
+        let retry_after = Duration::from_secs(1);
+        crate::telemetry::metrics::metrics().rate_limited(RPC);
+        SecurityEvent::new(EventName::RateLimited)
+            .rpc(RPC)
+            .scope(cap.scope())
+            .retry_after_ms(retry_after.as_millis() as u64)
+            .client(caller.client_addr.as_deref())
+            .emit(&self.audit);
+        Error::Busy {
+            retry_after,
+            cause: Exhausted::Watchers(cap),
+        }
     }
 }
 

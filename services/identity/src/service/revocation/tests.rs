@@ -8,6 +8,8 @@ fn settings() -> RevocationSettings {
         session_cache_size: 10,
         revocation_heartbeat: Duration::from_millis(250),
         revocation_max_watchers: 16,
+        revocation_max_watchers_per_address: 16,
+        revocation_max_watchers_per_principal: 16,
         revocation_watch_backlog: 64,
         revocation_watch_send_timeout: Duration::from_secs(10),
         profile_cache_size: 10,

@@ -32,6 +32,10 @@ fn every_error() -> Vec<Error> {
             retry_after: Duration::from_secs(1),
             cause: Exhausted::Overloaded,
         },
+        Error::Busy {
+            retry_after: Duration::from_secs(1),
+            cause: Exhausted::Watchers(crate::service::watch::Cap::Address),
+        },
         Error::Unavailable,
         Error::NotEnabled("ExchangeToken"),
         Error::WatcherTooSlow,
@@ -53,7 +57,10 @@ fn every_error() -> Vec<Error> {
             | Error::WatcherTooSlow
             | Error::Internal(_) => {}
             Error::Busy { cause, .. } => match cause {
-                Exhausted::RateLimited | Exhausted::Throttled | Exhausted::Overloaded => {}
+                Exhausted::RateLimited
+                | Exhausted::Throttled
+                | Exhausted::Overloaded
+                | Exhausted::Watchers(_) => {}
             },
         }
     }
@@ -261,4 +268,33 @@ fn shed_calls_carry_retry_info() {
         status.get_details_error_info().unwrap().reason,
         "OVERLOADED"
     );
+}
+
+#[test]
+fn a_watcher_turned_away_is_told_which_cap_by_its_setting() {
+    use crate::service::watch::Cap;
+    for cap in [Cap::Server, Cap::Address, Cap::Principal] {
+        let status = Status::from(Error::Busy {
+            retry_after: Duration::from_secs(1),
+            cause: Exhausted::Watchers(cap),
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains(cap.setting()), "{status:?}");
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(
+            (info.reason.as_str(), info.domain.as_str()),
+            ("OVERLOADED", ERROR_DOMAIN)
+        );
+        assert!(status.get_details_retry_info().is_some());
+    }
+    // Each names its own: none is a prefix of another's message by accident.
+    let message = |cap| {
+        Status::from(Error::Busy {
+            retry_after: Duration::from_secs(1),
+            cause: Exhausted::Watchers(cap),
+        })
+        .message()
+        .to_owned()
+    };
+    assert!(!message(Cap::Server).contains("_PER_"));
 }
