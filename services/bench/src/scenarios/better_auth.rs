@@ -213,7 +213,7 @@ impl GetSession {
             let warm = self.run(self.calls_for(plan.warmup - warmed)).await?;
             warmed += warm.elapsed;
             self.rate = Some(warm.recorder.ok_count() as f64 / warm.elapsed.as_secs_f64());
-            warm_errors.errors_n("warmup_not_200", warm.recorder.error_count());
+            warm_errors.errors_n("warmup_failed", warm.recorder.error_count());
         }
         let (measured, peak_rss_mb) =
             with_rss(self.pid, self.run(self.calls_for(plan.duration))).await;

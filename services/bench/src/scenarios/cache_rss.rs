@@ -220,7 +220,7 @@ pub(super) async fn cache_rss(
         Duration::from_secs(30),
     )?;
     let t = Instant::now();
-    let now = chrono_now()?;
+    let now = unix_now()?;
     let tokens: Vec<String> = rows
         .iter()
         .map(|(sid, profile)| {
@@ -327,7 +327,7 @@ pub(super) async fn cache_rss(
     })
 }
 
-fn chrono_now() -> anyhow::Result<i64> {
+fn unix_now() -> anyhow::Result<i64> {
     Ok(i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?

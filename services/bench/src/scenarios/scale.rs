@@ -467,7 +467,7 @@ pub async fn scale(env: &Env, n: usize) -> anyhow::Result<ScaleReport> {
         for (name, summary) in measured {
             scenarios.entry(name).or_default().push(summary);
         }
-        exchange_provisioned[k] = provisioned(&db.url)? - before;
+        exchange_provisioned[k] = provisioned(&db.url)?.saturating_sub(before);
     }
     let explain = explain(&db.url, seeded, &deep_after)?;
     drop(server);
@@ -529,7 +529,7 @@ pub fn print_scale(r: &ScaleReport) {
         }
     }
     println!(
-        "exchange_token_new_user: ExchangeToken of a provider JWT (EdDSA, signed by the bench) for a never-seen subject each call, against the bench's own provider fixture (one Ed25519 key served as a JWK set on loopback, fetched {} times by the server); {} and {} profiles provisioned at {a} and {b}, left in the table",
+        "exchange_token_new_user: ExchangeToken of a provider JWT (EdDSA, signed by the bench) for a never-seen subject each call, against the bench's own provider fixture (one Ed25519 key served as a JWK set on loopback; JWK set fetches by the server: {}); {} and {} profiles provisioned at {a} and {b}, left in the table",
         r.provider_jwks_fetches, r.exchange_provisioned[0], r.exchange_provisioned[1]
     );
     print_cache_rss(&r.cache_rss);
