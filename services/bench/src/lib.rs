@@ -12,6 +12,7 @@ pub mod h2load;
 pub mod load;
 pub mod options;
 pub mod procs;
+pub mod provider;
 pub mod report;
 pub mod scenarios;
 pub mod scrape;

@@ -29,6 +29,9 @@ pub enum Failure {
     /// The server answered, but not what the call expected.
     #[error("wrong_answer")]
     WrongAnswer,
+    /// The call could not be made on this side (its label says why).
+    #[error("{0}")]
+    Local(&'static str),
 }
 
 /// Outcome of one call: an `Err` counts as an error under its label.

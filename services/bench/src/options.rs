@@ -75,9 +75,20 @@ pub struct Args {
     /// Instead of the scenarios: seed N profiles (with credentials) and 2N
     /// sessions in PostgreSQL and compare p99 at 10,000 rows and at N
     /// (Login, GetProfile uncached, ListProfiles first and deep page,
-    /// Refresh, ValidateToken uncached), with the EXPLAIN of the hot queries.
+    /// Refresh, ValidateToken uncached, ExchangeToken of a new user against
+    /// the bench's provider fixture), with the EXPLAIN of the hot queries;
+    /// then a server's RSS with its caches filled past their caps.
     #[arg(long)]
     pub scale: Option<usize>,
+    /// The token, session and profile cache caps the `--scale` RSS check
+    /// fills (to 1.2× each) and starts its server with [default: the
+    /// server's own defaults, read from `identity serve --help`].
+    #[arg(long, value_parser = parse_caps)]
+    pub cache_caps: Option<CacheCaps>,
+    /// The Better-Auth server of the e2e tests (server.mjs and its
+    /// node_modules) that `better_auth_get_session` starts.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/provider"))]
+    pub better_auth_dir: PathBuf,
     /// Sessions (tokens) in the validation pools [default: 1000; quick: 200].
     #[arg(long)]
     pub sessions: Option<usize>,
@@ -176,6 +187,33 @@ pub enum Generator {
     Auto,
     H2load,
     Rust,
+}
+
+/// Entries of the token, session and profile caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CacheCaps {
+    pub tokens: usize,
+    pub sessions: usize,
+    pub profiles: usize,
+}
+
+fn parse_caps(s: &str) -> anyhow::Result<CacheCaps> {
+    let caps: Vec<usize> = s
+        .split(',')
+        .map(|c| c.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .context("expected three numbers: TOKENS,SESSIONS,PROFILES")?;
+    match caps[..] {
+        // A cap of 0 turns a cache off: nothing to fill, nothing to measure.
+        [tokens, sessions, profiles] if tokens > 0 && sessions > 0 && profiles > 0 => {
+            Ok(CacheCaps {
+                tokens,
+                sessions,
+                profiles,
+            })
+        }
+        _ => bail!("expected three positive numbers: TOKENS,SESSIONS,PROFILES"),
+    }
 }
 
 fn parse_key_value(s: &str) -> anyhow::Result<(String, String)> {

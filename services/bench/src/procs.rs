@@ -124,6 +124,25 @@ impl Proc {
         })
     }
 
+    /// The e2e tests' Better-Auth (`node server.mjs` in `dir`: an in-memory
+    /// SQLite, email and password sign-in), on an ephemeral loopback port.
+    /// Started as the e2e support starts it: a clean environment, the PATH.
+    pub fn better_auth(dir: &Path) -> anyhow::Result<Proc> {
+        let mut command = Command::new("node");
+        command
+            .arg("server.mjs")
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            // What a deployment runs it with (the e2e tests say `test`).
+            .env("NODE_ENV", "production");
+        Proc::spawn(command, "Better-Auth (node server.mjs)", |line| {
+            let json: serde_json::Value = serde_json::from_str(line).ok()?;
+            let port = u16::try_from(json["port"].as_u64()?).ok()?;
+            Some(SocketAddr::from(([127, 0, 0, 1], port)))
+        })
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -72,6 +72,9 @@ pub struct Report {
     pub propagation: Option<Propagation>,
     pub ratios: BTreeMap<&'static str, f64>,
     pub targets: Vec<Target>,
+    /// Scenarios that could not run here, with the reason.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub skipped: BTreeMap<String, String>,
     pub elapsed_s: f64,
 }
 
@@ -84,6 +87,7 @@ impl Report {
             rows,
             mut ratios,
             propagation,
+            skipped,
         } = results;
         let find = |name: &str| rows.iter().find(|r| r.scenario == name);
         if let (Some(l), Some(b)) = (find("login"), &bcrypt) {
@@ -109,6 +113,7 @@ impl Report {
             propagation,
             ratios,
             targets,
+            skipped,
             elapsed_s: started.elapsed().as_secs_f64(),
         }
     }
@@ -215,8 +220,9 @@ fn targets(
             "server RSS idle",
             30.0,
             " MB",
+            // identity's servers only: not the baselines.
             rows.iter()
-                .filter(|r| r.scenario != "echo")
+                .filter(|r| !matches!(r.scenario.as_str(), "echo" | "better_auth_get_session"))
                 .filter_map(|r| r.rss_idle_mb)
                 .reduce(f64::max),
         ),
@@ -383,6 +389,10 @@ pub fn print_report(report: &Report) {
             "  {:<52} {:>10}  {:>14}  {}",
             t.name, t.target, measured, verdict
         );
+    }
+    for (name, reason) in &report.skipped {
+        println!();
+        println!("{name}: skipped: {reason}");
     }
     let errors: u64 = report
         .scenarios

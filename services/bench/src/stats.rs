@@ -35,6 +35,11 @@ impl Recorder {
         self.latencies_us.len()
     }
 
+    /// Failed calls recorded, whatever their label.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_us.extend(other.latencies_us);
         for (label, n) in other.errors {

@@ -84,6 +84,32 @@ fn every_scenario_runs_without_errors() {
         .iter()
         .map(|s| s["scenario"].as_str().unwrap())
         .collect();
+    // Better-Auth needs node, its node_modules and h2load: measured when
+    // they are here, else skipped with the reason (printed, not failed).
+    let better_auth = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/provider/node_modules/better-auth/package.json")
+        .exists()
+        && ["node", "h2load"].iter().all(|tool| {
+            Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if better_auth {
+        for expected in ["better_auth_get_session", "validate_beside_get_session"] {
+            assert!(names.contains(&expected), "{expected} missing: {names:?}");
+        }
+        assert!(
+            report["ratios"]["better_auth_get_session_over_validate"]
+                .as_f64()
+                .is_some()
+        );
+    } else {
+        let reason = report["skipped"]["better_auth_get_session"]
+            .as_str()
+            .unwrap_or_else(|| panic!("neither measured nor skipped: {report}"));
+        println!("better_auth_get_session skipped: {reason}");
+    }
     for expected in [
         "echo",
         "validate",
@@ -174,12 +200,15 @@ fn a_short_soak_runs_without_errors_and_judges_its_trend() {
 }
 
 /// `bench --scale 2000` with tiny windows: seeded to 2000 and to 10,000
-/// profiles, every scenario measured at both sizes without errors, and
-/// every hot query's plan an index lookup.
+/// profiles, every scenario measured at both sizes without errors (an
+/// ExchangeToken provisioning a new user among them), every hot query's
+/// plan an index lookup, and the RSS of a server whose caches were filled
+/// past their caps (small caps: the defaults' 120,000 validations would
+/// take minutes on the debug binary).
 #[test]
 fn a_small_scale_run_measures_both_sizes_and_every_hot_query_uses_an_index() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let (report, _) = run_bench(
+    let (report, stdout) = run_bench(
         "scale",
         &[
             "--scale",
@@ -194,6 +223,8 @@ fn a_small_scale_run_measures_both_sizes_and_every_hot_query_uses_an_index() {
             "2",
             "--concurrency",
             "4",
+            "--cache-caps",
+            "200,1000,100",
         ],
     );
     assert_eq!(report["sizes"], serde_json::json!([2000, 10000]));
@@ -205,6 +236,7 @@ fn a_small_scale_run_measures_both_sizes_and_every_hot_query_uses_an_index() {
         "list_profiles_deep_page",
         "refresh",
         "validate_nocache",
+        "exchange_token_new_user",
     ] {
         let sizes = scenarios[name].as_array().unwrap();
         assert_eq!(sizes.len(), 2, "{name}");
@@ -212,8 +244,21 @@ fn a_small_scale_run_measures_both_sizes_and_every_hot_query_uses_an_index() {
             assert!(s["ok"].as_u64().unwrap() > 0, "{name} did nothing: {s}");
         }
     }
+    let provisioned = report["exchange_provisioned"].as_array().unwrap();
+    assert!(
+        provisioned.iter().all(|n| n.as_u64().unwrap() > 0),
+        "{provisioned:?}"
+    );
+    let rss = &report["cache_rss"];
+    assert_eq!(rss["errors"], serde_json::json!({}), "{rss}");
+    // 1.2 × max(200 tokens, 1000 sessions), 1.2 × 100 profiles.
+    assert_eq!(rss["sessions_validated"], 1200, "{rss}");
+    assert_eq!(rss["profiles_read"], 120, "{rss}");
+    assert!(rss["peak_rss_mb"].as_f64().is_some(), "{rss}");
+    assert!(stdout.contains("RSS at the cache caps"), "{stdout}");
+    assert!(stdout.contains("exchange_token_new_user"), "{stdout}");
     let plans = report["explain"].as_object().unwrap();
-    assert_eq!(plans.len(), 7, "{plans:?}");
+    assert_eq!(plans.len(), 8, "{plans:?}");
     for (query, plan) in plans {
         assert!(
             plan.as_str().unwrap().contains("Index"),

@@ -156,6 +156,7 @@ pub(super) async fn flood(env: &Env, validate_rps: Option<f64>) -> anyhow::Resul
                         &crate::h2load::Window {
                             url: &url,
                             frame: &frame,
+                            http1: false,
                             headers: &[],
                             connections,
                             streams,

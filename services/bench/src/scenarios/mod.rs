@@ -1,5 +1,7 @@
 //! The scenarios of `make bench` and the order they run in.
 
+mod better_auth;
+mod cache_rss;
 mod client;
 mod flood;
 mod login;
@@ -12,6 +14,7 @@ pub mod soak;
 
 use crate::options::Env;
 use crate::report::{Bcrypt, Propagation, Row};
+use better_auth::better_auth_get_session;
 use client::{client_verify, revocation_to_client};
 use flood::flood;
 use login::{login, measure_bcrypt};
@@ -41,6 +44,7 @@ const ALL: &[&str] = &[
     "revocation_propagation",
     "client_verify",
     "revocation_to_client",
+    "better_auth_get_session",
 ];
 
 /// The scenarios named on the command line (all when none is), each known.
@@ -65,6 +69,8 @@ pub struct Results {
     /// The ratios measured side by side.
     pub ratios: BTreeMap<&'static str, f64>,
     pub propagation: Option<Propagation>,
+    /// Scenarios that could not run here, with the reason.
+    pub skipped: BTreeMap<String, String>,
 }
 
 /// Runs the scenarios `select` returned on a machine of `cores` cores.
@@ -86,6 +92,7 @@ pub async fn run(env: &Env, selected: &[String], cores: usize) -> anyhow::Result
     let mut rows: Vec<Row> = Vec::new();
     let mut ratios = BTreeMap::new();
     let mut propagation = None;
+    let mut skipped = BTreeMap::new();
     // echo, validate and get_profile run in alternation (their ratios are
     // the targets); the others one after another.
     let alternating: Vec<&String> = selected
@@ -153,6 +160,19 @@ pub async fn run(env: &Env, selected: &[String], cores: usize) -> anyhow::Result
             }
             "client_verify" => rows.extend(client_verify(env).await?),
             "revocation_to_client" => rows.push(revocation_to_client(env).await?),
+            "better_auth_get_session" => match better_auth_get_session(env).await? {
+                better_auth::Outcome::Measured {
+                    rows: measured,
+                    ratio,
+                } => {
+                    rows.extend(measured);
+                    ratios.insert("better_auth_get_session_over_validate", ratio);
+                }
+                better_auth::Outcome::Skipped(reason) => {
+                    eprintln!("bench: {name} skipped: {reason}");
+                    skipped.insert(name.clone(), reason);
+                }
+            },
             _ => unreachable!("checked by select"),
         }
         eprintln!("bench: {name} done in {:.1}s", t.elapsed().as_secs_f64());
@@ -162,5 +182,6 @@ pub async fn run(env: &Env, selected: &[String], cores: usize) -> anyhow::Result
         rows,
         ratios,
         propagation,
+        skipped,
     })
 }

@@ -226,6 +226,7 @@ impl Prepared {
                         &h2load::Window {
                             url: &url,
                             frame: &frame,
+                            http1: false,
                             headers: &headers,
                             connections,
                             streams,

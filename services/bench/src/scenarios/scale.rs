@@ -1,20 +1,26 @@
 //! `bench --scale N`: does latency hold as the tables grow? The same calls
 //! measured with 10,000 seeded profiles and with N (and twice as many
 //! sessions), every cache off so that each call reaches PostgreSQL, and
-//! the plan of each hot query shown.
+//! the plan of each hot query shown. ExchangeToken is measured against the
+//! bench's own provider fixture (`crate::provider`). Then a second server,
+//! caches at their caps, for its RSS with every cache full
+//! (`super::cache_rss`).
 
+use super::cache_rss::{CacheRss, cache_rss, print_cache_rss};
 use crate::fixtures::{PASSWORD, Session, connect, sessions, start_identity};
 use crate::load::{self, Failure, Outcome, Plan, label};
 use crate::options::Env;
 use crate::procs::{Database, TempDir};
+use crate::provider::{Provider, Signer};
 use crate::stats::Summary;
 use anyhow::{Context as _, bail};
 use identity::proto::v1::auth_service_client::AuthServiceClient;
 use identity::proto::v1::profile_service_client::ProfileServiceClient;
 use identity::proto::v1::{
-    GetProfileRequest, ListProfilesRequest, LoginRequest, RefreshRequest, RegisterRequest,
-    ValidateTokenRequest,
+    ExchangeTokenRequest, GetProfileRequest, ListProfilesRequest, LoginRequest, RefreshRequest,
+    RegisterRequest, ValidateTokenRequest,
 };
+use identity_core::provider::TOKEN_TYPE_JWT;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -25,7 +31,7 @@ use tonic::transport::Channel;
 const BASE: usize = 10_000;
 /// bcrypt cost of the run: the seeded accounts share one hash at this cost
 /// and the server hashes at it, so Login measures the lookup, not bcrypt.
-const COST: u32 = 4;
+pub(super) const COST: u32 = 4;
 const ADMIN: &str = "scale-admin@example.com";
 
 #[derive(Debug, Serialize)]
@@ -35,9 +41,15 @@ pub struct ScaleReport {
     /// scenario → [summary at sizes[0], summary at sizes[1]]
     pub scenarios: BTreeMap<&'static str, Vec<Summary>>,
     pub explain: BTreeMap<&'static str, String>,
+    /// Profiles ExchangeToken created at each size (they stay in the
+    /// table: the next size is measured with them).
+    pub exchange_provisioned: [usize; 2],
+    /// JWK set fetches the provider fixture served over the whole run.
+    pub provider_jwks_fetches: u64,
+    pub cache_rss: CacheRss,
 }
 
-fn psql_out(url: &str, sql: &str) -> anyhow::Result<String> {
+pub(super) fn psql_out(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .arg(url)
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-At", "-c", sql])
@@ -57,7 +69,7 @@ fn psql_out(url: &str, sql: &str) -> anyhow::Result<String> {
 /// Profiles `from..=to` with a local credential each (all sharing `hash`),
 /// and two live sessions each with one refresh token per session. One
 /// `INSERT … SELECT generate_series` per table: PostgreSQL makes the rows.
-fn seed(url: &str, from: usize, to: usize, hash: &str) -> anyhow::Result<()> {
+pub(super) fn seed(url: &str, from: usize, to: usize, hash: &str) -> anyhow::Result<()> {
     if from > to {
         return Ok(());
     }
@@ -100,13 +112,18 @@ fn explain(
     deep_after: &str,
 ) -> anyhow::Result<BTreeMap<&'static str, String>> {
     let id = format!("md5('scale-profile-{}')::uuid", n / 2);
-    let queries: [(&'static str, String); 7] = [
+    let queries: [(&'static str, String); 8] = [
         (
             "Login: credential by email",
             format!(
                 "SELECT * FROM credentials WHERE email = 'scale{}@example.com'",
                 n / 2
             ),
+        ),
+        (
+            "ExchangeToken: profile by provider and auth_id",
+            "SELECT * FROM profiles WHERE auth_provider = 'better-auth' AND auth_id = 'bench-0'"
+                .to_owned(),
         ),
         (
             "GetProfile: profile by id",
@@ -193,20 +210,36 @@ async fn deep_token(
     Ok((token, after))
 }
 
+/// What every phase's calls draw on, made once.
+struct Callers {
+    /// Signed-in sessions (ValidateToken, GetProfile).
+    pool: Arc<Vec<Session>>,
+    /// An admin's access token (ListProfiles).
+    admin: String,
+    /// One refresh token per stream, each its session's latest.
+    current: Arc<Vec<tokio::sync::Mutex<String>>>,
+    /// Provider tokens for ExchangeToken.
+    signer: Arc<Signer>,
+}
+
 /// One phase: every scenario once, closed loop, at the table's size now.
 async fn measure(
     env: &Env,
     url: &str,
-    pool: &Arc<Vec<Session>>,
-    admin: &str,
-    current: &Arc<Vec<tokio::sync::Mutex<String>>>,
+    callers: &Callers,
     seeded: usize,
     deep: &str,
 ) -> anyhow::Result<BTreeMap<&'static str, Summary>> {
+    let Callers {
+        pool,
+        admin,
+        current,
+        signer,
+    } = callers;
     let clients = connect(url, env.args.connections).await?;
     let plan: Plan = env.plan(env.args.concurrency);
     let mut out = BTreeMap::new();
-    let admin: Arc<str> = Arc::from(admin);
+    let admin: Arc<str> = Arc::from(admin.as_str());
     let deep: Arc<str> = Arc::from(deep);
 
     let tokens = Arc::clone(pool);
@@ -304,7 +337,44 @@ async fn measure(
         })
         .await,
     );
+    // Last: every call adds a profile, which the other scenarios at this
+    // size would otherwise be measured with.
+    let signer = Arc::clone(signer);
+    out.insert(
+        "exchange_token_new_user",
+        load::drive(plan, &clients, move |c, _| {
+            let token = signer.token();
+            async move {
+                let subject_token = token.map_err(|_| Failure::Local("signing_failed"))?;
+                let r = AuthServiceClient::new(c)
+                    .exchange_token(ExchangeTokenRequest {
+                        subject_token,
+                        subject_token_type: TOKEN_TYPE_JWT.into(),
+                    })
+                    .await
+                    .map_err(|s| label(&s))?;
+                // A never-seen subject must provision a profile.
+                if r.into_inner().created {
+                    Ok(())
+                } else {
+                    Err(Failure::WrongAnswer)
+                }
+            }
+        })
+        .await,
+    );
     Ok(out)
+}
+
+/// Profiles ExchangeToken created so far (the only ones of its provider).
+fn provisioned(url: &str) -> anyhow::Result<usize> {
+    let n = psql_out(
+        url,
+        "SELECT count(*) FROM profiles WHERE auth_provider = 'better-auth'",
+    )?;
+    n.trim()
+        .parse()
+        .with_context(|| format!("count of provisioned profiles: {n}"))
 }
 
 async fn refresh(c: Channel, current: &[tokio::sync::Mutex<String>], n: u64) -> Outcome {
@@ -333,7 +403,10 @@ pub async fn scale(env: &Env, n: usize) -> anyhow::Result<ScaleReport> {
         ("IDENTITY_PROFILE_CACHE_SIZE", "0".to_owned()),
         ("IDENTITY_BOOTSTRAP_ADMINS", ADMIN.to_owned()),
     ];
-    let server = start_identity(env, &db.url, dir.path(), COST, &caches_off)?;
+    let provider = Provider::start().await?;
+    let mut vars = caches_off.to_vec();
+    vars.extend(provider.server_env());
+    let server = start_identity(env, &db.url, dir.path(), COST, &vars)?;
     let url = server.url();
     let channel = connect(&url, 1).await?.remove(0);
     let admin = AuthServiceClient::new(channel.clone())
@@ -367,10 +440,17 @@ pub async fn scale(env: &Env, n: usize) -> anyhow::Result<ScaleReport> {
             .map(|s| tokio::sync::Mutex::new(s.refresh.clone()))
             .collect(),
     );
+    let callers = Callers {
+        pool,
+        admin,
+        current,
+        signer: Arc::clone(&provider.signer),
+    };
     let mut scenarios: BTreeMap<&'static str, Vec<Summary>> = BTreeMap::new();
     let mut seeded = 0;
     let mut deep_after = String::new();
-    for size in sizes {
+    let mut exchange_provisioned = [0; 2];
+    for (k, size) in sizes.into_iter().enumerate() {
         let t = std::time::Instant::now();
         seed(&db.url, seeded + 1, size, &hash)?;
         seeded = size;
@@ -380,19 +460,28 @@ pub async fn scale(env: &Env, n: usize) -> anyhow::Result<ScaleReport> {
             t.elapsed().as_secs_f64()
         );
         // 90 % of the way through the table, in pages of 100.
-        let (deep, after) = deep_token(&channel, &admin, size * 9 / 10 / 100).await?;
+        let (deep, after) = deep_token(&channel, &callers.admin, size * 9 / 10 / 100).await?;
         deep_after = after;
-        for (name, summary) in measure(env, &url, &pool, &admin, &current, size, &deep).await? {
+        let before = provisioned(&db.url)?;
+        let measured = measure(env, &url, &callers, size, &deep).await?;
+        for (name, summary) in measured {
             scenarios.entry(name).or_default().push(summary);
         }
+        exchange_provisioned[k] = provisioned(&db.url)?.saturating_sub(before);
     }
     let explain = explain(&db.url, seeded, &deep_after)?;
     drop(server);
+    let provider_jwks_fetches = provider.jwks_served();
+    drop(provider);
+    let cache_rss = cache_rss(env, &db.url, seeded, &hash).await?;
     Ok(ScaleReport {
         sizes,
         bcrypt_cost: COST,
         scenarios,
         explain,
+        exchange_provisioned,
+        provider_jwks_fetches,
+        cache_rss,
     })
 }
 
@@ -440,8 +529,10 @@ pub fn print_scale(r: &ScaleReport) {
         }
     }
     println!(
-        "ExchangeToken is not measured: the bench has no external identity provider fixture (a JWKS endpoint and signed provider tokens)."
+        "exchange_token_new_user: ExchangeToken of a provider JWT (EdDSA, signed by the bench) for a never-seen subject each call, against the bench's own provider fixture (one Ed25519 key served as a JWK set on loopback; JWK set fetches by the server: {}); {} and {} profiles provisioned at {a} and {b}, left in the table",
+        r.provider_jwks_fetches, r.exchange_provisioned[0], r.exchange_provisioned[1]
     );
+    print_cache_rss(&r.cache_rss);
 }
 
 /// Runs the scale comparison, prints it and writes its JSON; fails on any
@@ -460,7 +551,8 @@ pub async fn run_scale(env: &Env, n: usize) -> anyhow::Result<()> {
         .values()
         .flatten()
         .map(Summary::error_count)
-        .sum();
+        .sum::<u64>()
+        + report.cache_rss.errors.values().sum::<u64>();
     if errors > 0 {
         bail!("the scale run had {errors} errors");
     }

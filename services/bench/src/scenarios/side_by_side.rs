@@ -120,12 +120,12 @@ pub(super) async fn side_by_side(
 }
 
 /// The median of the values present (none: `None`).
-fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+pub(super) fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let v: Vec<f64> = values.flatten().collect();
     (!v.is_empty()).then(|| median(v))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
