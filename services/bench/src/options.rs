@@ -180,6 +180,20 @@ impl Env {
             rate: None,
         }
     }
+
+    /// One window of a side-by-side comparison: the first round warms each
+    /// server up fully, later ones only refill the pipes.
+    pub fn round_plan(&self, round: usize, slice: Duration) -> Plan {
+        Plan {
+            warmup: if round == 0 {
+                self.warmup
+            } else {
+                self.warmup.min(Duration::from_millis(300))
+            },
+            duration: slice,
+            ..self.plan(self.args.concurrency)
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -260,15 +260,7 @@ pub(super) async fn better_auth_get_session(env: &Env) -> anyhow::Result<Outcome
     let (mut ba_peak, mut va_peak) = (None::<f64>, None::<f64>);
     let (mut ba_cpu, mut va_cpu) = (Vec::new(), Vec::new());
     for round in 0..rounds {
-        let plan = Plan {
-            warmup: if round == 0 {
-                env.warmup
-            } else {
-                env.warmup.min(Duration::from_millis(300))
-            },
-            duration: slice,
-            ..env.plan(env.args.concurrency)
-        };
+        let plan = env.round_plan(round, slice);
         // Alternating which goes first, so that neither always follows
         // the other's after-effects.
         for first in [round % 2 == 0, round % 2 == 1] {

@@ -1,7 +1,6 @@
 //! The scenarios whose ratios are targets, measured in alternation.
 
 use super::prepared::{Prepared, Window};
-use crate::load::Plan;
 use crate::options::Env;
 use crate::report::Row;
 use crate::stats::Recorder;
@@ -28,17 +27,7 @@ pub(super) async fn side_by_side(
     for round in 0..rounds {
         for k in 0..prepared.len() {
             let i = (round + k) % prepared.len();
-            let plan = Plan {
-                // The first round warms each server up fully; later ones
-                // only refill the pipes.
-                warmup: if round == 0 {
-                    env.warmup
-                } else {
-                    env.warmup.min(Duration::from_millis(300))
-                },
-                duration: slice,
-                ..env.plan(env.args.concurrency)
-            };
+            let plan = env.round_plan(round, slice);
             let w = prepared[i].window(env, plan).await;
             let (rec, peak) = (w.rec, w.peak_rss_mb);
             cpu[i].push((w.generator_cpu_pct, w.server_cpu_pct));
