@@ -253,21 +253,40 @@ impl Auth {
                     Scope::Address => "address",
                     Scope::Account => "account",
                 };
-                // No audit row: a limit is hit most by floods, whose rows
-                // would crowd out the ones that matter. The log event and
-                // the metric say enough (service::audit).
-                crate::telemetry::metrics::metrics().rate_limited(action.as_str());
-                SecurityEvent::new(EventName::RateLimited)
-                    .rpc(action.as_str())
-                    .scope(scope)
-                    .retry_after_ms(limited.retry_after.as_millis() as u64)
-                    .client(caller.addr())
-                    .emit(&self.audit);
-                Err(Error::Busy {
-                    retry_after: limited.retry_after.max(Duration::from_millis(1)),
-                    cause: Exhausted::RateLimited,
-                })
+                Err(self.refused_by_limit(
+                    caller,
+                    action.as_str(),
+                    scope,
+                    limited.retry_after,
+                    Exhausted::RateLimited,
+                ))
             }
+        }
+    }
+
+    /// A call turned away by a limit (a rate limit, a watcher cap): the
+    /// rate-limited event, the metric, and the answer. No audit row: a
+    /// limit is hit most by floods, whose rows would crowd out the ones
+    /// that matter; the log event and the metric say enough
+    /// (service::audit).
+    pub(super) fn refused_by_limit(
+        &self,
+        caller: &Caller,
+        rpc: &'static str,
+        scope: &'static str,
+        retry_after: Duration,
+        cause: Exhausted,
+    ) -> Error {
+        crate::telemetry::metrics::metrics().rate_limited(rpc);
+        SecurityEvent::new(EventName::RateLimited)
+            .rpc(rpc)
+            .scope(scope)
+            .retry_after_ms(retry_after.as_millis() as u64)
+            .client(caller.addr())
+            .emit(&self.audit);
+        Error::Busy {
+            retry_after: retry_after.max(Duration::from_millis(1)),
+            cause,
         }
     }
 

@@ -27,10 +27,9 @@
 //! credential can take one.
 
 use super::{Auth, Caller};
-use crate::service::events::{Emit, EventName, SecurityEvent};
 use crate::service::profiles::Principal;
 use crate::service::revocation::FastPath;
-use crate::service::watch::{Cap, Change, FeedEvent, Holder as SlotHolder, Watch};
+use crate::service::watch::{Change, FeedEvent, Holder as SlotHolder, Watch};
 use crate::service::{Error, Exhausted};
 use identity_core::roles::may_watch_revocations;
 use identity_store::{Id, Store};
@@ -138,7 +137,16 @@ impl Auth {
                 address: self.client_key(caller),
                 principal,
             })
-            .map_err(|cap| self.watchers_refused(caller, cap))?;
+            .map_err(|cap| {
+                let retry_after = Duration::from_secs(1);
+                self.refused_by_limit(
+                    caller,
+                    "watch_revocations",
+                    cap.scope(),
+                    retry_after,
+                    Exhausted::Watchers(cap),
+                )
+            })?;
         let watch = feed.subscribe(slot, resume_after)?;
         Ok(Watching {
             watch,
@@ -147,26 +155,6 @@ impl Auth {
             ended: false,
         }
         .deliver(feed.send_timeout()))
-    }
-}
-
-impl Auth {
-    /// A watcher turned away by `cap`: the rate-limited event (log, span
-    /// event, metric; no audit row, like every limit's) and the answer.
-    fn watchers_refused(&self, caller: &Caller, cap: Cap) -> Error {
-        const RPC: &str = "watch_revocations";
-        let retry_after = Duration::from_secs(1);
-        crate::telemetry::metrics::metrics().rate_limited(RPC);
-        SecurityEvent::new(EventName::RateLimited)
-            .rpc(RPC)
-            .scope(cap.scope())
-            .retry_after_ms(retry_after.as_millis() as u64)
-            .client(caller.client_addr.as_deref())
-            .emit(&self.audit);
-        Error::Busy {
-            retry_after,
-            cause: Exhausted::Watchers(cap),
-        }
     }
 }
 
