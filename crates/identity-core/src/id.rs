@@ -17,8 +17,11 @@ impl Id {
     pub fn parse(s: &str) -> Option<Self> {
         // Only the canonical hyphenated form: one spelling per id keeps
         // SQLite text comparison identical to PostgreSQL's uuid ordering.
+        // On every authenticated call: compared on the stack, no allocation.
         let uuid = Uuid::try_parse(s).ok()?;
-        (uuid.hyphenated().to_string() == s.to_ascii_lowercase()).then_some(Id(uuid))
+        let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let canonical = uuid.hyphenated().encode_lower(&mut canonical);
+        canonical.eq_ignore_ascii_case(s).then_some(Id(uuid))
     }
 }
 
@@ -31,5 +34,29 @@ impl Default for Id {
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_hyphenated_spelling_of_an_id_parses() {
+        let id = Id::new();
+        let text = id.to_string();
+        assert_eq!(Id::parse(&text), Some(id));
+        assert_eq!(Id::parse(&text.to_ascii_uppercase()), Some(id));
+        for other in [
+            id.0.simple().to_string(),
+            id.0.braced().to_string(),
+            id.0.urn().to_string(),
+            format!(" {text}"),
+            format!("{text} "),
+            text[..35].to_owned(),
+            String::new(),
+        ] {
+            assert_eq!(Id::parse(&other), None, "{other:?}");
+        }
     }
 }

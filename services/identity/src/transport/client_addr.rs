@@ -124,6 +124,12 @@ where
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let peer = peer(request.extensions());
+        if self.trusted.is_empty() {
+            // No proxy is trusted, so the header cannot matter: not looked
+            // up (a header-map search on every call).
+            request.extensions_mut().insert(ClientAddr(peer));
+            return self.inner.call(request);
+        }
         // Bytes that are not text spoil only the entry they are in (it
         // becomes malformed and ends the walk there), never the entries a
         // trusted proxy appended after it on the same line.

@@ -27,7 +27,6 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 
 /// Default largest request message (larger ones get RESOURCE_EXHAUSTED).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -364,11 +363,33 @@ impl Default for HttpSettings {
     }
 }
 
-fn header(name: &'static str, value: &'static str) -> SetResponseHeaderLayer<http::HeaderValue> {
-    SetResponseHeaderLayer::overriding(
-        http::HeaderName::from_static(name),
-        http::HeaderValue::from_static(value),
-    )
+/// The browser-facing headers on every answer (threat model T1.18), set in
+/// one pass: four layers of one header each cost a clone and a future per
+/// layer on every call.
+fn with_security_headers<B>(mut response: http::Response<B>) -> http::Response<B> {
+    use http::header::{self, HeaderValue};
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The same, and HSTS: only over TLS, where a browser heeds it.
+fn with_security_headers_and_hsts<B>(response: http::Response<B>) -> http::Response<B> {
+    let mut response = with_security_headers(response);
+    response.headers_mut().insert(
+        http::header::STRICT_TRANSPORT_SECURITY,
+        http::HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+    );
+    response
 }
 
 /// CORS for gRPC-Web: only the configured origins, only POST, and the
@@ -423,15 +444,10 @@ where
             http.trace_trusted_proxies.clone(),
             http.listen_addr,
         ))
-        .layer(header("x-content-type-options", "nosniff"))
-        .layer(header("x-frame-options", "DENY"))
-        .layer(header("referrer-policy", "no-referrer"))
-        .layer(header("cache-control", "no-store"))
-        .option_layer(http.tls.then(|| {
-            header(
-                "strict-transport-security",
-                "max-age=31536000; includeSubDomains",
-            )
+        .layer(tower::util::MapResponseLayer::new(if http.tls {
+            with_security_headers_and_hsts::<tonic::body::Body> as fn(_) -> _
+        } else {
+            with_security_headers::<tonic::body::Body>
         }))
         .layer(tower::util::MapResponseLayer::new(
             every_error_has_a_reason::<tonic::body::Body> as fn(_) -> _,
