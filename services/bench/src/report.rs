@@ -191,8 +191,13 @@ fn targets(
         ),
         at_least(
             "get_profile ÷ echo (req/s)",
-            0.4,
+            0.7,
             ratios.get("get_profile_over_echo").copied(),
+        ),
+        at_least(
+            "ext_authz Check ÷ echo (req/s)",
+            0.8,
+            ratios.get("ext_authz_check_over_echo").copied(),
         ),
         at_most(
             "revocation propagation p99",
