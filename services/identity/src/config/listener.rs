@@ -20,8 +20,7 @@ const ISTIO_INBOUND_PASSTHROUGH: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
 /// Whether `network` holds Istio's inbound passthrough address, as IPv4 or
 /// IPv4-mapped IPv6 (`::ffff:127.0.0.6`): a list that holds it trusts the
-/// whole mesh (threat model T1.58, docs/decisions/0021-istio-inbound-
-/// address-is-never-a-trusted-proxy.md).
+/// whole mesh (threat model T1.58, decision 0021).
 fn holds_istio_inbound_address(network: &ipnet::IpNet) -> bool {
     network.contains(&IpAddr::V4(ISTIO_INBOUND_PASSTHROUGH))
         || network.contains(&IpAddr::V6(ISTIO_INBOUND_PASSTHROUGH.to_ipv6_mapped()))
