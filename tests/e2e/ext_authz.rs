@@ -510,6 +510,40 @@ async fn an_untrusted_caller_is_limited_like_validate_token_and_a_trusted_proxy_
     );
 }
 
+/// Threat model T1.58: with identity's port captured by Istio's inbound
+/// sidecar every caller arrives from 127.0.0.6, so a proxy list that holds
+/// it (here through the whole loopback /8) would exempt every mesh workload
+/// from the per-address limit and believe its `attributes.source`. The
+/// server refuses to start, naming the setting, the reason and the fix.
+#[test]
+fn a_proxy_list_holding_istios_inbound_address_refuses_to_start() {
+    // Each in its own thread: a server that accepts the list serves until
+    // refused_start gives up after 60 s.
+    let runs: Vec<_> = ["IDENTITY_TRUSTED_PROXIES", "IDENTITY_TRACE_TRUSTED_PROXIES"]
+        .into_iter()
+        .map(|setting| {
+            std::thread::spawn(move || {
+                let env = [(setting, "127.0.0.0/8")];
+                (setting, crate::support::refused_start(&env))
+            })
+        })
+        .collect();
+    for run in runs {
+        let (setting, (code, text)) = run.join().unwrap();
+        assert_eq!(code, Some(2), "{setting}: {text}");
+        for words in [
+            "refusing to start",
+            setting,
+            "127.0.0.0/8",
+            "127.0.0.6",
+            "every mesh caller would be trusted",
+            "docs/deploy-helm.md",
+        ] {
+            assert!(text.contains(words), "{setting}: no `{words}` in {text}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mtls_caller_not_listed_as_a_proxy_is_limited_and_named_by_its_own_address() {
     // A client certificate proves who the caller is, not that it is a

@@ -292,6 +292,13 @@ SCHEMA_REFUSALS = {
     "proxy-bad-prefix": ({"config__trustedProxies": ["10.0.0.0/33"]}, "/config/trustedProxies/0"),
     "proxy-bad-octet": ({"config__trustedProxies": ["300.0.0.1"]}, "/config/trustedProxies/0"),
     "proxies-comma-joined": ({"config__trustedProxies": ["10.0.0.0/8,192.168.0.0/16"]}, "/config/trustedProxies/0"),
+    # Istio's inbound passthrough address: every mesh caller (threat model T1.58).
+    "proxy-istio-inbound": ({"config__trustedProxies": ["10.0.0.0/8", "127.0.0.6"]}, "/config/trustedProxies/1"),
+    "proxy-istio-inbound-32": ({"config__trustedProxies": ["127.0.0.6/32"]}, "/config/trustedProxies/0"),
+    "proxy-loopback-8": ({"config__trustedProxies": ["127.0.0.0/8"]}, "/config/trustedProxies/0"),
+    "proxy-everyone": ({"config__trustedProxies": ["0.0.0.0/0"]}, "/config/trustedProxies/0"),
+    "proxy-istio-inbound-mapped": ({"config__trustedProxies": ["::ffff:127.0.0.6"]}, "/config/trustedProxies/0"),
+    "trace-proxy-istio-inbound": ({"config__traceTrustedProxies": ["127.0.0.6"]}, "/config/traceTrustedProxies/0"),
     "trace-proxy-not-cidr": ({"config__traceTrustedProxies": ["otel-gateway"]}, "/config/traceTrustedProxies/0"),
     "trace-proxies-comma-joined": (
         {"config__traceTrustedProxies": ["10.0.0.0/8,192.168.0.0/16"]},
@@ -350,7 +357,9 @@ SCHEMA_ACCEPTS = {
     "origin-with-port": {"config__grpcWebOrigins": ["https://app.example.com:8443", "http://localhost:5173"]},
     "origin-ipv6": {"config__grpcWebOrigins": ["http://[::1]:8080"]},
     "origin-ipv4": {"config__grpcWebOrigins": ["http://127.0.0.1:3000"]},
-    "proxy-addresses": {"config__trustedProxies": ["10.0.0.0/8", "192.0.2.7", "::1", "2001:db8::/32", "0.0.0.0/0"]},
+    "proxy-addresses": {
+        "config__trustedProxies": ["10.0.0.0/8", "192.0.2.7", "::1", "127.0.0.1", "2001:db8::/32", "128.0.0.0/1"]
+    },
     "score-4": {"config__passwordMinScore": 4},
     "quotas": {
         "rateLimit__quotas": {

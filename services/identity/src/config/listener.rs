@@ -3,7 +3,7 @@
 
 use super::{ConfigError, Mode, refuse};
 use crate::cli::Settings;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// The listener section of [`super::Config`].
 pub(super) struct Listener {
@@ -13,17 +13,46 @@ pub(super) struct Listener {
     pub grpc_web_origins: Vec<http::HeaderValue>,
 }
 
-/// A list of CIDRs or single addresses (empty entries skipped).
+/// The address Istio's inbound sidecar connects to the application from
+/// (its inbound passthrough source). With the port captured, every mesh
+/// caller arrives from it, whoever it is.
+const ISTIO_INBOUND_PASSTHROUGH: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+
+/// Whether `network` holds Istio's inbound passthrough address, as IPv4 or
+/// IPv4-mapped IPv6 (`::ffff:127.0.0.6`): a list that holds it trusts the
+/// whole mesh (threat model T1.58, decision 0021).
+fn holds_istio_inbound_address(network: &ipnet::IpNet) -> bool {
+    network.contains(&IpAddr::V4(ISTIO_INBOUND_PASSTHROUGH))
+        || network.contains(&IpAddr::V6(ISTIO_INBOUND_PASSTHROUGH.to_ipv6_mapped()))
+}
+
+/// A list of CIDRs or single addresses (empty entries skipped) of peers
+/// whose word about others is believed; never one that would include every
+/// caller in an Istio mesh.
 fn networks(setting: &'static str, entries: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
     entries
         .iter()
         .map(|entry| entry.trim())
         .filter(|entry| !entry.is_empty())
         .map(|entry| {
-            entry
+            let network = entry
                 .parse::<ipnet::IpNet>()
-                .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| refuse(setting, format!("`{entry}` is not an address or CIDR")))
+                .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| refuse(setting, format!("`{entry}` is not an address or CIDR")))?;
+            if holds_istio_inbound_address(&network) {
+                return Err(refuse(
+                    setting,
+                    format!(
+                        "`{entry}` holds {ISTIO_INBOUND_PASSTHROUGH}, Istio's inbound passthrough \
+                         address: behind an Istio sidecar every caller arrives from it, so every \
+                         mesh caller would be trusted. List the mesh ingress gateway's (or \
+                         ext_authz proxy's) own addresses instead, or exclude the port from \
+                         inbound capture (traffic.sidecar.istio.io/excludeInboundPorts); see \
+                         docs/deploy-helm.md"
+                    ),
+                ));
+            }
+            Ok(network)
         })
         .collect()
 }

@@ -291,3 +291,50 @@ fn the_refresh_reuse_grace_is_at_most_a_minute() {
     let err = load(&[dev[0], dev[1], "--refresh-reuse-grace=61s"]).unwrap_err();
     assert_eq!(err.setting, "IDENTITY_REFRESH_REUSE_GRACE");
 }
+
+/// Threat model T1.58: behind Istio's inbound capture every caller reaches
+/// the server from 127.0.0.6, so a list holding that address trusts the
+/// whole mesh. Refused in --dev too, under either setting and however it
+/// is written; loopback addresses that are not it (a proxy in the same
+/// pod) stay allowed.
+#[test]
+fn a_proxy_list_holding_istios_inbound_address_is_refused() {
+    for setting in ["IDENTITY_TRUSTED_PROXIES", "IDENTITY_TRACE_TRUSTED_PROXIES"] {
+        let flag = setting
+            .trim_start_matches("IDENTITY_")
+            .to_lowercase()
+            .replace('_', "-");
+        for bad in [
+            "127.0.0.6",
+            "127.0.0.6/32",
+            "127.0.0.4/30",
+            "127.0.0.0/8",
+            "0.0.0.0/0",
+            "::ffff:127.0.0.6",
+            "::ffff:127.0.0.0/104",
+            "::/0",
+        ] {
+            // Listed after a harmless entry: every entry is checked.
+            let err = load(&["--dev", &format!("--{flag}=10.0.0.0/8,{bad}")]).unwrap_err();
+            assert_eq!(err.setting, setting, "{bad}");
+            for words in [bad, "127.0.0.6", "Istio", "docs/deploy-helm.md"] {
+                assert!(err.problem.contains(words), "{bad}: {err}");
+            }
+        }
+        for fine in [
+            "127.0.0.1/32",
+            "127.0.0.1",
+            "127.0.0.7",
+            "::1",
+            "10.0.0.0/8",
+        ] {
+            let config = load(&["--dev", &format!("--{flag}={fine}")])
+                .unwrap_or_else(|err| panic!("{fine}: {err}"));
+            let listed = match setting {
+                "IDENTITY_TRUSTED_PROXIES" => &config.trusted_proxies,
+                _ => &config.trace_trusted_proxies,
+            };
+            assert_eq!(listed.len(), 1, "{fine}");
+        }
+    }
+}
