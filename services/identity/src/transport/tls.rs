@@ -191,9 +191,9 @@ impl AllowedNames {
 
 /// Who a client certificate speaks for, as one principal: its DNS names
 /// (in lower case) and URIs, sorted and joined with `,`, which is what
-/// IDENTITY_TLS_CLIENT_ALLOWED_SANS admits by; without any, the SHA-256 of
-/// the certificate (hex), so that two such certificates are never one
-/// principal. Certificates renewed with the same names stay the same
+/// IDENTITY_TLS_CLIENT_ALLOWED_SANS admits by; without any (or with a name
+/// holding a `,`), the SHA-256 of the certificate (hex), so that two such
+/// certificates are never one principal. Certificates renewed with the same names stay the same
 /// principal; the common name is never read (SANs are what a CA vouches for).
 pub fn certificate_identity(end_entity: &[u8]) -> String {
     use sha2::Digest as _;
@@ -215,7 +215,10 @@ pub fn certificate_identity(end_entity: &[u8]) -> String {
             })
         })
         .unwrap_or_default();
-    if names.is_empty() {
+    // A name holding the separator would make the joined list ambiguous
+    // (one name `a,uri:b` reads as the two names `a` and `uri:b`): such a
+    // certificate is a principal of its own, by digest.
+    if names.is_empty() || names.iter().any(|name| name.contains(',')) {
         return format!("sha256:{}", hex::encode(sha2::Sha256::digest(end_entity)));
     }
     names.sort_unstable();
@@ -436,5 +439,18 @@ mod tests {
         assert_eq!(certificate_identity(&x).len(), "sha256:".len() + 64);
         assert_ne!(certificate_identity(&x), certificate_identity(&y));
         assert!(certificate_identity(b"not a certificate").starts_with("sha256:"));
+    }
+
+    #[test]
+    fn a_name_holding_the_separator_cannot_pass_for_another_certificates_names() {
+        let victim = certificate(&["verifier.internal"], &["spiffe://x/v"]);
+        let forger = certificate(&["verifier.internal,uri:spiffe://x/v"], &[]);
+        assert_ne!(certificate_identity(&forger), certificate_identity(&victim));
+        assert!(certificate_identity(&forger).starts_with("sha256:"));
+        let forger_uri = certificate(&[], &["spiffe://x/v,dns:verifier.internal"]);
+        assert_ne!(
+            certificate_identity(&forger_uri),
+            certificate_identity(&victim)
+        );
     }
 }
