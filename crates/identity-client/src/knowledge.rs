@@ -41,6 +41,15 @@ struct RolesChanged {
 }
 
 /// What one token needs beyond its signature and claims.
+/// ValidateToken's "inactive" for a session, as remembered.
+#[derive(Debug, Clone, Copy)]
+struct Inactive {
+    /// The newest refused token's `iat`: tokens issued after it are asked.
+    issued_by: i64,
+    /// Until when the answer is reused.
+    until: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Refused: its session was revoked.
@@ -70,7 +79,7 @@ pub(crate) struct Knowledge {
     vouched: HashSet<String>,
     /// Sessions ValidateToken called inactive, until when that answer is
     /// reused (see [`Knowledge::inactive`]).
-    inactive: HashMap<String, i64>,
+    inactive: HashMap<String, Inactive>,
     /// The last reset, this verifier's clock; `None`: no stream yet, so
     /// nothing issued before now can be vouched for.
     reset_at: Option<i64>,
@@ -136,14 +145,26 @@ impl Knowledge {
     /// holder could spend this service's ValidateToken quota at identity.
     /// Short, since identity may have answered inactive for a reason of its
     /// own (a replica missing a key mid-rotation).
-    pub(crate) fn inactive(&mut self, epoch: u64, sid: &str, until: i64) {
+    ///
+    /// Only for tokens of `sid` issued no later than the refused one
+    /// (`iat`): identity may have refused that token alone (expired by its
+    /// shorter leeway), and a session that is revoked issues no newer
+    /// token, so a newer one is asked about.
+    pub(crate) fn inactive(&mut self, epoch: u64, sid: &str, iat: i64, until: i64) {
         if epoch == self.epoch {
-            self.inactive.insert(sid.to_owned(), until);
+            let entry = self.inactive.entry(sid.to_owned()).or_insert(Inactive {
+                issued_by: iat,
+                until,
+            });
+            entry.issued_by = entry.issued_by.max(iat);
+            entry.until = entry.until.max(until);
         }
     }
 
-    pub(crate) fn known_inactive(&self, sid: &str, now: i64) -> bool {
-        self.inactive.get(sid).is_some_and(|until| now <= *until)
+    pub(crate) fn known_inactive(&self, sid: &str, iat: i64, now: i64) -> bool {
+        self.inactive
+            .get(sid)
+            .is_some_and(|known| now <= known.until && iat <= known.issued_by)
     }
 
     pub(crate) fn session_revoked(&mut self, sid: String, expire_time: i64) {
@@ -189,7 +210,7 @@ impl Knowledge {
     /// Forgets what no unexpired token can need any more.
     pub(crate) fn prune(&mut self, now: i64, leeway: i64) {
         self.revoked_sessions.retain(|_, expire| *expire >= now);
-        self.inactive.retain(|_, until| *until >= now);
+        self.inactive.retain(|_, known| known.until >= now);
         self.profile_revocations.retain(|_, rules| {
             rules.retain(|r| r.expire_time >= now);
             !rules.is_empty()
@@ -362,17 +383,32 @@ mod tests {
     #[test]
     fn an_inactive_answer_is_reused_for_a_short_while_only() {
         let mut k = after_reset();
-        k.inactive(k.epoch(), "s", T + 30);
-        assert!(k.known_inactive("s", T + 30));
-        assert!(!k.known_inactive("other", T));
-        assert!(!k.known_inactive("s", T + 31), "asked again after it");
+        k.inactive(k.epoch(), "s", T - 5, T + 30);
+        assert!(k.known_inactive("s", T - 5, T + 30));
+        assert!(!k.known_inactive("other", T - 5, T));
+        assert!(
+            !k.known_inactive("s", T - 5, T + 31),
+            "asked again after it"
+        );
         let stale_epoch = k.epoch();
         k.reset(T + 40);
-        k.inactive(stale_epoch, "t", T + 70);
+        k.inactive(stale_epoch, "t", T - 5, T + 70);
         assert!(
-            !k.known_inactive("t", T + 50),
+            !k.known_inactive("t", T - 5, T + 50),
             "an answer that raced a reset"
         );
+    }
+
+    #[test]
+    fn an_inactive_answer_for_an_old_token_does_not_refuse_the_sessions_newer_ones() {
+        // identity called an expired token of a live session inactive (its
+        // leeway is shorter than this verifier's); the token its holder
+        // refreshed right after must be asked about, not refused for 30 s.
+        let mut k = after_reset();
+        k.inactive(k.epoch(), "s", T - 70, T + 30);
+        assert!(k.known_inactive("s", T - 70, T), "the same token");
+        assert!(k.known_inactive("s", T - 80, T), "an older one");
+        assert!(!k.known_inactive("s", T - 1, T), "one issued after it");
     }
 
     #[test]

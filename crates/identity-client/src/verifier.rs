@@ -374,7 +374,7 @@ impl Verifier {
         }
         let (decision, epoch) = {
             let knowledge = self.shared.knowledge();
-            if knowledge.known_inactive(&claims.sid, now_unix()) {
+            if knowledge.known_inactive(&claims.sid, claims.iat, now_unix()) {
                 return Err(VerifyError::Inactive);
             }
             let facts = TokenFacts {
@@ -419,6 +419,7 @@ impl Verifier {
                 self.shared.knowledge().inactive(
                     epoch,
                     &claims.sid,
+                    claims.iat,
                     now_unix() + INACTIVE_REUSE_SECS,
                 );
             }
