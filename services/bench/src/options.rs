@@ -66,6 +66,11 @@ pub struct Args {
     /// required, and the trend of RSS and p99 over time judged.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub soak: Option<Duration>,
+    /// Run the soak's server with its default token and session cache caps
+    /// instead of 2,000 each: at the defaults the caches are still filling
+    /// when a ten-minute soak ends, and their growth reads as a trend.
+    #[arg(long)]
+    pub soak_default_caches: bool,
     /// Sampling interval of the soak.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub soak_interval: Duration,
