@@ -197,6 +197,9 @@ fn a_short_soak_runs_without_errors_and_judges_its_trend() {
     }
     assert_eq!(report["trends"].as_array().unwrap().len(), 2);
     assert!(stdout.contains("trend (least squares"), "{stdout}");
+    // Caches full within the first minute unless --soak-default-caches.
+    assert_eq!(report["cache_cap"].as_u64(), Some(2000), "{report}");
+    assert!(stdout.contains("caches capped at 2000"), "{stdout}");
 }
 
 /// `bench --scale 2000` with tiny windows: seeded to 2000 and to 10,000
