@@ -45,7 +45,7 @@ fn assert_rate_limited(status: &tonic::Status, at_most: Duration) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_beyond_the_address_quota_is_refused_before_authorization_and_another_address_opens() {
+async fn a_burst_over_an_address_quota_is_refused_before_authorization_and_another_address_opens() {
     const ALLOWED: usize = 5;
     const BURST: usize = 12;
     // 5 at once, then one every 12 minutes: none comes back during the test.
@@ -112,11 +112,12 @@ async fn identity_client_refused_by_the_quota_waits_as_retry_info_says_then_watc
     let _first = Watcher::start(&server, &token, "").await;
 
     let started = Instant::now();
-    let verifier = Verifier::builder(tonic::transport::Endpoint::from_shared(server.url()).unwrap())
-        .service_token(token.clone())
-        .build()
-        .await
-        .expect("the verifier starts");
+    let verifier =
+        Verifier::builder(tonic::transport::Endpoint::from_shared(server.url()).unwrap())
+            .service_token(token.clone())
+            .build()
+            .await
+            .expect("the verifier starts");
     assert!(
         verifier.wait_current(Duration::from_secs(15)).await,
         "the verifier never opened its stream"
