@@ -1,6 +1,7 @@
 //! Follows `WatchRevocations`: applies each event to the shared knowledge,
 //! resumes after the last cursor when the stream ends, and backs off while
-//! identity cannot be reached.
+//! identity cannot be reached — at least as long as identity's `RetryInfo`
+//! asks, when it answers with one (a rate limit, a watcher cap).
 
 use crate::principal::now_unix;
 use crate::proto::v1::auth_service_client::AuthServiceClient;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
 
 const FIRST_RETRY: Duration = Duration::from_millis(50);
 const LAST_RETRY: Duration = Duration::from_secs(2);
@@ -26,6 +28,8 @@ pub(crate) async fn follow(
     let mut pruned = Instant::now();
     let mut signed_in: Option<(String, SystemTime)> = None;
     loop {
+        // The delay identity asked for with the last refusal, if any.
+        let mut asked: Option<Duration> = None;
         let cursor = shared.knowledge().cursor.clone();
         let mut request = tonic::Request::new(WatchRevocationsRequest {
             resume_after: cursor,
@@ -76,12 +80,14 @@ pub(crate) async fn follow(
                         }
                         Err(status) => {
                             tracing::warn!(%status, "the revocation stream broke; resuming");
+                            asked = retry_delay(&status);
                             break;
                         }
                     }
                 }
             }
             Err(status) => {
+                asked = retry_delay(&status);
                 if status.code() == tonic::Code::Unauthenticated {
                     // Rotated, disabled or expired: sign in again next time.
                     signed_in = None;
@@ -101,9 +107,19 @@ pub(crate) async fn follow(
                 }
             }
         }
-        tokio::time::sleep(retry).await;
+        // Retrying sooner than identity asked would only be refused again,
+        // each refusal one more call on a replica that asked for fewer.
+        tokio::time::sleep(asked.map_or(retry, |asked| asked.max(retry))).await;
         retry = (retry * 2).min(LAST_RETRY);
     }
+}
+
+/// The `google.rpc.RetryInfo` delay of a refusal (`RESOURCE_EXHAUSTED`
+/// from a rate limit or a watcher cap), if identity sent one.
+fn retry_delay(status: &tonic::Status) -> Option<Duration> {
+    status
+        .get_details_retry_info()
+        .and_then(|info| info.retry_delay)
 }
 
 /// A token of the service client, from `ServiceLogin` unless the last one

@@ -76,15 +76,19 @@ pub enum Action {
     Refresh,
     Validate,
     Exchange,
+    /// Opening a WatchRevocations stream: counted before the watcher is
+    /// authorized, whose check costs database work.
+    Watch,
 }
 
 impl Action {
-    pub const ALL: [Action; 5] = [
+    pub const ALL: [Action; 6] = [
         Action::Register,
         Action::Login,
         Action::Refresh,
         Action::Validate,
         Action::Exchange,
+        Action::Watch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +98,7 @@ impl Action {
             Action::Refresh => "refresh",
             Action::Validate => "validate",
             Action::Exchange => "exchange",
+            Action::Watch => "watch",
         }
     }
 }

@@ -351,6 +351,15 @@ pub struct Settings {
     #[arg(long, env = "IDENTITY_RATE_LIMIT_EXCHANGE", default_value = "30/1m")]
     pub rate_limit_exchange: String,
 
+    /// WatchRevocations streams opened per client address, counted before
+    /// the watcher is authorized (which reads the database). A verifier
+    /// opens one stream per replica and reopens it rarely: 120 at once let
+    /// a fleet of verifiers restarting together behind one address (a NAT,
+    /// a node, a proxy not in IDENTITY_TRUSTED_PROXIES) all reconnect,
+    /// while an address opening streams in a loop gets two a second.
+    #[arg(long, env = "IDENTITY_RATE_LIMIT_WATCH", default_value = "120/1m")]
+    pub rate_limit_watch: String,
+
     /// redis://host:6379/0 — counters shared by every replica (one global
     /// limit). rediss:// for TLS, the server's certificate and host name
     /// checked against the system roots or IDENTITY_RATE_LIMIT_REDIS_CA_FILE.

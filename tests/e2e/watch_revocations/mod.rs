@@ -7,10 +7,13 @@
 mod access;
 mod caps;
 mod events;
+mod rate;
 mod resume;
 mod slow;
 
-use crate::support::{Auth, Backend, Server, ServerOptions, TestDb, bearer, issue_service_token};
+use crate::support::{
+    Auth, Backend, Server, ServerOptions, TestDb, bearer, eventually, issue_service_token,
+};
 use identity::proto::v1::revocation_event::Event;
 use identity::proto::v1::*;
 use std::time::{Duration, Instant};
@@ -183,4 +186,39 @@ pub(crate) fn watch_token_named(db: &TestDb, name: &str) -> String {
 /// A test's AuthService client on `server`.
 pub(crate) async fn client(server: &Server) -> Auth {
     server.auth().await
+}
+
+/// How many `identity.rate_limited` events the server logged for `rpc`
+/// (`watch_revocations`: a watcher cap; `watch`: the rate limit on opens)
+/// with `scope`.
+pub(crate) fn refusals_logged(server: &Server, rpc: &str, scope: &str) -> usize {
+    server
+        .logs()
+        .lines()
+        .filter(|line| {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {
+                return false;
+            };
+            let fields = json.get("fields").unwrap_or(&json);
+            let field = |name: &str| {
+                fields
+                    .get(name)
+                    .or_else(|| json.get(name))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            };
+            field("event.name").as_deref() == Some("identity.rate_limited")
+                && field("rpc").as_deref() == Some(rpc)
+                && field("scope").as_deref() == Some(scope)
+        })
+        .count()
+}
+
+/// Whether the server logged at least one such refusal (the log line is
+/// read by another thread: it may land a moment after the answer).
+pub(crate) async fn logged_refusal(server: &Server, rpc: &str, scope: &str) -> bool {
+    eventually(Duration::from_secs(5), || async {
+        refusals_logged(server, rpc, scope) > 0
+    })
+    .await
 }

@@ -86,6 +86,10 @@ pub(super) fn rate_limits(settings: &Settings, mode: Mode) -> Result<LimitSettin
                 &settings.rate_limit_exchange,
             )?,
         ),
+        (
+            Action::Watch,
+            quota("IDENTITY_RATE_LIMIT_WATCH", &settings.rate_limit_watch)?,
+        ),
     ]);
     let per_account = HashMap::from([
         (

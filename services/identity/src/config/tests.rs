@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::cli::Command;
+use identity_core::rate_limit::{Action, Quota};
 use std::time::Duration;
 
 pub(super) fn load(args: &[&str]) -> Result<Config, ConfigError> {
@@ -115,6 +116,34 @@ fn housekeeping_and_limiter_sizes_are_checked_and_named() {
         let err = load(&["--dev", "--data-dir=/tmp/identity-test", arg]).unwrap_err();
         assert_eq!(err.setting, setting, "{arg}");
     }
+}
+
+#[test]
+fn a_malformed_watch_quota_names_its_setting() {
+    let config = load(&["--dev", "--data-dir=/tmp/identity-test"]).unwrap();
+    assert_eq!(
+        config.limits.per_address.get(&Action::Watch),
+        Some(&Quota {
+            count: 120,
+            period: Duration::from_secs(60)
+        })
+    );
+    for bad in ["120", "0/1m", "many/1m", "120/soon", "120/0s"] {
+        let arg = format!("--rate-limit-watch={bad}");
+        let err = load(&["--dev", "--data-dir=/tmp/identity-test", &arg]).unwrap_err();
+        assert_eq!(err.setting, "IDENTITY_RATE_LIMIT_WATCH", "{bad}");
+        assert!(err.to_string().contains(bad), "{bad}: {err}");
+    }
+    let config = load(&[
+        "--dev",
+        "--data-dir=/tmp/identity-test",
+        "--rate-limit-watch=10/30s",
+    ])
+    .unwrap();
+    assert_eq!(
+        config.limits.per_address[&Action::Watch].interval(),
+        Duration::from_secs(3)
+    );
 }
 
 #[test]

@@ -25,12 +25,18 @@
 //! the server's cap (`service::watch::slots`, decision 0019). The place is
 //! taken only once the watcher is authorized: nobody without the watch
 //! credential can take one.
+//!
+//! The caps bound the streams held, not how fast they are opened: opens
+//! are rate-limited per client address (IDENTITY_RATE_LIMIT_WATCH,
+//! decision 0022) before anything else, the database reads of the
+//! authorization included.
 
 use super::{Auth, Caller};
 use crate::service::profiles::Principal;
 use crate::service::revocation::FastPath;
 use crate::service::watch::{Change, FeedEvent, Holder as SlotHolder, Watch};
 use crate::service::{Error, Exhausted};
+use identity_core::rate_limit::Action;
 use identity_core::roles::may_watch_revocations;
 use identity_store::{Id, Store};
 use std::sync::Arc;
@@ -96,6 +102,10 @@ impl Auth {
         watcher: Watcher<'_>,
         resume_after: &str,
     ) -> Result<Delivery, Error> {
+        // Before the authorization, which reads the database: opening and
+        // closing streams in a loop, with or without the credential, would
+        // otherwise cost a few transactions each (decision 0022).
+        self.limit(Action::Watch, caller, None).await?;
         let (holder, principal) = match watcher {
             Watcher::Certificate(identity) => (None, format!("certificate:{identity}")),
             Watcher::Bearer(token) => {
