@@ -17,6 +17,7 @@ mod exchange;
 mod ext_authz;
 mod forgery;
 mod fuzz;
+mod go_client;
 mod grpcurl;
 mod hardening;
 mod housekeeping;
